@@ -1,0 +1,97 @@
+/* attn.c: the backend registry and the parameter helpers shared by all
+ * backends. The registry is generated from variants/registry.def, so adding
+ * a backend never touches this file. */
+#include "attn.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+#define BACKEND(x) extern const attn_backend attn_backend_##x;
+#include "registry.def"
+#undef BACKEND
+
+static const attn_backend *const registry[] = {
+#define BACKEND(x) &attn_backend_##x,
+#include "registry.def"
+#undef BACKEND
+};
+
+int attn_count(void) { return (int)(sizeof registry / sizeof registry[0]); }
+
+const attn_backend *attn_get(int i) { return (i >= 0 && i < attn_count()) ? registry[i] : NULL; }
+
+const attn_backend *attn_find(const char *name) {
+    for (int i = 0; i < attn_count(); i++)
+        if (strcmp(registry[i]->name, name) == 0) return registry[i];
+    return NULL;
+}
+
+const char *attn_names(void) {
+    static char buf[1024];
+    size_t off = 0;
+    buf[0] = 0;
+    for (int i = 0; i < attn_count() && off < sizeof buf; i++)
+        off += (size_t)snprintf(buf + off, sizeof buf - off, "%s%s", i ? ", " : "", registry[i]->name);
+    return buf;
+}
+
+void attn_params_default(attn_params *p) {
+    memset(p, 0, sizeof *p);
+    p->batch = 1;
+    p->heads = 1;
+    p->seq = 0;
+    p->head_dim = 64;
+    p->causal = 1;
+    p->window = 0;
+    p->clusters = 0;
+    p->local_heads = -1;
+    p->share_qk = -1;
+    p->assign = ATTN_ASSIGN_TOPK;
+    p->norm = ATTN_NORM_L2;
+    p->decay = 0.999f;
+    p->commit_weight = 0.0f;
+    p->kmeans_init_iters = 3;
+    p->seed = 1;
+}
+
+int attn_params_check_sizes(const attn_params *p, char *err, size_t errlen) {
+    if (p->batch <= 0) return rb_fail(err, errlen, "batch must be positive (got %d)", p->batch);
+    if (p->heads <= 0) return rb_fail(err, errlen, "heads must be positive (got %d)", p->heads);
+    if (p->seq <= 0) return rb_fail(err, errlen, "seq must be positive (got %d)", p->seq);
+    if (p->head_dim <= 0) return rb_fail(err, errlen, "head_dim must be positive (got %d)", p->head_dim);
+    if (p->window < 0) return rb_fail(err, errlen, "window must not be negative (got %d)", p->window);
+    if (p->clusters < 0) return rb_fail(err, errlen, "clusters must not be negative (got %d)", p->clusters);
+    double elems = (double)p->batch * p->heads * p->seq * p->head_dim;
+    if (elems > (double)(1ull << 40) || p->seq > (1 << 24))
+        return rb_fail(err, errlen, "sizes too large (batch*heads*seq*head_dim = %.3g)", elems);
+    if (!(p->decay > 0.0f && p->decay < 1.0f))
+        return rb_fail(err, errlen, "decay must be in (0, 1) (got %g)", (double)p->decay);
+    return 0;
+}
+
+attn *attn_make(const char *name, attn_params *p, char *err, size_t errlen) {
+    const attn_backend *be = attn_find(name);
+    if (!be) {
+        rb_fail(err, errlen, "unknown backend '%s' (known: %s)", name, attn_names());
+        return NULL;
+    }
+    char msg[512];
+    if (attn_params_check_sizes(p, msg, sizeof msg) != 0 || be->validate(p, msg, sizeof msg) != 0) {
+        rb_fail(err, errlen, "%s: %s", name, msg);
+        return NULL;
+    }
+    attn *a = be->create(p, msg, sizeof msg);
+    if (!a) {
+        rb_fail(err, errlen, "%s: %s", name, msg);
+        return NULL;
+    }
+    return a;
+}
+
+void attn_free(attn *a) {
+    if (a) a->be->destroy(a);
+}

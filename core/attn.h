@@ -38,6 +38,18 @@ enum {
 
 enum { ATTN_PASS_FWD = 0, ATTN_PASS_BWD = 1 };
 
+/* Which parameters a backend reads (attn_backend.uses). A sweep axis over a
+ * parameter the backend does not use does not multiply its trials. */
+enum {
+    ATTN_USES_WINDOW = 1 << 0,
+    ATTN_USES_CLUSTERS = 1 << 1,
+    ATTN_USES_LOCAL_HEADS = 1 << 2,
+    ATTN_USES_SHARE_QK = 1 << 3,
+    ATTN_USES_ASSIGN = 1 << 4,
+    ATTN_USES_NORM = 1 << 5,
+    ATTN_USES_KMEANS = 1 << 6, /* decay, kmeans_init_iters, commit_weight */
+};
+
 typedef struct {
     int batch, heads, seq, head_dim;
     int causal;            /* 1: query i sees keys j <= i */
@@ -74,6 +86,7 @@ typedef struct attn {
 struct attn_backend {
     const char *name;
     const char *description; /* one line, for `routebench backends` */
+    unsigned uses;           /* ATTN_USES_* bits */
 
     /* Fill the backend's defaults into p (window, clusters, share_qk, ...)
      * and check the combination. 0 on success; -1 with a message in err. No

@@ -1,14 +1,42 @@
-/* main.c: the routebench command line (stub while the CLI is written). */
+/* main.c: the routebench command line: a table of subcommands. Each lives in
+ * its own core/cmd_*.c; adding one is a line here and one in commands.h. */
 #include <stdio.h>
 #include <string.h>
 
-#include "attn.h"
+#include "commands.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} command;
+
+static const command commands[] = {
+    {"backends", cmd_backends, "list the registered attention backends"},
+    {"attn", cmd_attn, "time (or --check) one attention layer"},
+    {"sysinfo", cmd_sysinfo, "CPU, threads, BLAS and the measured sgemm GFLOP/s"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: routebench COMMAND [options]   (routebench COMMAND --help for its options)\n\n"
+            "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+}
 
 int main(int argc, char **argv) {
-    if (argc > 1 && strcmp(argv[1], "backends") == 0) {
-        for (int i = 0; i < attn_count(); i++) printf("%s\t%s\n", attn_get(i)->name, attn_get(i)->description);
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
         return 0;
     }
-    fprintf(stderr, "usage: routebench backends\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "routebench: unknown command '%s'\n", argv[1]);
+    usage(stderr);
     return 2;
 }

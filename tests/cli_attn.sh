@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# cli_attn.sh: the command line's contract for `attn`, `backends`, `sysinfo`:
+# bad input gives a message and exit 2, --json carries the documented keys,
+# --check passes for the registered backends at a small size.
+set -u
+RB=${RB:-build/routebench}
+n=0; fail=0
+ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+
+$RB backends >"$tmp/b" 2>&1; ok $? "backends lists"
+grep -qx dense "$tmp/b"; ok $? "dense is registered"
+grep -qx dense-naive "$tmp/b"; ok $? "dense-naive is registered"
+
+$RB attn --backend nosuch --seq 64 >"$tmp/o" 2>&1; rc=$?
+[ $rc = 2 ]; ok $? "unknown backend exits 2 (got $rc)"
+grep -q "unknown backend 'nosuch'" "$tmp/o" && grep -q dense "$tmp/o"; ok $? "unknown backend message lists known ones"
+
+for bad in "--seq 0" "--seq -5" "--heads 0" "--head-dim -1" "--batch 0" "--seq abc"; do
+  $RB attn --backend dense $bad >"$tmp/o" 2>&1; rc=$?
+  [ $rc = 2 ] && [ -s "$tmp/o" ]; ok $? "'$bad' refused with a message, exit 2 (got $rc: $(head -c 120 "$tmp/o"))"
+done
+
+$RB attn --backend dense --seq 64 --bogus >"$tmp/o" 2>&1; rc=$?
+[ $rc = 2 ] && grep -q "usage:" "$tmp/o"; ok $? "wrong flag prints usage and exits 2"
+$RB frobnicate >"$tmp/o" 2>&1; rc=$?
+[ $rc = 2 ] && grep -q "usage:" "$tmp/o"; ok $? "unknown command prints usage and exits 2"
+$RB >"$tmp/o" 2>&1; [ $? = 2 ]; ok $? "no command exits 2"
+
+$RB attn --backend dense --seq 128 --head-dim 32 --heads 2 --repeat 2 --json >"$tmp/j" 2>&1; rc=$?
+ok $rc "attn --json runs"
+for key in backend seq heads head_dim batch threads fwd_ms bwd_ms fwd_gflops fwdbwd_gflops act_bytes peak_rss_bytes; do
+  grep -q "\"$key\": " "$tmp/j"; ok $? "attn --json has key $key"
+done
+
+$RB sysinfo --json --threads 1 >"$tmp/s" 2>&1; ok $? "sysinfo --json runs"
+grep -Eq '"sgemm_gflops": [0-9.]+[1-9]' "$tmp/s"; ok $? "sysinfo reports a positive sgemm rate"
+
+for be in $($RB backends); do
+  for causal in "" "--no-causal"; do
+    $RB attn --check --json --backend "$be" --seq 70 --heads 2 --head-dim 16 $causal >"$tmp/c" 2>&1; rc=$?
+    [ $rc = 0 ] && grep -q '"pass": true' "$tmp/c"; ok $? "attn --check $be seq 70 $causal: $(tr -d '\n' <"$tmp/c" | head -c 200)"
+  done
+done
+echo "1..$n"
+exit $fail

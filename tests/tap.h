@@ -20,7 +20,7 @@ static int __attribute__((format(printf, 2, 3))) ok(int cond, const char *fmt, .
     return cond;
 }
 
-static void __attribute__((format(printf, 1, 2))) diag(const char *fmt, ...) {
+static void __attribute__((format(printf, 1, 2), unused)) diag(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     printf("# ");
@@ -30,7 +30,7 @@ static void __attribute__((format(printf, 1, 2))) diag(const char *fmt, ...) {
     fflush(stdout);
 }
 
-static void __attribute__((format(printf, 1, 2))) skip(const char *fmt, ...) {
+static void __attribute__((format(printf, 1, 2), unused)) skip(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     printf("ok %d # SKIP ", ++tap_n);

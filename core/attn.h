@@ -127,6 +127,20 @@ struct attn_backend {
     int (*equals_dense)(const attn_params *p);
 
     void (*destroy)(attn *a); /* Required. */
+
+    /* Cluster membership of the last forward (routing; NULL elsewhere). Sets
+     * *members to the positions, ascending, of cluster c for batch b, head h
+     * and returns how many there are; keys = 0 asks for the query members
+     * (whose outputs the cluster produces), keys = 1 for the key members (the
+     * same list when Q and K are shared). -1 before the first forward or for
+     * an index out of range. Optional. */
+    int (*routes)(const attn *a, int b, int h, int c, int keys, const int **members);
+
+    /* The centroids, [heads, clusters, head_dim] floats owned by the
+     * instance, readable and writable (routing; NULL elsewhere). Calling it
+     * marks them initialised: a forward after it will not initialise them
+     * from data. Optional. */
+    float *(*centroids)(attn *a);
 };
 
 /* Registry (core/attn.c; the list itself is variants/registry.def). */

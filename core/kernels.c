@@ -158,12 +158,16 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 #define GELU_S 0.7978845608028654f /* sqrt(2/pi) */
 
+/* 0.5 x (1 + tanh u) is evaluated as x * sigmoid(2u) = x / (1 + exp(-2u)):
+ * the same function, without the cancellation of 1 + tanh u near -1 that
+ * loses all digits of the small outputs at negative x. */
 void gelu_forward(float *out, const float *inp, size_t n) {
     // out and inp are (n)
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(GELU_S * (x + 0.044715f * x * x * x)));
+        float u = GELU_S * (x + 0.044715f * x * x * x);
+        out[i] = x / (1.0f + expf(-2.0f * u));
     }
 }
 
@@ -173,9 +177,11 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         float u = GELU_S * (x + 0.044715f * x * x * x);
-        float th = tanhf(u);
-        float sech2 = 1.0f - th * th;
-        float local = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_S * (1.0f + 3.0f * 0.044715f * x * x);
+        /* s = sigmoid(2u) = (1 + tanh u)/2; sech^2 u = 4 s (1 - s), with
+         * 1 - s = e s computed directly rather than by subtraction */
+        float e = expf(-2.0f * u);
+        float s = 1.0f / (1.0f + e), one_minus_s = isinf(e) ? 1.0f : e * s;
+        float local = s + 2.0f * x * s * one_minus_s * GELU_S * (1.0f + 3.0f * 0.044715f * x * x);
         dinp[i] += local * dout[i];
     }
 }

@@ -1,0 +1,736 @@
+/* routing.c: the Routing Transformer's clustered attention (Roy et al., TACL
+ * 2021) as an attention backend ("routing").
+ *
+ * Per (batch, head): the routing vectors (queries, and keys unless shared)
+ * are normalised (unit L2 length, or layer norm without gain) and matched to
+ * K centroids. With assign = topk every centroid takes its `window` nearest
+ * tokens (balanced clusters, a token may be in several clusters or none);
+ * with argmax every token joins its nearest centroid. Members keep position
+ * order and attend, inside their cluster, causally by true position. Outputs
+ * are scattered back and averaged over the clusters that picked the token.
+ *
+ * Decisions (the references differ or are silent):
+ * - Centroids start from k-means++ seeds (seeded from p->seed) on the first
+ *   batch, then kmeans_init_iters Lloyd iterations.
+ * - Shared Q = K (default when causal, as both public implementations): the
+ *   keys the attention uses are the NORMALISED shared vectors (as lucidrains'
+ *   routing_transformer does with F.normalize(k)); queries stay raw. A token
+ *   does not attend to itself unless it sees nothing else. Unshared: raw q
+ *   and raw k for attention, normalised ones only for routing.
+ * - window defaults to ceil(seq / clusters), so clusters * window >= seq.
+ * - Unshared and causal, a query may see no key of a cluster that picked it:
+ *   that cluster contributes zero to its average (and still counts in it).
+ * - Distances are squared Euclidean to unnormalised centroids; the centroid
+ *   EMA averages the normalised vectors nearest to it (no renormalisation),
+ *   decay per training pass, over the whole batch of the head.
+ * - commit_loss = mean over routing vectors (queries, plus keys when not
+ *   shared) of |x - mu_nearest|^2 with the centroids this pass routed with;
+ *   kmeans_objective = the same squared distances summed over one sequence's
+ *   routing vectors (the classic k-means objective), averaged over batch and
+ *   heads.
+ *
+ * Work: distances by one sgemm per (b,h) and set (K x n x d), top-k by
+ * quickselect per centroid; each cluster's members are gathered into
+ * contiguous blocks and attention runs on query tiles through sgemm, keeping
+ * only the row log-sum-exp; backward recomputes the scores (flash style), so
+ * memory is O(n d) even when argmax makes a cluster large. Clusters run in
+ * parallel and write disjoint per-member rows; the scatter back to positions
+ * runs per (b,h) in fixed cluster order, so results do not depend on the
+ * schedule. */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attn.h"
+#include "common.h"
+#include "kmeans.h"
+#include "threads.h"
+#include "vexp.h"
+
+enum { RT_TQ = 64 }; /* query rows per score tile */
+
+typedef struct {
+    kmeans_pair *pairs;         /* (n) top-k selection scratch */
+    float *Qc, *Kc, *Vc, *dOc;  /* (maxm, d) gathered cluster blocks */
+    float *S, *dP;              /* (RT_TQ, maxm) score / probability tiles */
+    int *L;                     /* (maxm) keys visible to each query row */
+    float *D;                   /* (maxm) rowsum(dO * O) */
+} rt_ws;
+
+typedef struct {
+    attn base;
+    int B, H, n, d, K, w, BH;
+    int shared, causal, assign, norm, nsets;
+    int cap;  /* member slots per (b,h) and set: K*w (topk) or n (argmax) */
+    int maxm; /* most members one cluster can hold */
+    int nthr;
+    float scale, commit_weight, decay;
+    int init_iters;
+    uint64_t seed;
+    int initted, have_routes;
+    void *block; /* the one allocation everything below is carved from */
+    float *mu, *mu_used;    /* (H,K,d) centroids; the ones the last routing used */
+    float *mun2;            /* (H,K) |mu_used|^2 */
+    float *x[2];            /* (BH,n,d) normalised routing vectors: queries, keys */
+    float *xs[2];           /* (BH,n) per-token normaliser: L2 1/|v|, layer norm rstd */
+    int *near[2];           /* (BH,n) nearest centroid */
+    int *off[2];            /* (BH,K+1) cluster c's members are mem[off[c]..off[c+1]) */
+    int *mem[2];            /* (BH,cap) member positions, by cluster, ascending inside */
+    int *cnt;               /* (BH,n) clusters whose query set holds the token */
+    float *lse;             /* (BH,cap) log-sum-exp per query member row */
+    float *om;              /* (BH,cap,d) per-member outputs */
+    float *dqm, *dkm, *dvm; /* (BH,cap,d) per-member gradients */
+    float *dots;            /* (K,n) centroid . token */
+    float *xn2;             /* (n) |x|^2 */
+    double *sums;           /* (H,K,d) k-means sums */
+    int64_t *counts;        /* (H,K) */
+    double *partial;        /* (BH) per-(b,h) squared-distance sums */
+    float *mind;            /* (B*nsets*n) k-means++ scratch */
+    const float **blocks;   /* (B*nsets) */
+    rt_ws *ws;              /* (nthr) */
+    /* statistics of the last forward */
+    double commit_loss, objective;
+    double size_min, size_max, size_mean, unrouted, multi;
+} routing;
+
+/* ---- parameters -------------------------------------------------------- */
+
+static void rt_resolve(const attn_params *p, int *K, int *w, int *shared) {
+    int k = p->clusters > 0 ? p->clusters : (int)lround(sqrt((double)p->seq));
+    if (k < 1) k = 1;
+    *K = k;
+    *w = p->window > 0 ? p->window : (p->seq + k - 1) / k;
+    *shared = p->share_qk < 0 ? (p->causal != 0) : p->share_qk;
+}
+
+static int rt_validate(attn_params *p, char *err, size_t errlen) {
+    if (p->batch <= 0 || p->heads <= 0 || p->seq <= 0 || p->head_dim <= 0)
+        return rb_fail(err, errlen, "batch, heads, seq and head_dim must be positive");
+    if (p->clusters < 0) return rb_fail(err, errlen, "clusters must not be negative (got %d)", p->clusters);
+    if (p->window < 0) return rb_fail(err, errlen, "window must not be negative (got %d)", p->window);
+    if (p->clusters > p->seq)
+        return rb_fail(err, errlen, "clusters (%d) must not exceed seq (%d)", p->clusters, p->seq);
+    if (p->window > p->seq) return rb_fail(err, errlen, "window (%d) must not exceed seq (%d)", p->window, p->seq);
+    if (p->share_qk < -1 || p->share_qk > 1)
+        return rb_fail(err, errlen, "share_qk must be -1 (auto), 0 or 1 (got %d)", p->share_qk);
+    if (p->assign != ATTN_ASSIGN_TOPK && p->assign != ATTN_ASSIGN_ARGMAX)
+        return rb_fail(err, errlen, "assign must be topk (%d) or argmax (%d) (got %d)", ATTN_ASSIGN_TOPK,
+                       ATTN_ASSIGN_ARGMAX, p->assign);
+    if (p->norm != ATTN_NORM_L2 && p->norm != ATTN_NORM_LAYERNORM)
+        return rb_fail(err, errlen, "norm must be l2 (%d) or layernorm (%d) (got %d)", ATTN_NORM_L2,
+                       ATTN_NORM_LAYERNORM, p->norm);
+    if (!(p->decay > 0.0f && p->decay < 1.0f))
+        return rb_fail(err, errlen, "decay must be in (0, 1) (got %g)", (double)p->decay);
+    if (!(p->commit_weight >= 0.0f) || isinf(p->commit_weight))
+        return rb_fail(err, errlen, "commit_weight must be finite and >= 0 (got %g)", (double)p->commit_weight);
+    if (p->kmeans_init_iters < 0 || p->kmeans_init_iters > 1000)
+        return rb_fail(err, errlen, "kmeans_init_iters must be in [0, 1000] (got %d)", p->kmeans_init_iters);
+    if (p->causal != 0 && p->causal != 1) return rb_fail(err, errlen, "causal must be 0 or 1");
+    int K, w, shared;
+    rt_resolve(p, &K, &w, &shared);
+    if ((double)K * w < 1) return rb_fail(err, errlen, "window * clusters must be at least 1");
+    if ((double)p->batch * p->heads * K * w * p->head_dim > (double)(1ull << 40))
+        return rb_fail(err, errlen, "batch*heads*clusters*window*head_dim too large");
+    p->clusters = K;
+    p->window = w;
+    p->share_qk = shared;
+    return 0;
+}
+
+static int rt_equals_dense(const attn_params *p) {
+    int K, w, shared;
+    rt_resolve(p, &K, &w, &shared);
+    return K == 1 && (w >= p->seq || p->assign == ATTN_ASSIGN_ARGMAX) && !shared;
+}
+
+/* Query-key pairs one head attends, at balanced clusters (topk: exactly
+ * window members; argmax: seq / clusters on average). */
+static double rt_pairs(const attn_params *p) {
+    int K, w, shared;
+    rt_resolve(p, &K, &w, &shared);
+    double m = p->assign == ATTN_ASSIGN_TOPK ? (double)w : (double)p->seq / K;
+    double per;
+    if (p->causal)
+        per = shared ? (m <= 1 ? 1.0 : m * (m - 1) / 2 + 1) : m * (m + 1) / 2;
+    else
+        per = shared ? (m <= 1 ? 1.0 : m * (m - 1)) : m * m;
+    return per * K;
+}
+
+static double rt_flops(const attn_params *p, int pass) {
+    int K, w, shared;
+    rt_resolve(p, &K, &w, &shared);
+    double bh = (double)p->batch * p->heads, d = p->head_dim;
+    if (pass == ATTN_PASS_BWD) return bh * rt_pairs(p) * 8.0 * d;
+    double route = 2.0 * p->seq * (double)K * d * (shared ? 1 : 2);
+    return bh * (rt_pairs(p) * 4.0 * d + route);
+}
+
+/* ---- buffers: one allocation, carved in one place (llm.c style) -------- */
+
+/* Bytes every buffer needs for p with nthr threads; when blk is not NULL,
+ * also points R's buffers into blk. */
+static size_t rt_layout(routing *R, const attn_params *p, int nthr, char *blk) {
+    int K, w, shared;
+    rt_resolve(p, &K, &w, &shared);
+    size_t B = p->batch, H = p->heads, n = p->seq, d = p->head_dim, BH = B * H;
+    size_t nsets = shared ? 1 : 2;
+    size_t cap = p->assign == ATTN_ASSIGN_TOPK ? (size_t)K * w : n;
+    size_t maxm = p->assign == ATTN_ASSIGN_TOPK ? (size_t)w : n;
+    size_t used = 0;
+    routing tmp;
+    routing *T = blk ? R : &tmp;
+#define CARVE(ptr, count)                                                        \
+    do {                                                                         \
+        size_t b_ = ((size_t)(count) * sizeof *(ptr) + 63) & ~(size_t)63;       \
+        if (blk) (ptr) = (void *)(blk + used);                                   \
+        used += b_;                                                              \
+    } while (0)
+    CARVE(T->mu, H * K * d);
+    CARVE(T->mu_used, H * K * d);
+    CARVE(T->mun2, H * K);
+    for (size_t s = 0; s < nsets; s++) {
+        CARVE(T->x[s], BH * n * d);
+        CARVE(T->xs[s], BH * n);
+        CARVE(T->near[s], BH * n);
+        CARVE(T->off[s], BH * (K + 1));
+        CARVE(T->mem[s], BH * cap);
+    }
+    CARVE(T->cnt, BH * n);
+    CARVE(T->lse, BH * cap);
+    CARVE(T->om, BH * cap * d);
+    CARVE(T->dqm, BH * cap * d);
+    CARVE(T->dkm, BH * cap * d);
+    CARVE(T->dvm, BH * cap * d);
+    CARVE(T->dots, (size_t)K * n);
+    CARVE(T->xn2, n);
+    CARVE(T->sums, H * K * d);
+    CARVE(T->counts, H * K);
+    CARVE(T->partial, BH);
+    CARVE(T->mind, B * nsets * n);
+    CARVE(T->blocks, B * nsets);
+    CARVE(T->ws, nthr);
+    for (int t = 0; t < nthr; t++) {
+        rt_ws *W = blk ? &T->ws[t] : &(rt_ws){0};
+        CARVE(W->pairs, n);
+        CARVE(W->Qc, maxm * d);
+        CARVE(W->Kc, maxm * d);
+        CARVE(W->Vc, maxm * d);
+        CARVE(W->dOc, maxm * d);
+        CARVE(W->S, RT_TQ * maxm);
+        CARVE(W->dP, RT_TQ * maxm);
+        CARVE(W->L, maxm);
+        CARVE(W->D, maxm);
+    }
+#undef CARVE
+    if (blk && shared) {
+        T->x[1] = T->x[0], T->xs[1] = T->xs[0], T->near[1] = T->near[0];
+        T->off[1] = T->off[0], T->mem[1] = T->mem[0];
+    }
+    return used;
+}
+
+static size_t rt_act_bytes(const attn_params *p) { return rt_layout(NULL, p, omp_get_max_threads(), NULL); }
+
+static attn *rt_create(const attn_params *p, char *err, size_t errlen) {
+    routing *R = calloc(1, sizeof *R);
+    if (!R) {
+        rb_fail(err, errlen, "out of memory");
+        return NULL;
+    }
+    R->base.p = *p;
+    rt_resolve(p, &R->K, &R->w, &R->shared);
+    R->B = p->batch, R->H = p->heads, R->n = p->seq, R->d = p->head_dim, R->BH = p->batch * p->heads;
+    R->causal = p->causal, R->assign = p->assign, R->norm = p->norm;
+    R->nsets = R->shared ? 1 : 2;
+    R->cap = R->assign == ATTN_ASSIGN_TOPK ? R->K * R->w : R->n;
+    R->maxm = R->assign == ATTN_ASSIGN_TOPK ? R->w : R->n;
+    R->nthr = omp_get_max_threads();
+    R->scale = 1.0f / sqrtf((float)R->d);
+    R->commit_weight = p->commit_weight, R->decay = p->decay, R->init_iters = p->kmeans_init_iters;
+    R->seed = p->seed;
+    size_t bytes = rt_layout(NULL, p, R->nthr, NULL);
+    R->block = rb_aligned_alloc(bytes);
+    if (!R->block) {
+        free(R);
+        rb_fail(err, errlen, "out of memory (%zu bytes of routing buffers)", bytes);
+        return NULL;
+    }
+    memset(R->block, 0, bytes); /* also makes the pages resident now, not in the first timed pass */
+    rt_layout(R, p, R->nthr, R->block);
+    R->base.bytes = bytes;
+    return &R->base;
+}
+
+static void rt_destroy(attn *a) {
+    routing *R = (routing *)a;
+    if (!R) return;
+    free(R->block);
+    free(R);
+}
+
+/* ---- normalisation of routing vectors ---------------------------------- */
+
+/* x (rows,d) = normalised v; s (rows) keeps what backward needs. */
+static void rt_normalise(float *x, float *s, const float *v, size_t rows, int d, int norm) {
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < rows; r++) {
+        const float *vi = v + r * d;
+        float *xi = x + r * d;
+        if (norm == ATTN_NORM_L2) {
+            double ss = 0.0;
+            for (int j = 0; j < d; j++) ss += (double)vi[j] * vi[j];
+            float inv = (float)(1.0 / sqrt(ss + 1e-12));
+            for (int j = 0; j < d; j++) xi[j] = vi[j] * inv;
+            s[r] = inv;
+        } else {
+            double m = 0.0, var = 0.0;
+            for (int j = 0; j < d; j++) m += vi[j];
+            m /= d;
+            for (int j = 0; j < d; j++) var += ((double)vi[j] - m) * ((double)vi[j] - m);
+            var /= d;
+            float rstd = (float)(1.0 / sqrt(var + 1e-5));
+            for (int j = 0; j < d; j++) xi[j] = (float)((vi[j] - m) * rstd);
+            s[r] = rstd;
+        }
+    }
+}
+
+/* dv += d(normalised)/dv^T g for one row (x the normalised row, s its scalar) */
+static void rt_norm_backward(float *dv, const float *g, const float *x, float s, int d, int norm) {
+    double gx = 0.0, gm = 0.0;
+    for (int j = 0; j < d; j++) gx += (double)g[j] * x[j], gm += g[j];
+    if (norm == ATTN_NORM_L2) {
+        float a = (float)gx;
+        for (int j = 0; j < d; j++) dv[j] += s * (g[j] - x[j] * a);
+    } else {
+        float mg = (float)(gm / d), mgx = (float)(gx / d);
+        for (int j = 0; j < d; j++) dv[j] += s * (g[j] - mg - x[j] * mgx);
+    }
+}
+
+/* ---- centroids --------------------------------------------------------- */
+
+/* k-means++ seeds from the head's routing vectors in this first batch, then
+ * Lloyd iterations over all of them. Serial over heads (BLAS threads the
+ * sgemm). */
+static void rt_init_centroids(routing *R) {
+    int K = R->K, d = R->d, n = R->n;
+    size_t nd = (size_t)n * d;
+    rb_rng rng;
+    rb_rng_seed(&rng, R->seed ^ 0x6b6d65616e73ull);
+    int *tmp = R->near[0]; /* overwritten by routing right after */
+    for (int h = 0; h < R->H; h++) {
+        float *mu = R->mu + (size_t)h * K * d;
+        int nb = 0;
+        for (int b = 0; b < R->B; b++)
+            for (int s = 0; s < R->nsets; s++) R->blocks[nb++] = R->x[s] + (size_t)(b * R->H + h) * nd;
+        kmeans_plusplus(mu, R->blocks, nb, n, K, d, &rng, R->mind);
+        double *sums = R->sums + (size_t)h * K * d;
+        int64_t *counts = R->counts + (size_t)h * K;
+        float *mun2 = R->mun2 + (size_t)h * K;
+        for (int it = 0; it < R->init_iters; it++) {
+            memset(sums, 0, (size_t)K * d * sizeof *sums);
+            memset(counts, 0, (size_t)K * sizeof *counts);
+            kmeans_norm2(mun2, mu, K, d);
+            for (int i = 0; i < nb; i++) {
+                kmeans_norm2(R->xn2, R->blocks[i], n, d);
+                kmeans_dots(R->dots, mu, R->blocks[i], n, K, d);
+                kmeans_nearest(tmp, NULL, R->dots, R->xn2, mun2, n, K);
+                kmeans_accumulate(sums, counts, R->blocks[i], tmp, n, d);
+            }
+            kmeans_lloyd(mu, sums, counts, K, d);
+        }
+    }
+}
+
+/* EMA of the vectors nearest each centroid (as routed this pass), per head. */
+static void rt_update_centroids(routing *R) {
+    int K = R->K, d = R->d, n = R->n;
+    size_t nd = (size_t)n * d;
+#pragma omp parallel for schedule(static) num_threads(R->nthr)
+    for (int h = 0; h < R->H; h++) {
+        double *sums = R->sums + (size_t)h * K * d;
+        int64_t *counts = R->counts + (size_t)h * K;
+        memset(sums, 0, (size_t)K * d * sizeof *sums);
+        memset(counts, 0, (size_t)K * sizeof *counts);
+        for (int b = 0; b < R->B; b++)
+            for (int s = 0; s < R->nsets; s++) {
+                size_t bh = (size_t)b * R->H + h;
+                kmeans_accumulate(sums, counts, R->x[s] + bh * nd, R->near[s] + bh * n, n, d);
+            }
+        kmeans_ema(R->mu + (size_t)h * K * d, sums, counts, K, d, R->decay);
+    }
+}
+
+/* ---- routing ------------------------------------------------------------ */
+
+static void rt_route(routing *R) {
+    int K = R->K, d = R->d, n = R->n, w = R->w;
+    size_t nd = (size_t)n * d;
+    memcpy(R->mu_used, R->mu, (size_t)R->H * K * d * sizeof(float));
+    kmeans_norm2(R->mun2, R->mu_used, R->H * K, d);
+    for (int bh = 0; bh < R->BH; bh++) {
+        int h = bh % R->H;
+        const float *mu = R->mu_used + (size_t)h * K * d;
+        for (int s = 0; s < R->nsets; s++) {
+            const float *X = R->x[s] + (size_t)bh * nd;
+            int *mem = R->mem[s] + (size_t)bh * R->cap, *off = R->off[s] + (size_t)bh * (K + 1);
+            int *near = R->near[s] + (size_t)bh * n;
+            kmeans_norm2(R->xn2, X, n, d);
+            kmeans_dots(R->dots, mu, X, n, K, d);
+            kmeans_nearest(near, NULL, R->dots, R->xn2, R->mun2 + (size_t)h * K, n, K);
+            if (R->assign == ATTN_ASSIGN_TOPK) {
+                for (int c = 0; c <= K; c++) off[c] = c * w;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(R->nthr)
+                for (int c = 0; c < K; c++)
+                    kmeans_topk(mem + (size_t)c * w, R->dots + (size_t)c * n, R->xn2, n, w,
+                                R->ws[omp_get_thread_num()].pairs);
+            } else {
+                /* counting sort by centroid; scanning positions in order keeps members ascending */
+                for (int c = 0; c <= K; c++) off[c] = 0;
+                for (int i = 0; i < n; i++) off[near[i] + 1]++;
+                for (int c = 0; c < K; c++) off[c + 1] += off[c];
+                int *fill = R->cnt + (size_t)bh * n; /* scratch: cnt is recomputed below */
+                for (int c = 0; c < K; c++) fill[c] = off[c];
+                for (int i = 0; i < n; i++) mem[fill[near[i]]++] = i;
+            }
+        }
+    }
+    /* how many clusters picked each token, and the statistics of the choice */
+    long unrouted = 0, multi = 0;
+    int smin = R->n + 1, smax = 0;
+    double ssum = 0.0;
+#pragma omp parallel for schedule(static) num_threads(R->nthr) reduction(+ : unrouted, multi, ssum) \
+    reduction(min : smin) reduction(max : smax)
+    for (int bh = 0; bh < R->BH; bh++) {
+        int *cnt = R->cnt + (size_t)bh * n;
+        const int *off = R->off[0] + (size_t)bh * (K + 1), *mem = R->mem[0] + (size_t)bh * R->cap;
+        memset(cnt, 0, (size_t)n * sizeof *cnt);
+        for (int r = 0; r < off[K]; r++) cnt[mem[r]]++;
+        for (int i = 0; i < n; i++) unrouted += cnt[i] == 0, multi += cnt[i] > 1;
+        for (int c = 0; c < K; c++) {
+            int m = off[c + 1] - off[c];
+            smin = m < smin ? m : smin, smax = m > smax ? m : smax;
+            ssum += m; /* integer-valued: exact in any order */
+        }
+    }
+    double tokens = (double)R->BH * n;
+    R->size_min = smin, R->size_max = smax, R->size_mean = ssum / ((double)R->BH * K);
+    R->unrouted = unrouted / tokens, R->multi = multi / tokens;
+    R->have_routes = 1;
+}
+
+/* Sum over one (b,h) of |x - mu_used[nearest]|^2 for every routing vector. */
+static double rt_sqdist(const routing *R, int bh) {
+    int d = R->d, n = R->n, h = bh % R->H;
+    double t = 0.0;
+    for (int s = 0; s < R->nsets; s++) {
+        const float *X = R->x[s] + (size_t)bh * n * d;
+        const int *near = R->near[s] + (size_t)bh * n;
+        for (int i = 0; i < n; i++) {
+            const float *xi = X + (size_t)i * d, *m = R->mu_used + ((size_t)h * R->K + near[i]) * d;
+            float acc = 0.0f;
+            for (int j = 0; j < d; j++) acc += (xi[j] - m[j]) * (xi[j] - m[j]);
+            t += acc;
+        }
+    }
+    return t;
+}
+
+/* ---- attention inside clusters ----------------------------------------- */
+
+static void rt_gather(float *dst, const float *src, const int *rows, int m, int d) {
+    for (int r = 0; r < m; r++) memcpy(dst + (size_t)r * d, src + (size_t)rows[r] * d, (size_t)d * sizeof(float));
+}
+
+/* L[r] = how many of the cluster's keys (a prefix, by position) query r sees. */
+static void rt_visible(int *L, const int *qm, int mq, const int *km, int mk, int causal, int shared) {
+    if (!causal) {
+        for (int r = 0; r < mq; r++) L[r] = mk;
+    } else if (shared) {
+        for (int r = 0; r < mq; r++) L[r] = r + 1;
+    } else {
+        int j = 0;
+        for (int r = 0; r < mq; r++) {
+            while (j < mk && km[j] <= qm[r]) j++;
+            L[r] = j;
+        }
+    }
+}
+
+/* Self is masked when shared, unless it is the only key the row sees. */
+static inline int rt_self_masked(int shared, int r, int Lr) { return shared && r < Lr && Lr > 1; }
+
+typedef struct {
+    int mq, mk;
+    const int *qm, *km;
+    size_t qrow, krow; /* first member row of the cluster in the (b,h)-major member arrays */
+} rt_cluster;
+
+static rt_cluster rt_get_cluster(const routing *R, int bh, int c) {
+    rt_cluster C;
+    const int *qo = R->off[0] + (size_t)bh * (R->K + 1), *ko = R->off[1] + (size_t)bh * (R->K + 1);
+    C.mq = qo[c + 1] - qo[c];
+    C.mk = ko[c + 1] - ko[c];
+    C.qm = R->mem[0] + (size_t)bh * R->cap + qo[c];
+    C.km = R->mem[1] + (size_t)bh * R->cap + ko[c];
+    C.qrow = (size_t)bh * R->cap + qo[c];
+    C.krow = (size_t)bh * R->cap + ko[c];
+    return C;
+}
+
+static void rt_cluster_forward(routing *R, int bh, int c, const float *q, const float *keys, const float *v,
+                               rt_ws *W) {
+    int d = R->d;
+    size_t nd = (size_t)R->n * d;
+    rt_cluster C = rt_get_cluster(R, bh, c);
+    if (C.mq == 0) return;
+    float *O = R->om + C.qrow * d, *lse = R->lse + C.qrow;
+    rt_gather(W->Qc, q + bh * nd, C.qm, C.mq, d);
+    rt_gather(W->Kc, keys + bh * nd, C.km, C.mk, d);
+    rt_gather(W->Vc, v + bh * nd, C.km, C.mk, d);
+    rt_visible(W->L, C.qm, C.mq, C.km, C.mk, R->causal, R->shared);
+    for (int r0 = 0; r0 < C.mq; r0 += RT_TQ) {
+        int rows = RB_MIN(RT_TQ, C.mq - r0), Lmax = 0;
+        for (int r = r0; r < r0 + rows; r++) Lmax = RB_MAX(Lmax, W->L[r]);
+        if (Lmax == 0) {
+            memset(O + (size_t)r0 * d, 0, (size_t)rows * d * sizeof(float));
+            for (int r = r0; r < r0 + rows; r++) lse[r] = INFINITY;
+            continue;
+        }
+        float *S = W->S;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, Lmax, d, R->scale, W->Qc + (size_t)r0 * d, d,
+                    W->Kc, d, 0.0f, S, Lmax);
+        for (int rr = 0; rr < rows; rr++) {
+            int r = r0 + rr, Lr = W->L[r];
+            float *s = S + (size_t)rr * Lmax;
+            if (Lr == 0) { /* nothing visible: this cluster gives the row zero */
+                memset(s, 0, (size_t)Lmax * sizeof(float));
+                lse[r] = INFINITY;
+                continue;
+            }
+            if (rt_self_masked(R->shared, r, Lr)) s[r] = -INFINITY;
+            float m = rb_vmax(s, Lr);
+            double l = rb_vexp_shift_sum(s, s, m, Lr);
+            float inv = (float)(1.0 / l);
+            for (int j = 0; j < Lr; j++) s[j] *= inv;
+            for (int j = Lr; j < Lmax; j++) s[j] = 0.0f;
+            lse[r] = m + (float)log(l);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, Lmax, 1.0f, S, Lmax, W->Vc, d, 0.0f,
+                    O + (size_t)r0 * d, d);
+    }
+}
+
+static void rt_cluster_backward(routing *R, int bh, int c, const float *dout, const float *q, const float *keys,
+                                const float *v, rt_ws *W) {
+    int d = R->d;
+    size_t nd = (size_t)R->n * d;
+    rt_cluster C = rt_get_cluster(R, bh, c);
+    float *dK = R->dkm + C.krow * d, *dV = R->dvm + C.krow * d;
+    memset(dK, 0, (size_t)C.mk * d * sizeof(float));
+    memset(dV, 0, (size_t)C.mk * d * sizeof(float));
+    if (C.mq == 0) return;
+    const float *O = R->om + C.qrow * d, *lse = R->lse + C.qrow;
+    const int *cnt = R->cnt + (size_t)bh * R->n;
+    float *dQ = R->dqm + C.qrow * d;
+    rt_gather(W->Qc, q + bh * nd, C.qm, C.mq, d);
+    rt_gather(W->Kc, keys + bh * nd, C.km, C.mk, d);
+    rt_gather(W->Vc, v + bh * nd, C.km, C.mk, d);
+    /* dO of this cluster's rows: the output is the mean over cnt clusters */
+    for (int r = 0; r < C.mq; r++) {
+        const float *g = dout + bh * nd + (size_t)C.qm[r] * d;
+        float *o = W->dOc + (size_t)r * d, inv = 1.0f / (float)cnt[C.qm[r]];
+        double D = 0.0;
+        for (int j = 0; j < d; j++) o[j] = g[j] * inv, D += (double)o[j] * O[(size_t)r * d + j];
+        W->D[r] = (float)D;
+    }
+    rt_visible(W->L, C.qm, C.mq, C.km, C.mk, R->causal, R->shared);
+    for (int r0 = 0; r0 < C.mq; r0 += RT_TQ) {
+        int rows = RB_MIN(RT_TQ, C.mq - r0), Lmax = 0;
+        for (int r = r0; r < r0 + rows; r++) Lmax = RB_MAX(Lmax, W->L[r]);
+        if (Lmax == 0) {
+            memset(dQ + (size_t)r0 * d, 0, (size_t)rows * d * sizeof(float));
+            continue;
+        }
+        float *P = W->S, *dS = W->dP;
+        const float *Qt = W->Qc + (size_t)r0 * d, *dOt = W->dOc + (size_t)r0 * d;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, Lmax, d, R->scale, Qt, d, W->Kc, d, 0.0f, P,
+                    Lmax);
+        for (int rr = 0; rr < rows; rr++) {
+            int r = r0 + rr, Lr = W->L[r];
+            float *p = P + (size_t)rr * Lmax;
+            if (Lr > 0) rb_vexp_shift_sum(p, p, lse[r], Lr);
+            if (rt_self_masked(R->shared, r, Lr)) p[r] = 0.0f;
+            for (int j = Lr; j < Lmax; j++) p[j] = 0.0f;
+        }
+        /* dV += P^T dO */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Lmax, d, rows, 1.0f, P, Lmax, dOt, d, 1.0f, dV, d);
+        /* dP = dO V^T, then dS = P (dP - D) scale */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, Lmax, d, 1.0f, dOt, d, W->Vc, d, 0.0f, dS,
+                    Lmax);
+        for (int rr = 0; rr < rows; rr++) {
+            float *p = P + (size_t)rr * Lmax, *g = dS + (size_t)rr * Lmax, Dr = W->D[r0 + rr];
+            for (int j = 0; j < Lmax; j++) g[j] = p[j] * (g[j] - Dr) * R->scale;
+        }
+        /* dQ = dS K; dK += dS^T Q */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, Lmax, 1.0f, dS, Lmax, W->Kc, d, 0.0f,
+                    dQ + (size_t)r0 * d, d);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Lmax, d, rows, 1.0f, dS, Lmax, Qt, d, 1.0f, dK, d);
+    }
+}
+
+/* ---- the backend -------------------------------------------------------- */
+
+static void rt_forward(attn *a, float *out, const float *q, const float *k, const float *v, int flags) {
+    routing *R = (routing *)a;
+    int n = R->n, d = R->d, K = R->K;
+    size_t nd = (size_t)n * d, rows = (size_t)R->BH * n;
+    int keep = (flags & ATTN_KEEP_ROUTES) && R->have_routes;
+    int train = (flags & ATTN_TRAIN) && !(flags & ATTN_KEEP_ROUTES);
+
+    rt_normalise(R->x[0], R->xs[0], q, rows, d, R->norm);
+    if (!R->shared) rt_normalise(R->x[1], R->xs[1], k, rows, d, R->norm);
+    if (!R->initted) {
+        rt_init_centroids(R);
+        R->initted = 1;
+    }
+    if (!keep) rt_route(R);
+
+    const float *keys = R->shared ? R->x[0] : k;
+    int tasks = R->BH * K;
+    rb_par_begin();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(R->nthr)
+    for (int t = 0; t < tasks; t++) rt_cluster_forward(R, t / K, t % K, q, keys, v, &R->ws[omp_get_thread_num()]);
+    rb_par_end();
+
+    /* scatter back in fixed cluster order, then average */
+#pragma omp parallel for schedule(static) num_threads(R->nthr)
+    for (int bh = 0; bh < R->BH; bh++) {
+        float *ob = out + (size_t)bh * nd;
+        const int *mem = R->mem[0] + (size_t)bh * R->cap, *cnt = R->cnt + (size_t)bh * n;
+        int total = R->off[0][(size_t)bh * (K + 1) + K];
+        memset(ob, 0, nd * sizeof(float));
+        for (int r = 0; r < total; r++) {
+            float *o = ob + (size_t)mem[r] * d;
+            const float *src = R->om + ((size_t)bh * R->cap + r) * d;
+            for (int j = 0; j < d; j++) o[j] += src[j];
+        }
+        for (int i = 0; i < n; i++)
+            if (cnt[i] > 1) {
+                float inv = 1.0f / (float)cnt[i];
+                for (int j = 0; j < d; j++) ob[(size_t)i * d + j] *= inv;
+            }
+        R->partial[bh] = rt_sqdist(R, bh);
+    }
+    double tot = 0.0;
+    for (int bh = 0; bh < R->BH; bh++) tot += R->partial[bh];
+    R->commit_loss = tot / ((double)R->BH * n * R->nsets);
+    R->objective = tot / R->BH;
+
+    if (train) rt_update_centroids(R);
+}
+
+static void rt_backward(attn *a, float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                        const float *v, const float *out) {
+    (void)out;
+    routing *R = (routing *)a;
+    int n = R->n, d = R->d, K = R->K;
+    size_t nd = (size_t)n * d;
+    const float *keys = R->shared ? R->x[0] : k;
+    int tasks = R->BH * K;
+    rb_par_begin();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(R->nthr)
+    for (int t = 0; t < tasks; t++)
+        rt_cluster_backward(R, t / K, t % K, dout, q, keys, v, &R->ws[omp_get_thread_num()]);
+    rb_par_end();
+
+    /* commitment loss gradient factor: d/dx of cw * mean |x - mu|^2 */
+    float cg = (float)(2.0 * R->commit_weight / ((double)R->BH * n * R->nsets));
+#pragma omp parallel for schedule(static) num_threads(R->nthr)
+    for (int bh = 0; bh < R->BH; bh++) {
+        int h = bh % R->H;
+        float *dqb = dq + (size_t)bh * nd, *dkb = dk + (size_t)bh * nd, *dvb = dv + (size_t)bh * nd;
+        const int *qmem = R->mem[0] + (size_t)bh * R->cap, *kmem = R->mem[1] + (size_t)bh * R->cap;
+        int qtot = R->off[0][(size_t)bh * (K + 1) + K], ktot = R->off[1][(size_t)bh * (K + 1) + K];
+        memset(dqb, 0, nd * sizeof(float));
+        memset(dkb, 0, nd * sizeof(float));
+        memset(dvb, 0, nd * sizeof(float));
+        for (int r = 0; r < qtot; r++) {
+            float *o = dqb + (size_t)qmem[r] * d;
+            const float *src = R->dqm + ((size_t)bh * R->cap + r) * d;
+            for (int j = 0; j < d; j++) o[j] += src[j];
+        }
+        for (int r = 0; r < ktot; r++) {
+            float *ok = dkb + (size_t)kmem[r] * d, *ov = dvb + (size_t)kmem[r] * d;
+            const float *sk = R->dkm + ((size_t)bh * R->cap + r) * d, *sv = R->dvm + ((size_t)bh * R->cap + r) * d;
+            for (int j = 0; j < d; j++) ok[j] += sk[j], ov[j] += sv[j];
+        }
+        float *g = R->ws[omp_get_thread_num()].Qc; /* a row of scratch */
+        for (int s = 0; s < R->nsets; s++) {
+            const float *X = R->x[s] + (size_t)bh * nd, *xs = R->xs[s] + (size_t)bh * n;
+            const int *near = R->near[s] + (size_t)bh * n;
+            float *dst = s == 0 ? dqb : dkb;
+            if (!R->shared && cg == 0.0f) break;
+            for (int i = 0; i < n; i++) {
+                const float *xi = X + (size_t)i * d, *m = R->mu_used + ((size_t)h * K + near[i]) * d;
+                /* shared: the normalised vector was also the key; its gradient sits in dkb */
+                const float *dkey = R->shared ? dkb + (size_t)i * d : NULL;
+                for (int j = 0; j < d; j++) g[j] = cg * (xi[j] - m[j]) + (dkey ? dkey[j] : 0.0f);
+                rt_norm_backward(dst + (size_t)i * d, g, xi, xs[i], d, R->norm);
+            }
+        }
+        if (R->shared) memset(dkb, 0, nd * sizeof(float));
+    }
+}
+
+static int rt_stats(const attn *a, attn_stat *out, int max) {
+    const routing *R = (const routing *)a;
+    attn_stat all[] = {
+        {"cluster_size_min", R->size_min},     {"cluster_size_max", R->size_max},
+        {"cluster_size_mean", R->size_mean},   {"unrouted_share", R->unrouted},
+        {"multi_routed_share", R->multi},      {"kmeans_objective", R->objective},
+        {"commit_loss", R->commit_loss},
+    };
+    int n = (int)(sizeof all / sizeof all[0]);
+    if (n > max) n = max;
+    for (int i = 0; i < n; i++) out[i] = all[i];
+    return n;
+}
+
+static int rt_routes(const attn *a, int b, int h, int c, int keys, const int **members) {
+    const routing *R = (const routing *)a;
+    if (!R->have_routes || b < 0 || b >= R->B || h < 0 || h >= R->H || c < 0 || c >= R->K || keys < 0 || keys > 1)
+        return -1;
+    size_t bh = (size_t)b * R->H + h;
+    const int *off = R->off[keys] + bh * (R->K + 1);
+    *members = R->mem[keys] + bh * R->cap + off[c];
+    return off[c + 1] - off[c];
+}
+
+static float *rt_centroids(attn *a) {
+    routing *R = (routing *)a;
+    R->initted = 1;
+    return R->mu;
+}
+
+const attn_backend attn_backend_routing = {
+    .name = "routing",
+    .description = "Routing Transformer: online k-means clusters, attention inside clusters",
+    .uses = ATTN_USES_WINDOW | ATTN_USES_CLUSTERS | ATTN_USES_SHARE_QK | ATTN_USES_ASSIGN | ATTN_USES_NORM |
+            ATTN_USES_KMEANS,
+    .validate = rt_validate,
+    .create = rt_create,
+    .forward = rt_forward,
+    .backward = rt_backward,
+    .flops = rt_flops,
+    .act_bytes = rt_act_bytes,
+    .stats = rt_stats,
+    .equals_dense = rt_equals_dense,
+    .destroy = rt_destroy,
+    .routes = rt_routes,
+    .centroids = rt_centroids,
+};

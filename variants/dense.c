@@ -28,6 +28,8 @@
 #define DENSE_BK 256
 #endif
 
+extern const attn_backend attn_backend_dense;
+
 typedef struct {
     float *s;    /* (BQ, BK) scores, then probabilities */
     float *dp;   /* (BQ, BK) backward: dP, then dS */
@@ -136,6 +138,7 @@ static attn *dense_create(const attn_params *p, char *err, size_t errlen) {
         w->dq = dense_needs_dq_partial(p, nthr) ? base : NULL;
     }
     da->nthr = nthr;
+    da->a.be = &attn_backend_dense;
     da->a.p = *p;
     da->a.bytes = total * sizeof(float) + (size_t)nthr * sizeof(dense_ws);
     return &da->a;

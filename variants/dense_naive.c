@@ -14,6 +14,8 @@
 #include "common.h"
 #include "vexp.h"
 
+extern const attn_backend attn_backend_dense_naive;
+
 /* Query rows per backward block: bounds the dS workspace to ROWS x n. */
 #define NAIVE_ROWS 256
 
@@ -82,6 +84,7 @@ static attn *naive_create(const attn_params *p, char *err, size_t errlen) {
                 p->seq, (double)pf * sizeof(float) / (1024.0 * 1024.0 * 1024.0));
         return NULL;
     }
+    na->a.be = &attn_backend_dense_naive;
     na->a.p = *p;
     na->a.bytes = (pf + dsf + n) * sizeof(float);
     return &na->a;

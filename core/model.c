@@ -14,6 +14,9 @@
 #include "common.h"
 #include "kernels.h"
 
+/* Below this many floats a loop is not worth waking the thread team for. */
+#define RB_PAR_MIN ((size_t)1 << 15)
+
 /* ---- arena ---- */
 
 static float *arena_take(model_arena *a, size_t nfloats) {
@@ -200,6 +203,13 @@ model *model_create(const train_config *c, char *err, size_t errlen) {
             model_free(m);
             return NULL;
         }
+        if (m->att[l]->be != attn_find(name)) {
+            /* a backend bug, but say so instead of crashing on the first forward */
+            rb_fail(err, errlen, "layer %d: backend %s's create() did not set the instance's be pointer", l, name);
+            m->att[l]->be = attn_find(name); /* so model_free can destroy it */
+            model_free(m);
+            return NULL;
+        }
     }
 
     /* size the arena with a dry carve, then allocate it once */
@@ -247,7 +257,7 @@ size_t model_attn_bytes(const model *m) {
 static void split_heads(float *qkvh, const float *qkv, int B, int T, int H, int D) {
     int C = H * D;
     size_t plane = (size_t)B * T * C;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * T * C > RB_PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const float *src = qkv + ((size_t)b * T + t) * 3 * C;
@@ -262,7 +272,7 @@ static void split_heads(float *qkvh, const float *qkv, int B, int T, int H, int 
 static void merge_qkv(float *qkv, const float *qkvh, int B, int T, int H, int D) {
     int C = H * D;
     size_t plane = (size_t)B * T * C;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * T * C > RB_PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             float *dst = qkv + ((size_t)b * T + t) * 3 * C;
@@ -276,7 +286,7 @@ static void merge_qkv(float *qkv, const float *qkvh, int B, int T, int H, int D)
 /* y (B,H,T,D) <-> ym (B,T,C); dir 0: heads -> merged, 1: merged -> heads */
 static void heads_merge(float *merged, float *heads, int B, int T, int H, int D, int dir) {
     int C = H * D;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * T * C > RB_PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++)
             for (int h = 0; h < H; h++) {
@@ -288,7 +298,7 @@ static void heads_merge(float *merged, float *heads, int B, int T, int H, int D,
 }
 
 static void add_inplace(float *out, const float *a, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > RB_PAR_MIN)
     for (size_t i = 0; i < n; i++) out[i] += a[i];
 }
 
@@ -307,7 +317,7 @@ double model_forward(model *m, const int *tokens, const int *targets, const floa
     /* token embedding plus positions */
     embedding_forward(m->encoded, tokens, p->wte, (int)BT, C);
     const float *pos = m->pos_table ? m->pos_table : p->wpe;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (BTC > RB_PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             float *e = m->encoded + ((size_t)b * T + t) * C;
@@ -428,7 +438,7 @@ void model_backward(model *m, float scale) {
     embedding_backward(g->wte, s.dres, m->tokens, (int)BT, C);
     if (!m->pos_table) {
         /* sum over the batch in a fixed order, parallel over positions */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (BTC > RB_PAR_MIN)
         for (int t = 0; t < T; t++)
             for (int b = 0; b < B; b++) {
                 const float *d = s.dres + ((size_t)b * T + t) * C;

@@ -27,7 +27,7 @@ typedef struct rb_store rb_store;
 
 typedef struct {
     int step;      /* -1: a summary value of the whole trial (stored as NULL) */
-    char name[48];
+    char name[64];
     double value;  /* non-finite values are stored as NULL */
 } store_metric;
 

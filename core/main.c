@@ -15,6 +15,8 @@ static const command commands[] = {
     {"backends", cmd_backends, "list the registered attention backends"},
     {"attn", cmd_attn, "time (or --check) one attention layer"},
     {"sysinfo", cmd_sysinfo, "CPU, threads, BLAS and the measured sgemm GFLOP/s"},
+    {"run", cmd_run, "run an experiment file (YAML sweep) into SQLite; resumable"},
+    {"merge", cmd_merge, "fold shard databases of one experiment into one"},
 };
 
 static void usage(FILE *f) {

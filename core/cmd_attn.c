@@ -7,6 +7,7 @@
 #include "attn.h"
 #include "bench.h"
 #include "cli.h"
+#include "cmd_npy.h"
 #include "commands.h"
 #include "threads.h"
 
@@ -40,7 +41,13 @@ static void attn_usage(FILE *f) {
             "  --repeat R         timed runs (default 5)\n"
             "  --warmup W         untimed runs first (default 1)\n"
             "  --check            check gradients / agreement with dense instead of timing\n"
-            "  --json             print one JSON object\n",
+            "  --json             print one JSON object\n"
+            "  --save DIR         instead of timing, run one forward and backward pass and write its\n"
+            "                     inputs and results to DIR as .npy (q, k, v, dout, out, dq, dk, dv; routing:\n"
+            "                     centroids_before/after, members) with manifest.json\n"
+            "  --load DIR         take q, k, v, dout (and centroids_before, if there) from DIR/*.npy;\n"
+            "                     without --seq the sizes come from q.npy; results go to DIR unless --save\n"
+            "  --eval             with --save/--load: an evaluation pass (routing: centroids stay put)\n",
             attn_names(), cli_attn_flags_help);
 }
 
@@ -63,7 +70,8 @@ int cmd_attn(int argc, char **argv) {
     attn_params p;
     attn_params_default(&p);
     const char *backend = NULL;
-    int threads = 0, repeat = 5, warmup = 1, json = 0, check = 0;
+    int threads = 0, repeat = 5, warmup = 1, json = 0, check = 0, eval = 0;
+    const char *save_dir = NULL, *load_dir = NULL;
     for (int i = 1; i < argc; i++) {
         int r = cli_attn_flag(argc, argv, &i, &p);
         if (r < 0) return 2;
@@ -86,6 +94,14 @@ int cmd_attn(int argc, char **argv) {
             i++;
         } else if (strcmp(f, "--json") == 0) json = 1;
         else if (strcmp(f, "--check") == 0) check = 1;
+        else if (strcmp(f, "--eval") == 0) eval = 1;
+        else if (strcmp(f, "--save") == 0 || strcmp(f, "--load") == 0) {
+            if (!val) {
+                fprintf(stderr, "routebench attn: %s needs a directory\n", f);
+                return 2;
+            }
+            *(f[2] == 's' ? &save_dir : &load_dir) = val, i++;
+        }
         else if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
             attn_usage(stdout);
             return 0;
@@ -99,12 +115,32 @@ int cmd_attn(int argc, char **argv) {
         fprintf(stderr, "routebench attn: --backend is required (one of: %s)\n", attn_names());
         return 2;
     }
-    if (p.seq == 0) {
+    if ((save_dir || load_dir) && check) {
+        fprintf(stderr, "routebench attn: --check does not combine with --save/--load\n");
+        return 2;
+    }
+    if (p.seq == 0 && !load_dir) {
         fprintf(stderr, "routebench attn: --seq is required\n");
         return 2;
     }
     rb_set_threads(threads);
     char err[512];
+    if (save_dir || load_dir) {
+        int narrays;
+        if (attn_npy_pass(backend, &p, eval ? ATTN_EVAL : ATTN_TRAIN, load_dir, save_dir, &narrays, err, sizeof err) != 0) {
+            fprintf(stderr, "routebench attn: %s\n", err);
+            return 2;
+        }
+        if (!json) printf("%s: wrote %d arrays and manifest.json to %s\n", backend, narrays, save_dir ? save_dir : load_dir);
+        else {
+            printf("{\"backend\": ");
+            json_str(backend);
+            printf(", \"dir\": ");
+            json_str(save_dir ? save_dir : load_dir);
+            printf(", \"arrays\": %d}\n", narrays);
+        }
+        return 0;
+    }
     if (check) {
         attn_check_result r;
         if (attn_check(backend, &p, &r, err, sizeof err) != 0) {

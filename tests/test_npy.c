@@ -9,6 +9,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <math.h>
+
+#include "attn.h"
+#include "cmd_npy.h"
+#include "common.h"
 #include "npy.h"
 #include "tap.h"
 
@@ -23,6 +28,7 @@ static const char *tpath(const char *name) {
 }
 
 static unsigned char *slurp(const char *path, size_t *n) {
+    *n = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
@@ -54,6 +60,11 @@ static void write_raw(const char *path, int major, int minor, const char *header
     fwrite(header, 1, hl, f);
     if (nbytes) fwrite(data, 1, nbytes, f);
     fclose(f);
+}
+
+static int file_exists_(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
 }
 
 static void write_bytes(const char *path, const void *b, size_t n) {
@@ -304,6 +315,261 @@ static void test_bad_files(void) {
     ok(r == -1 && strstr(err, "has 2 dimensions, expected 3"), "bad: wrong number of dimensions: %s", err);
 }
 
+/* ---- attn --save / --load --------------------------------------------- */
+
+static const char *pass_files[] = {"q", "k", "v", "dout", "out", "dq", "dk", "dv",
+                                   "centroids_before", "centroids_after", "members", "members_k"};
+#define NPASS_FILES (int)(sizeof pass_files / sizeof pass_files[0])
+
+static int same_file(const char *a, const char *b) {
+    size_t na, nb;
+    unsigned char *x = slurp(a, &na), *y = slurp(b, &nb);
+    int same = x && y && na == nb && memcmp(x, y, na) == 0;
+    free(x), free(y);
+    return same;
+}
+
+static int copy_file(const char *from, const char *to) {
+    size_t n;
+    unsigned char *b = slurp(from, &n);
+    if (!b) return -1;
+    write_bytes(to, b, n);
+    free(b);
+    return 0;
+}
+
+static float *load_f4(const char *dir, const char *name, const int *shape, int ndim) {
+    char path[600], err[512];
+    snprintf(path, sizeof path, "%s/%s.npy", dir, name);
+    void *d = NULL;
+    int sh[NPY_MAX_DIMS], nd;
+    if (npy_read(path, "<f4", shape, ndim, &d, sh, &nd, err, sizeof err) != 0) {
+        diag("%s", err);
+        return NULL;
+    }
+    return d;
+}
+
+/* Dense attention and its gradients in double, straight from the definition,
+ * to check the saved files hold what their names say. Returns the worst
+ * |saved - reference| relative to the largest reference entry. */
+static double dense_reference_err(const char *dir, int B, int H, int T, int D, int causal) {
+    int sh[4] = {B, H, T, D};
+    float *q = load_f4(dir, "q", sh, 4), *k = load_f4(dir, "k", sh, 4), *v = load_f4(dir, "v", sh, 4);
+    float *dout = load_f4(dir, "dout", sh, 4), *out = load_f4(dir, "out", sh, 4);
+    float *dq = load_f4(dir, "dq", sh, 4), *dk = load_f4(dir, "dk", sh, 4), *dv = load_f4(dir, "dv", sh, 4);
+    double worst = INFINITY;
+    if (q && k && v && dout && out && dq && dk && dv) {
+        double *P = malloc((size_t)T * T * sizeof(double)), *dP = malloc((size_t)T * T * sizeof(double));
+        double *ref = malloc((size_t)4 * T * D * sizeof(double));
+        double err = 0, scale = 0, sc = 1.0 / sqrt((double)D);
+        for (int bh = 0; bh < B * H; bh++) {
+            const float *Q = q + (size_t)bh * T * D, *K = k + (size_t)bh * T * D, *V = v + (size_t)bh * T * D;
+            const float *dO = dout + (size_t)bh * T * D;
+            double *o = ref, *gq = ref + T * D, *gk = ref + 2 * T * D, *gv = ref + 3 * T * D;
+            memset(ref, 0, (size_t)4 * T * D * sizeof(double));
+            for (int i = 0; i < T; i++) {
+                double m = -INFINITY, z = 0;
+                for (int j = 0; j < T; j++) {
+                    double s = 0;
+                    for (int c = 0; c < D; c++) s += (double)Q[i * D + c] * K[j * D + c];
+                    P[i * T + j] = (causal && j > i) ? -INFINITY : s * sc;
+                    m = fmax(m, P[i * T + j]);
+                }
+                for (int j = 0; j < T; j++) z += P[i * T + j] = exp(P[i * T + j] - m);
+                for (int j = 0; j < T; j++) {
+                    P[i * T + j] /= z;
+                    for (int c = 0; c < D; c++) o[i * D + c] += P[i * T + j] * V[j * D + c];
+                }
+            }
+            for (int i = 0; i < T; i++) {
+                double dot = 0;
+                for (int j = 0; j < T; j++) {
+                    double s = 0;
+                    for (int c = 0; c < D; c++) s += (double)dO[i * D + c] * V[j * D + c];
+                    dP[i * T + j] = s;
+                    dot += s * P[i * T + j];
+                }
+                for (int j = 0; j < T; j++) {
+                    double ds = P[i * T + j] * (dP[i * T + j] - dot) * sc;
+                    for (int c = 0; c < D; c++) {
+                        gq[i * D + c] += ds * K[j * D + c];
+                        gk[j * D + c] += ds * Q[i * D + c];
+                        gv[j * D + c] += P[i * T + j] * dO[i * D + c];
+                    }
+                }
+            }
+            const float *mine[4] = {out + (size_t)bh * T * D, dq + (size_t)bh * T * D, dk + (size_t)bh * T * D,
+                                    dv + (size_t)bh * T * D};
+            for (int t = 0; t < 4; t++)
+                for (int i = 0; i < T * D; i++) {
+                    err = fmax(err, fabs(mine[t][i] - ref[t * T * D + i]));
+                    scale = fmax(scale, fabs(ref[t * T * D + i]));
+                }
+        }
+        worst = err / fmax(scale, 1e-30);
+        free(P), free(dP), free(ref);
+    }
+    free(q), free(k), free(v), free(dout), free(out), free(dq), free(dk), free(dv);
+    return worst;
+}
+
+static void test_attn_round_trip(void) {
+    char err[1024], a[512], b[512], c[512], pa[600], pb[600];
+    for (int bi = 0; bi < attn_count(); bi++) {
+        const attn_backend *be = attn_get(bi);
+        /* 0: training pass, 1: evaluation pass, 2: training, bidirectional
+         * (routing: separate keys) with nearest-centroid assignment (ragged
+         * clusters) where the backend has that choice */
+        for (int cfg = 0; cfg < 3; cfg++) {
+            int mode = cfg == 1;
+            int flags = mode ? ATTN_EVAL : ATTN_TRAIN;
+            const char *mname = cfg == 0 ? "train" : cfg == 1 ? "eval" : "train-bidir";
+            attn_params p;
+            attn_params_default(&p);
+            p.batch = 2, p.heads = 2, p.seq = 64, p.head_dim = 16, p.seed = 11 + (uint64_t)bi;
+            if (cfg == 2) {
+                p.causal = 0;
+                if (be->uses & ATTN_USES_ASSIGN) p.assign = ATTN_ASSIGN_ARGMAX;
+            }
+            snprintf(a, sizeof a, "%s/%s-%s-a", tmpdir, be->name, mname);
+            snprintf(b, sizeof b, "%s/%s-%s-b", tmpdir, be->name, mname);
+            snprintf(c, sizeof c, "%s/%s-%s-c", tmpdir, be->name, mname);
+            int na = 0, nb = 0, nc = 0;
+            int r = attn_npy_pass(be->name, &p, flags, NULL, a, &na, err, sizeof err);
+            if (!ok(r == 0 && na >= 8, "%s %s: --save writes %d arrays%s%s", be->name, mname, na, r ? ": " : "",
+                    r ? err : ""))
+                continue;
+            /* load A, write to B */
+            attn_params p2 = p; /* the same flags as the save, but the sizes from q.npy */
+            p2.batch = 1, p2.heads = 1, p2.seq = 0, p2.head_dim = 64;
+            r = attn_npy_pass(be->name, &p2, flags, a, b, &nb, err, sizeof err);
+            ok(r == 0 && nb == na && p2.batch == 2 && p2.heads == 2 && p2.seq == 64 && p2.head_dim == 16,
+               "%s %s: --load takes the sizes from q.npy and writes as many arrays%s%s", be->name, mname,
+               r ? ": " : "", r ? err : "");
+            /* load in place: only the inputs (and starting centroids) copied to C */
+            npy_mkdirs(c, err, sizeof err);
+            for (int f = 0; f < NPASS_FILES; f++) {
+                int is_input = f < 4 || strcmp(pass_files[f], "centroids_before") == 0;
+                snprintf(pa, sizeof pa, "%s/%s.npy", a, pass_files[f]);
+                snprintf(pb, sizeof pb, "%s/%s.npy", c, pass_files[f]);
+                if (is_input) copy_file(pa, pb);
+            }
+            attn_params p3 = p;
+            r = attn_npy_pass(be->name, &p3, flags, c, NULL, &nc, err, sizeof err);
+            ok(r == 0, "%s %s: --load without --save writes beside the inputs%s%s", be->name, mname, r ? ": " : "",
+               r ? err : "");
+            int all_b = 1, all_c = 1, nfiles = 0;
+            char which[256] = "";
+            for (int f = 0; f < NPASS_FILES; f++) {
+                snprintf(pa, sizeof pa, "%s/%s.npy", a, pass_files[f]);
+                if (!file_exists_(pa)) continue;
+                nfiles++;
+                snprintf(pb, sizeof pb, "%s/%s.npy", b, pass_files[f]);
+                if (!same_file(pa, pb)) all_b = 0, snprintf(which, sizeof which, "%s", pass_files[f]);
+                snprintf(pb, sizeof pb, "%s/%s.npy", c, pass_files[f]);
+                if (!same_file(pa, pb)) all_c = 0, snprintf(which, sizeof which, "%s", pass_files[f]);
+            }
+            ok(all_b && all_c, "%s %s: save, load and rerun are bit-identical in all %d files%s%s", be->name, mname,
+               nfiles, which[0] ? "; differs: " : "", which);
+
+            /* the inputs are the draws `routebench attn` makes from the seed */
+            int sh[4] = {2, 2, 64, 16};
+            size_t n = 2 * 2 * 64 * 16;
+            rb_rng rng;
+            rb_rng_seed(&rng, p.seed);
+            int same = 1;
+            const char *in[4] = {"q", "k", "v", "dout"};
+            for (int t = 0; t < 4; t++) {
+                float *x = load_f4(a, in[t], sh, 4);
+                for (size_t i = 0; i < n; i++) {
+                    float y = rb_rng_normal(&rng);
+                    if (!x || memcmp(&x[i], &y, 4) != 0) {
+                        same = 0;
+                        break;
+                    }
+                }
+                free(x);
+            }
+            ok(same, "%s %s: saved inputs are N(0,1) draws from the seed in the order q, k, v, dout", be->name, mname);
+
+            int eqd = be->equals_dense && be->equals_dense(&p);
+            if (strcmp(be->name, "dense") == 0 || eqd) {
+                double e = dense_reference_err(a, 2, 2, 64, 16, p.causal);
+                diag("%s %s: saved out/dq/dk/dv vs double-precision dense reference: worst error %.3g relative", be->name,
+                     mname, e);
+                ok(e < 1e-5, "%s %s: saved out, dq, dk, dv match dense attention computed from the saved q, k, v, dout",
+                   be->name, mname);
+            }
+            if (be->centroids && p.clusters > 0) {
+                int cs[3] = {p.heads, p.clusters, p.head_dim};
+                float *c0 = load_f4(a, "centroids_before", cs, 3), *c1 = load_f4(a, "centroids_after", cs, 3);
+                int moved = c0 && c1 && memcmp(c0, c1, (size_t)p.heads * p.clusters * p.head_dim * 4) != 0;
+                ok(c0 && c1 && moved == !mode, "%s %s: centroids %s in the pass", be->name, mname,
+                   mode ? "stay put" : "move");
+                free(c0), free(c1);
+            }
+            for (int mk = 0; mk < 2 && be->routes && p.clusters > 0; mk++) {
+                if (mk == 1 && p.share_qk) break;
+                snprintf(pa, sizeof pa, "%s/%s.npy", a, mk ? "members_k" : "members");
+                void *d = NULL;
+                int ms[NPY_MAX_DIMS], nd;
+                r = npy_read(pa, "<i4", NULL, 4, &d, ms, &nd, err, sizeof err);
+                int good = r == 0 && ms[0] == 2 && ms[1] == p.heads && ms[2] == p.clusters && ms[3] > 0;
+                const int32_t *m = d;
+                for (int row = 0; good && row < ms[0] * ms[1] * ms[2]; row++) {
+                    int prev = -1;
+                    for (int i = 0; i < ms[3]; i++) {
+                        int x = m[row * ms[3] + i];
+                        if (x == -1) prev = INT32_MAX;
+                        else if (x <= prev || x >= p.seq) good = 0;
+                        else prev = x;
+                    }
+                }
+                ok(good, "%s %s: %s [2, %d, %d, %d] hold ascending positions padded with -1", be->name, mname,
+                   mk ? "members_k" : "members", p.heads, p.clusters, r == 0 ? ms[3] : -1);
+                free(d);
+            }
+        }
+    }
+
+    /* refusals name the file at fault */
+    attn_params p;
+    attn_params_default(&p);
+    p.seq = 32, p.heads = 2, p.head_dim = 8;
+    snprintf(a, sizeof a, "%s/dense-train-a", tmpdir); /* [2, 2, 64, 16] inputs */
+    int r = attn_npy_pass("dense", &p, ATTN_TRAIN, a, c, NULL, err, sizeof err);
+    ok(r == -1 && strstr(err, "q.npy: shape (2, 2, 64, 16), expected (1, 2, 32, 8)"),
+       "--load with sizes other than q.npy's is refused: %s", err);
+    snprintf(b, sizeof b, "%s/empty", tmpdir);
+    npy_mkdirs(b, err, sizeof err);
+    attn_params_default(&p);
+    r = attn_npy_pass("dense", &p, ATTN_TRAIN, b, NULL, NULL, err, sizeof err);
+    ok(r == -1 && strstr(err, "q.npy") && strstr(err, "cannot open"), "--load from a directory without q.npy: %s",
+       err);
+    /* a dout of the wrong dtype */
+    snprintf(c, sizeof c, "%s/badin", tmpdir);
+    npy_mkdirs(c, err, sizeof err);
+    const char *in[3] = {"q", "k", "v"};
+    for (int t = 0; t < 3; t++) {
+        snprintf(pa, sizeof pa, "%s/%s.npy", a, in[t]);
+        snprintf(pb, sizeof pb, "%s/%s.npy", c, in[t]);
+        copy_file(pa, pb);
+    }
+    int sh[4] = {2, 2, 64, 16};
+    int32_t *zeros = calloc(2 * 2 * 64 * 16, 4);
+    snprintf(pb, sizeof pb, "%s/dout.npy", c);
+    npy_write(pb, "<i4", sh, 4, zeros, err, sizeof err);
+    free(zeros);
+    attn_params_default(&p);
+    r = attn_npy_pass("dense", &p, ATTN_TRAIN, c, NULL, NULL, err, sizeof err);
+    ok(r == -1 && strstr(err, "dout.npy: dtype '<i4', expected '<f4'"), "--load with an int32 dout: %s", err);
+    attn_params_default(&p);
+    p.seq = 64;
+    r = attn_npy_pass("nosuch", &p, ATTN_TRAIN, NULL, c, NULL, err, sizeof err);
+    ok(r == -1 && strstr(err, "unknown backend 'nosuch'"), "unknown backend: %s", err);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_npy.XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -314,6 +580,7 @@ int main(void) {
     test_round_trip();
     test_good_headers();
     test_bad_files();
+    test_attn_round_trip();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) diag("could not remove %s", tmpdir);

@@ -96,13 +96,14 @@ int checkpoint_load(const char *path, model *m, int *step, rb_rng *rng, uint64_t
     FILE *f = fopen(path, "rb");
     if (!f) return rb_fail(err, errlen, "checkpoint: cannot open '%s' (%s)", path, strerror(errno));
     ckpt_header h;
-    if (fread(&h, sizeof h, 1, f) != 1) {
-        fclose(f);
-        return rb_fail(err, errlen, "checkpoint: '%s' is truncated (no complete header)", path);
-    }
-    if (h.magic != CHECKPOINT_MAGIC) {
+    size_t hgot = fread(&h, 1, sizeof h, f);
+    if (hgot >= sizeof h.magic && h.magic != CHECKPOINT_MAGIC) {
         fclose(f);
         return rb_fail(err, errlen, "checkpoint: '%s' is not a routebench checkpoint (bad magic)", path);
+    }
+    if (hgot != sizeof h) {
+        fclose(f);
+        return rb_fail(err, errlen, "checkpoint: '%s' is truncated (no complete header)", path);
     }
     if (h.version != CHECKPOINT_VERSION || h.header_bytes != sizeof h) {
         fclose(f);

@@ -76,7 +76,24 @@ static void add_err(exp_errors *errs, const char *path, int line, int col, const
         errs->dropped++;
         return;
     }
+    errs->line[errs->n] = line, errs->col[errs->n] = col;
     memcpy(errs->msg[errs->n++], full, sizeof full);
+}
+
+/* Report in file order, whatever order the checks ran in. */
+static void sort_errs(exp_errors *errs) {
+    for (int i = 1; i < errs->n; i++)
+        for (int j = i; j > 0; j--) {
+            int a = j - 1, b = j;
+            if (errs->line[a] < errs->line[b] || (errs->line[a] == errs->line[b] && errs->col[a] <= errs->col[b])) break;
+            char tmp[384];
+            int tl = errs->line[a], tc = errs->col[a];
+            memcpy(tmp, errs->msg[a], sizeof tmp);
+            memcpy(errs->msg[a], errs->msg[b], sizeof tmp);
+            memcpy(errs->msg[b], tmp, sizeof tmp);
+            errs->line[a] = errs->line[b], errs->col[a] = errs->col[b];
+            errs->line[b] = tl, errs->col[b] = tc;
+        }
 }
 
 void exp_errors_print(const exp_errors *errs, FILE *f) {
@@ -608,12 +625,14 @@ static void add_fixed(experiment *e, const ynode *k, const ynode *v, exp_errors 
         add_err(errs, e->path, k->line, k->col, ck, "more than %d parameters", EXP_MAX_FIXED);
         return;
     }
+    /* kept even with a bad value (reported), so a second setting is still
+     * caught; nothing is expanded while there are errors */
     exp_assign *a = &e->fixed[e->nfixed];
-    if (get_scalar(e, v, ck, &a->val, errs)) return;
-    if (value_ok(e, ck, &a->val, errs)) return;
     snprintf(a->key, sizeof a->key, "%s", ck);
     a->key_line = k->line, a->key_col = k->col;
     e->nfixed++;
+    if (get_scalar(e, v, ck, &a->val, errs)) return;
+    value_ok(e, ck, &a->val, errs);
 }
 
 static void add_axis(experiment *e, const ynode *k, const ynode *v, int group, exp_errors *errs) {
@@ -661,11 +680,7 @@ static void add_axis(experiment *e, const ynode *k, const ynode *v, int group, e
             }
         }
     }
-    if (bad) {
-        free(ax->values);
-        ax->values = NULL;
-        return;
-    }
+    (void)bad; /* kept with its errors reported, as for fixed parameters */
     snprintf(ax->key, sizeof ax->key, "%s", ck);
     ax->key_line = k->line, ax->key_col = k->col;
     ax->nvalues = v->n;
@@ -1258,7 +1273,7 @@ static void expand(experiment *e, exp_errors *errs) {
                 char d[300];
                 combo_desc(e, vi, d, sizeof d);
                 blame(e, vi, msg, &line, &col, &bkey);
-                add_err(errs, e->path, line, col, bkey, "%s %s%s%s", bname, d, *d ? ": " : "", msg);
+                add_err(errs, e->path, line, col, bkey, "%s (%s): %s", bname, d, msg);
             }
             continue;
         }
@@ -1376,6 +1391,7 @@ int exp_load_string(experiment *e, const char *text, size_t len, const char *pat
         /* dense by default, like `routebench attn` */
     }
     if (errs->n == 0) expand(e, errs);
+    sort_errs(errs);
     if (errs->n) {
         exp_free(e);
         return -1;

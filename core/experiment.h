@@ -104,6 +104,7 @@ typedef struct {
 typedef struct {
     int n, dropped;
     char msg[EXP_MAX_ERRORS][384];
+    int line[EXP_MAX_ERRORS], col[EXP_MAX_ERRORS];
 } exp_errors;
 
 /* Read, validate and expand the file at path. 0 on success; -1 with every

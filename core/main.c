@@ -15,6 +15,7 @@ static const command commands[] = {
     {"backends", cmd_backends, "list the registered attention backends"},
     {"attn", cmd_attn, "time (or --check) one attention layer"},
     {"sysinfo", cmd_sysinfo, "CPU, threads, BLAS and the measured sgemm GFLOP/s"},
+    {"train", cmd_train, "train one model (flags), print its evaluation and step timing"},
     {"run", cmd_run, "run an experiment file (YAML sweep) into SQLite; resumable"},
     {"merge", cmd_merge, "fold shard databases of one experiment into one"},
 };

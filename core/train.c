@@ -515,9 +515,9 @@ int train_run(const train_config *cin, const train_hooks *h, train_result *r, ch
         goto done;
     }
     /* the first step warms caches and the backends' lazy state: not timed when there are others */
+    fill_common(r, c, m);
     if (ntimed > 1) fill_medians(r, st + 1, fws + 1, bws + 1, ops + 1, ntimed - 1, c);
     else fill_medians(r, st, fws, bws, ops, ntimed, c);
-    fill_common(r, c, m);
     {
         double el, ea;
         if (evaluate(m, t, c, TASK_VAL, &bb, &el, &ea, err, errlen)) {
@@ -588,8 +588,8 @@ int train_bench_step(const train_config *cin, int repeat, int warmup, train_resu
         }
     }
     if (rc == 0) {
-        fill_medians(r, st, fws, bws, ops, repeat, c);
         fill_common(r, c, m);
+        fill_medians(r, st, fws, bws, ops, repeat, c);
     }
     free(st);
     free(bb.tokens);

@@ -78,6 +78,24 @@ deps:
 	    echo "deps: run: sudo apt-get install -y$$missing"; exit 1; \
 	fi
 
+# The default text corpus: the King James Bible from Debian's bible-kjv (about
+# 4.4 MB, one verse a line). Installs the package when missing and root, else
+# prints the apt-get command. Written to a temporary file first, so an
+# interrupted run never leaves a half corpus behind.
+.PHONY: data
+data: data/kjv.txt
+data/kjv.txt:
+	@if ! command -v bible >/dev/null 2>&1; then \
+	    if [ "$$(id -u)" = 0 ]; then \
+	        echo "data: installing bible-kjv"; \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bible-kjv; \
+	    else \
+	        echo "data: needs Debian's bible-kjv: sudo apt-get install -y bible-kjv"; exit 1; \
+	    fi; \
+	fi
+	@mkdir -p data
+	bible -f Gen1:1-Rev22:21 > $@.tmp && [ -s $@.tmp ] && mv $@.tmp $@ || { rm -f $@.tmp; echo "data: bible failed"; exit 1; }
+
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@echo "demo: the sweep runner is not yet implemented (see README); built $(BIN)."

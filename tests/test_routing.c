@@ -39,6 +39,8 @@ static attn *make(cfg c, attn_params *p) {
     }
     attn *a = BE->create(p, err, sizeof err);
     if (!a) diag("create: %s", err);
+    else if (a->be != BE) diag("instance does not point back at its backend");
+    if (a && a->be != BE) a = NULL;
     return a;
 }
 

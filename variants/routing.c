@@ -49,6 +49,8 @@
 #include "threads.h"
 #include "vexp.h"
 
+extern const attn_backend attn_backend_routing;
+
 enum { RT_TQ = 64 }; /* query rows per score tile */
 
 typedef struct {
@@ -240,6 +242,7 @@ static attn *rt_create(const attn_params *p, char *err, size_t errlen) {
         rb_fail(err, errlen, "out of memory");
         return NULL;
     }
+    R->base.be = &attn_backend_routing;
     R->base.p = *p;
     rt_resolve(p, &R->K, &R->w, &R->shared);
     R->B = p->batch, R->H = p->heads, R->n = p->seq, R->d = p->head_dim, R->BH = p->batch * p->heads;

@@ -102,5 +102,25 @@ demo: deps
 	$(BIN) backends
 	$(BIN) sysinfo
 
+# Slurm: install slurmctld, slurmd, slurm-client and munge (as root), then run
+# tests/slurm_sweep.sh, which starts a private one-node cluster here, runs a
+# small sweep through experiments/slurm.sh as a job array, checks the merged
+# database and stops the daemons it started. RB_SLURM_REQUIRED=1: no skipping.
+SLURM_PKGS := slurmctld slurmd slurm-client munge
+.PHONY: slurm-check
+slurm-check: deps
+	@missing=""; \
+	for p in $(SLURM_PKGS); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" != 0 ]; then echo "slurm-check: run as root, or: sudo apt-get install -y$$missing"; exit 1; fi; \
+	    echo "slurm-check: installing$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; \
+	fi
+	@$(MAKE) --no-print-directory all
+	RB=$(abspath $(BIN)) BUILD=$(BUILD) RB_SLURM_REQUIRED=1 prove -v tests/slurm_sweep.sh
+
 clean:
 	rm -rf build build-san build-warn

@@ -42,8 +42,11 @@ options:
       --max-running M   at most M array tasks at once (sbatch --array=...%M)
       --sbatch-arg ARG  one more option for both sbatch calls (repeatable),
                         e.g. --sbatch-arg=--mem=4G --sbatch-arg=--qos=short
+      --run-arg ARG     one more option for every \`routebench run\` (repeatable),
+                        e.g. --run-arg=--filter=routing --run-arg=--no-sgemm
   -o, --db PATH         the merged database (default results/NAME.db, NAME
-                        being the file name without .yaml)
+                        being the experiment's name, as for routebench run);
+                        if it exists, what it holds is kept and folded in
   -d, --dir DIR         shard databases, logs, job ids and the report
                         (default results/NAME.slurm)
       --rb PATH         the routebench binary (default \$RB, else
@@ -61,21 +64,43 @@ EOF
 die() { echo "$prog: $*" >&2; exit 1; }
 bad() { echo "$prog: $*" >&2; echo "(experiments/slurm.sh --help for usage)" >&2; exit 2; }
 
+# What `routebench run`'s exit status means (its --help).
+status_text() {
+    case $1 in
+        0) echo "every trial done" ;;
+        1) echo "a trial failed" ;;
+        2) echo "bad input or database: see its log" ;;
+        130) echo "interrupted: time limit, scancel or a signal" ;;
+        *) echo "crashed or killed" ;;
+    esac
+}
+
 # ----------------------------------------------------------------------------
 # Inside the allocation: one shard. Arguments: RB YAML DIR N THREADS.
 # ----------------------------------------------------------------------------
 run_shard() {
     local rb=$1 yaml=$2 dir=$3 n=$4 threads=$5
+    shift 5 # the rest: extra `routebench run` options (--run-arg)
     local i=${SLURM_ARRAY_TASK_ID:?not inside a Slurm array task}
     [ "${SLURM_ARRAY_TASK_COUNT:-$n}" = "$n" ] ||
         { echo "$prog: array has $SLURM_ARRAY_TASK_COUNT tasks, expected $n" >&2; return 2; }
     local base=$dir/shard-$i-of-$n
     rm -f "$base.rc"
     echo "$prog: shard $i/$n on $(hostname) (job ${SLURM_JOB_ID:-?}), $threads thread(s), db $base.db"
+    # This task is the only writer of its shard database (the submission
+    # refuses to overlap an earlier one), so a trial still marked running was
+    # left by a killed task, maybe on another node, where routebench cannot
+    # tell it from a live run and would skip it: mark it interrupted (rerun).
+    if [ -f "$base.db" ] && command -v sqlite3 >/dev/null; then
+        sqlite3 -cmd '.timeout 10000' "$base.db" "UPDATE trials SET status = 'interrupted',
+            error = 'left running by a task that was killed (reset by slurm.sh)' WHERE status = 'running';
+            SELECT changes();" 2>/dev/null | grep -qx 0 ||
+            echo "$prog: shard $i/$n: trials left running by a killed task marked interrupted"
+    fi
     # routebench runs in the background so that a SIGTERM from Slurm (time
     # limit, scancel) reaches it through the trap and the shard still gets to
     # write its status: the trial in flight is then recorded as interrupted.
-    "$rb" run "$yaml" --shard "$i/$n" --threads "$threads" --db "$base.db" &
+    "$rb" run "$yaml" --shard "$i/$n" --threads "$threads" --db "$base.db" "$@" &
     local pid=$! rc
     trap 'kill -TERM $pid 2>/dev/null' TERM INT
     while :; do
@@ -84,7 +109,7 @@ run_shard() {
     done
     trap - TERM INT
     echo "$rc" >"$base.rc"
-    echo "$prog: shard $i/$n: routebench exited with status $rc"
+    echo "$prog: shard $i/$n: routebench exited with status $rc ($(status_text "$rc"))"
     return "$rc"
 }
 
@@ -95,7 +120,7 @@ run_merge() {
     local rb=$1 yaml=$2 dir=$3 n=$4 out=$5
     local report=$dir/report.txt rc
     rm -f "$dir/merge.rc"
-    merge_and_report "$rb" "$yaml" "$dir" "$n" "$out" 2>&1 | tee "$report.tmp"
+    merge_and_report "$@" 2>&1 | tee "$report.tmp"
     rc=${PIPESTATUS[0]}
     mv -f "$report.tmp" "$report"
     echo "$rc" >"$dir/merge.rc"
@@ -104,6 +129,7 @@ run_merge() {
 
 merge_and_report() {
     local rb=$1 yaml=$2 dir=$3 n=$4 out=$5
+    shift 5 # the rest: extra `routebench run` options (--filter matters to the expected list)
     local i shards=() problems=0 rc
     echo "== routebench merge: $n shard(s) of $yaml into $out"
     for ((i = 0; i < n; i++)); do
@@ -112,7 +138,7 @@ merge_and_report() {
             echo "shard $i/$n: did not finish (no status: killed, timed out, or never started); see $dir/logs/"
             problems=1
         elif [ "$(cat "$base.rc")" != 0 ]; then
-            echo "shard $i/$n: routebench exited with status $(cat "$base.rc"); see $dir/logs/shard-*_$i.out"
+            echo "shard $i/$n: routebench exited with status $(cat "$base.rc") ($(status_text "$(cat "$base.rc")")); log: $dir/logs/shard-*_$i.out"
             problems=1
         fi
         if [ -f "$base.db" ]; then shards+=("$base.db")
@@ -120,10 +146,15 @@ merge_and_report() {
         fi
     done
     [ ${#shards[@]} -gt 0 ] || { echo "no shard database to merge"; return 1; }
-    # Merge into a new file and move it into place: a rerun's merge starts
-    # from the shards (which hold every result) and never half-overwrites out.
+    # Merge into a new file and move it into place, so a failed merge leaves
+    # out as it was. The shards come first: on a tie (a trial failed again)
+    # the fresh record wins. An existing out is folded in last, so what it
+    # holds from earlier (a local run of the same file, say) is kept unless a
+    # shard has it too; merge refuses an out of another experiment.
+    local old=()
+    [ -f "$out" ] && old=("$out") && echo "folding in the existing $out"
     rm -f "$out.merging" "$out.merging-wal" "$out.merging-shm"
-    "$rb" merge "$out.merging" "${shards[@]}"; rc=$?
+    "$rb" merge "$out.merging" "${shards[@]}" "${old[@]}"; rc=$?
     if [ $rc != 0 ]; then
         echo "routebench merge failed (status $rc); $out left as it was"
         rm -f "$out.merging" "$out.merging-wal" "$out.merging-shm"
@@ -131,22 +162,52 @@ merge_and_report() {
     fi
     rm -f "$out-wal" "$out-shm"
     mv -f "$out.merging" "$out" || { echo "cannot move the merged database to $out"; return 1; }
-    report_trials "$rb" "$yaml" "$out" || problems=1
+    report_trials "$rb" "$yaml" "$out" "$n" "$@" || problems=1
     return $problems
 }
 
-# Compare the merged database with the trials the experiment expands to.
-# Prints a summary line, then one line per trial not done. 0 when all done.
+# Compare the merged database with the trials the experiment expands to (the
+# runner's --dry-run list), so that trials no shard recorded are reported as
+# well as those recorded failed. One line per trial not done, then a summary.
+# Returns 0 when every expected trial is done.
 report_trials() {
-    local rb=$1 yaml=$2 db=$3
+    local rb=$1 yaml=$2 db=$3 n=$4 tmp rc
+    shift 4
     command -v sqlite3 >/dev/null || { echo "sqlite3 not found: cannot check $db trial by trial"; return 1; }
-    local expected
-    expected=$("$rb" run "$yaml" --dry-run --db "$db" 2>/dev/null | awk 'FALSE')
-    sqlite3 -separator ' ' "$db" \
-        "SELECT status, count(*) FROM trials GROUP BY status ORDER BY status;"
-    sqlite3 -separator '  ' "$db" \
-        "SELECT status, name, 'seed ' || seed, coalesce(error, '') FROM trials WHERE status != 'done' ORDER BY name, seed;"
-    [ -z "$(sqlite3 "$db" "SELECT 1 FROM trials WHERE status != 'done' LIMIT 1;")" ]
+    tmp=$(mktemp -d) || return 1
+    if ! "$rb" run "$yaml" --dry-run "$@" >"$tmp/dry" 2>"$tmp/err"; then
+        cat "$tmp/err"; echo "routebench run --dry-run failed: cannot list the expected trials"
+        rm -rf "$tmp"; return 1
+    fi
+    expected_trials <"$tmp/dry" >"$tmp/expected"
+    sqlite3 -separator $'\t' "$db" \
+        "SELECT key, seed, status, name, replace(replace(coalesce(error, ''), char(10), ' '), char(9), ' ') FROM trials;" \
+        >"$tmp/have" || { echo "cannot read the trials of $db"; rm -rf "$tmp"; return 1; }
+    awk -F'\t' -v n="$n" '
+        NR == FNR { st[$1 " " $2] = $3; err[$1 " " $2] = $5; name[$1 " " $2] = $4; next }
+        {
+            id = $2 " " $3; total++
+            if (!(id in st)) { printf "never ran    %s seed %s (shard %d/%d: no record)\n", $4, $3, $1 % n, n; never++; bad++ }
+            else if (st[id] == "done") done++
+            else if (st[id] == "failed" || st[id] == "unsupported") { printf "%-12s %s seed %s: %s\n", st[id], name[id], $3, err[id]; failed++; bad++ }
+            else { printf "never ran    %s seed %s (shard %d/%d: left %s)\n", name[id], $3, $1 % n, n, st[id]; never++; bad++ }
+            seen[id] = 1
+        }
+        END {
+            for (id in st) if (!(id in seen)) { printf "unexpected   %s (key %s): not in this experiment\n", name[id], id; extra++; bad++ }
+            printf "trials: %d expected, %d done, %d failed, %d never ran%s\n", total, done, failed, never, extra ? sprintf(", %d unexpected", extra) : ""
+            exit bad > 0
+        }' "$tmp/have" "$tmp/expected"
+    rc=$?
+    rm -rf "$tmp"
+    return $rc
+}
+
+# `routebench run --dry-run` lines ("  INDEX  KEY  seed SEED NAME {json}")
+# -> "INDEX KEY SEED NAME", tab-separated. The count line above them has no
+# "seed" in third place.
+expected_trials() {
+    awk '$3 == "seed" && $1 ~ /^[0-9]+$/ { printf "%s\t%s\t%s\t%s\n", $1, $2, $4, $5 }'
 }
 
 # ----------------------------------------------------------------------------
@@ -159,7 +220,7 @@ esac
 
 shards=4 threads=1 partition= timelimit= account= maxrun= db= dir= wait=0 dry=0
 rb=${RB:-}
-extra=() yaml=
+extra=() runargs=() yaml=
 need() { [ $# -ge 2 ] && [ -n "$2" ] || bad "$1 needs a value"; }
 while [ $# -gt 0 ]; do
     opt=$1 val=
@@ -174,6 +235,7 @@ while [ $# -gt 0 ]; do
         -A|--account) need "$@"; account=$2; shift 2 ;;
         --max-running) need "$@"; maxrun=$2; shift 2 ;;
         --sbatch-arg) need "$@"; extra+=("$2"); shift 2 ;;
+        --run-arg) need "$@"; runargs+=("$2"); shift 2 ;;
         -o|--db) need "$@"; db=$2; shift 2 ;;
         -d|--dir) need "$@"; dir=$2; shift 2 ;;
         --rb) need "$@"; rb=$2; shift 2 ;;
@@ -198,20 +260,23 @@ posint --threads "$threads" 4096
 abspath() { local d; d=$(cd "$(dirname "$1")" 2>/dev/null && pwd) || return 1; echo "$d/$(basename "$1")"; }
 rb=$(abspath "$rb")
 yaml=$(abspath "$yaml")
-name=$(basename "$yaml"); name=${name%.yaml}; name=${name%.yml}
+
+# The experiment must be valid before anything is queued: the same check
+# `routebench run` does, with its file:line:column messages. Its first line,
+# "NAME: N trials ...", gives the experiment's name for the default paths
+# (the database is then the one a local `routebench run` would write).
+if ! dry_out=$("$rb" run "$yaml" --dry-run "${runargs[@]}" 2>&1); then
+    echo "$dry_out" >&2
+    bad "$yaml does not validate; nothing submitted"
+fi
+name=$(echo "$dry_out" | sed -n '1s/^\([A-Za-z0-9_.-]*\): .*/\1/p')
+ntrials=$(echo "$dry_out" | sed -n '1s/^[^:]*: \([0-9]*\) trials.*/\1/p')
+[ -n "$name" ] || { name=$(basename "$yaml"); name=${name%.yaml}; name=${name%.yml}; }
 [ -n "$db" ] || db=results/$name.db
 [ -n "$dir" ] || dir=results/$name.slurm
 
-# The experiment must be valid before anything is queued: the same check
-# `routebench run` does, with its file:line:column messages.
-if ! "$rb" run "$yaml" --dry-run >/dev/null 2>"${TMPDIR:-/tmp}/rb-slurm-$$.err"; then
-    cat "${TMPDIR:-/tmp}/rb-slurm-$$.err" >&2; rm -f "${TMPDIR:-/tmp}/rb-slurm-$$.err"
-    bad "$yaml does not validate; nothing submitted"
-fi
-rm -f "${TMPDIR:-/tmp}/rb-slurm-$$.err"
-
-mkdir -p "$dir/logs" "$(dirname "$db")" || die "cannot make $dir/logs or the directory of $db"
-dir=$(abspath "$dir"); db=$(abspath "$db")
+case "$dir" in /*) ;; *) dir=$PWD/$dir ;; esac
+case "$db" in /*) ;; *) db=$PWD/$db ;; esac
 
 # Shards of another N split the trials differently: resuming from them would
 # run some trials twice and lose none, but the merge could not tell a missing
@@ -237,9 +302,9 @@ common+=("${extra[@]}")
 array=0-$((shards - 1)); [ -z "$maxrun" ] || array+=%$maxrun
 shard_cmd=(sbatch "${common[@]}" --array "$array" --ntasks 1 --cpus-per-task "$threads")
 [ -z "$timelimit" ] || shard_cmd+=(--time "$timelimit")
-shard_cmd+=(--output "$dir/logs/shard-%A_%a.out" "$self" --_shard "$rb" "$yaml" "$dir" "$shards" "$threads")
+shard_cmd+=(--output "$dir/logs/shard-%A_%a.out" "$self" --_shard "$rb" "$yaml" "$dir" "$shards" "$threads" "${runargs[@]}")
 merge_cmd=(sbatch "${common[@]}" --ntasks 1 --cpus-per-task 1 --kill-on-invalid-dep=no
-           --output "$dir/logs/merge-%j.out" --dependency "afterany:ARRAY" "$self" --_merge "$rb" "$yaml" "$dir" "$shards" "$db")
+           --output "$dir/logs/merge-%j.out" --dependency "afterany:ARRAY" "$self" --_merge "$rb" "$yaml" "$dir" "$shards" "$db" "${runargs[@]}")
 
 if [ $dry = 1 ]; then
     printf '%q ' "${shard_cmd[@]}"; echo
@@ -247,6 +312,7 @@ if [ $dry = 1 ]; then
     exit 0
 fi
 command -v sbatch >/dev/null || die "sbatch not found: is this a Slurm submission host?"
+mkdir -p "$dir/logs" "$(dirname "$db")" || die "cannot make $dir/logs or the directory of $db"
 
 rm -f "$dir/merge.rc"
 out=$("${shard_cmd[@]}") || die "sbatch of the array failed${out:+: $out}"
@@ -259,7 +325,7 @@ if ! out=$("${merge_cmd[@]}"); then
 fi
 merge_id=${out%%;*}
 printf '%s\n%s\n' "$array_id" "$merge_id" >"$dir/jobs"
-echo "$prog: submitted array $array_id ($shards tasks x $threads thread(s)) and merge job $merge_id"
+echo "$prog: $name: ${ntrials:-?} trials; submitted array $array_id ($shards tasks x $threads thread(s)) and merge job $merge_id"
 echo "$prog: shards and logs in $dir; merged database will be $db; report in $dir/report.txt"
 echo "$prog: watch with: squeue -j $array_id,$merge_id"
 [ $wait = 1 ] || exit 0

@@ -97,12 +97,14 @@ run_shard() {
             SELECT changes();" 2>/dev/null | grep -qx 0 ||
             echo "$prog: shard $i/$n: trials left running by a killed task marked interrupted"
     fi
-    # routebench runs in the background so that a SIGTERM from Slurm (time
-    # limit, scancel) reaches it through the trap and the shard still gets to
-    # write its status: the trial in flight is then recorded as interrupted.
+    # At a time limit or scancel, Slurm sends SIGTERM to every process of the
+    # job: routebench marks the trial in flight interrupted and exits 130.
+    # This shell must outlive it to record that status, so it runs routebench
+    # in the background and only notes the signal (forwarding it would be a
+    # second signal, which makes routebench quit without recording).
     "$rb" run "$yaml" --shard "$i/$n" --threads "$threads" --db "$base.db" "$@" &
     local pid=$! rc
-    trap 'kill -TERM $pid 2>/dev/null' TERM INT
+    trap ':' TERM INT
     while :; do
         wait "$pid"; rc=$?
         kill -0 "$pid" 2>/dev/null || break
@@ -190,12 +192,13 @@ report_trials() {
             if (!(id in st)) { printf "never ran    %s seed %s (shard %d/%d: no record)\n", $4, $3, $1 % n, n; never++; bad++ }
             else if (st[id] == "done") done++
             else if (st[id] == "failed" || st[id] == "unsupported") { printf "%-12s %s seed %s: %s\n", st[id], name[id], $3, err[id]; failed++; bad++ }
-            else { printf "never ran    %s seed %s (shard %d/%d: left %s)\n", name[id], $3, $1 % n, n, st[id]; never++; bad++ }
+            else if (st[id] == "pending") { printf "never ran    %s seed %s (shard %d/%d: left pending)\n", name[id], $3, $1 % n, n; never++; bad++ }
+            else { printf "unfinished   %s seed %s (shard %d/%d: left %s)\n", name[id], $3, $1 % n, n, st[id]; never++; bad++ }
             seen[id] = 1
         }
         END {
             for (id in st) if (!(id in seen)) { printf "unexpected   %s (key %s): not in this experiment\n", name[id], id; extra++; bad++ }
-            printf "trials: %d expected, %d done, %d failed, %d never ran%s\n", total, done, failed, never, extra ? sprintf(", %d unexpected", extra) : ""
+            printf "trials: %d expected, %d done, %d failed, %d never ran or unfinished%s\n", total, done, failed, never, extra ? sprintf(", %d unexpected", extra) : ""
             exit bad > 0
         }' "$tmp/have" "$tmp/expected"
     rc=$?

@@ -29,7 +29,8 @@ static const char schema_sql[] =
     "  yaml TEXT NOT NULL, yaml_hash TEXT NOT NULL, path TEXT,\n"
     "  git_commit TEXT, host TEXT, cpu TEXT, blas TEXT, threads INTEGER, sgemm_gflops REAL,\n"
     "  shard TEXT, filter TEXT, argv TEXT,\n"
-    "  started_at TEXT, ended_at TEXT, status TEXT);\n"
+    "  started_at TEXT, ended_at TEXT, status TEXT,\n"
+    "  uid TEXT UNIQUE);\n"
     "CREATE TABLE trials(\n"
     "  id INTEGER PRIMARY KEY,\n"
     "  experiment_id INTEGER REFERENCES experiments(id),\n"
@@ -61,7 +62,7 @@ static const char trial_cols[] =
     "params, status, error, attempts, runner, started_at, ended_at, seconds";
 static const char exp_cols[] =
     "name, description, kind, bench, yaml, yaml_hash, path, git_commit, host, cpu, blas, threads, sgemm_gflops, "
-    "shard, filter, argv, started_at, ended_at, status";
+    "shard, filter, argv, started_at, ended_at, status, uid";
 
 void store_now(char *buf, size_t len) {
     time_t t = time(NULL);
@@ -197,7 +198,7 @@ static int open_impl(rb_store **out, const char *path, int flags, int writable, 
         free(s);
         return -1;
     }
-    sqlite3_busy_timeout(s->db, 10000);
+    sqlite3_busy_timeout(s->db, 5000); /* a trial commit is small: 5 s of waiting means a stuck writer */
     sqlite3_extended_result_codes(s->db, 1);
     if (writable) {
         /* journal_mode answers with a row; WAL lets readers and shards share the file */
@@ -281,7 +282,7 @@ int store_begin_experiment(rb_store *s, const store_experiment *x, int64_t *id, 
     int rc = sqlite3_prepare_v2(s->db,
                                 "INSERT INTO experiments(name, description, kind, bench, yaml, yaml_hash, path, "
                                 "git_commit, host, cpu, blas, threads, sgemm_gflops, shard, filter, argv, started_at, "
-                                "status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'running')",
+                                "status, uid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'running',?)",
                                 -1, &st, NULL);
     if (rc != SQLITE_OK) return db_fail(s, rc, "recording the run", err, errlen);
     const char *t[] = {x->name, x->description, x->kind, x->bench, x->yaml, x->yaml_hash, x->path,
@@ -293,6 +294,13 @@ int store_begin_experiment(rb_store *s, const store_experiment *x, int64_t *id, 
     bind_text(st, 15, x->filter);
     bind_text(st, 16, x->argv);
     bind_text(st, 17, now);
+    /* identifies this run across merged databases */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    char uid[256];
+    snprintf(uid, sizeof uid, "%.100s-%ld-%lld.%09ld", x->host ? x->host : "?", (long)getpid(), (long long)ts.tv_sec,
+             ts.tv_nsec);
+    bind_text(st, 18, uid);
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) return db_fail(s, rc, "recording the run", err, errlen);
@@ -514,16 +522,14 @@ static int merge_one(rb_store *o, const char *in, int *copied, int *kept, char *
     /* runs: each experiments row once (same start, host, shard and hash) */
     snprintf(sql, sizeof sql,
              "INSERT INTO main.experiments(%s) SELECT %s FROM src.experiments s WHERE NOT EXISTS ("
-             "SELECT 1 FROM main.experiments m WHERE m.yaml_hash = s.yaml_hash AND m.started_at IS s.started_at AND "
-             "m.host IS s.host AND m.shard IS s.shard AND m.argv IS s.argv)",
+             "SELECT 1 FROM main.experiments m WHERE m.uid = s.uid)",
              exp_cols, exp_cols);
     if (exec(o, sql, "merging runs", err, errlen)) goto rollback;
     sqlite3_stmt *st;
     rc = sqlite3_prepare_v2(o->db,
                             "SELECT s.id, s.status, m.id, m.status, "
-                            "(SELECT e.id FROM main.experiments e JOIN src.experiments x ON e.yaml_hash = x.yaml_hash "
-                            " AND e.started_at IS x.started_at AND e.host IS x.host AND e.shard IS x.shard "
-                            " AND e.argv IS x.argv WHERE x.id = s.experiment_id) "
+                            "(SELECT e.id FROM main.experiments e JOIN src.experiments x ON e.uid = x.uid "
+                            " WHERE x.id = s.experiment_id) "
                             "FROM src.trials s LEFT JOIN main.trials m ON m.key = s.key AND m.seed = s.seed",
                             -1, &st, NULL);
     if (rc != SQLITE_OK) {

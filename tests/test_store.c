@@ -1,0 +1,231 @@
+/* test_store.c: the SQLite results store. Schema and version on creation,
+ * idempotent registration, a trial's rows committing all-or-nothing (a
+ * failure forced by a trigger in the middle of the metrics leaves neither
+ * metrics nor a new status), stale `running` rows of dead processes, files
+ * that are not SQLite / not routebench / of a newer schema refused without
+ * being changed, and merge (done wins, mismatched experiments refused). The
+ * database is inspected with plain SQL, independently of store.c. */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store.h"
+#include "tap.h"
+
+static char dir[256];
+
+static long long q1(const char *path, const char *sql) {
+    sqlite3 *db;
+    long long v = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+            if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+            sqlite3_finalize(st);
+        }
+    }
+    sqlite3_close(db);
+    return v;
+}
+
+static int sql(const char *path, const char *s) {
+    sqlite3 *db;
+    int rc = sqlite3_open(path, &db);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, s, NULL, NULL, NULL);
+    sqlite3_close(db);
+    return rc;
+}
+
+static store_trial trow(const char *key, uint64_t seed, const char *name) {
+    store_trial t;
+    memset(&t, 0, sizeof t);
+    t.key = key, t.seed = seed, t.name = name, t.kind = "bench", t.bench = "attn", t.backend = "dense";
+    t.params_json = "{}";
+    t.seq = 64, t.heads = 1, t.head_dim = 8, t.batch = 1, t.causal = 1;
+    t.window = t.clusters = t.local_heads = t.share_qk = t.kmeans_iters = STORE_NA;
+    t.d_model = t.layers = t.steps = STORE_NA;
+    t.decay = t.commit_weight = t.lr = 0.0 / 0.0;
+    return t;
+}
+
+static store_experiment xrow(const char *name, const char *hash) {
+    store_experiment x;
+    memset(&x, 0, sizeof x);
+    x.name = name, x.kind = "bench", x.yaml = "name: x\n", x.yaml_hash = hash, x.host = "testhost", x.threads = 1;
+    return x;
+}
+
+/* a database with one run and trials k1..kn (seed 1), statuses given */
+static int make_db(const char *path, const char *name, const char *hash, int n, const char *const *status) {
+    rb_store *s;
+    char err[512];
+    if (store_open(&s, path, 1, err, sizeof err)) return diag("%s", err), -1;
+    store_experiment x = xrow(name, hash);
+    int64_t eid, id;
+    store_begin_experiment(s, &x, &eid, err, sizeof err);
+    store_trial t[8];
+    char keys[8][17], names[8][16];
+    for (int i = 0; i < n; i++) {
+        snprintf(keys[i], sizeof keys[i], "%016d", i + 1);
+        snprintf(names[i], sizeof names[i], "dense-s%d", 64 * (i + 1));
+        t[i] = trow(keys[i], 1, names[i]);
+    }
+    store_register_trials(s, t, n, eid, err, sizeof err);
+    for (int i = 0; i < n; i++) {
+        char st[32];
+        store_trial_status(s, keys[i], 1, st, sizeof st, &id, NULL, 0, err, sizeof err);
+        if (!strcmp(status[i], ST_PENDING)) continue;
+        store_claim_trial(s, id, eid, "testhost:1", err, sizeof err);
+        store_metric m[2] = {{-1, "fwd_ms", 1.0 + i}, {-1, "bwd_ms", 2.0 + i}};
+        store_finish_trial(s, id, status[i], strcmp(status[i], ST_DONE) ? "boom" : NULL, m,
+                           strcmp(status[i], ST_DONE) ? 0 : 2, err, sizeof err);
+    }
+    store_end_experiment(s, eid, "done", err, sizeof err);
+    store_close(s);
+    return 0;
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "/tmp/rb_test_store_XXXXXX");
+    if (!mkdtemp(dir)) {
+        printf("Bail out! mkdtemp\n");
+        return 1;
+    }
+    char p[512], err[512];
+    rb_store *s;
+
+    /* ---- creation ---- */
+    snprintf(p, sizeof p, "%s/a.db", dir);
+    ok(store_open(&s, p, 1, err, sizeof err) == 0, "a new database is created");
+    store_close(s);
+    ok(q1(p, "PRAGMA user_version") == STORE_SCHEMA_VERSION, "schema version in PRAGMA user_version");
+    ok(q1(p, "SELECT count(*) FROM sqlite_master WHERE name IN ('experiments','trials','metrics')") == 3,
+       "tables experiments, trials, metrics");
+    ok(q1(p, "PRAGMA journal_mode") >= 0, "journal mode readable");
+    {
+        sqlite3 *db;
+        sqlite3_open(p, &db);
+        sqlite3_stmt *st;
+        sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL);
+        sqlite3_step(st);
+        ok(strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0, "WAL mode");
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    }
+
+    /* ---- registration, claim, finish ---- */
+    store_open(&s, p, 1, err, sizeof err);
+    store_experiment x = xrow("exp", "h1");
+    int64_t eid, id;
+    ok(store_begin_experiment(s, &x, &eid, err, sizeof err) == 0, "a run is recorded");
+    store_trial t[3] = {trow("aaaa", 1, "dense-s64"), trow("aaaa", 2, "dense-s64"), trow("bbbb", 1, "dense-s128")};
+    t[2].seq = 128;
+    ok(store_register_trials(s, t, 3, eid, err, sizeof err) == 0, "three trials registered");
+    ok(store_register_trials(s, t, 3, eid, err, sizeof err) == 0, "registering again is harmless");
+    ok(q1(p, "SELECT count(*) FROM trials") == 3 && q1(p, "SELECT count(*) FROM trials WHERE status='pending'") == 3,
+       "still three trials, all pending");
+    ok(q1(p, "SELECT count(*) FROM trials WHERE window IS NULL AND clusters IS NULL AND seq=128") == 1,
+       "parameters that do not apply are NULL, the others are columns");
+    char st[32], runner[64];
+    store_trial_status(s, "aaaa", 2, st, sizeof st, &id, NULL, 0, err, sizeof err);
+    ok(!strcmp(st, ST_PENDING) && id > 0, "status of (key, seed) found");
+    char me[64];
+    snprintf(me, sizeof me, "testhost:%ld", (long)getpid());
+    store_claim_trial(s, id, eid, me, err, sizeof err);
+    store_metric m[3] = {{-1, "fwd_ms", 1.5}, {3, "train_loss", 2.25}, {-1, "nan_value", 0.0 / 0.0}};
+    ok(store_finish_trial(s, id, ST_DONE, NULL, m, 3, err, sizeof err) == 0, "a trial finishes");
+    ok(q1(p, "SELECT count(*) FROM metrics WHERE step IS NULL") == 2 && q1(p, "SELECT step FROM metrics WHERE name='train_loss'") == 3,
+       "summary metrics have step NULL, curves their step");
+    ok(q1(p, "SELECT count(*) FROM metrics WHERE name='nan_value' AND value IS NULL") == 1, "a non-finite value is stored as NULL");
+    ok(q1(p, "SELECT attempts FROM trials WHERE key='aaaa' AND seed=2") == 1, "attempts counted");
+
+    /* all-or-nothing: a trigger makes the third metric insert fail */
+    sql(p, "CREATE TRIGGER boom BEFORE INSERT ON metrics WHEN NEW.name='boom' BEGIN SELECT RAISE(ABORT, 'forced'); END;");
+    store_trial_status(s, "bbbb", 1, st, sizeof st, &id, NULL, 0, err, sizeof err);
+    store_claim_trial(s, id, eid, me, err, sizeof err);
+    store_metric mb[3] = {{-1, "fwd_ms", 1.0}, {-1, "bwd_ms", 2.0}, {-1, "boom", 3.0}};
+    int rc = store_finish_trial(s, id, ST_DONE, NULL, mb, 3, err, sizeof err);
+    ok(rc != 0 && strstr(err, "a.db"), "a failing insert fails the finish, message names the file: %s", err);
+    char q[256];
+    snprintf(q, sizeof q, "SELECT count(*) FROM metrics WHERE trial_id=%lld", (long long)id);
+    ok(q1(p, q) == 0, "none of that trial's metrics were written");
+    snprintf(q, sizeof q, "SELECT status='running' FROM trials WHERE id=%lld", (long long)id);
+    ok(q1(p, q) == 1, "and its status did not become done");
+    sql(p, "DROP TRIGGER boom;");
+
+    /* stale running rows */
+    ok(store_reset_stale(s, "testhost", err, sizeof err) == 0, "a running trial of a live process is left alone");
+    sql(p, "UPDATE trials SET runner='testhost:999999999' WHERE status='running'");
+    ok(store_reset_stale(s, "testhost", err, sizeof err) == 1, "a running trial of a dead process is reset");
+    store_trial_status(s, "bbbb", 1, st, sizeof st, &id, runner, sizeof runner, err, sizeof err);
+    ok(!strcmp(st, ST_INTERRUPTED), "it is now interrupted (%s)", st);
+    store_close(s);
+
+    /* ---- files that must be refused, and left as they were ---- */
+    snprintf(p, sizeof p, "%s/text.db", dir);
+    FILE *f = fopen(p, "w");
+    fputs("this is not a database, and must survive\n", f);
+    fclose(f);
+    rc = store_open(&s, p, 1, err, sizeof err);
+    ok(rc != 0 && strstr(err, "not an SQLite database") && strstr(err, "text.db"), "a text file is refused: %s", err);
+    f = fopen(p, "r");
+    char line[128] = "";
+    fgets(line, sizeof line, f);
+    fclose(f);
+    ok(strcmp(line, "this is not a database, and must survive\n") == 0, "and left unchanged");
+
+    snprintf(p, sizeof p, "%s/other.db", dir);
+    sql(p, "CREATE TABLE mine(x); INSERT INTO mine VALUES (42);");
+    rc = store_open(&s, p, 1, err, sizeof err);
+    ok(rc != 0 && strstr(err, "not one routebench wrote"), "an SQLite file of another program is refused: %s", err);
+    ok(q1(p, "SELECT x FROM mine") == 42 && q1(p, "SELECT count(*) FROM sqlite_master") == 1, "and left unchanged");
+
+    snprintf(p, sizeof p, "%s/newer.db", dir);
+    make_db(p, "exp", "h1", 1, (const char *const[]){ST_DONE});
+    sql(p, "PRAGMA user_version=99;");
+    rc = store_open(&s, p, 1, err, sizeof err);
+    ok(rc != 0 && strstr(err, "newer routebench") && strstr(err, "99"), "a newer schema is refused with why: %s", err);
+    ok(q1(p, "PRAGMA user_version") == 99 && q1(p, "SELECT count(*) FROM metrics") == 2, "and left unchanged");
+
+    snprintf(p, sizeof p, "/dev/null/x.db");
+    rc = store_open(&s, p, 1, err, sizeof err);
+    ok(rc != 0 && strstr(err, "/dev/null/x.db"), "a path under a file cannot be created: %s", err);
+
+    /* ---- merge ---- */
+    char a[512], b[512], c[512], o[512];
+    snprintf(a, sizeof a, "%s/m_a.db", dir);
+    snprintf(b, sizeof b, "%s/m_b.db", dir);
+    snprintf(c, sizeof c, "%s/m_c.db", dir);
+    snprintf(o, sizeof o, "%s/m_out.db", dir);
+    make_db(a, "exp", "h1", 3, (const char *const[]){ST_DONE, ST_FAILED, ST_PENDING});
+    make_db(b, "exp", "h1", 3, (const char *const[]){ST_INTERRUPTED, ST_DONE, ST_PENDING});
+    make_db(c, "another", "h2", 1, (const char *const[]){ST_DONE});
+    const char *in[2] = {a, b};
+    int copied, kept;
+    ok(store_merge(o, in, 2, &copied, &kept, err, sizeof err) == 0, "two shards merge");
+    ok(q1(o, "SELECT count(*) FROM trials") == 3, "one copy of each trial (%lld)", q1(o, "SELECT count(*) FROM trials"));
+    ok(q1(o, "SELECT count(*) FROM trials WHERE status='done'") == 2, "done wins over failed and interrupted");
+    ok(q1(o, "SELECT count(*) FROM metrics") == 4 &&
+           q1(o, "SELECT count(*) FROM metrics m JOIN trials t ON t.id=m.trial_id WHERE t.status='done'") == 4,
+       "metrics follow the kept trials");
+    ok(q1(o, "SELECT count(*) FROM experiments") == 2, "both runs recorded");
+    ok(store_merge(o, in, 2, &copied, &kept, err, sizeof err) == 0 && copied == 0 &&
+           q1(o, "SELECT count(*) FROM trials") == 3 && q1(o, "SELECT count(*) FROM experiments") == 2,
+       "merging again changes nothing");
+    const char *in2[2] = {a, c};
+    char o2[512];
+    snprintf(o2, sizeof o2, "%s/m_out2.db", dir);
+    rc = store_merge(o2, in2, 2, &copied, &kept, err, sizeof err);
+    ok(rc != 0 && strstr(err, "another") && access(o2, F_OK) != 0, "shards of different experiments are refused, nothing written: %s", err);
+    const char *in3[1] = {c};
+    long long before = q1(o, "SELECT count(*) FROM metrics");
+    rc = store_merge(o, in3, 1, &copied, &kept, err, sizeof err);
+    ok(rc != 0 && q1(o, "SELECT count(*) FROM metrics") == before, "merging another experiment into an output refused, rows kept: %s", err);
+
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) diag("could not remove %s", dir);
+    return tap_done();
+}

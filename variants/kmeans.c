@@ -13,6 +13,7 @@ void kmeans_norm2(float *out, const float *x, int n, int d) {
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d;
         float s = 0.0f;
+#pragma omp simd reduction(+ : s)
         for (int j = 0; j < d; j++) s += xi[j] * xi[j];
         out[i] = s;
     }
@@ -133,34 +134,40 @@ static const float *pp_row(const float *const *blocks, int n, int d, int64_t e) 
     return blocks[e / n] + (size_t)(e % n) * d;
 }
 
-void kmeans_plusplus(float *mu, const float *const *blocks, int nb, int n, int K, int d, rb_rng *r, float *mind) {
+void kmeans_plusplus(float *mu, const float *const *blocks, int nb, int n, int64_t S, int K, int d, rb_rng *r,
+                     float *mind) {
     int64_t N = (int64_t)nb * n;
-    for (int64_t e = 0; e < N; e++) mind[e] = INFINITY;
-    int64_t pick = (int64_t)(rb_rng_u64(r) % (uint64_t)N);
+    if (S > N) S = N;
+    /* candidate t is row t*N/S: evenly spread over the batch and positions */
+#define CAND(t) pp_row(blocks, n, d, (int64_t)((t) * (N / (double)S)))
+    for (int64_t t = 0; t < S; t++) mind[t] = INFINITY;
+    int64_t pick = (int64_t)(rb_rng_u64(r) % (uint64_t)S);
     for (int c = 0; c < K; c++) {
         float *m = mu + (size_t)c * d;
-        memcpy(m, pp_row(blocks, n, d, pick), (size_t)d * sizeof(float));
+        memcpy(m, CAND(pick), (size_t)d * sizeof(float));
         if (c == K - 1) break;
 #pragma omp parallel for schedule(static)
-        for (int64_t e = 0; e < N; e++) {
-            const float *x = pp_row(blocks, n, d, e);
+        for (int64_t t = 0; t < S; t++) {
+            const float *x = CAND(t);
             float s = 0.0f;
+#pragma omp simd reduction(+ : s)
             for (int j = 0; j < d; j++) s += (x[j] - m[j]) * (x[j] - m[j]);
-            if (s < mind[e]) mind[e] = s;
+            if (s < mind[t]) mind[t] = s;
         }
-        /* serial sums in position order: the draw does not depend on threads */
+        /* serial sums in candidate order: the draw does not depend on threads */
         double total = 0.0;
-        for (int64_t e = 0; e < N; e++) total += mind[e];
+        for (int64_t t = 0; t < S; t++) total += mind[t];
         if (!(total > 0.0)) {
-            pick = (int64_t)(rb_rng_u64(r) % (uint64_t)N);
+            pick = (int64_t)(rb_rng_u64(r) % (uint64_t)S);
             continue;
         }
         double u = (double)rb_rng_uniform(r) * total, acc = 0.0;
         pick = -1;
-        for (int64_t e = 0; e < N; e++) {
-            acc += mind[e];
-            if (mind[e] > 0.0f) pick = e; /* the last positive one if rounding runs past the end */
-            if (acc > u && mind[e] > 0.0f) break;
+        for (int64_t t = 0; t < S; t++) {
+            acc += mind[t];
+            if (mind[t] > 0.0f) pick = t; /* the last positive one if rounding runs past the end */
+            if (acc > u && mind[t] > 0.0f) break;
         }
     }
+#undef CAND
 }

@@ -49,11 +49,13 @@ void kmeans_ema(float *mu, const double *sums, const int64_t *counts, int K, int
 /* Lloyd step: mu_c = sums_c / counts_c where counts_c > 0 (others stay). */
 void kmeans_lloyd(float *mu, const double *sums, const int64_t *counts, int K, int d);
 
-/* k-means++ seeding: mu (K,d) = K of the N rows of x, the first uniformly,
- * each next with probability proportional to its squared distance to the
- * nearest row already chosen (uniformly again if all distances are 0). The
- * rows are nb blocks of n rows each: blocks[i] is (n,d). mind (nb*n) is
- * scratch. Deterministic given r's state. */
-void kmeans_plusplus(float *mu, const float *const *blocks, int nb, int n, int K, int d, rb_rng *r, float *mind);
+/* k-means++ seeding: mu (K,d) = K rows of x, the first uniformly, each next
+ * with probability proportional to its squared distance to the nearest row
+ * already chosen (uniformly again if all distances are 0). The candidates
+ * are S evenly strided rows (S <= nb*n, S >= K; all rows when S = nb*n) out
+ * of nb blocks of n rows each: blocks[i] is (n,d). mind (S) is scratch.
+ * Deterministic given r's state. Cost S*K*d. */
+void kmeans_plusplus(float *mu, const float *const *blocks, int nb, int n, int64_t S, int K, int d, rb_rng *r,
+                     float *mind);
 
 #endif

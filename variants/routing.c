@@ -10,8 +10,9 @@
  * are scattered back and averaged over the clusters that picked the token.
  *
  * Decisions (the references differ or are silent):
- * - Centroids start from k-means++ seeds (seeded from p->seed) on the first
- *   batch, then kmeans_init_iters Lloyd iterations.
+ * - Centroids start from k-means++ seeds (seeded from p->seed; candidates a
+ *   strided subsample of at most max(4096, 8K) vectors) on the first batch,
+ *   then kmeans_init_iters Lloyd iterations over all its vectors.
  * - Shared Q = K (default when causal, as both public implementations): the
  *   keys the attention uses are the NORMALISED shared vectors (as lucidrains'
  *   routing_transformer does with F.normalize(k)); queries stay raw. A token
@@ -55,6 +56,8 @@ enum { RT_TQ = 64 }; /* query rows per score tile */
 
 typedef struct {
     kmeans_pair *pairs;         /* (n) top-k selection scratch */
+    float *dots;                /* (K,n) centroid . token */
+    float *xn2;                 /* (n) |x|^2 */
     float *Qc, *Kc, *Vc, *dOc;  /* (maxm, d) gathered cluster blocks */
     float *S, *dP;              /* (RT_TQ, maxm) score / probability tiles */
     int *L;                     /* (maxm) keys visible to each query row */
@@ -84,12 +87,10 @@ typedef struct {
     float *lse;             /* (BH,cap) log-sum-exp per query member row */
     float *om;              /* (BH,cap,d) per-member outputs */
     float *dqm, *dkm, *dvm; /* (BH,cap,d) per-member gradients */
-    float *dots;            /* (K,n) centroid . token */
-    float *xn2;             /* (n) |x|^2 */
     double *sums;           /* (H,K,d) k-means sums */
     int64_t *counts;        /* (H,K) */
     double *partial;        /* (BH) per-(b,h) squared-distance sums */
-    float *mind;            /* (B*nsets*n) k-means++ scratch */
+    float *mind;            /* (rt_pp_candidates) k-means++ scratch */
     const float **blocks;   /* (B*nsets) */
     rt_ws *ws;              /* (nthr) */
     /* statistics of the last forward */
@@ -105,6 +106,13 @@ static void rt_resolve(const attn_params *p, int *K, int *w, int *shared) {
     *K = k;
     *w = p->window > 0 ? p->window : (p->seq + k - 1) / k;
     *shared = p->share_qk < 0 ? (p->causal != 0) : p->share_qk;
+}
+
+/* k-means++ candidates: a strided subsample keeps the seeding cheap
+ * (S*K*d); Lloyd iterations then see every vector. */
+static int64_t rt_pp_candidates(int64_t B, int64_t nsets, int64_t n, int64_t K) {
+    int64_t S = RB_MAX((int64_t)4096, 8 * K);
+    return RB_MIN(S, B * nsets * n);
 }
 
 static int rt_validate(attn_params *p, char *err, size_t errlen) {
@@ -206,17 +214,17 @@ static size_t rt_layout(routing *R, const attn_params *p, int nthr, char *blk) {
     CARVE(T->dqm, BH * cap * d);
     CARVE(T->dkm, BH * cap * d);
     CARVE(T->dvm, BH * cap * d);
-    CARVE(T->dots, (size_t)K * n);
-    CARVE(T->xn2, n);
     CARVE(T->sums, H * K * d);
     CARVE(T->counts, H * K);
     CARVE(T->partial, BH);
-    CARVE(T->mind, B * nsets * n);
+    CARVE(T->mind, rt_pp_candidates(B, nsets, n, K));
     CARVE(T->blocks, B * nsets);
     CARVE(T->ws, nthr);
     for (int t = 0; t < nthr; t++) {
         rt_ws *W = blk ? &T->ws[t] : &(rt_ws){0};
         CARVE(W->pairs, n);
+        CARVE(W->dots, (size_t)K * n);
+        CARVE(W->xn2, n);
         CARVE(W->Qc, maxm * d);
         CARVE(W->Kc, maxm * d);
         CARVE(W->Vc, maxm * d);
@@ -330,7 +338,7 @@ static void rt_init_centroids(routing *R) {
         int nb = 0;
         for (int b = 0; b < R->B; b++)
             for (int s = 0; s < R->nsets; s++) R->blocks[nb++] = R->x[s] + (size_t)(b * R->H + h) * nd;
-        kmeans_plusplus(mu, R->blocks, nb, n, K, d, &rng, R->mind);
+        kmeans_plusplus(mu, R->blocks, nb, n, rt_pp_candidates(R->B, R->nsets, n, K), K, d, &rng, R->mind);
         double *sums = R->sums + (size_t)h * K * d;
         int64_t *counts = R->counts + (size_t)h * K;
         float *mun2 = R->mun2 + (size_t)h * K;
@@ -338,10 +346,11 @@ static void rt_init_centroids(routing *R) {
             memset(sums, 0, (size_t)K * d * sizeof *sums);
             memset(counts, 0, (size_t)K * sizeof *counts);
             kmeans_norm2(mun2, mu, K, d);
+            rt_ws *W = &R->ws[0];
             for (int i = 0; i < nb; i++) {
-                kmeans_norm2(R->xn2, R->blocks[i], n, d);
-                kmeans_dots(R->dots, mu, R->blocks[i], n, K, d);
-                kmeans_nearest(tmp, NULL, R->dots, R->xn2, mun2, n, K);
+                kmeans_norm2(W->xn2, R->blocks[i], n, d);
+                kmeans_dots(W->dots, mu, R->blocks[i], n, K, d);
+                kmeans_nearest(tmp, NULL, W->dots, W->xn2, mun2, n, K);
                 kmeans_accumulate(sums, counts, R->blocks[i], tmp, n, d);
             }
             kmeans_lloyd(mu, sums, counts, K, d);
@@ -370,37 +379,49 @@ static void rt_update_centroids(routing *R) {
 
 /* ---- routing ------------------------------------------------------------ */
 
+/* Route one (b,h) and set: nearest centroid of every vector and the
+ * clusters' members. par: run the per-centroid selection as a parallel loop
+ * (when there are fewer (b,h,set) jobs than threads); otherwise all of it
+ * runs on the calling thread with W as scratch. */
+static void rt_route_one(routing *R, int bh, int s, rt_ws *W, int par) {
+    int K = R->K, d = R->d, n = R->n, w = R->w, h = bh % R->H;
+    const float *mu = R->mu_used + (size_t)h * K * d;
+    const float *X = R->x[s] + (size_t)bh * n * d;
+    int *mem = R->mem[s] + (size_t)bh * R->cap, *off = R->off[s] + (size_t)bh * (K + 1);
+    int *near = R->near[s] + (size_t)bh * n;
+    kmeans_norm2(W->xn2, X, n, d);
+    kmeans_dots(W->dots, mu, X, n, K, d);
+    kmeans_nearest(near, NULL, W->dots, W->xn2, R->mun2 + (size_t)h * K, n, K);
+    if (R->assign == ATTN_ASSIGN_TOPK) {
+        for (int c = 0; c <= K; c++) off[c] = c * w;
+#pragma omp parallel for if (par) schedule(dynamic, 1) num_threads(R->nthr)
+        for (int c = 0; c < K; c++)
+            kmeans_topk(mem + (size_t)c * w, W->dots + (size_t)c * n, W->xn2, n, w,
+                        (par ? &R->ws[omp_get_thread_num()] : W)->pairs);
+    } else {
+        /* counting sort by centroid; scanning positions in order keeps members ascending */
+        for (int c = 0; c <= K; c++) off[c] = 0;
+        for (int i = 0; i < n; i++) off[near[i] + 1]++;
+        for (int c = 0; c < K; c++) off[c + 1] += off[c];
+        int *fill = (int *)W->pairs; /* n >= K ints of scratch */
+        for (int c = 0; c < K; c++) fill[c] = off[c];
+        for (int i = 0; i < n; i++) mem[fill[near[i]]++] = i;
+    }
+}
+
 static void rt_route(routing *R) {
-    int K = R->K, d = R->d, n = R->n, w = R->w;
-    size_t nd = (size_t)n * d;
+    int K = R->K, d = R->d, n = R->n;
     memcpy(R->mu_used, R->mu, (size_t)R->H * K * d * sizeof(float));
     kmeans_norm2(R->mun2, R->mu_used, R->H * K, d);
-    for (int bh = 0; bh < R->BH; bh++) {
-        int h = bh % R->H;
-        const float *mu = R->mu_used + (size_t)h * K * d;
-        for (int s = 0; s < R->nsets; s++) {
-            const float *X = R->x[s] + (size_t)bh * nd;
-            int *mem = R->mem[s] + (size_t)bh * R->cap, *off = R->off[s] + (size_t)bh * (K + 1);
-            int *near = R->near[s] + (size_t)bh * n;
-            kmeans_norm2(R->xn2, X, n, d);
-            kmeans_dots(R->dots, mu, X, n, K, d);
-            kmeans_nearest(near, NULL, R->dots, R->xn2, R->mun2 + (size_t)h * K, n, K);
-            if (R->assign == ATTN_ASSIGN_TOPK) {
-                for (int c = 0; c <= K; c++) off[c] = c * w;
+    int jobs = R->BH * R->nsets;
+    if (jobs >= R->nthr) {
+        /* one job per thread at a time: one parallel region, single-threaded BLAS inside */
+        rb_par_begin();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(R->nthr)
-                for (int c = 0; c < K; c++)
-                    kmeans_topk(mem + (size_t)c * w, R->dots + (size_t)c * n, R->xn2, n, w,
-                                R->ws[omp_get_thread_num()].pairs);
-            } else {
-                /* counting sort by centroid; scanning positions in order keeps members ascending */
-                for (int c = 0; c <= K; c++) off[c] = 0;
-                for (int i = 0; i < n; i++) off[near[i] + 1]++;
-                for (int c = 0; c < K; c++) off[c + 1] += off[c];
-                int *fill = R->cnt + (size_t)bh * n; /* scratch: cnt is recomputed below */
-                for (int c = 0; c < K; c++) fill[c] = off[c];
-                for (int i = 0; i < n; i++) mem[fill[near[i]]++] = i;
-            }
-        }
+        for (int j = 0; j < jobs; j++) rt_route_one(R, j / R->nsets, j % R->nsets, &R->ws[omp_get_thread_num()], 0);
+        rb_par_end();
+    } else {
+        for (int j = 0; j < jobs; j++) rt_route_one(R, j / R->nsets, j % R->nsets, &R->ws[0], 1);
     }
     /* how many clusters picked each token, and the statistics of the choice */
     long unrouted = 0, multi = 0;
@@ -436,6 +457,7 @@ static double rt_sqdist(const routing *R, int bh) {
         for (int i = 0; i < n; i++) {
             const float *xi = X + (size_t)i * d, *m = R->mu_used + ((size_t)h * R->K + near[i]) * d;
             float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
             for (int j = 0; j < d; j++) acc += (xi[j] - m[j]) * (xi[j] - m[j]);
             t += acc;
         }

@@ -64,7 +64,7 @@ skip_rest() {
 }
 PATH=$PATH:/usr/sbin:/sbin
 for b in slurmctld slurmd sbatch squeue munged; do
-    command -v $b >/dev/null 2>&1 || skip_rest "slurm not installed ($b not found; make slurm-check installs it)"
+    [ -x "$(command -v $b)" ] || skip_rest "slurm not installed ($b not found; make slurm-check installs it)"
 done
 [ "$(id -u)" = 0 ] || skip_rest "not root: cannot start a private Slurm cluster"
 exec 9>"${TMPDIR:-/tmp}/routebench-slurm-test.lock"

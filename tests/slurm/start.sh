@@ -24,8 +24,8 @@ cannot() { echo "slurm/start: $*" >&2; exit 3; }
 
 [ $# = 1 ] || { echo "usage: $0 STATE_DIR" >&2; exit 2; }
 for b in munged munge unmunge slurmctld slurmd sinfo scontrol setpriv; do
-    command -v "$b" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin
-    command -v "$b" >/dev/null 2>&1 || cannot "$b not found (apt-get install slurmctld slurmd slurm-client munge)"
+    [ -x "$(command -v "$b")" ] || PATH=$PATH:/usr/sbin:/sbin
+    [ -x "$(command -v "$b")" ] || cannot "$b not found (apt-get install slurmctld slurmd slurm-client munge)"
 done
 [ "$(id -u)" = 0 ] || cannot "must run as root (slurmd runs jobs as any user; munged as munge)"
 

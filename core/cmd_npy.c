@@ -9,17 +9,26 @@
  * configuration from the manifest's flat "config" object. */
 #include "cmd_npy.h"
 
+#include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
+#include "cli.h"
+#include "commands.h"
 #include "common.h"
+#include "model.h"
 #include "npy.h"
+#include "tasks.h"
 #include "threads.h"
+#include "train.h"
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -335,4 +344,483 @@ int attn_npy_pass(const char *backend, attn_params *p, int flags, const char *lo
     be->destroy(a);
     pass_free(&B);
     return rc;
+}
+
+/* ---- model parameters: export / import ----------------------------------- */
+
+/* One exported array: a slice of the parameter block (or a layer's
+ * centroids). Names follow the model's structure, PyTorch style; weights of
+ * linear maps are (out, in) like nn.Linear; qkv stacks q, k, v rows (C each),
+ * heads contiguous inside each. */
+typedef struct {
+    char name[64];
+    int ndim, shape[3];
+    float *data;
+    size_t n;
+} param_entry;
+
+/* Every array of m, in a fixed order; returns how many (<= max). */
+static int model_entries(model *m, param_entry *e, int max, int with_centroids) {
+    int n = 0, C = m->C, F = m->F, V = m->V, T = m->T;
+    model_tensors *t = &m->params;
+#define ADD(nm, ptr, nd, d0, d1)                                                                                  \
+    do {                                                                                                          \
+        if (n < max) {                                                                                            \
+            snprintf(e[n].name, sizeof e[n].name, "%s", nm);                                                      \
+            e[n].ndim = nd, e[n].shape[0] = d0, e[n].shape[1] = d1, e[n].data = ptr;                              \
+            e[n].n = (size_t)(d0) * ((nd) > 1 ? (size_t)(d1) : 1);                                                \
+        }                                                                                                         \
+        n++;                                                                                                      \
+    } while (0)
+    ADD("wte.weight", t->wte, 2, V, C);
+    if (m->sizes[1]) ADD("wpe.weight", t->wpe, 2, T, C);
+    char nm[64];
+    for (int l = 0; l < m->L; l++) {
+        struct {
+            const char *suffix;
+            float *base;
+            int nd, d0, d1;
+        } per[] = {
+            {"ln_1.weight", t->ln1w, 1, C, 0},           {"ln_1.bias", t->ln1b, 1, C, 0},
+            {"attn.qkv.weight", t->qkvw, 2, 3 * C, C},   {"attn.qkv.bias", t->qkvb, 1, 3 * C, 0},
+            {"attn.proj.weight", t->attprojw, 2, C, C},  {"attn.proj.bias", t->attprojb, 1, C, 0},
+            {"ln_2.weight", t->ln2w, 1, C, 0},           {"ln_2.bias", t->ln2b, 1, C, 0},
+            {"mlp.fc.weight", t->fcw, 2, F, C},          {"mlp.fc.bias", t->fcb, 1, F, 0},
+            {"mlp.proj.weight", t->fcprojw, 2, C, F},    {"mlp.proj.bias", t->fcprojb, 1, C, 0},
+        };
+        for (size_t i = 0; i < sizeof per / sizeof per[0]; i++) {
+            size_t per_layer = (size_t)per[i].d0 * (per[i].nd > 1 ? (size_t)per[i].d1 : 1);
+            snprintf(nm, sizeof nm, "h.%d.%s", l, per[i].suffix);
+            ADD(nm, per[i].base + (size_t)l * per_layer, per[i].nd, per[i].d0, per[i].d1);
+        }
+    }
+    ADD("ln_f.weight", t->lnfw, 1, C, 0);
+    ADD("ln_f.bias", t->lnfb, 1, C, 0);
+#undef ADD
+    /* k-means centroids are state, not parameters, but the model does not
+     * compute the same without them */
+    for (int l = 0; with_centroids && l < m->L; l++) {
+        attn *a = m->att[l];
+        const attn_backend *be = attn_find(train_layer_backend(&m->c, l));
+        if (!be || !be->centroids || a->p.clusters <= 0) continue;
+        if (n < max) {
+            snprintf(e[n].name, sizeof e[n].name, "h.%d.attn.centroids", l);
+            e[n].ndim = 3, e[n].shape[0] = a->p.heads, e[n].shape[1] = a->p.clusters, e[n].shape[2] = a->p.head_dim;
+            e[n].data = be->centroids(a);
+            e[n].n = (size_t)a->p.heads * a->p.clusters * a->p.head_dim;
+        }
+        n++;
+    }
+    return n;
+}
+
+/* The configuration keys that define the model (everything its hash covers,
+ * plus the seed and the task's own knobs), as train_config_set reads them. */
+static void json_config(FILE *f, const train_config *c) {
+    char lb[TRAIN_NAME_LEN * TRAIN_MAX_LAYERS];
+    size_t off = 0;
+    lb[0] = '\0';
+    for (int l = 0; l < c->layers && off < sizeof lb; l++)
+        off += (size_t)snprintf(lb + off, sizeof lb - off, "%s%s", l ? "," : "", train_layer_backend(c, l));
+    fprintf(f, "  \"config\": {\"vocab\": %d, \"d_model\": %d, \"layers\": %d, \"heads\": %d, \"mlp_mult\": %d, "
+               "\"seq\": %d, \"pos\": \"%s\", \"backend\": ",
+            c->vocab, c->d_model, c->layers, c->heads, c->mlp_mult, c->seq,
+            c->pos == TRAIN_POS_SINUSOIDAL ? "sinusoidal" : "learned");
+    json_str(f, c->backend);
+    fprintf(f, ", \"layer_backends\": ");
+    json_str(f, lb);
+    fprintf(f, ", \"window\": %d, \"clusters\": ", c->attn.window);
+    if (c->attn.clusters > 0) fprintf(f, "%d", c->attn.clusters);
+    else fprintf(f, "\"auto\"");
+    fprintf(f, ", \"local_heads\": %d, \"share_qk\": %d, \"assign\": \"%s\", \"norm\": \"%s\", \"decay\": ",
+            c->attn.local_heads, c->attn.share_qk, c->attn.assign == ATTN_ASSIGN_ARGMAX ? "argmax" : "topk",
+            c->attn.norm == ATTN_NORM_LAYERNORM ? "layernorm" : "l2");
+    json_float(f, c->attn.decay);
+    fprintf(f, ", \"kmeans_iters\": %d, \"commit_beta\": ", c->attn.kmeans_init_iters);
+    json_float(f, c->commit_beta);
+    fprintf(f, ", \"task\": ");
+    json_str(f, c->task);
+    fprintf(f, ", \"data\": ");
+    json_str(f, c->data);
+    fprintf(f, ", \"copy_vocab\": %d, \"recall_keys\": %d, \"recall_values\": %d, \"random_vocab\": %d, "
+               "\"seed\": %llu}",
+            c->copy_vocab, c->recall_keys, c->recall_values, c->random_vocab, (unsigned long long)c->seed);
+}
+
+#define MAX_PARAM_ENTRIES (16 + 13 * TRAIN_MAX_LAYERS)
+
+int npy_export_model(const char *ckpt, const char *dir, const train_config *cin, int *narrays, char *err,
+                     size_t errlen) {
+    if (narrays) *narrays = 0;
+    train_config c = *cin;
+    char msg[1024], path[4096];
+    if (train_config_check(&c, msg, sizeof msg) != 0) return rb_fail(err, errlen, "configuration: %s", msg);
+    model *m = model_create(&c, msg, sizeof msg);
+    if (!m) return rb_fail(err, errlen, "%s", msg);
+    int step = 0;
+    rb_rng rng;
+    rb_rng_seed(&rng, 0);
+    if (checkpoint_load(ckpt, m, &step, &rng, train_config_hash(&c), msg, sizeof msg) != 0) {
+        model_free(m);
+        return rb_fail(err, errlen, "%s (export needs the configuration flags the checkpoint was trained with)", msg);
+    }
+    if (npy_mkdirs(dir, err, errlen) != 0) {
+        model_free(m);
+        return -1;
+    }
+    param_entry *e = mallocCheck(MAX_PARAM_ENTRIES * sizeof *e);
+    int ne = model_entries(m, e, MAX_PARAM_ENTRIES, 1);
+    size_t total = 0;
+    for (int i = 0; i < ne; i++) total += strncmp(e[i].name + strlen(e[i].name) - 9, "centroids", 9) ? e[i].n : 0;
+    assert(ne <= MAX_PARAM_ENTRIES && total == m->nparams); /* every parameter exported exactly once */
+    array_list *L = callocCheck(1, sizeof *L);
+    int rc = 0;
+    for (int i = 0; i < ne && rc == 0; i++)
+        rc = put_array(L, dir, e[i].name, "<f4", e[i].shape, e[i].ndim, e[i].data, err, errlen);
+    if (rc == 0) {
+        FILE *f = fopen(join(path, sizeof path, dir, "manifest.json"), "w");
+        if (!f) rc = rb_fail(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        else {
+            fprintf(f, "{\n  \"what\": \"routebench model parameters\",\n  \"checkpoint\": ");
+            json_str(f, ckpt);
+            fprintf(f, ",\n  \"step\": %d,\n  \"parameters\": %zu,\n", step, m->nparams);
+            fprintf(f, "  \"layout\": \"linear weights are (out, in) as in torch.nn.Linear: y = x @ W.T + b; "
+                       "attn.qkv rows are q, k, v (d_model each), heads contiguous (head_dim rows each); "
+                       "wte is also the output projection; attn.centroids (routing) are [heads, clusters, head_dim]\",\n");
+            json_config(f, &c);
+            fprintf(f, ",\n");
+            json_arrays(f, L);
+            fprintf(f, "\n}\n");
+            if (ferror(f) | (fclose(f) != 0)) rc = rb_fail(err, errlen, "cannot write %s", path);
+        }
+    }
+    if (narrays) *narrays = L->n;
+    free(L), free(e);
+    model_free(m);
+    return rc;
+}
+
+/* ---- a small JSON reader: enough to take the flat "config" object out of a
+ * manifest (values: strings, numbers, true/false; others skipped) -------- */
+
+typedef struct {
+    const char *s;
+    char msg[128];
+} jp;
+
+static int __attribute__((format(printf, 2, 3))) jp_err(jp *j, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(j->msg, sizeof j->msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static void jp_ws(jp *j) {
+    while (*j->s == ' ' || *j->s == '\t' || *j->s == '\n' || *j->s == '\r') j->s++;
+}
+
+/* A string into out (escapes \" \\ \/ \n \t handled, \u00XX as a byte). */
+static int jp_string(jp *j, char *out, size_t outlen) {
+    jp_ws(j);
+    if (*j->s != '"') return jp_err(j, "expected a string");
+    j->s++;
+    size_t n = 0;
+    while (*j->s && *j->s != '"') {
+        char c = *j->s++;
+        if (c == '\\') {
+            c = *j->s++;
+            if (c == 'n') c = '\n';
+            else if (c == 't') c = '\t';
+            else if (c == 'u') {
+                unsigned v = 0;
+                if (sscanf(j->s, "%4x", &v) != 1) return jp_err(j, "bad \\u escape");
+                j->s += 4, c = (char)v;
+            } else if (c == '\0') break;
+        }
+        if (out && n + 1 < outlen) out[n++] = c;
+    }
+    if (*j->s != '"') return jp_err(j, "unterminated string");
+    j->s++;
+    if (out) out[n] = '\0';
+    return 0;
+}
+
+/* Any value; when out is not NULL a scalar's text is copied there. */
+static int jp_value(jp *j, char *out, size_t outlen, int depth) {
+    jp_ws(j);
+    if (out) out[0] = '\0';
+    if (depth > 64) return jp_err(j, "nested too deeply");
+    if (*j->s == '"') return jp_string(j, out, outlen);
+    if (*j->s == '{' || *j->s == '[') {
+        char close = *j->s == '{' ? '}' : ']';
+        int obj = close == '}';
+        j->s++;
+        jp_ws(j);
+        if (*j->s == close) return j->s++, 0;
+        for (;;) {
+            if (obj) {
+                if (jp_string(j, NULL, 0)) return -1;
+                jp_ws(j);
+                if (*j->s != ':') return jp_err(j, "expected ':'");
+                j->s++;
+            }
+            if (jp_value(j, NULL, 0, depth + 1)) return -1;
+            jp_ws(j);
+            if (*j->s == ',') j->s++;
+            else if (*j->s == close) return j->s++, 0;
+            else return jp_err(j, "expected ',' or '%c'", close);
+        }
+    }
+    const char *b = j->s;
+    while (*j->s && strchr("+-.0123456789eEtrufalsn", *j->s)) j->s++;
+    if (j->s == b) return jp_err(j, "unexpected character '%c'", *j->s ? *j->s : '?');
+    if (out) snprintf(out, outlen, "%.*s", (int)(j->s - b), b);
+    return 0;
+}
+
+/* Apply every member of the top-level object's "config" object to c with
+ * train_config_set. 0 or -1 with a message. */
+static int config_from_manifest(train_config *c, const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return rb_fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (len < 0 || len > (1 << 24)) {
+        fclose(f);
+        return rb_fail(err, errlen, "%s: not a manifest (size %ld)", path, len);
+    }
+    char *buf = mallocCheck((size_t)len + 1);
+    size_t got = fread(buf, 1, (size_t)len, f);
+    fclose(f);
+    buf[got] = '\0';
+    jp j = {buf, ""};
+    int found = 0, rc = 0;
+    jp_ws(&j);
+    if (*j.s != '{') rc = jp_err(&j, "not a JSON object");
+    else j.s++;
+    while (rc == 0) {
+        jp_ws(&j);
+        if (*j.s == '}') break;
+        char key[64];
+        if (jp_string(&j, key, sizeof key) != 0) {
+            rc = -1;
+            break;
+        }
+        jp_ws(&j);
+        if (*j.s != ':') {
+            rc = jp_err(&j, "expected ':'");
+            break;
+        }
+        j.s++;
+        jp_ws(&j);
+        if (strcmp(key, "config") == 0 && *j.s == '{') {
+            found = 1;
+            j.s++;
+            jp_ws(&j);
+            while (rc == 0 && *j.s != '}') {
+                char k[64], v[TRAIN_PATH_LEN], msg[512];
+                if (jp_string(&j, k, sizeof k) != 0) {
+                    rc = -1;
+                    break;
+                }
+                jp_ws(&j);
+                if (*j.s != ':') {
+                    rc = jp_err(&j, "expected ':'");
+                    break;
+                }
+                j.s++;
+                if (jp_value(&j, v, sizeof v, 1) != 0) {
+                    rc = -1;
+                    break;
+                }
+                if (strcmp(v, "true") == 0) snprintf(v, sizeof v, "1");
+                else if (strcmp(v, "false") == 0) snprintf(v, sizeof v, "0");
+                if (train_config_set(c, k, v, msg, sizeof msg) != 0) {
+                    free(buf);
+                    return rb_fail(err, errlen, "%s: config: %s", path, msg);
+                }
+                jp_ws(&j);
+                if (*j.s == ',') j.s++, jp_ws(&j);
+                else if (*j.s != '}') rc = jp_err(&j, "expected ',' or '}' in config");
+            }
+            if (rc == 0) j.s++;
+        } else if (jp_value(&j, NULL, 0, 1) != 0) rc = -1;
+        if (rc) break;
+        jp_ws(&j);
+        if (*j.s == ',') j.s++;
+        else if (*j.s != '}') rc = jp_err(&j, "expected ',' or '}'");
+    }
+    long at = (long)(j.s - buf);
+    free(buf);
+    if (rc) return rb_fail(err, errlen, "%s: bad JSON at byte %ld: %s", path, at, j.msg);
+    if (!found) return rb_fail(err, errlen, "%s: no \"config\" object (the model's configuration)", path);
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int npy_import_model(const char *dir, const char *ckpt, int *narrays, char *err, size_t errlen) {
+    if (narrays) *narrays = 0;
+    char path[4096], msg[1024];
+    train_config c;
+    train_config_default(&c);
+    if (config_from_manifest(&c, join(path, sizeof path, dir, "manifest.json"), err, errlen) != 0) return -1;
+    if (train_config_check(&c, msg, sizeof msg) != 0)
+        return rb_fail(err, errlen, "%s: configuration: %s", path, msg);
+    model *m = model_create(&c, msg, sizeof msg);
+    if (!m) return rb_fail(err, errlen, "%s", msg);
+    param_entry *e = mallocCheck(MAX_PARAM_ENTRIES * sizeof *e);
+    int ne = model_entries(m, e, MAX_PARAM_ENTRIES, 1);
+    assert(ne <= MAX_PARAM_ENTRIES);
+
+    /* Every problem at once: missing, extra and mis-shaped arrays. */
+    char missing[2048] = "", extra[2048] = "", bad[2048] = "";
+    int nmissing = 0, nextra = 0, nbad = 0;
+    for (int i = 0; i < ne; i++) {
+        char file[96];
+        snprintf(file, sizeof file, "%s.npy", e[i].name);
+        if (!file_exists(join(path, sizeof path, dir, file))) {
+            size_t o = strlen(missing);
+            snprintf(missing + o, sizeof missing - o, "%s%s", nmissing++ ? ", " : "", file);
+        } else if (npy_read_into(path, "<f4", e[i].shape, e[i].ndim, e[i].data, msg, sizeof msg) != 0) {
+            size_t o = strlen(bad);
+            const char *why = strstr(msg, ".npy: ") ? strstr(msg, ".npy: ") + 6 : msg;
+            snprintf(bad + o, sizeof bad - o, "%s%s (%s)", nbad++ ? "; " : "", file, why);
+        }
+    }
+    /* files that are not one of the model's arrays */
+    char **names = NULL;
+    int nn = 0;
+    {
+        char cmd_dir[4096];
+        snprintf(cmd_dir, sizeof cmd_dir, "%s", dir);
+        DIR *d = opendir(cmd_dir);
+        if (d) {
+            struct dirent *de;
+            while ((de = readdir(d))) {
+                size_t l = strlen(de->d_name);
+                if (l < 5 || strcmp(de->d_name + l - 4, ".npy") != 0) continue;
+                int known = 0;
+                for (int i = 0; i < ne && !known; i++)
+                    known = strncmp(de->d_name, e[i].name, l - 4) == 0 && e[i].name[l - 4] == '\0';
+                if (!known) {
+                    names = realloc(names, (size_t)(nn + 1) * sizeof *names);
+                    names[nn++] = strdup(de->d_name);
+                }
+            }
+            closedir(d);
+        }
+        if (nn) qsort(names, (size_t)nn, sizeof *names, cmp_str); /* readdir order is the file system's */
+        for (int i = 0; i < nn; i++) {
+            size_t o = strlen(extra);
+            snprintf(extra + o, sizeof extra - o, "%s%s", nextra++ ? ", " : "", names[i]);
+            free(names[i]);
+        }
+        free(names);
+    }
+    int rc = 0;
+    if (nmissing || nextra || nbad) {
+        char all[6400];
+        snprintf(all, sizeof all, "%s: not this model's arrays (configuration from manifest.json):%s%s%s%s%s%s", dir,
+                 nmissing ? " missing: " : "", missing, nextra ? (nmissing ? "; unexpected: " : " unexpected: ") : "",
+                 extra, nbad ? ((nmissing || nextra) ? "; wrong: " : " wrong: ") : "", bad);
+        rc = rb_fail(err, errlen, "%s", all);
+    } else {
+        /* a fresh start from these weights: step 0, zero moments, the data
+         * stream where a new training run would begin it */
+        rb_rng rng;
+        rb_rng_seed(&rng, task_stream_seed(c.seed, TASK_TRAIN, 0));
+        rc = checkpoint_save(ckpt, m, 0, &rng, train_config_hash(&c), err, errlen);
+        if (narrays && rc == 0) *narrays = ne;
+    }
+    free(e);
+    model_free(m);
+    return rc;
+}
+
+/* ---- the subcommands ----------------------------------------------------- */
+
+static void export_usage(FILE *f) {
+    fprintf(f, "usage: routebench export CHECKPOINT DIR [--KEY VALUE ...]\n"
+               "Writes every parameter of the model in CHECKPOINT as DIR/<name>.npy (float32, C order;\n"
+               "names like wte.weight, h.0.attn.qkv.weight, h.0.attn.centroids, ln_f.bias) and\n"
+               "DIR/manifest.json with the configuration. The checkpoint holds only a hash of its\n"
+               "configuration, so give the same --KEY VALUE options `routebench train` was given\n"
+               "(--d-model 128 --layers 2 --backend routing ...); other options are refused by the hash.\n");
+}
+
+static void import_usage(FILE *f) {
+    fprintf(f, "usage: routebench import DIR CHECKPOINT\n"
+               "The reverse of export: reads the configuration from DIR/manifest.json (its \"config\"\n"
+               "object) and every parameter from DIR/<name>.npy, and writes CHECKPOINT at step 0 with\n"
+               "zero optimiser moments, so `routebench train --load CHECKPOINT ...` starts from those\n"
+               "weights. Missing, unexpected or mis-shaped arrays are refused, each named.\n");
+}
+
+int cmd_export(int argc, char **argv) {
+    train_config c;
+    train_config_default(&c);
+    const char *pos[2] = {NULL, NULL};
+    int npos = 0, threads = 0;
+    char err[2048];
+    for (int i = 1; i < argc; i++) {
+        const char *f = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
+            export_usage(stdout);
+            return 0;
+        }
+        if (strncmp(f, "--", 2) != 0) {
+            if (npos == 2) {
+                fprintf(stderr, "routebench export: unexpected argument '%s'\n", f);
+                export_usage(stderr);
+                return 2;
+            }
+            pos[npos++] = f;
+            continue;
+        }
+        if (!val) {
+            fprintf(stderr, "routebench export: %s needs a value\n", f);
+            return 2;
+        }
+        i++;
+        if (strcmp(f, "--threads") == 0) {
+            if (cli_int(f, val, 1, 4096, &threads)) return 2;
+        } else if (train_config_set(&c, f + 2, val, err, sizeof err) != 0) {
+            fprintf(stderr, "routebench export: %s\n", err);
+            return 2;
+        }
+    }
+    if (npos != 2) {
+        export_usage(stderr);
+        return 2;
+    }
+    rb_set_threads(threads);
+    int n;
+    if (npy_export_model(pos[0], pos[1], &c, &n, err, sizeof err) != 0) {
+        fprintf(stderr, "routebench export: %s\n", err);
+        return 2;
+    }
+    printf("wrote %d arrays and manifest.json to %s\n", n, pos[1]);
+    return 0;
+}
+
+int cmd_import(int argc, char **argv) {
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        import_usage(stdout);
+        return 0;
+    }
+    if (argc != 3 || argv[1][0] == '-' || argv[2][0] == '-') {
+        import_usage(stderr);
+        return 2;
+    }
+    char err[8192];
+    int n;
+    if (npy_import_model(argv[1], argv[2], &n, err, sizeof err) != 0) {
+        fprintf(stderr, "routebench import: %s\n", err);
+        return 2;
+    }
+    printf("read %d arrays from %s, wrote %s\n", n, argv[1], argv[2]);
+    return 0;
 }

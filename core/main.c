@@ -18,6 +18,8 @@ static const command commands[] = {
     {"train", cmd_train, "train one model (flags), print its evaluation and step timing"},
     {"run", cmd_run, "run an experiment file (YAML sweep) into SQLite; resumable"},
     {"merge", cmd_merge, "fold shard databases of one experiment into one"},
+    {"export", cmd_export, "write a checkpoint's parameters as .npy files (for NumPy/PyTorch)"},
+    {"import", cmd_import, "make a checkpoint from .npy parameter files"},
 };
 
 static void usage(FILE *f) {

@@ -12,7 +12,10 @@
 #include <math.h>
 
 #include "attn.h"
+#include "checkpoint.h"
 #include "cmd_npy.h"
+#include "model.h"
+#include "train.h"
 #include "common.h"
 #include "npy.h"
 #include "tap.h"
@@ -67,11 +70,15 @@ static int file_exists_(const char *path) {
     return stat(path, &st) == 0;
 }
 
+static void write_str(const char *path, const char *s);
+
 static void write_bytes(const char *path, const void *b, size_t n) {
     FILE *f = fopen(path, "wb");
     if (n) fwrite(b, 1, n, f);
     fclose(f);
 }
+
+static void write_str(const char *path, const char *s) { write_bytes(path, s, strlen(s)); }
 
 /* ---- writer: the layout NumPy's format.py specifies --------------------- */
 
@@ -570,6 +577,144 @@ static void test_attn_round_trip(void) {
     ok(r == -1 && strstr(err, "unknown backend 'nosuch'"), "unknown backend: %s", err);
 }
 
+/* ---- export / import of a model ------------------------------------------ */
+
+static int centroid_bytes_equal(model *a, model *b, int *layers_with) {
+    int same = 1;
+    *layers_with = 0;
+    for (int l = 0; l < a->L; l++) {
+        const attn_backend *be = attn_find(train_layer_backend(&a->c, l));
+        if (!be->centroids || a->att[l]->p.clusters <= 0) continue;
+        size_t n = (size_t)a->att[l]->p.heads * a->att[l]->p.clusters * a->att[l]->p.head_dim;
+        same &= memcmp(be->centroids(a->att[l]), be->centroids(b->att[l]), n * sizeof(float)) == 0;
+        (*layers_with)++;
+    }
+    return same;
+}
+
+static void test_export_import(void) {
+    char err[8192], dir[512], dir2[512], ck1[512], ck2[512], path[600], path2[600];
+    train_config c;
+    train_config_default(&c);
+    /* one layer per registered backend that accepts this shape */
+    char lb[TRAIN_NAME_LEN * 8] = "";
+    int layers = 0;
+    for (int i = 0; i < attn_count() && layers < 8; i++) {
+        attn_params p;
+        attn_params_default(&p);
+        p.heads = 2, p.seq = 32, p.head_dim = 16, p.batch = 2;
+        char e2[256];
+        if (attn_get(i)->validate(&p, e2, sizeof e2) != 0) continue;
+        size_t o = strlen(lb);
+        snprintf(lb + o, sizeof lb - o, "%s%s", layers++ ? "," : "", attn_get(i)->name);
+    }
+    const char *kv[][2] = {{"task", "random"}, {"random_vocab", "50"}, {"d_model", "32"}, {"heads", "2"},
+                           {"seq", "32"},     {"batch", "2"},         {"mlp_mult", "2"},  {"seed", "9"}};
+    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) train_config_set(&c, kv[i][0], kv[i][1], err, sizeof err);
+    char nl[16];
+    snprintf(nl, sizeof nl, "%d", layers);
+    train_config_set(&c, "layers", nl, err, sizeof err);
+    train_config_set(&c, "layer_backends", lb, err, sizeof err);
+    if (!ok(train_config_check(&c, err, sizeof err) == 0, "model with one layer per backend: %s", lb)) {
+        diag("%s", err);
+        return;
+    }
+    model *m = model_create(&c, err, sizeof err);
+    if (!ok(m != NULL, "model_create")) return;
+    /* centroids as if trained: random, so a copy that lost them shows */
+    rb_rng r;
+    rb_rng_seed(&r, 77);
+    for (int l = 0; l < m->L; l++) {
+        const attn_backend *be = attn_find(train_layer_backend(&c, l));
+        if (!be->centroids || m->att[l]->p.clusters <= 0) continue;
+        float *cen = be->centroids(m->att[l]);
+        size_t n = (size_t)m->att[l]->p.heads * m->att[l]->p.clusters * m->att[l]->p.head_dim;
+        for (size_t i = 0; i < n; i++) cen[i] = rb_rng_normal(&r);
+    }
+    snprintf(ck1, sizeof ck1, "%s/model1.ckpt", tmpdir);
+    snprintf(ck2, sizeof ck2, "%s/model2.ckpt", tmpdir);
+    snprintf(dir, sizeof dir, "%s/export1", tmpdir);
+    snprintf(dir2, sizeof dir2, "%s/export2", tmpdir);
+    rb_rng_seed(&r, 5);
+    checkpoint_save(ck1, m, 42, &r, train_config_hash(&c), err, sizeof err);
+
+    int ne = 0, ni = 0;
+    int rc = npy_export_model(ck1, dir, &c, &ne, err, sizeof err);
+    ok(rc == 0 && ne > 16, "export writes %d arrays%s%s", ne, rc ? ": " : "", rc ? err : "");
+    rc = npy_import_model(dir, ck2, &ni, err, sizeof err);
+    ok(rc == 0 && ni == ne, "import reads them back into a checkpoint%s%s", rc ? ": " : "", rc ? err : "");
+    model *m2 = model_create(&c, err, sizeof err);
+    int step = -1;
+    rc = m2 ? checkpoint_load(ck2, m2, &step, &r, train_config_hash(&c), err, sizeof err) : -1;
+    int nl_c = 0;
+    ok(rc == 0 && m2->nparams == m->nparams && memcmp(m2->params_mem, m->params_mem, m->nparams * 4) == 0,
+       "export then import: all %zu parameters bit-identical%s%s", m->nparams, rc ? ": " : "", rc ? err : "");
+    int cen_same = rc == 0 && centroid_bytes_equal(m, m2, &nl_c);
+    ok(cen_same && nl_c > 0, "export then import: centroids bit-identical (%d layers have them)", nl_c);
+    ok(rc == 0 && step == 0, "imported checkpoint starts at step 0 (got %d)", step);
+    /* export of the imported checkpoint gives the same files */
+    rc = npy_export_model(ck2, dir2, &c, NULL, err, sizeof err);
+    int same = rc == 0;
+    const char *probe[] = {"wte.weight", "wpe.weight", "h.0.attn.qkv.weight", "ln_f.bias"};
+    for (size_t i = 0; i < sizeof probe / sizeof probe[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s.npy", dir, probe[i]);
+        snprintf(path2, sizeof path2, "%s/%s.npy", dir2, probe[i]);
+        same &= same_file(path, path2);
+    }
+    ok(same, "re-exporting the imported checkpoint gives byte-identical files");
+    /* the arrays hold what their names say */
+    {
+        int sh[2] = {m->V, m->C};
+        float *w = load_f4(dir, "wte.weight", sh, 2);
+        int sq[2] = {3 * m->C, m->C};
+        char nm[64];
+        snprintf(nm, sizeof nm, "h.%d.attn.qkv.weight", m->L - 1);
+        float *q = load_f4(dir, nm, sq, 2);
+        int sb[1] = {m->C};
+        float *b = load_f4(dir, "ln_f.bias", sb, 1);
+        ok(w && q && b && memcmp(w, m->params.wte, (size_t)m->V * m->C * 4) == 0 &&
+               memcmp(q, m->params.qkvw + (size_t)(m->L - 1) * 3 * m->C * m->C, (size_t)3 * m->C * m->C * 4) == 0 &&
+               memcmp(b, m->params.lnfb, (size_t)m->C * 4) == 0,
+           "wte.weight, h.%d.attn.qkv.weight and ln_f.bias hold the model's tensors", m->L - 1);
+        free(w), free(q), free(b);
+    }
+
+    /* a checkpoint of another configuration is refused by its hash */
+    train_config c2 = c;
+    train_config_set(&c2, "mlp_mult", "3", err, sizeof err);
+    snprintf(path, sizeof path, "%s/export-wrong", tmpdir);
+    rc = npy_export_model(ck1, path, &c2, NULL, err, sizeof err);
+    ok(rc == -1 && strstr(err, "configuration flags"), "export with other configuration flags is refused: %s", err);
+
+    /* missing, extra and mis-shaped arrays, all named, nothing written */
+    snprintf(path, sizeof path, "%s/h.0.ln_1.bias.npy", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/h.99.mlp.fc.weight.npy", dir);
+    float z[4] = {0};
+    int s4[1] = {4};
+    npy_write(path, "<f4", s4, 1, z, err, sizeof err);
+    snprintf(path, sizeof path, "%s/ln_f.weight.npy", dir);
+    npy_write(path, "<f4", s4, 1, z, err, sizeof err);
+    unlink(ck2);
+    rc = npy_import_model(dir, ck2, NULL, err, sizeof err);
+    ok(rc == -1 && strstr(err, "missing: h.0.ln_1.bias.npy") && strstr(err, "unexpected: h.99.mlp.fc.weight.npy") &&
+           strstr(err, "ln_f.weight.npy (shape (4,), expected (32,))") && !file_exists_(ck2),
+       "import refuses missing, extra and mis-shaped arrays, naming each, writing nothing: %s", err);
+    /* a manifest without the configuration */
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    write_str(path, "{\"arrays\": {}, \"what\": [1, 2, {\"x\": \"y\"}]}");
+    rc = npy_import_model(dir, ck2, NULL, err, sizeof err);
+    ok(rc == -1 && strstr(err, "no \"config\" object"), "import without a config in the manifest: %s", err);
+    write_str(path, "{\"config\": {\"d_model\": 32, \"layers\": }}");
+    rc = npy_import_model(dir, ck2, NULL, err, sizeof err);
+    ok(rc == -1 && strstr(err, "bad JSON"), "import with a broken manifest: %s", err);
+    write_str(path, "{\"config\": {\"d_modle\": 32}}");
+    rc = npy_import_model(dir, ck2, NULL, err, sizeof err);
+    ok(rc == -1 && strstr(err, "d_modle"), "import with an unknown config key: %s", err);
+    model_free(m);
+    if (m2) model_free(m2);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_npy.XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -581,6 +726,7 @@ int main(void) {
     test_good_headers();
     test_bad_files();
     test_attn_round_trip();
+    test_export_import();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) diag("could not remove %s", tmpdir);

@@ -620,8 +620,10 @@ int store_merge(const char *out, const char *const *in, int nin, int *copied, in
     }
     if (name[0] && (strcmp(name, name0) || strcmp(hash, hash0))) {
         store_close(o);
-        return rb_fail(err, errlen, "%s: already holds experiment '%s' (YAML hash %s), not '%s' (YAML hash %s)", out,
-                       name, hash, name0, hash0);
+        return rb_fail(err, errlen,
+                       "%s: already holds experiment '%s' (YAML hash %s); %s holds '%s' (YAML hash %s); only shards of "
+                       "the same experiment file can be merged",
+                       out, name, hash, in[0], name0, hash0);
     }
     for (int i = 0; i < nin; i++)
         if (merge_one(o, in[i], copied, kept, err, errlen)) {

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# run_shard.sh: two shards (--shard 0/2 and 1/2) run as two concurrent
+# processes, each into its own database, and `routebench merge` folds them
+# into one that holds exactly the trials of an unsharded run (same keys,
+# seeds, names, all done, the same metrics per trial). Merge refuses shards
+# of another experiment or of an edited file, and merging twice adds nothing.
+set -u
+RB=${RB:-build/routebench}
+Y=$(cd "$(dirname "$0")" && pwd)/yaml
+X=$(cd "$(dirname "$0")/.." && pwd)/experiments/example.yaml
+n=0; fail=0
+ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+command -v sqlite3 >/dev/null || { echo "1..0 # SKIP sqlite3 not installed"; exit 0; }
+q() { sqlite3 -cmd ".timeout 5000" "$1" "$2"; }
+run() { "$RB" run "$X" --threads 1 --no-sgemm --quiet "$@"; }
+
+run --shard 0/2 --db "$tmp/s0.db" & p0=$!
+run --shard 1/2 --db "$tmp/s1.db" & p1=$!
+wait $p0; r0=$?; wait $p1; r1=$?
+ok $([ $r0 = 0 ] && [ $r1 = 0 ]; echo $?) "both shards exit 0 ($r0, $r1)"
+run --db "$tmp/all.db"; ok $? "the unsharded run exits 0"
+n0=$(q "$tmp/s0.db" "SELECT count(*) FROM trials"); n1=$(q "$tmp/s1.db" "SELECT count(*) FROM trials")
+na=$(q "$tmp/all.db" "SELECT count(*) FROM trials")
+ok $([ $((n0 + n1)) = "$na" ] && [ "$n0" -gt 0 ] && [ "$n1" -gt 0 ]; echo $?) "shards split the trials: $n0 + $n1 = $na"
+ok $([ "$(q "$tmp/s0.db" "SELECT count(*) FROM trials WHERE idx % 2 <> 0")" = 0 ]; echo $?) "shard 0/2 holds only even indices"
+"$RB" merge "$tmp/m.db" "$tmp/s0.db" "$tmp/s1.db" 2>"$tmp/mlog"; ok $? "merge exits 0: $(cat "$tmp/mlog")"
+sel="SELECT key, seed, name, status, idx, backend, seq, clusters, window, params FROM trials ORDER BY key, seed"
+q "$tmp/m.db" "$sel" >"$tmp/m.txt"; q "$tmp/all.db" "$sel" >"$tmp/a.txt"
+cmp -s "$tmp/m.txt" "$tmp/a.txt"; ok $? "merged trials = unsharded trials ($(wc -l <"$tmp/m.txt") rows; diff: $(diff "$tmp/m.txt" "$tmp/a.txt" | head -3 | tr '\n' ' '))"
+msel="SELECT t.key, t.seed, m.name, m.step IS NULL FROM metrics m JOIN trials t ON t.id = m.trial_id ORDER BY 1, 2, 3"
+q "$tmp/m.db" "$msel" >"$tmp/mm.txt"; q "$tmp/all.db" "$msel" >"$tmp/am.txt"
+cmp -s "$tmp/mm.txt" "$tmp/am.txt"; ok $? "merged metric names per trial = unsharded ($(wc -l <"$tmp/mm.txt") rows)"
+ok $([ "$(q "$tmp/m.db" "SELECT count(*) FROM trials WHERE status <> 'done'")" = 0 ]; echo $?) "all merged trials done"
+ok $([ "$(q "$tmp/m.db" "SELECT count(*) FROM experiments")" = 2 ] && [ "$(q "$tmp/m.db" "SELECT count(DISTINCT shard) FROM experiments")" = 2 ]; echo $?) "both shard runs recorded, with their shard"
+ok $([ "$(q "$tmp/m.db" "SELECT count(*) FROM trials t LEFT JOIN experiments e ON e.id = t.experiment_id WHERE e.id IS NULL")" = 0 ]; echo $?) "every merged trial points at its run"
+"$RB" merge "$tmp/m.db" "$tmp/s0.db" "$tmp/s1.db" 2>/dev/null
+ok $([ "$(q "$tmp/m.db" "SELECT count(*) FROM trials")" = "$na" ] && [ "$(q "$tmp/m.db" "SELECT count(*) FROM metrics")" = "$(q "$tmp/all.db" "SELECT count(*) FROM metrics")" ]; echo $?) "merging again adds nothing"
+# resuming a merged database: nothing left to run
+run --db "$tmp/m.db" 2>/dev/null; ok $? "running the file against the merged database exits 0"
+ok $([ "$(q "$tmp/m.db" "SELECT count(*) FROM trials")" = "$na" ]; echo $?) "and adds no trial"
+
+# refusals: another experiment; the same name but an edited file
+"$RB" run "$Y/good_resume.yaml" --threads 1 --no-sgemm --quiet --db "$tmp/other.db" --filter 'dense-s256' >/dev/null 2>&1
+before=$(q "$tmp/m.db" "SELECT count(*) FROM trials")
+"$RB" merge "$tmp/m.db" "$tmp/other.db" >"$tmp/o" 2>&1; rc=$?
+ok $([ $rc = 2 ] && grep -q "other.db" "$tmp/o" && grep -q "resume" "$tmp/o"; echo $?) "merging another experiment is refused with a message (rc $rc: $(head -c 200 "$tmp/o"))"
+ok $([ "$(q "$tmp/m.db" "SELECT count(*) FROM trials")" = "$before" ]; echo $?) "and changes nothing"
+sed 's/runs: 3/runs: 2/' "$X" >"$tmp/edited.yaml"
+"$RB" run "$tmp/edited.yaml" --threads 1 --no-sgemm --quiet --shard 1/2 --db "$tmp/e1.db" >/dev/null 2>&1
+"$RB" merge "$tmp/m2.db" "$tmp/s0.db" "$tmp/e1.db" >"$tmp/o" 2>&1; rc=$?
+ok $([ $rc = 2 ] && grep -q "YAML hash" "$tmp/o" && [ ! -e "$tmp/m2.db" ]; echo $?) "shards of an edited file are refused, no output written (rc $rc)"
+"$RB" merge "$tmp/m3.db" "$tmp/nosuch.db" >"$tmp/o" 2>&1; rc=$?
+ok $([ $rc = 2 ] && grep -q "nosuch.db" "$tmp/o"; echo $?) "a missing input is named (rc $rc)"
+"$RB" merge "$tmp/m3.db" >/dev/null 2>&1; ok $([ $? = 2 ]; echo $?) "merge without inputs: usage, exit 2"
+echo "1..$n"
+exit $fail

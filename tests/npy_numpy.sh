@@ -129,5 +129,46 @@ cp "$tmp/case/out.npy" "$tmp/out-v2.npy"
 load_as_q "$d/x.npy"
 cmp -s "$tmp/case/out.npy" "$tmp/out-v2.npy"; ok $? "the version 2.0 file gives the same result as version 1.0"
 
+# 4. A model's parameters out to NumPy, changed there, and back in.
+m="$tmp/model"; mkdir -p "$m"
+cfg="--task random --random-vocab 40 --d-model 16 --heads 2 --layers 2 --seq 16 --batch 2 --mlp-mult 2"
+$RB train $cfg --steps 2 --save "$m/a.ckpt" >"$tmp/o" 2>&1
+ok $? "train a tiny model and save a checkpoint: $(tail -c 200 "$tmp/o" | tr '\n' ' ')"
+$RB export "$m/a.ckpt" "$m/x" $cfg >"$tmp/o" 2>&1
+ok $? "export: $(head -c 200 "$tmp/o")"
+msg=$("$PY" - "$m/x" <<'EOF2'
+import sys, json, numpy as np
+d = sys.argv[1]
+man = json.load(open(f"{d}/manifest.json"))
+c = man["config"]
+p = {n: np.load(f"{d}/{a['file']}") for n, a in man["arrays"].items()}
+C, L = c["d_model"], c["layers"]
+assert p["wte.weight"].shape == (c["vocab"], C) and p["h.0.attn.qkv.weight"].shape == (3 * C, C)
+assert sum(x.size for n, x in p.items() if not n.endswith("centroids")) == man["parameters"]
+for n, x in p.items():   # NumPy's edit: scale every weight by 2 (exact in float32)
+    np.save(f"{d}/{n}.npy", (x * 2).astype(np.float32))
+print(f"{len(p)} arrays, {man['parameters']} parameters")
+EOF2
+)
+ok $? "NumPy reads the exported model against its manifest and writes it back doubled: $msg"
+$RB import "$m/x" "$m/b.ckpt" >"$tmp/o" 2>&1
+ok $? "import the NumPy-written parameters: $(head -c 200 "$tmp/o")"
+$RB export "$m/b.ckpt" "$m/y" $cfg >"$tmp/o" 2>&1
+ok $? "export the imported checkpoint: $(head -c 200 "$tmp/o")"
+msg=$("$PY" - "$m/x" "$m/y" <<'EOF2'
+import sys, json, numpy as np
+x, y = sys.argv[1], sys.argv[2]
+man = json.load(open(f"{x}/manifest.json"))
+bad = [n for n in man["arrays"] if not np.array_equal(np.load(f"{x}/{n}.npy"), np.load(f"{y}/{n}.npy"))]
+print("differ: " + ", ".join(bad) if bad else f"all {len(man['arrays'])} equal")
+sys.exit(1 if bad else 0)
+EOF2
+)
+ok $? "what NumPy wrote is what routebench exports again, bit for bit: $msg"
+mv "$m/x/ln_f.bias.npy" "$m/x/ln_f.beta.npy"
+$RB import "$m/x" "$m/c.ckpt" >"$tmp/o" 2>&1; rc=$?
+[ $rc = 2 ] && grep -q "missing: ln_f.bias.npy" "$tmp/o" && grep -q "unexpected: ln_f.beta.npy" "$tmp/o" && [ ! -e "$m/c.ckpt" ]
+ok $? "import with a renamed array refused, both names given, no checkpoint written (exit $rc): $(head -c 300 "$tmp/o")"
+
 echo "1..$n"
 exit $fail

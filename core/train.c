@@ -319,7 +319,6 @@ uint64_t train_config_hash(const train_config *c) {
                   c->attn.share_qk,  c->attn.assign,    c->attn.norm,     c->attn.kmeans_init_iters};
     h = hmix(h, ints, sizeof ints);
     h = hmix(h, &c->attn.decay, sizeof(float));
-    h = hmix(h, &c->commit_beta, sizeof(float));
     for (int l = 0; l < c->layers; l++) {
         const char *n = train_layer_backend(c, l);
         h = hmix(h, n, strlen(n) + 1);

@@ -59,8 +59,10 @@ typedef struct {
     char task[TRAIN_NAME_LEN];      /* text (default) | copy | recall | random */
     char data[TRAIN_PATH_LEN];      /* text corpus, default "data/kjv.txt" */
     double train_frac, val_frac;    /* split fractions, default 0.9 / 0.05; test is the rest */
-    int copy_vocab;    /* copy: symbols 1..copy_vocab-1, 0 the separator; default 16 */
-    int recall_keys;   /* recall: number of distinct keys, default 16 */
+    int copy_vocab;    /* copy: symbols 1..copy_vocab-1, 0 the separator; default 16.
+                        * The copied w has (seq+1)/2 - 1 symbols: 0 w 0 w fills the sequence. */
+    int recall_keys;   /* recall: number of distinct keys, default 16; a sequence stores
+                        * min(keys, (seq+1)/4) pairs, then a 0 and as many queries as fit */
     int recall_values; /* recall: number of distinct values, default 16 */
     int random_vocab;  /* random: vocabulary, default 256 */
 
@@ -101,8 +103,8 @@ int train_config_check(train_config *c, char *err, size_t errlen);
 const char *train_layer_backend(const train_config *c, int l);
 
 /* 64-bit hash of what defines the model and its state (shapes, backends,
- * attention parameters, vocab, task): a checkpoint from a config with another
- * hash is refused. */
+ * attention parameters, vocab, task; not the optimiser, schedule, batch or
+ * seed): a checkpoint from a config with another hash is refused. */
 uint64_t train_config_hash(const train_config *c);
 
 /* Analytic FLOPs of one optimiser step (forward + backward of every

@@ -42,8 +42,9 @@ options:
       --max-running M   at most M array tasks at once (sbatch --array=...%M)
       --sbatch-arg ARG  one more option for both sbatch calls (repeatable),
                         e.g. --sbatch-arg=--mem=4G --sbatch-arg=--qos=short
-      --run-arg ARG     one more option for every \`routebench run\` (repeatable),
-                        e.g. --run-arg=--filter=routing --run-arg=--no-sgemm
+      --run-arg ARGS    more options for every \`routebench run\`, split at
+                        spaces (repeatable), e.g. --run-arg "--filter routing"
+                        --run-arg --no-sgemm
   -o, --db PATH         the merged database (default results/NAME.db, NAME
                         being the experiment's name, as for routebench run);
                         if it exists, what it holds is kept and folded in
@@ -238,7 +239,7 @@ while [ $# -gt 0 ]; do
         -A|--account) need "$@"; account=$2; shift 2 ;;
         --max-running) need "$@"; maxrun=$2; shift 2 ;;
         --sbatch-arg) need "$@"; extra+=("$2"); shift 2 ;;
-        --run-arg) need "$@"; runargs+=("$2"); shift 2 ;;
+        --run-arg) need "$@"; read -r -a words <<<"$2"; runargs+=("${words[@]}"); shift 2 ;;
         -o|--db) need "$@"; db=$2; shift 2 ;;
         -d|--dir) need "$@"; dir=$2; shift 2 ;;
         --rb) need "$@"; rb=$2; shift 2 ;;

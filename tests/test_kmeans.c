@@ -182,18 +182,20 @@ static int cmp_pair(const void *x, const void *y) {
 static void test_topk(void) {
     rb_rng r;
     rb_rng_seed(&r, 99);
-    int bad = 0, n = 500;
+    int bad = 0, n = 5000;
     float *dots = malloc(n * 4), *xn2 = malloc(n * 4);
     kmeans_pair *work = malloc(n * sizeof *work), *ref = malloc(n * sizeof *ref);
     int *mem = malloc(n * sizeof(int)), *want = malloc(n * sizeof(int));
     for (int t = 0; t < 40; t++) {
         for (int i = 0; i < n; i++) {
             /* coarse values: many exact ties, broken by position */
-            dots[i] = (float)(int)(rb_rng_below(&r, 20)) * 0.25f;
+            dots[i] = t % 3 ? (float)(int)(rb_rng_below(&r, 20)) * 0.25f : rb_rng_normal(&r);
             xn2[i] = 1.0f;
             ref[i].key = xn2[i] - 2.0f * dots[i], ref[i].pos = i;
         }
-        int w = 1 + (int)rb_rng_below(&r, n);
+        /* small windows take the sampled-threshold path, large ones the plain one */
+        int w = t % 2 ? 1 + (int)rb_rng_below(&r, n / 8) : 1 + (int)rb_rng_below(&r, n);
+        if (t % 4 == 1) w = 1 + (int)rb_rng_below(&r, 4);
         qsort(ref, n, sizeof *ref, cmp_pair);
         char *in = calloc(n, 1);
         for (int i = 0; i < w; i++) in[ref[i].pos] = 1;

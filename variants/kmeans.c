@@ -61,6 +61,31 @@ static int cmp_int(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* the r-th smallest (0-based) of x[0..n), reordering x */
+static float select_float(float *x, int n, int r) {
+    int lo = 0, hi = n - 1;
+    while (hi > lo) {
+        float pivot = x[lo + (hi - lo) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (x[i] < pivot) i++;
+            while (pivot < x[j]) j--;
+            if (i <= j) {
+                float t = x[i];
+                x[i] = x[j], x[j] = t;
+                i++, j--;
+            }
+        }
+        if (r <= j)
+            hi = j;
+        else if (r >= i)
+            lo = i;
+        else
+            break;
+    }
+    return x[r];
+}
+
 void kmeans_topk(int *members, const float *dots_row, const float *xn2, int n, int w, kmeans_pair *a) {
     if (w >= n) {
         for (int i = 0; i < n; i++) members[i] = i;
@@ -71,10 +96,36 @@ void kmeans_topk(int *members, const float *dots_row, const float *xn2, int n, i
         a[i].key = (key == key) ? key : INFINITY; /* NaN sorts last, keeping the order total */
         a[i].pos = i;
     }
+    /* When w is small against n, first keep only the keys <= a threshold
+     * taken from a strided sample (about 2w + a margin of them). If at least
+     * w survive, the w smallest are among them, ties at the threshold
+     * included, so the result is exact; otherwise select from everything. */
+    int m = n;
+    enum { SAMPLE = 512 };
+    if (n >= 4 * SAMPLE && (int64_t)w * 8 <= n) {
+        float smp[SAMPLE];
+        for (int t = 0; t < SAMPLE; t++) smp[t] = a[(int64_t)t * n / SAMPLE].key;
+        int r = RB_MIN(SAMPLE - 1, (int)(2.0 * w * SAMPLE / n) + 8);
+        float th = select_float(smp, SAMPLE, r);
+        int kept = 0;
+        for (int i = 0; i < n; i++) { /* in place, order kept, no branch on the data */
+            a[kept] = a[i];
+            kept += a[i].key <= th;
+        }
+        if (kept >= w) {
+            m = kept;
+        } else {
+            for (int i = 0; i < n; i++) {
+                float key = xn2[i] - 2.0f * dots_row[i];
+                a[i].key = (key == key) ? key : INFINITY;
+                a[i].pos = i;
+            }
+        }
+    }
     /* Quickselect (Hoare partition, median-of-three pivot): afterwards
      * a[0..w) are the w smallest pairs. Keys are made unique by the position,
      * so the selected set does not depend on the selection's path. */
-    int lo = 0, hi = n - 1, k = w - 1;
+    int lo = 0, hi = m - 1, k = w - 1;
     while (hi > lo) {
         int mid = lo + (hi - lo) / 2;
         kmeans_pair t;

@@ -93,10 +93,15 @@ run_shard() {
     # left by a killed task, maybe on another node, where routebench cannot
     # tell it from a live run and would skip it: mark it interrupted (rerun).
     if [ -f "$base.db" ] && command -v sqlite3 >/dev/null; then
-        sqlite3 -cmd '.timeout 10000' "$base.db" "UPDATE trials SET status = 'interrupted',
+        local reset
+        reset=$(sqlite3 -cmd '.timeout 10000' "$base.db" "UPDATE trials SET status = 'interrupted',
             error = 'left running by a task that was killed (reset by slurm.sh)' WHERE status = 'running';
-            SELECT changes();" 2>/dev/null | grep -qx 0 ||
-            echo "$prog: shard $i/$n: trials left running by a killed task marked interrupted"
+            SELECT changes();" 2>&1)
+        case $reset in
+            0) ;;
+            [1-9]*) echo "$prog: shard $i/$n: $reset trial(s) left running by a killed task marked interrupted" ;;
+            *) echo "$prog: shard $i/$n: could not check $base.db for trials left running: $reset" ;;
+        esac
     fi
     # At a time limit or scancel, Slurm sends SIGTERM to every process of the
     # job: routebench marks the trial in flight interrupted and exits 130.

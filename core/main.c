@@ -18,6 +18,9 @@ static const command commands[] = {
     {"train", cmd_train, "train one model (flags), print its evaluation and step timing"},
     {"run", cmd_run, "run an experiment file (YAML sweep) into SQLite; resumable"},
     {"merge", cmd_merge, "fold shard databases of one experiment into one"},
+    {"report", cmd_report, "tables (md/csv/tex) of a results database: mean ± std over seeds"},
+    {"plot", cmd_plot, "gnuplot figures of a results database (scaling, memory, curves, heatmap, tradeoff)"},
+    {"compare", cmd_compare, "compare a results database with a baseline; exit 1 on a regression"},
     {"export", cmd_export, "write a checkpoint's parameters as .npy files (for NumPy/PyTorch)"},
     {"import", cmd_import, "make a checkpoint from .npy parameter files"},
 };

@@ -92,11 +92,67 @@ if "members" in m["arrays"]:
     mem = np.load(f"{d}/members.npy")
     assert mem.shape[:3] == (p["batch"], p["heads"], p["clusters"])
     assert ((mem >= -1) & (mem < p["seq"])).all()
-    assert (mem >= 0).any(axis=3).all() or p["assign"] != "topk"
+    routed = (mem >= 0).any(axis=(2, 3))          # heads with membership (hybrid: not the local ones)
+    assert routed.any() and ((mem >= 0).any(axis=3)[routed].all() or p["assign"] != "topk")
 print(f"{len(m['arrays'])} arrays")
 EOF
 )
   ok $? "$be: every array in manifest.json loads with np.load, format 1.0, data 64-byte aligned, dtype and shape as listed: $msg"
+done
+
+# 2b. Clustered attention rebuilt in NumPy from the saved cluster membership:
+# inside each cluster, members attend by true position (causal: keys at or
+# before the query); with shared Q = K the keys are the L2-normalised queries
+# and a token skips itself unless it sees nothing else; each token's output
+# is the mean over the clusters that picked it (0 when none). Heads without
+# membership (hybrid's local heads) are not compared.
+cat >"$tmp/routed.py" <<'EOF'
+import sys, json, numpy as np
+d = sys.argv[1]
+m = json.load(open(f"{d}/manifest.json")); p = m["params"]
+q, k, v, dout, out, dv = (np.load(f"{d}/{n}.npy").astype(np.float64) for n in ("q", "k", "v", "dout", "out", "dv"))
+mq = np.load(f"{d}/members.npy")
+shared = "members_k" not in m["arrays"]
+mk = mq if shared else np.load(f"{d}/members_k.npy")
+B, H, T, D = q.shape
+ref_out = np.zeros_like(out); ref_dv = np.zeros_like(dv); worst = 0.0; heads = 0
+for b in range(B):
+    for h in range(H):
+        if (mq[b, h] < 0).all(): continue
+        heads += 1
+        keys = q[b, h] / np.linalg.norm(q[b, h], axis=-1, keepdims=True) if shared else k[b, h]
+        count = np.zeros(T); acc = np.zeros((T, D)); parts = []
+        for c in range(mq.shape[2]):
+            Q = mq[b, h, c][mq[b, h, c] >= 0]; K = mk[b, h, c][mk[b, h, c] >= 0]
+            if len(Q) == 0: continue
+            s = q[b, h][Q] @ keys[K].T / np.sqrt(D)
+            vis = (K[None, :] <= Q[:, None]) if p["causal"] else np.ones((len(Q), len(K)), bool)
+            if shared:
+                own = K[None, :] == Q[:, None]
+                vis = vis & ~(own & ((vis & ~own).sum(1, keepdims=True) > 0))
+            s = np.where(vis, s, -np.inf)
+            mx = s.max(1, keepdims=True); mx[~np.isfinite(mx)] = 0
+            e = np.where(vis, np.exp(s - mx), 0); z = e.sum(1, keepdims=True)
+            P = np.divide(e, z, out=np.zeros_like(e), where=z > 0)
+            acc[Q] += P @ v[b, h][K]; count[Q] += 1; parts.append((Q, K, P))
+        ref_out[b, h] = np.where(count[:, None] > 0, acc / np.maximum(count, 1)[:, None], 0)
+        for Q, K, P in parts:
+            ref_dv[b, h][K] += P.T @ (dout[b, h][Q] / count[Q][:, None])
+        for mine, ref in ((out[b, h], ref_out[b, h]), (dv[b, h], ref_dv[b, h])):
+            worst = max(worst, float(np.abs(mine - ref).max() / max(np.abs(ref).max(), 1e-30)))
+print(f"{heads} routed heads, {'shared' if shared else 'separate'} keys, worst relative error of out and dv {worst:.3g}")
+sys.exit(0 if heads > 0 and worst < 1e-5 else 1)
+EOF
+for be in $($RB backends); do
+  [ -e "$tmp/save-$be/members.npy" ] || continue
+  msg=$("$PY" "$tmp/routed.py" "$tmp/save-$be" 2>&1 | tail -c 300)
+  ok $? "$be (causal): out and dv rebuilt in NumPy from q, k, v, dout and members.npy: $msg"
+  d="$tmp/save-$be-bidir"
+  $RB attn --backend "$be" --seq 64 --heads 2 --head-dim 16 --batch 2 --seed 4 --no-causal --share-qk 0 \
+      --assign argmax --save "$d" >"$tmp/o" 2>&1
+  ok $? "$be: attn --save bidirectional, separate keys, argmax: $(head -c 200 "$tmp/o")"
+  msg=$("$PY" "$tmp/routed.py" "$d" 2>&1 | tail -c 300)
+  ok $? "$be (bidirectional, separate keys, ragged clusters): out and dv rebuilt in NumPy from members.npy and members_k.npy: $msg"
 done
 
 # 3. What NumPy can write that routebench must refuse or accept.

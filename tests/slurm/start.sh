@@ -117,6 +117,14 @@ PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
 echo "export SLURM_CONF='$dir/slurm.conf'" >"$dir/env.sh"
 
+# A daemon of another state directory (a test killed before it could stop
+# its cluster) would hold the ports: say so rather than fail obscurely.
+for p in "$port" $((port + 1)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        die "port $p on 127.0.0.1 is in use (a cluster left by another state directory? stop it with tests/slurm/stop.sh THAT_DIR, or set RB_SLURM_PORT)"
+    fi
+done
+
 # -c: a clean controller state (no jobs from an earlier test run).
 setsid slurmctld -D -c -f "$dir/slurm.conf" >"$dir/log/slurmctld.out" 2>&1 </dev/null &
 echo $! >"$dir/slurmctld.pid"

@@ -462,6 +462,7 @@ int train_run(const train_config *cin, const train_hooks *h, train_result *r, ch
         rc = -1;
         goto done;
     }
+    r->steps_done = step;
     double start = rb_now();
     while (step < c->steps) {
         step++;

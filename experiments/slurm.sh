@@ -138,7 +138,7 @@ run_merge() {
 merge_and_report() {
     local rb=$1 yaml=$2 dir=$3 n=$4 out=$5
     shift 5 # the rest: extra `routebench run` options (--filter matters to the expected list)
-    local i shards=() problems=0 rc
+    local i dbs=() problems=0 rc
     echo "== routebench merge: $n shard(s) of $yaml into $out"
     for ((i = 0; i < n; i++)); do
         local base=$dir/shard-$i-of-$n
@@ -149,11 +149,11 @@ merge_and_report() {
             echo "shard $i/$n: routebench exited with status $(cat "$base.rc") ($(status_text "$(cat "$base.rc")")); log: $dir/logs/shard-*_$i.out"
             problems=1
         fi
-        if [ -f "$base.db" ]; then shards+=("$base.db")
+        if [ -f "$base.db" ]; then dbs+=("$base.db")
         else echo "shard $i/$n: no database ($base.db): its trials never ran"; problems=1
         fi
     done
-    [ ${#shards[@]} -gt 0 ] || { echo "no shard database to merge"; return 1; }
+    [ ${#dbs[@]} -gt 0 ] || { echo "no shard database to merge"; return 1; }
     # Merge into a new file and move it into place, so a failed merge leaves
     # out as it was. The shards come first: on a tie (a trial failed again)
     # the fresh record wins. An existing out is folded in last, so what it
@@ -162,7 +162,7 @@ merge_and_report() {
     local old=()
     [ -f "$out" ] && old=("$out") && echo "folding in the existing $out"
     rm -f "$out.merging" "$out.merging-wal" "$out.merging-shm"
-    "$rb" merge "$out.merging" "${shards[@]}" "${old[@]}"; rc=$?
+    "$rb" merge "$out.merging" "${dbs[@]}" "${old[@]}"; rc=$?
     if [ $rc != 0 ]; then
         echo "routebench merge failed (status $rc); $out left as it was"
         rm -f "$out.merging" "$out.merging-wal" "$out.merging-shm"
@@ -227,7 +227,7 @@ case "${1:-}" in
     --_merge) shift; run_merge "$@"; exit $? ;;
 esac
 
-shards=4 threads=1 partition= timelimit= account= maxrun= db= dir= wait=0 dry=0
+shards=4 threads=1 partition='' timelimit='' account='' maxrun='' db='' dir='' wait=0 dry=0
 rb=${RB:-}
 extra=() runargs=() yaml=
 need() { [ $# -ge 2 ] && [ -n "$2" ] || bad "$1 needs a value"; }

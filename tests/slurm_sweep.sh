@@ -143,7 +143,7 @@ for i in 0 2; do
     ok $? "shard $i/3 kept its $(wc -l <"$w/done-$i") done trials untouched on resume"
 done
 st=$(q "$d/shard-0-of-3.db" "SELECT status FROM trials WHERE key = '$stale';")
-[ "$st" = done ]; ok $? "a trial left running by a killed task was run again (status $st)"
+[ "$st" = "done" ]; ok $? "a trial left running by a killed task was run again (status $st)"
 rows "$w/ref.db" >"$w/ref.rows"; rows "$w/merged.db" >"$w/merged.rows"
 diff "$w/ref.rows" "$w/merged.rows" >"$w/diff"; rc=$?
 diag <"$w/diff"

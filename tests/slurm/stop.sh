@@ -17,6 +17,7 @@ alive() { # PID NAME
 # Jobs first, while slurmd still runs to clean up their processes.
 if [ -s "$dir/slurmctld.pid" ] && alive "$(cat "$dir/slurmctld.pid")" slurmctld &&
    [ -n "$(squeue -h -o %i 2>/dev/null)" ]; then
+    # shellcheck disable=SC2046 # one job id per word
     scancel --full --quiet $(squeue -h -o %i 2>/dev/null | sort -u) 2>/dev/null
     for _ in $(seq 50); do
         [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break

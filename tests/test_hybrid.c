@@ -1,0 +1,362 @@
+/* test_hybrid.c: the hybrid backend (local heads + routing heads) against
+ * its parts: all heads local equals `local`, no local heads equals `routing`,
+ * and in a mixed layer each head subset equals the matching backend run on
+ * those heads alone (batch 1 and batch > 1, which take different paths).
+ * Plus central finite-difference gradient checks (attn_check, which also
+ * compares with `dense` when the layer is one local block), causality,
+ * determinism, statistics, routes and centroids passed through, FLOP and
+ * byte counts, defaults and refused parameters. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attn.h"
+#include "bench.h"
+#include "common.h"
+#include "tap.h"
+
+typedef struct {
+    size_t N;
+    float *q, *k, *v, *dout, *out, *dq, *dk, *dv;
+} io_t;
+
+static void io_make(io_t *io, const attn_params *p, uint64_t seed) {
+    io->N = (size_t)p->batch * p->heads * p->seq * p->head_dim;
+    float **all[] = {&io->q, &io->k, &io->v, &io->dout, &io->out, &io->dq, &io->dk, &io->dv};
+    for (int i = 0; i < 8; i++) *all[i] = callocCheck(io->N, sizeof(float));
+    rb_rng r;
+    rb_rng_seed(&r, seed);
+    for (int t = 0; t < 4; t++)
+        for (size_t i = 0; i < io->N; i++) (*all[t])[i] = rb_rng_normal(&r);
+}
+
+static void io_free(io_t *io) {
+    free(io->q), free(io->k), free(io->v), free(io->dout);
+    free(io->out), free(io->dq), free(io->dk), free(io->dv);
+}
+
+/* Heads [h0, h0+nh) of every batch entry of a [B, H, n, d] io, as a new
+ * [B, nh, n, d] io (inputs only). */
+static void io_heads(io_t *dst, const io_t *src, int B, int H, int h0, int nh, size_t hsz) {
+    dst->N = (size_t)B * nh * hsz;
+    float **d[] = {&dst->q, &dst->k, &dst->v, &dst->dout, &dst->out, &dst->dq, &dst->dk, &dst->dv};
+    float *s[] = {src->q, src->k, src->v, src->dout};
+    for (int i = 0; i < 8; i++) *d[i] = callocCheck(dst->N ? dst->N : 1, sizeof(float));
+    for (int t = 0; t < 4; t++)
+        for (int b = 0; b < B; b++)
+            memcpy(*d[t] + (size_t)b * nh * hsz, s[t] + ((size_t)b * H + h0) * hsz, (size_t)nh * hsz * sizeof(float));
+}
+
+/* max |x[heads h0..] - y| where x is [B, H, n, d] and y is [B, nh, n, d] */
+static double diff_heads(const float *x, const float *y, int B, int H, int h0, int nh, size_t hsz) {
+    double m = 0.0;
+    for (int b = 0; b < B; b++)
+        for (size_t i = 0; i < (size_t)nh * hsz; i++)
+            m = fmax(m, fabs((double)x[((size_t)b * H + h0) * hsz + i] - (double)y[(size_t)b * nh * hsz + i]));
+    return m;
+}
+
+static attn_params params(int B, int H, int n, int d, int L, int causal) {
+    attn_params p;
+    attn_params_default(&p);
+    p.batch = B, p.heads = H, p.seq = n, p.head_dim = d, p.local_heads = L, p.causal = causal;
+    return p;
+}
+
+static attn *make(const char *name, attn_params *p) {
+    char err[512];
+    attn *a = attn_make(name, p, err, sizeof err);
+    if (!a) diag("attn_make(%s) failed: %s", name, err);
+    return a;
+}
+
+static void run(attn *a, io_t *io, int flags) {
+    a->be->forward(a, io->out, io->q, io->k, io->v, flags);
+    a->be->backward(a, io->dq, io->dk, io->dv, io->dout, io->q, io->k, io->v, io->out);
+}
+
+/* Hybrid against `local` on heads [0, L) and `routing` on heads [L, H),
+ * each run alone with the hybrid's resolved parameters (and seed), output
+ * and gradients, two training passes so centroids have moved once. */
+static void test_parts(int B, int H, int n, int d, int L, int causal) {
+    attn_params p = params(B, H, n, d, L, causal);
+    attn *hy = make("hybrid", &p);
+    if (!hy) {
+        ok(0, "hybrid create B=%d H=%d L=%d", B, H, L);
+        return;
+    }
+    size_t hsz = (size_t)n * d;
+    io_t io;
+    io_make(&io, &p, 300 + (uint64_t)B * 10 + (uint64_t)L);
+    double worst[2] = {0, 0};
+    const char *names[2] = {"local", "routing"};
+    attn *part[2] = {NULL, NULL};
+    io_t sub[2];
+    int h0[2] = {0, p.local_heads}, nh[2] = {p.local_heads, H - p.local_heads};
+    for (int s = 0; s < 2; s++) {
+        io_heads(&sub[s], &io, B, H, h0[s], nh[s], hsz);
+        if (nh[s] == 0) continue;
+        attn_params ps = p;
+        ps.heads = nh[s];
+        ps.local_heads = -1;
+        part[s] = make(names[s], &ps);
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        run(hy, &io, ATTN_TRAIN);
+        for (int s = 0; s < 2; s++) {
+            if (!part[s]) continue;
+            run(part[s], &sub[s], ATTN_TRAIN);
+            const float *x[4] = {io.out, io.dq, io.dk, io.dv}, *y[4] = {sub[s].out, sub[s].dq, sub[s].dk, sub[s].dv};
+            for (int t = 0; t < 4; t++) worst[s] = fmax(worst[s], diff_heads(x[t], y[t], B, H, h0[s], nh[s], hsz));
+        }
+    }
+    diag("hybrid B=%d H=%d L=%d n=%d causal=%d window=%d: max abs diff vs local heads %.2e, vs routing heads %.2e", B,
+         H, p.local_heads, n, causal, p.window, worst[0], worst[1]);
+    ok(worst[0] == 0.0 && worst[1] == 0.0 && (nh[0] == 0 || part[0]) && (nh[1] == 0 || part[1]),
+       "hybrid B=%d H=%d L=%d causal=%d: local heads equal `local`, routing heads equal `routing` (out, dq, dk, dv)",
+       B, H, p.local_heads, causal);
+    if (part[1] && nh[1] > 0) {
+        /* statistics are routing's */
+        attn_stat a[32], b[32];
+        int na = hy->be->stats(hy, a, 32), nb = part[1]->be->stats(part[1], b, 32);
+        int same = na == nb && na > 0;
+        for (int i = 0; same && i < na; i++) same = !strcmp(a[i].name, b[i].name) && a[i].value == b[i].value;
+        ok(same, "stats are the routing half's (%d entries)", na);
+    } else if (hy->be->stats) {
+        attn_stat a[32];
+        ok(hy->be->stats(hy, a, 32) == 0, "no routing heads: no stats");
+    }
+    for (int s = 0; s < 2; s++) attn_free(part[s]), io_free(&sub[s]);
+    attn_free(hy);
+    io_free(&io);
+}
+
+static void test_check(int B, int H, int n, int d, int L, int w, int causal) {
+    attn_params p = params(B, H, n, d, L, causal);
+    p.window = w;
+    attn_check_result r;
+    char err[512];
+    if (attn_check("hybrid", &p, &r, err, sizeof err) != 0) {
+        ok(0, "attn_check: %s", err);
+        return;
+    }
+    int want_dense = p.local_heads == H && p.window >= n;
+    diag("attn_check B=%d H=%d L=%d n=%d w=%d causal=%d: grad rel err %.2e; %s; dense max abs %.2e", B, H,
+         p.local_heads, n, p.window, causal, r.grad_rel_err, r.detail, r.dense_max_abs_err);
+    ok(r.pass && r.compared_dense == want_dense, "attn_check passes (B=%d H=%d L=%d n=%d w=%d causal=%d%s)", B, H,
+       p.local_heads, n, p.window, causal, want_dense ? ", compared with dense" : "");
+}
+
+/* Causal: perturbing q, k or v at positions > i never changes output i. */
+static void test_causal(void) {
+    attn_params p = params(2, 4, 64, 8, 2, 1);
+    p.window = 8;
+    attn *a = make("hybrid", &p);
+    if (!a) {
+        ok(0, "create");
+        return;
+    }
+    io_t io;
+    io_make(&io, &p, 21);
+    float *base = mallocCheck(io.N * 4), *o = mallocCheck(io.N * 4);
+    a->be->forward(a, base, io.q, io.k, io.v, ATTN_TRAIN); /* routes chosen once, then held */
+    a->be->forward(a, base, io.q, io.k, io.v, ATTN_KEEP_ROUTES);
+    int leaks = 0, moved = 0;
+    int n = p.seq, d = p.head_dim, BH = p.batch * p.heads;
+    float *xs[3] = {io.q, io.k, io.v};
+    for (int t = 0; t < 3; t++)
+        for (int pos = 1; pos < n; pos += 5) {
+            float *saved = mallocCheck((size_t)BH * d * 4);
+            for (int bh = 0; bh < BH; bh++)
+                for (int e = 0; e < d; e++) {
+                    saved[bh * d + e] = xs[t][((size_t)bh * n + pos) * d + e];
+                    xs[t][((size_t)bh * n + pos) * d + e] += 1.0f;
+                }
+            a->be->forward(a, o, io.q, io.k, io.v, ATTN_KEEP_ROUTES);
+            for (int bh = 0; bh < BH; bh++)
+                for (int e = 0; e < d; e++) xs[t][((size_t)bh * n + pos) * d + e] = saved[bh * d + e];
+            free(saved);
+            for (int bh = 0; bh < BH; bh++)
+                for (int i = 0; i < n; i++) {
+                    size_t r0 = ((size_t)bh * n + i) * d;
+                    int changed = memcmp(base + r0, o + r0, (size_t)d * 4) != 0;
+                    if (i < pos && changed) leaks++;
+                    if (i >= pos && changed) moved++;
+                }
+        }
+    diag("causality: %d earlier output rows changed, %d later rows changed", leaks, moved);
+    ok(leaks == 0 && moved > 0, "causal hybrid: perturbing position p never changes outputs before p");
+    free(base), free(o);
+    io_free(&io);
+    attn_free(a);
+}
+
+static void test_determinism(void) {
+    attn_params p = params(2, 4, 100, 16, -1, 1);
+    io_t x, y;
+    io_make(&x, &p, 8);
+    io_make(&y, &p, 8);
+    attn *a = make("hybrid", &p), *b = make("hybrid", &p);
+    run(a, &x, ATTN_TRAIN);
+    run(b, &y, ATTN_TRAIN);
+    int same = !memcmp(x.out, y.out, x.N * 4) && !memcmp(x.dq, y.dq, x.N * 4) && !memcmp(x.dk, y.dk, x.N * 4) &&
+               !memcmp(x.dv, y.dv, x.N * 4);
+    ok(same, "two instances with one seed give bit-identical outputs and gradients");
+    attn_free(a), attn_free(b);
+    io_free(&x), io_free(&y);
+}
+
+/* Routes and centroids through the hybrid: local heads have no routes; the
+ * routing heads' are routing's; centroids written through the hybrid's
+ * [H, K, d] view are the ones its routing heads use. */
+static void test_routes_centroids(int B) {
+    attn_params p = params(B, 3, 48, 8, 1, 1);
+    attn *hy = make("hybrid", &p);
+    attn_params pr = p;
+    pr.heads = 2;
+    pr.local_heads = -1;
+    attn *rt = make("routing", &pr);
+    if (!hy || !rt) {
+        ok(0, "create");
+        attn_free(hy), attn_free(rt);
+        return;
+    }
+    int K = p.clusters, d = p.head_dim;
+    float *ch = hy->be->centroids(hy), *cr = rt->be->centroids(rt);
+    rb_rng r;
+    rb_rng_seed(&r, 99);
+    for (int h = 0; h < p.heads; h++)
+        for (int i = 0; i < K * d; i++) {
+            float x = rb_rng_normal(&r);
+            ch[(size_t)h * K * d + i] = x;
+            if (h >= 1) cr[(size_t)(h - 1) * K * d + i] = x;
+        }
+    io_t io, sub;
+    io_make(&io, &p, 4);
+    io_heads(&sub, &io, B, 3, 1, 2, (size_t)p.seq * d);
+    hy->be->forward(hy, io.out, io.q, io.k, io.v, ATTN_TRAIN);
+    rt->be->forward(rt, sub.out, sub.q, sub.k, sub.v, ATTN_TRAIN);
+    double e = diff_heads(io.out, sub.out, B, 3, 1, 2, (size_t)p.seq * d);
+    ok(e == 0.0, "B=%d: centroids set through the hybrid's view are used by its routing heads (max diff %.2e)", B, e);
+    /* after a training pass both moved the same way */
+    ch = hy->be->centroids(hy);
+    cr = rt->be->centroids(rt);
+    double ce = 0.0, local_rows = 0.0;
+    for (int i = 0; i < 2 * K * d; i++) ce = fmax(ce, fabs((double)ch[K * d + i] - cr[i]));
+    for (int i = 0; i < K * d; i++) local_rows = fmax(local_rows, fabs((double)ch[i]));
+    ok(ce == 0.0 && local_rows == 0.0,
+       "B=%d: the view shows routing's moved centroids (max diff %.2e) and zeros for the local head", B, ce);
+    const int *m1, *m2;
+    int bad = 0;
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < K; c++) {
+            if (hy->be->routes(hy, b, 0, c, 0, &m1) != -1) bad++;
+            for (int h = 1; h < 3; h++) {
+                int n1 = hy->be->routes(hy, b, h, c, 0, &m1), n2 = rt->be->routes(rt, b, h - 1, c, 0, &m2);
+                if (n1 != n2 || n1 < 0 || memcmp(m1, m2, (size_t)n1 * sizeof(int))) bad++;
+            }
+        }
+    ok(bad == 0, "B=%d: routes: -1 for the local head, routing's for the others", B);
+    io_free(&io), io_free(&sub);
+    attn_free(hy), attn_free(rt);
+}
+
+static void test_counts(void) {
+    int cases[][4] = {{2, 4, -1, 1}, {1, 4, 0, 1}, {2, 4, 4, 0}, {1, 3, 1, 0}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        attn_params p = params(cases[c][0], cases[c][1], 144, 16, cases[c][2], cases[c][3]);
+        attn *a = make("hybrid", &p);
+        if (!a) {
+            ok(0, "create");
+            continue;
+        }
+        attn_params pl = p, pr = p;
+        pl.heads = p.local_heads;
+        pr.heads = p.heads - p.local_heads;
+        const attn_backend *lb = attn_find("local"), *rb = attn_find("routing");
+        double want[2] = {0, 0};
+        for (int pass = 0; pass < 2; pass++) {
+            if (pl.heads) want[pass] += lb->flops(&pl, pass);
+            if (pr.heads) want[pass] += rb->flops(&pr, pass);
+        }
+        ok(a->be->flops(&p, ATTN_PASS_FWD) == want[0] && a->be->flops(&p, ATTN_PASS_BWD) == want[1],
+           "B=%d H=%d L=%d: FLOPs are the halves' sum (fwd %.0f, bwd %.0f)", p.batch, p.heads, p.local_heads,
+           want[0], want[1]);
+        ok(a->bytes == a->be->act_bytes(&p), "B=%d H=%d L=%d: act_bytes %zu equals bytes held %zu", p.batch, p.heads,
+           p.local_heads, a->be->act_bytes(&p), a->bytes);
+        attn_free(a);
+    }
+}
+
+static void test_params(void) {
+    const attn_backend *be = attn_find("hybrid");
+    ok(be != NULL, "hybrid is registered");
+    if (!be) return;
+    ok((be->uses & ATTN_USES_LOCAL_HEADS) && (be->uses & ATTN_USES_WINDOW) && (be->uses & ATTN_USES_CLUSTERS),
+       "hybrid declares local_heads, window and clusters");
+    char err[512] = "";
+    attn_params p = params(1, 4, 1000, 16, -1, 1);
+    int rc = be->validate(&p, err, sizeof err);
+    ok(rc == 0 && p.local_heads == 2, "default local_heads is heads/2 (got %d)", p.local_heads);
+    ok(p.clusters == 32 && p.window == 32, "defaults at seq 1000: clusters round(sqrt) = 32, window ceil(1000/32) = 32 "
+       "(got %d, %d)", p.clusters, p.window);
+    p = params(1, 5, 256, 16, -1, 0);
+    p.clusters = 4;
+    rc = be->validate(&p, err, sizeof err);
+    ok(rc == 0 && p.local_heads == 2 && p.window == 64, "heads 5: 2 local; clusters 4 at seq 256: window 64 (got %d, %d)",
+       p.local_heads, p.window);
+    int bad[] = {-2, 5, 100};
+    for (int i = 0; i < 3; i++) {
+        p = params(1, 4, 64, 16, bad[i], 1);
+        err[0] = 0;
+        rc = be->validate(&p, err, sizeof err);
+        ok(rc != 0 && strstr(err, "local_heads"), "local_heads %d with 4 heads refused: %s", bad[i], err);
+    }
+    p = params(1, 4, 64, 16, 2, 1);
+    attn *a = attn_make("hybrid", &p, err, sizeof err);
+    ok(a != NULL, "local_heads 2 of 4 accepted");
+    attn_free(a);
+    p = params(1, 4, 64, 16, 5, 1);
+    a = attn_make("hybrid", &p, err, sizeof err);
+    ok(a == NULL && strstr(err, "local_heads"), "attn_make refuses local_heads 5 of 4: %s", err);
+    p = params(1, 4, 64, 16, 2, 1);
+    p.clusters = 65;
+    a = attn_make("hybrid", &p, err, sizeof err);
+    ok(a == NULL && strstr(err, "clusters"), "more clusters than tokens refused: %s", err);
+    p = params(1, 4, 64, 16, 2, 1);
+    p.window = 100;
+    a = attn_make("hybrid", &p, err, sizeof err);
+    ok(a == NULL && strstr(err, "routing heads"), "window > seq refused for the routing heads: %s", err);
+    p = params(1, 4, 64, 16, 4, 1);
+    p.window = 100;
+    rc = be->validate(&p, err, sizeof err);
+    ok(rc == 0 && be->equals_dense(&p) == 1, "all heads local with window >= seq equals dense");
+    p = params(1, 4, 64, 16, 3, 1);
+    p.window = 64;
+    rc = be->validate(&p, err, sizeof err);
+    ok(rc == 0 && be->equals_dense(&p) == 0, "a routing head present: not dense");
+}
+
+int main(void) {
+    test_params();
+    for (int causal = 0; causal <= 1; causal++) {
+        test_parts(1, 4, 64, 16, -1, causal);
+        test_parts(3, 4, 70, 8, 1, causal);
+        test_parts(2, 3, 64, 16, 3, causal); /* all local */
+        test_parts(2, 3, 64, 16, 0, causal); /* all routing */
+        test_parts(1, 2, 50, 8, 0, causal);
+    }
+    for (int causal = 0; causal <= 1; causal++) {
+        test_check(1, 4, 64, 16, -1, 0, causal);
+        test_check(2, 2, 49, 8, 1, 0, causal);
+        test_check(2, 2, 64, 16, 0, 16, causal);
+        test_check(1, 2, 40, 8, 2, 40, causal); /* one local block: compared with dense */
+        test_check(2, 3, 64, 8, 3, 16, causal);
+    }
+    test_causal();
+    test_determinism();
+    test_routes_centroids(1);
+    test_routes_centroids(2);
+    test_counts();
+    return tap_done();
+}

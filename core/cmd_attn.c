@@ -115,6 +115,10 @@ int cmd_attn(int argc, char **argv) {
         fprintf(stderr, "routebench attn: --backend is required (one of: %s)\n", attn_names());
         return 2;
     }
+    if (eval && !save_dir && !load_dir) {
+        fprintf(stderr, "routebench attn: --eval applies to --save/--load passes only\n");
+        return 2;
+    }
     if ((save_dir || load_dir) && check) {
         fprintf(stderr, "routebench attn: --check does not combine with --save/--load\n");
         return 2;

@@ -81,6 +81,10 @@ const char *plot_terminal(const char *format, char *err, size_t errlen) {
     } t[] = {{"png", {"pngcairo", "png"}}, {"svg", {"svg", NULL}}, {"pdf", {"pdfcairo", NULL}}};
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         if (strcmp(format, t[i].format) != 0) continue;
+        /* ask gnuplot once per process and program */
+        static char cached_prog[3][256];
+        static const char *cached[3];
+        if (cached[i] && !strcmp(cached_prog[i], gnuplot_prog())) return cached[i];
         for (int j = 0; j < 2 && t[i].term[j]; j++) {
             char cmd[64];
             snprintf(cmd, sizeof cmd, "set terminal %s", t[i].term[j]);
@@ -91,7 +95,10 @@ const char *plot_terminal(const char *format, char *err, size_t errlen) {
                         gnuplot_prog());
                 return NULL;
             }
-            if (rc == 0) return t[i].term[j];
+            if (rc == 0) {
+                snprintf(cached_prog[i], sizeof cached_prog[i], "%s", gnuplot_prog());
+                return cached[i] = t[i].term[j];
+            }
         }
         rb_fail(err, errlen, "this gnuplot has no %s terminal%s", format,
                 strcmp(format, "pdf") == 0 ? " (pdfcairo; install gnuplot-qt or gnuplot-x11 for it, or use --format "
@@ -319,7 +326,7 @@ static void series_label(const fig *f, const rpt_trial *t, const int *split, cha
     int o = snprintf(out, len, "%s", t->backend);
     for (int p = 0; p < d->np && o < (int)len; p++)
         if (split[p] && t->pv[p] && strcmp(d->pnames[p], "backend") != 0)
-            o += snprintf(out + o, len - o, " %s=%s", d->pnames[p], t->pv[p]);
+            o += snprintf(out + o, len - o, " %s=%s", rpt_param_short(d->pnames[p]), t->pv[p]);
 }
 
 /* Log-log figure of `measure` against seq, one line per series. */
@@ -641,7 +648,7 @@ static int fig_heatmap(const fig *f, char *err, size_t errlen) {
     }
     fprintf(dat, "# block 0: cells with a value; columns: %s index  %s index  %s (mean over seeds%s)  label  %s  %s\n",
             xn, yn, meas, "", xn, yn);
-    int nmiss = 0;
+    int nmiss = 0, nval = 0;
     for (int j = 0; j < ny; j++)
         for (int i = 0; i < nx; i++) {
             int c = j * nx + i;
@@ -650,6 +657,7 @@ static int fig_heatmap(const fig *f, char *err, size_t errlen) {
                 continue;
             }
             double v = sum[c] / cnt[c];
+            nval++;
             char lab[64];
             if (!strcmp(meas, "sgemm")) snprintf(lab, sizeof lab, "%.1f%%", 100 * v);
             else snprintf(lab, sizeof lab, "%.4g", v);
@@ -658,7 +666,9 @@ static int fig_heatmap(const fig *f, char *err, size_t errlen) {
             fprintf(dat, "%d\t%d\t%.17g\t\"%s\"\t\"%s\"\t\"%s\"\n", i, j, v, lab, qx, qy);
         }
     if (nmiss) {
-        fprintf(dat, "\n\n# block 1: cells without a value; columns: %s index  %s index  why\n", xn, yn);
+        /* gnuplot counts only blocks with data: this one is index 1 after cells with values, else 0 */
+        fprintf(dat, "%s# block %d: cells without a value; columns: %s index  %s index  why\n", nval ? "\n\n" : "",
+                nval ? 1 : 0, xn, yn);
         for (int j = 0; j < ny; j++)
             for (int i = 0; i < nx; i++)
                 if (!cnt[j * nx + i] && seen[j * nx + i]) fprintf(dat, "%d\t%d\t\"%s\"\n", i, j, why[j * nx + i] ? why[j * nx + i] : "n/a");
@@ -675,16 +685,22 @@ static int fig_heatmap(const fig *f, char *err, size_t errlen) {
     for (int j = 0; j < ny; j++) gq(q, sizeof q, yv[j]), fprintf(s, "%s'%s' %d", j ? ", " : "", q, j);
     gq(q, sizeof q, rpt_measure_label(meas));
     fprintf(s, ")\nunset grid\nset cblabel '%s'\nset palette rgbformulae 33,13,10\n", q);
-    int any = 0;
-    for (int c = 0; c < nx * ny; c++) any |= cnt[c] > 0;
-    if (any) {
+    if (nval) {
+        double lo = INFINITY, hi = -INFINITY;
+        for (int c = 0; c < nx * ny; c++)
+            if (cnt[c]) lo = fmin(lo, sum[c] / cnt[c]), hi = fmax(hi, sum[c] / cnt[c]);
+        if (!(hi > lo)) {
+            /* one value: gnuplot would warn about an empty colour range */
+            double w = lo != 0 ? 0.01 * fabs(lo) : 1;
+            fprintf(s, "set cbrange [%.17g:%.17g]\n", lo - w, hi + w);
+        }
         fprintf(s, "plot 'heatmap.dat' index 0 using 1:2:(0.5):(0.5):3 with boxxyerror fs solid 1.0 noborder fc palette "
                    "notitle, \\\n     '' index 0 using 1:2:4 with labels notitle");
         if (nmiss) fprintf(s, ", \\\n     '' index 1 using 1:2:3 with labels textcolor rgb '#aa0000' notitle");
         fprintf(s, "\n");
     } else {
         fprintf(s, "set label 1 'no cell has a value (all missing)' at graph 0.5, graph 0.9 center\n");
-        fprintf(s, "plot 'heatmap.dat' index 1 using 1:2:3 with labels textcolor rgb '#aa0000' notitle\n");
+        fprintf(s, "plot 'heatmap.dat' index 0 using 1:2:3 with labels textcolor rgb '#aa0000' notitle\n");
     }
     free(use), free(xv), free(yv), free(sum), free(cnt), free(seen), free(why);
     return finish(f, s, name, err, errlen);

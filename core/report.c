@@ -521,7 +521,7 @@ void rpt_varying(const rpt_db *d, const rpt_group *g, int ng, int *varying) {
 }
 
 /* Short names for the common parameters, as in trial names. */
-static const char *short_name(const char *p) {
+const char *rpt_param_short(const char *p) {
     static const char *const map[][2] = {{"seq", "n"}, {"clusters", "k"}, {"window", "w"}, {"local_heads", "lh"}};
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (strcmp(map[i][0], p) == 0) return map[i][1];
@@ -533,7 +533,7 @@ void rpt_group_label(const rpt_db *d, const rpt_group *g, const int *varying, ch
     int o = snprintf(out, len, "%s", t->backend);
     for (int p = 0; p < d->np && o < (int)len; p++) {
         if (!varying[p] || strcmp(d->pnames[p], "backend") == 0 || !t->pv[p]) continue;
-        o += snprintf(out + o, len - o, " %s=%s", short_name(d->pnames[p]), t->pv[p]);
+        o += snprintf(out + o, len - o, " %s=%s", rpt_param_short(d->pnames[p]), t->pv[p]);
     }
 }
 

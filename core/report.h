@@ -96,6 +96,8 @@ int rpt_measure_present(const rpt_db *d, const char *name);
 /* The parameters whose values differ between groups (varying[i] = 1), in
  * d->pnames order. */
 void rpt_varying(const rpt_db *d, const rpt_group *g, int ng, int *varying);
+/* Short name of a parameter in labels: seq -> n, clusters -> k, window -> w. */
+const char *rpt_param_short(const char *name);
 /* Short label of a group from its varying parameters: "routing k=4 w=16". */
 void rpt_group_label(const rpt_db *d, const rpt_group *g, const int *varying, char *out, size_t len);
 /* Status summary of the trials of g that are not done ("" when all done):

@@ -1,0 +1,694 @@
+/* test_report.c: tables, plots and compare on databases this test writes
+ * through the store API (core/store.h), so nothing depends on timing runs:
+ *  - a "known" database (train-like: two backends, two lengths, routing
+ *    clusters x window, three seeds, with failed, unsupported and pending
+ *    trials): every table format has the right rows and columns, CSV parses
+ *    back to the mean / std / median the test computes itself from the
+ *    values it wrote, non-done trials show their status;
+ *  - a synthetic power law t = c * n^1.37 (and memory ~ n^2): the exponent in
+ *    the scaling and memory figures' legends and data files is recovered;
+ *  - every figure kind gives a PNG (by signature) and an SVG, gnuplot exits 0;
+ *  - compare exits 1 on an injected regression and 0 without one. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "plot.h"
+#include "report.h"
+#include "store.h"
+#include "tap.h"
+
+static char tmpdir[256];
+
+/* ------------------------------------------------------------------ */
+/* building databases                                                  */
+
+typedef struct {
+    const char *backend;
+    int seq, clusters, window; /* STORE_NA: does not apply */
+    int nseeds;
+    const char *status[3];     /* per seed */
+    const char *error;
+    double loss[3], time_ms[3], gflops, rss_mib;
+} cfg;
+
+/* The known configurations (G0..G5). */
+static const cfg known[] = {
+    {"dense", 128, STORE_NA, STORE_NA, 3, {ST_DONE, ST_DONE, ST_DONE}, NULL, {2.0, 2.1, 2.2}, {10, 12, 11}, 50, 100},
+    {"dense", 256, STORE_NA, STORE_NA, 3, {ST_DONE, ST_DONE, ST_DONE}, NULL, {1.8, 1.9, 2.3}, {40, 41, 39}, 60, 200},
+    {"routing", 256, 4, 64, 3, {ST_DONE, ST_DONE, ST_FAILED}, "boom: out of memory", {1.7, 1.75, 0}, {20, 22, 0}, 30, 150},
+    {"routing", 256, 8, 32, 3, {ST_FAILED, ST_FAILED, ST_FAILED}, "loss diverged", {0}, {0}, 0, 0},
+    {"routing", 128, 4, 32, 1, {ST_UNSUPPORTED}, "needs 9.00 GiB", {0}, {0}, 0, 0},
+    {"routing", 128, 8, 16, 1, {ST_PENDING}, NULL, {0}, {0}, 0, 0},
+};
+#define NKNOWN ((int)(sizeof known / sizeof known[0]))
+
+static rb_store *open_new(const char *path, const char *name, double sgemm, int64_t *exp) {
+    unlink(path);
+    char err[512];
+    rb_store *s;
+    if (store_open(&s, path, 1, err, sizeof err)) {
+        diag("store_open: %s", err);
+        exit(1);
+    }
+    store_experiment x;
+    memset(&x, 0, sizeof x);
+    x.name = name, x.kind = "train", x.yaml = "name: test\n", x.yaml_hash = "0123456789abcdef", x.path = "t.yaml";
+    x.host = "testhost", x.threads = 1, x.sgemm_gflops = sgemm;
+    if (store_begin_experiment(s, &x, exp, err, sizeof err)) {
+        diag("store_begin_experiment: %s", err);
+        exit(1);
+    }
+    return s;
+}
+
+/* Register, claim and finish one trial with metrics m. */
+static void put_trial(rb_store *s, int64_t exp, const store_trial *t, const char *status, const char *error,
+                      const store_metric *m, int nm) {
+    char err[512], st[32], runner[64];
+    int64_t id;
+    if (store_register_trials(s, t, 1, exp, err, sizeof err) ||
+        store_trial_status(s, t->key, t->seed, st, sizeof st, &id, runner, sizeof runner, err, sizeof err)) {
+        diag("store: %s", err);
+        exit(1);
+    }
+    if (!strcmp(status, ST_PENDING)) return;
+    if (store_claim_trial(s, id, exp, "testhost:1", err, sizeof err) ||
+        store_finish_trial(s, id, status, error, m, nm, err, sizeof err)) {
+        diag("store: %s", err);
+        exit(1);
+    }
+}
+
+static store_trial base_trial(void) {
+    store_trial t;
+    memset(&t, 0, sizeof t);
+    t.kind = "train";
+    t.heads = 2, t.head_dim = 16, t.batch = 1, t.causal = 1, t.d_model = 32, t.layers = 1, t.steps = 20;
+    t.window = t.clusters = t.local_heads = t.share_qk = t.kmeans_iters = STORE_NA;
+    t.decay = t.commit_weight = NAN, t.lr = 0.001;
+    t.task = "copy";
+    return t;
+}
+
+/* The known database; time_factor scales G0's step time, fail_g1 makes G1
+ * fail (compare's injected regressions). */
+static void make_known(const char *path, double time_factor, int fail_g1) {
+    int64_t exp;
+    rb_store *s = open_new(path, "known", 100.0, &exp);
+    int idx = 0;
+    for (int g = 0; g < NKNOWN; g++) {
+        const cfg *c = &known[g];
+        char key[64], name[128], json[512];
+        snprintf(key, sizeof key, "key-%s-%d-%d-%d", c->backend, c->seq, c->clusters, c->window);
+        snprintf(name, sizeof name, "%s-s%d", c->backend, c->seq);
+        if (c->clusters != STORE_NA)
+            snprintf(json, sizeof json,
+                     "{\"kind\":\"train\",\"backend\":\"%s\",\"d_model\":32,\"heads\":2,\"seq\":%d,\"window\":%d,"
+                     "\"clusters\":%d,\"task\":\"copy\"}",
+                     c->backend, c->seq, c->window, c->clusters);
+        else
+            snprintf(json, sizeof json,
+                     "{\"kind\":\"train\",\"backend\":\"%s\",\"d_model\":32,\"heads\":2,\"seq\":%d,\"task\":\"copy\"}",
+                     c->backend, c->seq);
+        for (int sd = 0; sd < c->nseeds; sd++) {
+            store_trial t = base_trial();
+            t.key = key, t.name = name, t.backend = c->backend, t.params_json = json;
+            t.seed = (uint64_t)sd + 1, t.idx = idx++;
+            t.seq = c->seq, t.clusters = c->clusters, t.window = c->window;
+            const char *status = c->status[sd], *error = c->error;
+            if (fail_g1 && g == 1) status = ST_FAILED, error = "injected failure";
+            store_metric m[64];
+            int nm = 0;
+            if (!strcmp(status, ST_DONE)) {
+                double tf = g == 0 ? time_factor : 1.0;
+                m[nm++] = (store_metric){-1, "eval_loss", c->loss[sd]};
+                m[nm++] = (store_metric){-1, "step_ms", c->time_ms[sd] * tf};
+                m[nm++] = (store_metric){-1, "gflops", c->gflops};
+                m[nm++] = (store_metric){-1, "peak_rss_bytes", c->rss_mib * 1048576.0};
+                m[nm++] = (store_metric){-1, "arena_peak_bytes", c->rss_mib * 65536.0};
+                /* a training curve: eval every 5 steps, a step time every step */
+                for (int st = 1; st <= 20; st++) {
+                    m[nm++] = (store_metric){st, "step_ms", c->time_ms[sd] * tf};
+                    if (st % 5 == 0) m[nm++] = (store_metric){st, "eval_loss", c->loss[sd] + 1.0 / st};
+                }
+            }
+            put_trial(s, exp, &t, status, error, m, nm);
+        }
+    }
+    store_close(s);
+}
+
+/* Power law: fwdbwd_ms = c n^1.37 (dense), c' n^1.0 (local), activation
+ * bytes ~ n^2 and n; three seeds at 0.97, 1, 1.03 times the law so the
+ * median over seeds is the law itself; one failed length. */
+static const double K_DENSE = 1.37, K_LOCAL = 1.0;
+
+static void make_power(const char *path) {
+    int64_t exp;
+    rb_store *s = open_new(path, "power", 0, &exp);
+    static const double jitter[3] = {0.97, 1.0, 1.03};
+    static const char *const be[2] = {"dense", "local"};
+    int idx = 0;
+    for (int b = 0; b < 2; b++)
+        for (int seq = 256; seq <= 8192; seq *= 2) {
+            char key[64], name[64], json[256];
+            snprintf(key, sizeof key, "p-%s-%d", be[b], seq);
+            snprintf(name, sizeof name, "%s-s%d", be[b], seq);
+            snprintf(json, sizeof json, "{\"kind\":\"bench\",\"bench\":\"attn\",\"backend\":\"%s\",\"seq\":%d}", be[b], seq);
+            for (int sd = 0; sd < 3; sd++) {
+                store_trial t = base_trial();
+                t.kind = "bench", t.bench = "attn", t.task = NULL, t.d_model = t.layers = t.steps = STORE_NA;
+                t.lr = NAN;
+                t.key = key, t.name = name, t.backend = be[b], t.params_json = json, t.seq = seq;
+                t.seed = (uint64_t)sd + 1, t.idx = idx++;
+                double n = seq;
+                double ms = b == 0 ? 2e-4 * pow(n, K_DENSE) : 3e-3 * pow(n, K_LOCAL);
+                double act = b == 0 ? 4.0 * n * n : 4.0 * 64 * n;
+                store_metric m[3] = {{-1, "fwdbwd_ms", ms * jitter[sd]}, {-1, "act_bytes", act * jitter[sd]},
+                                     {-1, "peak_rss_bytes", 1e7 + act}};
+                if (b == 0 && seq == 8192) put_trial(s, exp, &t, ST_FAILED, "out of memory", NULL, 0);
+                else put_trial(s, exp, &t, ST_DONE, NULL, m, 3);
+            }
+        }
+    store_close(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* helpers                                                             */
+
+static char *slurp(const char *path, long *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    if (fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
+    b[n] = 0;
+    fclose(f);
+    if (len) *len = n;
+    return b;
+}
+
+/* The table as text in a format (rpt_table_write into a temporary file). */
+static char *table_text(const char *db, const char *where, const char *by, const char *metrics, int format) {
+    char err[2048];
+    rpt_db d;
+    if (rpt_open(&d, db, where, err, sizeof err)) {
+        diag("rpt_open: %s", err);
+        return NULL;
+    }
+    rpt_table tb;
+    rpt_table_opts o = {by, metrics, format};
+    if (rpt_table_build(&tb, &d, &o, err, sizeof err)) {
+        diag("rpt_table_build: %s", err);
+        rpt_close(&d);
+        return NULL;
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/table.out", tmpdir);
+    FILE *f = fopen(path, "w");
+    rpt_table_write(f, &tb, format);
+    fclose(f);
+    rpt_table_free(&tb);
+    rpt_close(&d);
+    return slurp(path, NULL);
+}
+
+/* Minimal RFC 4180 CSV reader: rows of fields (quotes, doubled quotes). */
+typedef struct {
+    int nrow, ncol[64];
+    char *f[64][64];
+} csv;
+
+static void csv_parse(const char *s, csv *c) {
+    memset(c, 0, sizeof *c);
+    while (*s && c->nrow < 64) {
+        int r = c->nrow++;
+        for (;;) {
+            char buf[1024];
+            int n = 0;
+            if (*s == '"') {
+                s++;
+                while (*s && !(*s == '"' && s[1] != '"')) {
+                    if (*s == '"') s++;
+                    if (n < 1023) buf[n++] = *s;
+                    s++;
+                }
+                if (*s == '"') s++;
+            } else {
+                while (*s && *s != ',' && *s != '\n')
+                    if (n < 1023) buf[n++] = *s++;
+                    else s++;
+            }
+            buf[n] = 0;
+            if (c->ncol[r] < 64) c->f[r][c->ncol[r]++] = strdup(buf);
+            if (*s == ',') {
+                s++;
+                continue;
+            }
+            if (*s == '\n') s++;
+            break;
+        }
+    }
+}
+
+static void csv_free(csv *c) {
+    for (int r = 0; r < c->nrow; r++)
+        for (int j = 0; j < c->ncol[r]; j++) free(c->f[r][j]);
+}
+
+static int csv_col(const csv *c, const char *name) {
+    for (int j = 0; j < c->ncol[0]; j++)
+        if (!strcmp(c->f[0][j], name)) return j;
+    return -1;
+}
+
+/* The csv row of (backend, seq, clusters) (clusters "" for none). */
+static int csv_row(const csv *c, const char *backend, int seq, int clusters, int window) {
+    int cb = csv_col(c, "backend"), cs = csv_col(c, "seq"), ck = csv_col(c, "clusters"), cw = csv_col(c, "window");
+    char sq[32], k[32], w[32];
+    snprintf(sq, sizeof sq, "%d", seq);
+    if (clusters == STORE_NA) k[0] = 0, w[0] = 0;
+    else snprintf(k, sizeof k, "%d", clusters), snprintf(w, sizeof w, "%d", window);
+    for (int r = 1; r < c->nrow; r++)
+        if (!strcmp(c->f[r][cb], backend) && !strcmp(c->f[r][cs], sq) && !strcmp(c->f[r][ck], k) &&
+            !strcmp(c->f[r][cw], w))
+            return r;
+    return -1;
+}
+
+/* Split a Markdown table line into trimmed cells. */
+static int md_cells(const char *line, char cells[][256], int max) {
+    int n = 0;
+    const char *p = strchr(line, '|');
+    while (p && *p == '|' && n < max) {
+        const char *q = p + 1;
+        while (*q && *q != '\n' && !(*q == '|' && q[-1] != '\\')) q++;
+        if (*q != '|') break;
+        const char *a = p + 1, *b = q;
+        while (a < b && *a == ' ') a++;
+        while (b > a && b[-1] == ' ') b--;
+        int len = (int)(b - a) < 255 ? (int)(b - a) : 255;
+        memcpy(cells[n], a, (size_t)len);
+        cells[n++][len] = 0;
+        p = q;
+    }
+    return n;
+}
+
+static double mean_of(const double *v, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += v[i];
+    return s / n;
+}
+
+static double std_of(const double *v, int n) {
+    double m = mean_of(v, n), s = 0;
+    for (int i = 0; i < n; i++) s += (v[i] - m) * (v[i] - m);
+    return sqrt(s / (n - 1));
+}
+
+static double median3(double a, double b, double c) {
+    return fmax(fmin(a, b), fmin(fmax(a, b), c));
+}
+
+static int is_png(const char *path) {
+    static const unsigned char sig[8] = {0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A};
+    long n = 0;
+    char *b = slurp(path, &n);
+    int ok = b && n > 100 && memcmp(b, sig, 8) == 0;
+    free(b);
+    return ok;
+}
+
+static int is_svg(const char *path) {
+    long n = 0;
+    char *b = slurp(path, &n);
+    int ok = b && n > 100 && strstr(b, "<svg") != NULL;
+    free(b);
+    return ok;
+}
+
+/* Run a command function with stdout and stderr sent to a file. */
+static int quietly(int (*fn)(int, char **), int argc, char **argv) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/cmd.out", tmpdir);
+    fflush(stdout), fflush(stderr);
+    int o = dup(1), e = dup(2);
+    FILE *f = fopen(path, "w");
+    dup2(fileno(f), 1), dup2(fileno(f), 2);
+    int rc = fn(argc, argv);
+    fflush(stdout), fflush(stderr);
+    dup2(o, 1), dup2(e, 2);
+    close(o), close(e), fclose(f);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* tests                                                               */
+
+static void test_tables(const char *db) {
+    /* Markdown: rows, columns, cells of non-done configurations */
+    char *md = table_text(db, NULL, NULL, NULL, RPT_MD);
+    ok(md != NULL, "markdown table builds");
+    if (!md) return;
+    char cells[32][256];
+    const char *head = strstr(md, "\n| ");
+    int nh = head ? md_cells(head + 1, cells, 32) : 0;
+    static const char *const want[] = {"backend", "seq",          "window",  "clusters", "n",   "eval loss",
+                                       "step ms", "peak RSS MiB", "act. MiB", "GFLOP/s", "% sgemm", "note"};
+    int nw = (int)(sizeof want / sizeof want[0]), same = nh == nw;
+    for (int i = 0; i < nw && same; i++) {
+        int found = 0;
+        for (int j = 0; j < nh; j++) found |= !strcmp(cells[j], want[i]);
+        same &= found;
+    }
+    ok(same && !strcmp(cells[0], "backend"), "markdown header: varying parameters, n, measures, note (%d columns: %s ...)",
+       nh, nh ? cells[0] : "");
+    int rows = 0;
+    for (const char *p = head ? head + 1 : md; (p = strchr(p, '\n')) && p[1] == '|'; p++) rows++;
+    ok(rows == NKNOWN + 1, "markdown: one row per configuration (%d rows after the header, want %d + separator)", rows,
+       NKNOWN);
+    ok(strstr(md, "Fixed: ") && strstr(md, "d_model=32") && strstr(md, "heads=2") && strstr(md, "task=copy"),
+       "caption names the fixed parameters");
+    /* the routing k=4 w=64 row: 2 of 3 done, mean ± std of the two, note with the error */
+    const char *r2 = strstr(md, "| routing |");
+    int found_partial = 0, found_failed = 0, found_unsup = 0, found_pending = 0;
+    char exp_cell[64];
+    double l2[2] = {known[2].loss[0], known[2].loss[1]};
+    snprintf(exp_cell, sizeof exp_cell, "%.4f ± %.4f", mean_of(l2, 2), std_of(l2, 2));
+    for (const char *p = r2; p; p = strstr(p + 1, "| routing |")) {
+        char c[32][256];
+        int n = md_cells(p, c, 32);
+        if (n != nh) continue;
+        int in = -1, il = -1, inote = -1, it = -1;
+        for (int j = 0; j < nh; j++) {
+            if (!strcmp(cells[j], "n")) in = j;
+            if (!strcmp(cells[j], "eval loss")) il = j;
+            if (!strcmp(cells[j], "note")) inote = j;
+            if (!strcmp(cells[j], "step ms")) it = j;
+        }
+        if (!strcmp(c[in], "2/3") && !strcmp(c[il], exp_cell) && strstr(c[inote], "1 failed: boom")) found_partial = 1;
+        if (!strcmp(c[in], "0/3") && !strcmp(c[il], "failed") && !strcmp(c[it], "failed") &&
+            strstr(c[inote], "3 failed: loss diverged"))
+            found_failed = 1;
+        if (!strcmp(c[in], "0/1") && !strcmp(c[il], "unsupported") && strstr(c[inote], "needs 9.00 GiB")) found_unsup = 1;
+        if (!strcmp(c[in], "0/1") && !strcmp(c[il], "pending")) found_pending = 1;
+    }
+    ok(found_partial, "partly failed configuration: n 2/3, loss %s, the error in the note", exp_cell);
+    ok(found_failed, "failed configuration: cells say failed, the error in the note");
+    ok(found_unsup && found_pending, "unsupported and pending configurations are shown as such");
+    free(md);
+
+    /* CSV parses back to the numbers computed here from what was written */
+    char *text = table_text(db, NULL, NULL, NULL, RPT_CSV);
+    csv c;
+    csv_parse(text ? text : "", &c);
+    int consistent = c.nrow == NKNOWN + 1;
+    for (int r = 1; r < c.nrow; r++) consistent &= c.ncol[r] == c.ncol[0];
+    ok(consistent, "csv: %d rows of %d fields (header + %d configurations)", c.nrow, c.ncol[0], NKNOWN);
+    int cl = csv_col(&c, "loss"), cls = csv_col(&c, "loss_std"), cln = csv_col(&c, "loss_n"), ct = csv_col(&c, "time");
+    int cn = csv_col(&c, "n"), ctr = csv_col(&c, "trials"), cst = csv_col(&c, "status"), csg = csv_col(&c, "sgemm");
+    int cm = csv_col(&c, "mem");
+    ok(cl >= 0 && cls >= 0 && cln >= 0 && ct >= 0 && cn >= 0 && ctr >= 0 && cst >= 0 && csg >= 0 && cm >= 0,
+       "csv has loss, loss_std, loss_n, time, n, trials, status, sgemm, mem columns");
+    double worst = 0;
+    int rows_ok = 1;
+    for (int g = 0; g < NKNOWN && cl >= 0 && cls >= 0 && cln >= 0 && ct >= 0 && cn >= 0 && csg >= 0 && cm >= 0; g++) {
+        const cfg *k = &known[g];
+        int r = csv_row(&c, k->backend, k->seq, k->clusters, k->window);
+        if (r < 0) {
+            rows_ok = 0;
+            diag("csv: no row for %s seq %d clusters %d", k->backend, k->seq, k->clusters);
+            continue;
+        }
+        double loss[3], tm[3];
+        int nd = 0;
+        for (int s = 0; s < k->nseeds; s++)
+            if (!strcmp(k->status[s], ST_DONE)) loss[nd] = k->loss[s], tm[nd] = k->time_ms[s], nd++;
+        char want_n[16];
+        snprintf(want_n, sizeof want_n, "%d", nd);
+        rows_ok &= !strcmp(c.f[r][cn], want_n) && atoi(c.f[r][ctr]) == k->nseeds;
+        if (nd == 0) {
+            rows_ok &= c.f[r][cl][0] == 0 && c.f[r][ct][0] == 0 && !strcmp(c.f[r][cst], k->status[0]);
+            continue;
+        }
+        double m = mean_of(loss, nd), sd = nd > 1 ? std_of(loss, nd) : NAN;
+        double med = nd == 3 ? median3(tm[0], tm[1], tm[2]) : nd == 2 ? 0.5 * (tm[0] + tm[1]) : tm[0];
+        double got_m = atof(c.f[r][cl]), got_s = atof(c.f[r][cls]), got_t = atof(c.f[r][ct]);
+        double got_g = atof(c.f[r][csg]), got_mem = atof(c.f[r][cm]);
+        worst = fmax(worst, fabs(got_m - m) / m);
+        worst = fmax(worst, fabs(got_s - sd) / sd);
+        worst = fmax(worst, fabs(got_t - med) / med);
+        worst = fmax(worst, fabs(got_g - k->gflops / 100.0) / (k->gflops / 100.0));
+        worst = fmax(worst, fabs(got_mem - k->rss_mib * 1048576.0) / (k->rss_mib * 1048576.0));
+        rows_ok &= atoi(c.f[r][cln]) == nd;
+    }
+    diag("csv: worst relative difference from the values computed here: %.3g", worst);
+    ok(rows_ok && worst < 1e-12, "csv parses back to the same numbers (mean, std, median, sgemm share, memory)");
+    csv_free(&c);
+    free(text);
+
+    /* LaTeX booktabs: rules, the same rows, the same number of columns per row */
+    char *tex = table_text(db, NULL, NULL, NULL, RPT_TEX);
+    const char *mid = tex ? strstr(tex, "\\midrule") : NULL, *bot = tex ? strstr(tex, "\\bottomrule") : NULL;
+    const char *top = tex ? strstr(tex, "\\toprule") : NULL;
+    ok(top && mid && bot && top < mid && mid < bot && strstr(tex, "\\begin{tabular}{"),
+       "tex: tabular with toprule, midrule, bottomrule");
+    int trows = 0, amp_ok = 1;
+    for (const char *p = top; p && p < bot; p = strchr(p, '\n')) {
+        p++;
+        const char *e = strstr(p, "\\\\\n");
+        const char *nl = strchr(p, '\n');
+        if (!e || (nl && e > nl) || e > bot) continue;
+        int amps = 0;
+        for (const char *q = p; q < e; q++) amps += *q == '&' && (q == p || q[-1] != '\\');
+        amp_ok &= amps == nh - 1;
+        if (p > mid) trows++;
+    }
+    ok(trows == NKNOWN && amp_ok, "tex: %d body rows (want %d), every row has %d columns", trows, NKNOWN, nh);
+    ok(tex && strstr(tex, "$\\pm$") && strstr(tex, "d\\_model=32") && strstr(tex, "\\caption{"),
+       "tex: ± as $\\pm$, underscores escaped, caption");
+    free(tex);
+
+    /* --by backend pools seeds and configurations of a backend */
+    text = table_text(db, NULL, "backend", "loss,time", RPT_CSV);
+    csv_parse(text ? text : "", &c);
+    int rd = -1;
+    for (int r = 1; r < c.nrow; r++)
+        if (!strcmp(c.f[r][0], "dense")) rd = r;
+    double dl[6] = {known[0].loss[0], known[0].loss[1], known[0].loss[2],
+                    known[1].loss[0], known[1].loss[1], known[1].loss[2]};
+    cl = csv_col(&c, "loss");
+    ok(c.nrow == 3 && c.ncol[0] == 1 + 3 + 3 + 2 + 1 && rd > 0 && cl > 0 && fabs(atof(c.f[rd][cl]) - mean_of(dl, 6)) < 1e-12,
+       "--by backend: two rows, only the chosen measures, dense loss = mean of its 6 trials");
+    csv_free(&c);
+    free(text);
+
+    /* --where filters trials */
+    text = table_text(db, "seq = 256 AND backend = 'routing'", NULL, NULL, RPT_CSV);
+    csv_parse(text ? text : "", &c);
+    ok(c.nrow == 3, "--where seq = 256 AND backend = 'routing': 2 rows (got %d)", c.nrow - 1);
+    csv_free(&c);
+    free(text);
+
+    char err[2048];
+    rpt_db d;
+    ok(rpt_open(&d, db, "nosuchcolumn > 3", err, sizeof err) == -1 && strstr(err, "nosuchcolumn"),
+       "a bad --where is refused with SQLite's message: %s", err);
+    ok(rpt_open(&d, db, "1); DELETE FROM trials; --", err, sizeof err) == -1, "--where cannot smuggle a statement");
+    rpt_table tb;
+    ok(rpt_open(&d, db, NULL, err, sizeof err) == 0, "reopen");
+    rpt_table_opts o = {NULL, "loss,nosuch_metric", RPT_MD};
+    ok(rpt_table_build(&tb, &d, &o, err, sizeof err) == -1 && strstr(err, "nosuch_metric"),
+       "an unknown --metric is refused, naming it");
+    rpt_table_opts o2 = {"bogus_param", NULL, RPT_MD};
+    ok(rpt_table_build(&tb, &d, &o2, err, sizeof err) == -1 && strstr(err, "bogus_param"),
+       "an unknown --by parameter is refused, naming it");
+    rpt_close(&d);
+    char notdb[512];
+    snprintf(notdb, sizeof notdb, "%s/notdb.txt", tmpdir);
+    FILE *f = fopen(notdb, "w");
+    fprintf(f, "hello, not a database\n");
+    fclose(f);
+    ok(rpt_open(&d, notdb, NULL, err, sizeof err) == -1 && strstr(err, "not a routebench"),
+       "a file that is not a database is refused: %s", err);
+}
+
+static void test_power_law(const char *db) {
+    double x[6], y[6], k, c;
+    for (int i = 0; i < 6; i++) x[i] = 100.0 * (1 << i), y[i] = 0.5 * pow(x[i], 1.37);
+    k = c = NAN;
+    int frc = plot_fit_power(x, y, 6, &k, &c);
+    ok(frc == 0 && fabs(k - 1.37) < 1e-9 && fabs(c - 0.5) < 1e-9,
+       "plot_fit_power: exact power law (k %.12f, c %.12f)", k, c);
+    ok(plot_fit_power(x, y, 1, &k, &c) == -1, "plot_fit_power: one point is not a fit");
+
+    char err[2048], out[512];
+    snprintf(out, sizeof out, "%s/power", tmpdir);
+    rpt_db d;
+    if (rpt_open(&d, db, NULL, err, sizeof err)) {
+        ok(0, "open power db: %s", err);
+        return;
+    }
+    plot_opts o;
+    memset(&o, 0, sizeof o);
+    o.out_dir = out, o.format = "png", o.only = "scaling,memory", o.quiet = 1;
+    int n = 0;
+    int rc = plot_all(&d, &o, &n, err, sizeof err);
+    rpt_close(&d);
+    ok(rc == 0 && n == 2, "scaling and memory figures drawn (%s)", rc ? err : "ok");
+    char path[600];
+    snprintf(path, sizeof path, "%s/scaling.gp", out);
+    char *gp = slurp(path, NULL);
+    snprintf(path, sizeof path, "%s/scaling.dat", out);
+    char *dat = slurp(path, NULL);
+    const char *p = gp ? strstr(gp, "dense: ~n^") : NULL, *q = gp ? strstr(gp, "local: ~n^") : NULL;
+    double kd = p ? atof(p + strlen("dense: ~n^")) : NAN, kl = q ? atof(q + strlen("local: ~n^")) : NAN;
+    diag("legend exponents: dense %.4f (law %.2f), local %.4f (law %.2f)", kd, K_DENSE, kl, K_LOCAL);
+    ok(fabs(kd - K_DENSE) < 0.01 && fabs(kl - K_LOCAL) < 0.01, "scaling legend recovers the exponents within 0.01");
+    p = dat ? strstr(dat, "# fit dense: exponent ") : NULL;
+    kd = p ? atof(p + strlen("# fit dense: exponent ")) : NAN;
+    ok(fabs(kd - K_DENSE) < 1e-4, "scaling.dat records the fitted exponent %.6f (law %.2f)", kd, K_DENSE);
+    ok(gp && strstr(gp, "set logscale xy") && strstr(gp, "missing (1): dense n=8192 (failed)"),
+       "log-log axes; the failed length is noted on the figure");
+    free(gp), free(dat);
+    snprintf(path, sizeof path, "%s/memory.gp", out);
+    gp = slurp(path, NULL);
+    p = gp ? strstr(gp, "dense: ~n^") : NULL;
+    kd = p ? atof(p + strlen("dense: ~n^")) : NAN;
+    ok(fabs(kd - 2.0) < 0.01, "memory legend recovers the n^2 of dense activations (%.4f)", kd);
+    free(gp);
+    snprintf(path, sizeof path, "%s/scaling.png", out);
+    ok(is_png(path), "scaling.png is a PNG");
+}
+
+static void test_every_figure(const char *db) {
+    static const char *const fmts[2] = {"png", "svg"};
+    for (int fi = 0; fi < 2; fi++) {
+        char err[2048], out[512];
+        snprintf(out, sizeof out, "%s/figs-%s", tmpdir, fmts[fi]);
+        rpt_db d;
+        if (rpt_open(&d, db, NULL, err, sizeof err)) {
+            ok(0, "open: %s", err);
+            return;
+        }
+        plot_opts o;
+        memset(&o, 0, sizeof o);
+        o.out_dir = out, o.format = fmts[fi], o.quiet = 1;
+        int n = 0;
+        int rc = plot_all(&d, &o, &n, err, sizeof err);
+        rpt_close(&d);
+        ok(rc == 0 && n == PLOT_NFIGURES, "%s: every figure drawn, gnuplot exited 0 (%d of %d%s%s)", fmts[fi], n,
+           PLOT_NFIGURES, rc ? ": " : "", rc ? err : "");
+        for (int i = 0; i < PLOT_NFIGURES; i++) {
+            char img[700], gp[700];
+            snprintf(img, sizeof img, "%s/%s.%s", out, plot_figures[i], fmts[fi]);
+            snprintf(gp, sizeof gp, "%s/%s.gp", out, plot_figures[i]);
+            struct stat sb;
+            ok((fi == 0 ? is_png(img) : is_svg(img)) && stat(gp, &sb) == 0,
+               "%s: %s is a non-empty %s with its script beside it", fmts[fi], plot_figures[i], fmts[fi]);
+        }
+    }
+    /* the script can be rerun as is, from its directory */
+    char dir[512], script[] = "heatmap.gp";
+    snprintf(dir, sizeof dir, "%s/figs-png", tmpdir);
+    char err[512];
+    ok(plot_run_gnuplot(dir, script, err, sizeof err) == 0, "gnuplot heatmap.gp reruns in the output directory");
+    char path[600];
+    snprintf(path, sizeof path, "%s/figs-png/heatmap.gp", tmpdir);
+    char *gp;
+    snprintf(path, sizeof path, "%s/figs-png/heatmap.dat", tmpdir);
+    char *dat = slurp(path, NULL);
+    /* seq=256 is the longest: cells (k=4,w=64) with a loss, (k=8,w=32) failed */
+    ok(dat && strstr(dat, "\"failed\"") && strstr(dat, "1.725"), "heatmap: the failed cell is labelled, the done one "
+                                                                 "holds its mean loss");
+    free(dat);
+    snprintf(path, sizeof path, "%s/figs-png/curves_step.gp", tmpdir);
+    gp = slurp(path, NULL);
+    ok(gp && strstr(gp, "missing (") && strstr(gp, "unsupported") && strstr(gp, "pending"),
+       "curves: configurations without a curve are listed as missing with their status");
+    free(gp);
+    /* pdf: drawn when this gnuplot has pdfcairo, else a clear error */
+    char e2[512];
+    const char *t = plot_terminal("pdf", e2, sizeof e2);
+    ok(t ? !strcmp(t, "pdfcairo") : strstr(e2, "pdf") != NULL, "pdf terminal: %s", t ? t : e2);
+    ok(plot_terminal("gif", e2, sizeof e2) == NULL && strstr(e2, "gif"), "an unknown format is refused: %s", e2);
+    /* a gnuplot that fails is reported */
+    setenv("RB_GNUPLOT", "false", 1);
+    ok(plot_run_gnuplot(dir, script, err, sizeof err) == -1 && strstr(err, "status 1"),
+       "a failing gnuplot is reported: %s", err);
+    unsetenv("RB_GNUPLOT");
+}
+
+static void test_compare(const char *base) {
+    char cur[512], slow[512], noisy[512], broke[512];
+    snprintf(cur, sizeof cur, "%s/same.db", tmpdir);
+    snprintf(slow, sizeof slow, "%s/slow.db", tmpdir);
+    snprintf(noisy, sizeof noisy, "%s/noisy.db", tmpdir);
+    snprintf(broke, sizeof broke, "%s/broke.db", tmpdir);
+    make_known(cur, 1.0, 0);
+    make_known(slow, 1.5, 0);
+    make_known(noisy, 1.05, 0);
+    make_known(broke, 1.0, 1);
+    char *a1[] = {"compare", cur, "--baseline", (char *)base, NULL};
+    int rc = quietly(cmd_compare, 4, a1);
+    ok(rc == 0, "compare: an identical database exits 0 (got %d)", rc);
+    char *a2[] = {"compare", slow, "--baseline", (char *)base, NULL};
+    rc = quietly(cmd_compare, 4, a2);
+    ok(rc == 1, "compare: a 50%% slower configuration exits 1 (got %d)", rc);
+    char path[600];
+    snprintf(path, sizeof path, "%s/cmd.out", tmpdir);
+    char *out = slurp(path, NULL);
+    ok(out && strstr(out, "SLOWER") && strstr(out, "+50.0%") && strstr(out, "1 flagged"),
+       "compare names the slower configuration and its change");
+    free(out);
+    char *a3[] = {"compare", noisy, "--baseline", (char *)base, NULL};
+    rc = quietly(cmd_compare, 4, a3);
+    ok(rc == 0, "compare: 5%% slower is within the default 10%% tolerance (exit %d)", rc);
+    char *a4[] = {"compare", noisy, "--baseline", (char *)base, "--time-rel", "0.01", "--time-abs", "0", NULL};
+    rc = quietly(cmd_compare, 8, a4);
+    ok(rc == 1, "compare: 5%% slower is flagged with --time-rel 0.01 --time-abs 0 (exit %d)", rc);
+    /* G0's median goes from 11 to 16.5 ms: past 5 ms, within 6 ms */
+    char *a5[] = {"compare", slow, "--baseline", (char *)base, "--time-abs", "5", NULL};
+    rc = quietly(cmd_compare, 6, a5);
+    ok(rc == 1, "compare: +5.5 ms is past an absolute tolerance of 5 ms (exit %d)", rc);
+    char *a9[] = {"compare", slow, "--baseline", (char *)base, "--time-abs", "6", NULL};
+    rc = quietly(cmd_compare, 6, a9);
+    ok(rc == 0, "compare: +5.5 ms is within an absolute tolerance of 6 ms although 50%% slower (exit %d)", rc);
+    char *a6[] = {"compare", broke, "--baseline", (char *)base, NULL};
+    rc = quietly(cmd_compare, 4, a6);
+    ok(rc == 1, "compare: a configuration that now fails is flagged (exit %d)", rc);
+    char *a7[] = {"compare", cur, NULL};
+    ok(quietly(cmd_compare, 2, a7) == 2, "compare without --baseline exits 2");
+    char *a8[] = {"compare", cur, "--baseline", "/nonexistent/x.db", NULL};
+    ok(quietly(cmd_compare, 4, a8) == 2, "compare with a missing baseline exits 2");
+}
+
+int main(void) {
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/rb_test_report_XXXXXX");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    char known_db[512], power_db[512];
+    snprintf(known_db, sizeof known_db, "%s/known.db", tmpdir);
+    snprintf(power_db, sizeof power_db, "%s/power.db", tmpdir);
+    make_known(known_db, 1.0, 0);
+    make_power(power_db);
+    test_tables(known_db);
+    test_power_law(power_db);
+    test_every_figure(known_db);
+    test_compare(known_db);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (getenv("RB_KEEP_TMP")) diag("kept %s", tmpdir);
+    else if (system(cmd) != 0) diag("could not remove %s", tmpdir);
+    return tap_done();
+}

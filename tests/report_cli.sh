@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# report_cli.sh: report, plot and compare end to end on databases written by
+# `routebench run` itself: a tiny attention sweep (dense, local, routing over
+# lengths, windows and clusters, two seeds) and a tiny training sweep (copy
+# task, evaluation every few steps). Checks: every figure is a PNG (by its
+# signature) and an SVG with its .gp and .dat beside it, --dumb draws in the
+# terminal, every table format prints one row per configuration, CSV rows
+# have the header's field count, compare exits 0 on the same database and 1
+# after a step time is made 50% slower in a copy (sqlite3), bad input exits 2.
+set -u
+RB=${RB:-build/routebench}
+n=0; fail=0
+ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+
+png_sig() { [ -s "$1" ] && [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]; }
+
+cat >"$tmp/attn.yaml" <<'EOF'
+name: report-attn
+kind: bench
+bench: attn
+repeat: 2
+timing: {runs: 2, warmup: 1}
+params: {heads: 1, head_dim: 16}
+sweep:
+  backend: [dense, local, routing]
+  seq: [64, 128, 256]
+  window: [16, 32]
+  clusters: [2, 4]
+EOF
+cat >"$tmp/train.yaml" <<'EOF'
+name: report-train
+kind: train
+params: {d_model: 16, layers: 1, heads: 2, batch: 2, steps: 12, eval_every: 4, eval_batches: 1, task: copy, copy_vocab: 8}
+sweep:
+  backend: [dense, local, routing]
+  seq: [32, 64]
+  window: [8, 16]
+  clusters: [2, 4]
+EOF
+
+$RB run "$tmp/attn.yaml" --db "$tmp/attn.db" --threads 1 --no-sgemm --quiet >"$tmp/o" 2>&1; rc=$?
+[ $rc = 0 ] || [ $rc = 1 ]; ok $? "routebench run wrote the attention sweep (exit $rc)"
+$RB run "$tmp/train.yaml" --db "$tmp/train.db" --threads 1 --no-sgemm --quiet >"$tmp/o" 2>&1; rc=$?
+[ $rc = 0 ] || [ $rc = 1 ]; ok $? "routebench run wrote the training sweep (exit $rc; failed trials are allowed and shown)"
+nconf_attn=$(sqlite3 "$tmp/attn.db" "SELECT count(DISTINCT key) FROM trials")
+nconf_train=$(sqlite3 "$tmp/train.db" "SELECT count(DISTINCT key) FROM trials")
+
+for db in attn train; do
+  $RB plot "$tmp/$db.db" --out "$tmp/png-$db" >"$tmp/o" 2>&1; rc=$?
+  ok $rc "plot $db: gnuplot exits 0 for every figure ($(tail -n 1 "$tmp/o"))"
+  for f in scaling memory curves_step curves_time heatmap tradeoff; do
+    png_sig "$tmp/png-$db/$f.png" && [ -s "$tmp/png-$db/$f.gp" ]; ok $? "$db: $f.png is a PNG, $f.gp beside it"
+  done
+done
+# SVG once, on the database where every figure has data (test_report covers SVG on another)
+$RB plot "$tmp/train.db" --out "$tmp/svg-train" --format svg --quiet >"$tmp/o" 2>&1; rc=$?
+ok $rc "plot train --format svg"
+for f in scaling memory curves_step curves_time heatmap tradeoff; do
+  [ -s "$tmp/svg-train/$f.svg" ] && grep -q "<svg" "$tmp/svg-train/$f.svg"; ok $? "train: $f.svg is an SVG"
+done
+# the data the figures need: scaling lines with an exponent, training curves
+grep -q '~n^' "$tmp/png-attn/scaling.gp"; ok $? "attn scaling legend carries fitted exponents"
+grep -Eq '^[0-9]+	' "$tmp/png-train/curves.dat"; ok $? "train curves.dat holds evaluation points"
+# a user reruns an edited script
+( cd "$tmp/png-attn" && sed -i 's/^set grid.*/set grid/' scaling.gp && rm -f scaling.png && gnuplot scaling.gp ) >"$tmp/o" 2>&1
+png_sig "$tmp/png-attn/scaling.png"; ok $? "an edited scaling.gp reruns with gnuplot in its directory"
+
+$RB plot "$tmp/attn.db" --out "$tmp/dumb" --dumb --only scaling >"$tmp/d" 2>&1; rc=$?
+[ $rc = 0 ] && grep -q "sequence length" "$tmp/d" && [ "$(wc -l <"$tmp/d")" -gt 20 ]; ok $? "--dumb draws in the terminal (exit $rc)"
+
+# tables: one row per configuration in every format
+for db in attn train; do
+  n_conf=$([ $db = attn ] && echo "$nconf_attn" || echo "$nconf_train")
+  $RB report "$tmp/$db.db" >"$tmp/md" 2>&1; rc=$?
+  rows=$(grep -c '^| ' "$tmp/md")
+  [ $rc = 0 ] && [ "$rows" = $((n_conf + 1)) ]; ok $? "report $db md: $rows table lines = header + $n_conf configurations"
+  $RB report "$tmp/$db.db" --format csv >"$tmp/csv" 2>&1; rc=$?
+  lines=$(wc -l <"$tmp/csv")
+  fields=$(awk -F, 'NR==1{n=NF} NR>1 && $0 !~ /"/ && NF!=n{bad=1} END{print bad+0}' "$tmp/csv")
+  [ $rc = 0 ] && [ "$lines" = $((n_conf + 1)) ] && [ "$fields" = 0 ]; ok $? "report $db csv: $lines lines, every unquoted row has the header's fields"
+  $RB report "$tmp/$db.db" --format tex >"$tmp/tex" 2>&1; rc=$?
+  body=$(sed -n '/\\midrule/,/\\bottomrule/p' "$tmp/tex" | grep -c '\\\\$')
+  [ $rc = 0 ] && [ "$body" = "$n_conf" ] && grep -q toprule "$tmp/tex"; ok $? "report $db tex: $body body rows"
+done
+$RB report "$tmp/attn.db" --by backend --metric time,fwd_ms >"$tmp/md" 2>&1; rc=$?
+[ $rc = 0 ] && [ "$(grep -c '^| ' "$tmp/md")" = 4 ]; ok $? "report --by backend: one row per backend"
+$RB report "$tmp/attn.db" --where "backend = 'dense'" --format csv >"$tmp/csv" 2>&1; rc=$?
+[ $rc = 0 ] && [ "$(wc -l <"$tmp/csv")" = 4 ]; ok $? "report --where: only dense (3 lengths)"
+
+# compare: the same database passes, an injected regression fails
+$RB compare "$tmp/attn.db" --baseline "$tmp/attn.db" >"$tmp/o" 2>&1; rc=$?
+[ $rc = 0 ]; ok $? "compare against itself exits 0 (got $rc)"
+cp "$tmp/attn.db" "$tmp/slow.db"
+sqlite3 "$tmp/slow.db" "UPDATE metrics SET value = value * 1.5 + 1 WHERE name = 'fwdbwd_ms' AND step IS NULL
+  AND trial_id IN (SELECT id FROM trials WHERE name = 'local-s128-w16')"
+$RB compare "$tmp/slow.db" --baseline "$tmp/attn.db" >"$tmp/o" 2>&1; rc=$?
+[ $rc = 1 ] && grep -q SLOWER "$tmp/o"; ok $? "compare exits 1 on an injected 50% slowdown (got $rc)"
+$RB compare "$tmp/slow.db" --baseline "$tmp/attn.db" --time-abs 2 >"$tmp/o" 2>&1; rc=$?
+[ $rc = 0 ]; ok $? "compare exits 0 when the absolute tolerance covers it (got $rc)"
+
+# bad input: exit 2 with a message
+for args in "report" "report $tmp/nope.db" "report $tmp/attn.db --format xls" "report $tmp/attn.db --metric bogus" \
+            "plot $tmp/attn.db --format gif" "plot $tmp/attn.db --only bogus" "compare $tmp/attn.db" \
+            "report $tmp/attn.yaml"; do
+  $RB $args >"$tmp/o" 2>&1; rc=$?
+  [ $rc = 2 ] && [ -s "$tmp/o" ]; ok $? "'${args#"$tmp/"}' exits 2 with a message (got $rc)"
+done
+RB_GNUPLOT=/nonexistent/gnuplot $RB plot "$tmp/attn.db" --out "$tmp/x" >"$tmp/o" 2>&1; rc=$?
+[ $rc = 2 ] && grep -q gnuplot "$tmp/o"; ok $? "a missing gnuplot is reported (exit $rc)"
+
+echo "1..$n"
+exit $fail

@@ -12,15 +12,17 @@
 #include "threads.h"
 
 int cmd_backends(int argc, char **argv) {
-    int verbose = argc > 1 && (strcmp(argv[1], "-v") == 0 || strcmp(argv[1], "--verbose") == 0);
-    if (argc > 1 && !verbose) {
-        fprintf(stderr, "usage: routebench backends [-v]\n");
+    int names_only = argc > 1 && (strcmp(argv[1], "-q") == 0 || strcmp(argv[1], "--names") == 0);
+    if (argc > 2 || (argc > 1 && !names_only)) {
+        fprintf(stderr, "usage: routebench backends [--names]\n"
+                        "One registered attention backend per line with a short description;\n"
+                        "--names (-q) prints the names alone.\n");
         return 2;
     }
     for (int i = 0; i < attn_count(); i++) {
         const attn_backend *be = attn_get(i);
-        if (verbose) printf("%-12s %s\n", be->name, be->description);
-        else printf("%s\n", be->name);
+        if (names_only) printf("%s\n", be->name);
+        else printf("%-12s %s\n", be->name, be->description);
     }
     return 0;
 }

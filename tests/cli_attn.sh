@@ -8,7 +8,8 @@ n=0; fail=0
 ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
-$RB backends >"$tmp/b" 2>&1; ok $? "backends lists"
+$RB backends --names >"$tmp/b" 2>&1; ok $? "backends --names lists"
+$RB backends | grep -Eq "^dense +[A-Za-z]"; ok $? "backends prints a description beside each name"
 grep -qx dense "$tmp/b"; ok $? "dense is registered"
 grep -qx dense-naive "$tmp/b"; ok $? "dense-naive is registered"
 
@@ -36,7 +37,7 @@ done
 $RB sysinfo --json --threads 1 >"$tmp/s" 2>&1; ok $? "sysinfo --json runs"
 grep -Eq '"sgemm_gflops": [0-9.]+[1-9]' "$tmp/s"; ok $? "sysinfo reports a positive sgemm rate"
 
-for be in $($RB backends); do
+for be in $($RB backends --names); do
   for causal in "" "--no-causal"; do
     $RB attn --check --json --backend "$be" --seq 70 --heads 2 --head-dim 16 $causal >"$tmp/c" 2>&1; rc=$?
     [ $rc = 0 ] && grep -q '"pass": true' "$tmp/c"; ok $? "attn --check $be seq 70 $causal: $(tr -d '\n' <"$tmp/c" | head -c 200)"

@@ -69,7 +69,7 @@ EOF
 done
 
 # 2. Every backend's --save output reads with np.load and matches its manifest.
-for be in $($RB backends); do
+for be in $($RB backends --names); do
   d="$tmp/save-$be"
   $RB attn --backend "$be" --seq 64 --heads 2 --head-dim 16 --batch 2 --seed 3 --save "$d" >"$tmp/o" 2>&1
   ok $? "$be: attn --save runs: $(head -c 200 "$tmp/o")"
@@ -143,7 +143,7 @@ for b in range(B):
 print(f"{heads} routed heads, {'shared' if shared else 'separate'} keys, worst relative error of out and dv {worst:.3g}")
 sys.exit(0 if heads > 0 and worst < 1e-5 else 1)
 EOF
-for be in $($RB backends); do
+for be in $($RB backends --names); do
   [ -e "$tmp/save-$be/members.npy" ] || continue
   msg=$("$PY" "$tmp/routed.py" "$tmp/save-$be" 2>&1 | tail -c 300)
   ok $? "$be (causal): out and dv rebuilt in NumPy from q, k, v, dout and members.npy: $msg"

@@ -515,6 +515,25 @@ int main(void) {
     };
     for (size_t i = 0; i < sizeof grads / sizeof grads[0]; i++) test_grad(grads[i]);
 
+    /* every query sees one key only (singleton clusters): dq must be exactly 0 */
+    {
+        cfg c = {1, 2, 7, 4, 0, 7, 1, 1, ATTN_ASSIGN_TOPK, ATTN_NORM_L2, 0};
+        attn_params p;
+        attn *a = make(c, &p);
+        size_t N = (size_t)c.B * c.H * c.n * c.d;
+        rb_rng r;
+        rb_rng_seed(&r, 4);
+        float *q = randv(N, &r, 1), *v = randv(N, &r, 1), *g = randv(N, &r, 1), *o = mallocCheck(N * 4);
+        float *dq = mallocCheck(N * 4), *dk = mallocCheck(N * 4), *dv = mallocCheck(N * 4);
+        BE->forward(a, o, q, q, v, ATTN_TRAIN);
+        BE->backward(a, dq, dk, dv, g, q, q, v, o);
+        double m = 0;
+        for (size_t i = 0; i < N; i++) m = fmax(m, fabs(dq[i]));
+        ok(m == 0.0, "a query with a single visible key gets exactly zero dq (max %.3g)", m);
+        free(q), free(v), free(g), free(o), free(dq), free(dk), free(dv);
+        BE->destroy(a);
+    }
+
     cfg dense[] = {
         {2, 2, 33, 8, 1, 1, 33, 0, ATTN_ASSIGN_TOPK, ATTN_NORM_L2, 0},
         {1, 3, 33, 8, 0, 1, 33, -1, ATTN_ASSIGN_TOPK, ATTN_NORM_L2, 0},

@@ -598,7 +598,13 @@ static void rt_cluster_backward(routing *R, int bh, int c, const float *dout, co
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, Lmax, d, 1.0f, dOt, d, W->Vc, d, 0.0f, dS,
                     Lmax);
         for (int rr = 0; rr < rows; rr++) {
-            float *p = P + (size_t)rr * Lmax, *g = dS + (size_t)rr * Lmax, Dr = W->D[r0 + rr];
+            int r = r0 + rr, Lr = W->L[r];
+            float *p = P + (size_t)rr * Lmax, *g = dS + (size_t)rr * Lmax, Dr = W->D[r];
+            if (Lr - rt_self_masked(R->shared, r, Lr) <= 1) {
+                /* a softmax over one key is constant: exactly zero, not rounding noise */
+                memset(g, 0, (size_t)Lmax * sizeof(float));
+                continue;
+            }
             for (int j = 0; j < Lmax; j++) g[j] = p[j] * (g[j] - Dr) * R->scale;
         }
         /* dQ = dS K; dK += dS^T Q */

@@ -188,12 +188,9 @@ static int open_impl(rb_store **out, const char *path, int flags, int writable, 
     int rc = sqlite3_open_v2(path, &s->db, flags, NULL);
     if (rc != SQLITE_OK) {
         int e = errno;
-        rb_fail(err, errlen, "%s: cannot open the database: %s%s%s", path, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc),
-                e ? " (" : "", e ? strerror(e) : "");
-        if (e) {
-            size_t l = strlen(err);
-            if (l + 2 < errlen) strcat(err, ")");
-        }
+        rb_fail(err, errlen, "%s: cannot open the database: %s%s%s%s; check that the directory exists and is writable",
+                path, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc), e ? " (" : "", e ? strerror(e) : "",
+                e ? ")" : "");
         sqlite3_close(s->db);
         free(s);
         return -1;

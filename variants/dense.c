@@ -18,14 +18,23 @@
 #include "threads.h"
 #include "vexp.h"
 
-/* Query rows per block and keys per tile. 128 x 256 keeps a thread's S tile
- * (128 KiB) plus its output accumulator within L2; tuned on the calibration
- * machine (see the report). Overridable at build time for tuning. */
+/* Query rows per block and keys per tile. A 256 x 256 score tile (256 KiB)
+ * and the block's output accumulator stay in L2; bigger query blocks pack
+ * each K and V tile for more rows. Measured on the 2-core development VM
+ * (per CPU-second, forward at seq 4096): 128..512 x 128..512 all within a few
+ * per cent of each other, 256 x 256 among the best. Overridable at build time. */
 #ifndef DENSE_BQ
-#define DENSE_BQ 128
+#define DENSE_BQ 256
 #endif
 #ifndef DENSE_BK
 #define DENSE_BK 256
+#endif
+/* Rows per sub-block on the causal diagonal: the key tile that crosses the
+ * diagonal is done in row slices that stop at their last visible key, so
+ * about DENSE_SUB/DENSE_BQ of the masked triangle is computed instead of all
+ * of it (6% of the work at seq 4096 with 256-row blocks). */
+#ifndef DENSE_SUB
+#define DENSE_SUB 64
 #endif
 
 extern const attn_backend attn_backend_dense;
@@ -165,11 +174,49 @@ static inline void dense_scale_row(float *y, float s, int n) {
     for (; i < n; i++) y[i] *= s;
 }
 
+/* One tile of the online softmax: query rows [i0, i0+ni) of the block (at
+ * sequence positions qpos..qpos+ni) against keys [k0, k0+nk). Updates those
+ * rows' running max m, denominator l and unnormalised output o. q: (ni, d)
+ * rows of the tile; k, v: (n, d) of the head. */
+static void dense_forward_tile(dense_ws *w, const float *q, const float *k, const float *v, int i0, int ni, int qpos,
+                               int k0, int nk, int d, int causal, float scale) {
+    float *s = w->s, *o = w->o + (size_t)i0 * d, *m = w->m + i0;
+    double *l = w->l + i0;
+    /* S = Q K^T * scale: (ni, nk) with leading dimension nk */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ni, nk, d, scale, q, d, k + (size_t)k0 * d, d, 0.0f, s, nk);
+    for (int i = 0; i < ni; i++) {
+        float *srow = s + (size_t)i * nk;
+        /* causal: position qpos+i sees keys <= qpos+i, i.e. columns < qpos+i-k0+1 */
+        int nv = causal ? RB_MIN(nk, qpos + i - k0 + 1) : nk;
+        if (nv <= 0) {
+            memset(srow, 0, sizeof(float) * (size_t)nk);
+            continue;
+        }
+        float mx = rb_vmax(srow, nv);
+        float mnew = mx > m[i] ? mx : m[i];
+        double sum = rb_vexp_shift_sum(srow, srow, mnew, nv);
+        if (nv < nk) memset(srow + nv, 0, sizeof(float) * (size_t)(nk - nv));
+        if (mnew != m[i]) {
+            /* the running max moved: rescale what was accumulated so far
+             * (nothing yet while m is -inf: o is zero and l is 0) */
+            if (m[i] != -INFINITY) {
+                float alpha = rb_expf(m[i] - mnew);
+                l[i] *= alpha;
+                dense_scale_row(o + (size_t)i * d, alpha, d);
+            }
+            m[i] = mnew;
+        }
+        l[i] += sum;
+    }
+    /* O += P V */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, d, nk, 1.0f, s, nk, v + (size_t)k0 * d, d, 1.0f, o, d);
+}
+
 /* One block of query rows [q0, q0+nq) of one head against all its visible
  * keys. out, q: (nq, d) slices; k, v: (n, d) of the head; lse: (nq). */
 static void dense_forward_block(float *out, float *lse, const float *q, const float *k, const float *v, dense_ws *w,
                                 int q0, int nq, int n, int d, int causal, float scale) {
-    float *s = w->s, *o = w->o, *m = w->m;
+    float *o = w->o, *m = w->m;
     double *l = w->l;
     for (int i = 0; i < nq; i++) {
         m[i] = -INFINITY;
@@ -179,33 +226,17 @@ static void dense_forward_block(float *out, float *lse, const float *q, const fl
     int kend = causal ? q0 + nq : n; /* keys this block can see: [0, kend) */
     for (int k0 = 0; k0 < kend; k0 += DENSE_BK) {
         int nk = RB_MIN(DENSE_BK, kend - k0);
-        /* S = Q K^T * scale: (nq, nk) with leading dimension nk */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, d, scale, q, d, k + (size_t)k0 * d, d, 0.0f, s,
-                    nk);
-        for (int i = 0; i < nq; i++) {
-            float *srow = s + (size_t)i * nk;
-            /* causal: row q0+i sees keys <= q0+i, i.e. columns < q0+i-k0+1 */
-            int nv = causal ? RB_MIN(nk, q0 + i - k0 + 1) : nk;
-            if (nv <= 0) {
-                memset(srow, 0, sizeof(float) * (size_t)nk);
-                continue;
-            }
-            float mx = rb_vmax(srow, nv);
-            float mnew = mx > m[i] ? mx : m[i];
-            double sum = rb_vexp_shift_sum(srow, srow, mnew, nv);
-            if (nv < nk) memset(srow + nv, 0, sizeof(float) * (size_t)(nk - nv));
-            if (mnew != m[i]) {
-                /* the running max moved: rescale what was accumulated so far */
-                float alpha = rb_expf(m[i] - mnew); /* 0 on the first tile (m = -inf) */
-                l[i] *= alpha;
-                if (k0 > 0) dense_scale_row(o + (size_t)i * d, alpha, d);
-                m[i] = mnew;
-            }
-            l[i] += sum;
+        if (!causal || k0 + nk <= q0 + 1) {
+            /* every row sees every key of the tile */
+            dense_forward_tile(w, q, k, v, 0, nq, q0, k0, nk, d, causal, scale);
+            continue;
         }
-        /* O += P V */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, d, nk, 1.0f, s, nk, v + (size_t)k0 * d, d, 1.0f, o,
-                    d);
+        for (int i0 = 0; i0 < nq; i0 += DENSE_SUB) {
+            int ni = RB_MIN(DENSE_SUB, nq - i0);
+            int nki = RB_MIN(nk, q0 + i0 + ni - k0); /* keys up to the slice's last row */
+            if (nki <= 0) continue;
+            dense_forward_tile(w, q + (size_t)i0 * d, k, v, i0, ni, q0 + i0, k0, nki, d, causal, scale);
+        }
     }
     for (int i = 0; i < nq; i++) {
         float inv = (float)(1.0 / l[i]);
@@ -245,51 +276,70 @@ static void dense_forward(attn *a, float *out, const float *q, const float *k, c
     rb_par_end();
 }
 
+/* Query rows [q0, q0+nq) against keys [k0, k0+nk) of one head (positions
+ * in the sequence; causal masking by position). Adds this pair of tiles'
+ * share into dK, dV rows [k0, k0+nk) and dqacc rows [q0, q0+nq). All
+ * arrays are the head's: (n, d), lse and dd (n). */
+static void dense_backward_pair(float *dqacc, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                                const float *v, const float *lse, const float *dd, dense_ws *w, int q0, int nq, int k0,
+                                int nk, int d, int causal, float scale) {
+    float *s = w->s, *dp = w->dp;
+    const float *qb = q + (size_t)q0 * d, *dob = dout + (size_t)q0 * d;
+    const float *kt = k + (size_t)k0 * d, *vt = v + (size_t)k0 * d;
+    /* S = Q K^T * scale; dP = dO V^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, d, scale, qb, d, kt, d, 0.0f, s, nk);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, d, 1.0f, dob, d, vt, d, 0.0f, dp, nk);
+    /* P = exp(S - lse); dS = P * (dP - D); zero where masked */
+    for (int i = 0; i < nq; i++) {
+        float *srow = s + (size_t)i * nk, *dprow = dp + (size_t)i * nk;
+        int nv = causal ? RB_MIN(nk, q0 + i - k0 + 1) : nk;
+        if (nv < 0) nv = 0;
+        float li = lse[q0 + i], di = dd[q0 + i];
+        int j = 0;
+#ifdef __AVX2__
+        __m256 vl = _mm256_set1_ps(li), vd = _mm256_set1_ps(di);
+        for (; j + 8 <= nv; j += 8) {
+            __m256 pj = rb_exp256(_mm256_sub_ps(_mm256_loadu_ps(srow + j), vl));
+            _mm256_storeu_ps(srow + j, pj);
+            _mm256_storeu_ps(dprow + j, _mm256_mul_ps(pj, _mm256_sub_ps(_mm256_loadu_ps(dprow + j), vd)));
+        }
+#endif
+        for (; j < nv; j++) {
+            float pj = rb_expf(srow[j] - li);
+            srow[j] = pj;
+            dprow[j] = pj * (dprow[j] - di);
+        }
+        for (; j < nk; j++) srow[j] = dprow[j] = 0.0f;
+    }
+    /* dV += P^T dO; dK += dS^T Q * scale; dQ += dS K * scale */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, d, nq, 1.0f, s, nk, dob, d, 1.0f, dv + (size_t)k0 * d, d);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, d, nq, scale, dp, nk, qb, d, 1.0f, dk + (size_t)k0 * d, d);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, d, nk, scale, dp, nk, kt, d, 1.0f,
+                dqacc + (size_t)q0 * d, d);
+}
+
 /* One key tile [k0, k0+nk) of one head against every query block that sees
  * it: accumulates dK, dV of the tile (owned by the caller) and adds this
  * tile's share of dQ into dqacc (n, d). All pointers are the head's (n, d)
- * arrays; lse, dd: (n). */
+ * arrays; lse, dd: (n). Query blocks crossing the causal diagonal go in
+ * DENSE_SUB-row slices that stop at their last visible key, as in forward. */
 static void dense_backward_tile(float *dqacc, float *dk, float *dv, const float *dout, const float *q, const float *k,
                                 const float *v, const float *lse, const float *dd, dense_ws *w, int k0, int nk, int n,
                                 int d, int causal, float scale) {
-    float *s = w->s, *dp = w->dp;
-    float *dkt = dk + (size_t)k0 * d, *dvt = dv + (size_t)k0 * d;
-    const float *kt = k + (size_t)k0 * d, *vt = v + (size_t)k0 * d;
     /* causal: queries before k0 see none of the tile */
     int qstart = causal ? (k0 / DENSE_BQ) * DENSE_BQ : 0;
     for (int q0 = qstart; q0 < n; q0 += DENSE_BQ) {
         int nq = RB_MIN(DENSE_BQ, n - q0);
-        const float *qb = q + (size_t)q0 * d, *dob = dout + (size_t)q0 * d;
-        /* S = Q K^T * scale; P = exp(S - lse) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, d, scale, qb, d, kt, d, 0.0f, s, nk);
-        /* dP = dO V^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, d, 1.0f, dob, d, vt, d, 0.0f, dp, nk);
-        for (int i = 0; i < nq; i++) {
-            float *srow = s + (size_t)i * nk, *dprow = dp + (size_t)i * nk;
-            int nv = causal ? RB_MIN(nk, q0 + i - k0 + 1) : nk;
-            if (nv < 0) nv = 0;
-            float li = lse[q0 + i], di = dd[q0 + i];
-            int j = 0;
-#ifdef __AVX2__
-            __m256 vl = _mm256_set1_ps(li), vd = _mm256_set1_ps(di);
-            for (; j + 8 <= nv; j += 8) {
-                __m256 pj = rb_exp256(_mm256_sub_ps(_mm256_loadu_ps(srow + j), vl));
-                _mm256_storeu_ps(srow + j, pj);
-                _mm256_storeu_ps(dprow + j, _mm256_mul_ps(pj, _mm256_sub_ps(_mm256_loadu_ps(dprow + j), vd)));
-            }
-#endif
-            for (; j < nv; j++) {
-                float pj = rb_expf(srow[j] - li);
-                srow[j] = pj;
-                dprow[j] = pj * (dprow[j] - di);
-            }
-            for (; j < nk; j++) srow[j] = dprow[j] = 0.0f;
+        if (!causal || q0 >= k0 + nk - 1) {
+            dense_backward_pair(dqacc, dk, dv, dout, q, k, v, lse, dd, w, q0, nq, k0, nk, d, causal, scale);
+            continue;
         }
-        /* dV += P^T dO; dK += dS^T Q * scale; dQ += dS K * scale */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, d, nq, 1.0f, s, nk, dob, d, 1.0f, dvt, d);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, d, nq, scale, dp, nk, qb, d, 1.0f, dkt, d);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, d, nk, scale, dp, nk, kt, d, 1.0f,
-                    dqacc + (size_t)q0 * d, d);
+        for (int r0 = q0; r0 < q0 + nq; r0 += DENSE_SUB) {
+            int ni = RB_MIN(DENSE_SUB, q0 + nq - r0);
+            int nki = RB_MIN(nk, r0 + ni - k0); /* keys up to the slice's last row */
+            if (nki <= 0) continue;
+            dense_backward_pair(dqacc, dk, dv, dout, q, k, v, lse, dd, w, r0, ni, k0, nki, d, causal, scale);
+        }
     }
 }
 
@@ -336,9 +386,10 @@ static void dense_backward(attn *a, float *dq, float *dk, float *dv, const float
         return;
     }
     /* Fewer heads than threads: split each head's key tiles across threads
-     * (static, interleaved for causal balance, so the split depends only on
-     * the thread count); each thread adds its dQ share into its own buffer
-     * and the buffers are summed in thread order. */
+     * (static, so the split depends only on the thread count; dealt out
+     * back and forth, 0 1 1 0 0 1 ..., because causal tiles near the start
+     * see the most queries); each thread adds its dQ share into its own
+     * buffer and the buffers are summed in thread order. */
     for (long bh = 0; bh < bh_count; bh++) {
         size_t off = (size_t)bh * hs;
         int used = 0;
@@ -350,7 +401,9 @@ static void dense_backward(attn *a, float *dq, float *dk, float *dv, const float
 #pragma omp single
             used = nt;
             memset(w->dq, 0, hs * sizeof(float));
-            for (int kb = tid; kb < nkb; kb += nt) {
+            for (int kb = 0; kb < nkb; kb++) {
+                int round = kb / nt, slot = kb % nt;
+                if ((round % 2 == 0 ? slot : nt - 1 - slot) != tid) continue;
                 int k0 = kb * DENSE_BK, nk = RB_MIN(DENSE_BK, n - k0);
                 dense_backward_tile(w->dq, dk + off, dv + off, dout + off, q + off, k + off, v + off,
                                     da->lse + (size_t)bh * n, da->dd + (size_t)bh * n, w, k0, nk, n, d, causal, scale);

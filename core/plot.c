@@ -660,7 +660,7 @@ static int fig_heatmap(const fig *f, char *err, size_t errlen) {
             nval++;
             char lab[64];
             if (!strcmp(meas, "sgemm")) snprintf(lab, sizeof lab, "%.1f%%", 100 * v);
-            else snprintf(lab, sizeof lab, "%.4g", v);
+            else snprintf(lab, sizeof lab, "%.5g", v);
             char qx[200], qy[200];
             dq(qx, sizeof qx, xv[i]), dq(qy, sizeof qy, yv[j]);
             fprintf(dat, "%d\t%d\t%.17g\t\"%s\"\t\"%s\"\t\"%s\"\n", i, j, v, lab, qx, qy);

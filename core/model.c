@@ -489,3 +489,17 @@ int model_stats(const model *m, char names[][48], double *values, int max) {
     for (int j = 0; j < n; j++) values[j] /= counts[j];
     return n;
 }
+
+attn *model_layer_attn(model *m, int l) {
+    assert(l >= 0 && l < m->L);
+    return m->att[l];
+}
+
+void model_layer_qkv(const model *m, int l, const float **q, const float **k, const float **v) {
+    assert(l >= 0 && l < m->L);
+    size_t BTC = (size_t)m->B * m->T * m->C;
+    const float *base = m->qkvh + (size_t)l * 3 * BTC;
+    if (q) *q = base;
+    if (k) *k = base + BTC;
+    if (v) *v = base + 2 * BTC;
+}

@@ -107,4 +107,10 @@ int model_stats(const model *m, char names[][48], double *values, int max);
 /* Bytes held by all attention instances. */
 size_t model_attn_bytes(const model *m);
 
+/* For the attention analysis (core/analyze.c): layer l's attention instance,
+ * and the q, k, v (B,H,T,D) the model gave it in the last forward (valid
+ * until the next forward). */
+attn *model_layer_attn(model *m, int l);
+void model_layer_qkv(const model *m, int l, const float **q, const float **k, const float **v);
+
 #endif

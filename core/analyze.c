@@ -226,6 +226,8 @@ int analyze_layer(analyze_acc *acc, int l, attn *a, const float *q, const float 
     int *kinds = acc->kinds + (size_t)l * H;
     analyze_head_kinds(a, kinds);
     acc->analysed[l] = 1;
+    acc->layer_p[l] = a->p;
+    acc->layer_backend[l] = a->be->name;
     long call = acc->stat_batches[l];
     add_stats(acc, l, a); /* the model's pass; before our passes replace the instance's state */
 

@@ -95,6 +95,8 @@ typedef struct {
     int L, H;
     int *kinds;                       /* (L,H) */
     int *analysed;                    /* (L) layers that have been given data */
+    attn_params layer_p[TRAIN_MAX_LAYERS];        /* each layer's resolved parameters */
+    const char *layer_backend[TRAIN_MAX_LAYERS];  /* and its backend's name */
     /* per (l,h) sums over routed rows and their counts */
     double *ent_sum, *kept_sum, *rand_sum; /* (L,H) */
     double *rows, *unrouted;          /* (L,H) counts */

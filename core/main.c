@@ -23,6 +23,7 @@ static const command commands[] = {
     {"compare", cmd_compare, "compare a results database with a baseline; exit 1 on a regression"},
     {"export", cmd_export, "write a checkpoint's parameters as .npy files (for NumPy/PyTorch)"},
     {"import", cmd_import, "make a checkpoint from .npy parameter files"},
+    {"analyze", cmd_analyze, "what a checkpoint's attention heads do: entropy, kept dense mass, JSD table"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# analyze_cli.sh: `routebench analyze` end to end: a tiny hybrid model
+# trained on the copy task and saved, analysed from the checkpoint with --db;
+# checks: the JSD table and kept-mass table are printed, the database holds
+# one done trial of kind analyze whose metrics include the per-head, per-layer
+# and overall names and whose JSD values lie in [0, ln 2] and kept masses in
+# [0, 1]; a rerun replaces the trial instead of adding one; other
+# configuration flags, a missing checkpoint, a bad --split and a database of
+# another experiment exit 2.
+set -u
+RB=${RB:-build/routebench}
+n=0; fail=0
+ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+if ! command -v sqlite3 >/dev/null; then echo "1..0 # SKIP sqlite3 not installed"; exit 0; fi
+
+cfg=(--task copy --backend hybrid --d-model 32 --layers 2 --heads 4 --seq 32 --batch 2)
+"$RB" train "${cfg[@]}" --steps 5 --save "$tmp/ck" >"$tmp/train.out" 2>&1
+ok $? "train a tiny hybrid model and save it"
+
+"$RB" analyze "$tmp/ck" "${cfg[@]}" --batches 2 --db "$tmp/a.db" >"$tmp/an.out" 2>&1
+ok $? "analyze CHECKPOINT --db exits 0"
+grep -q "local_local" "$tmp/an.out" && grep -q "local_routing" "$tmp/an.out" && grep -q "routing_routing" "$tmp/an.out"
+ok $? "the JSD table names its three groups"
+grep -q "Kept dense mass against the random floor" "$tmp/an.out"
+ok $? "the kept-mass table is printed"
+
+q() { sqlite3 "$tmp/a.db" "$1"; }
+[ "$(q "select count(*) from trials where kind = 'analyze' and status = 'done'")" = 1 ]
+ok $? "one done trial of kind analyze"
+missing=0
+for m in analyze.L0.H0.entropy analyze.L1.H3.kept_mass analyze.L1.H3.random_mass analyze.L0.kept_mass.local \
+         analyze.L0.jsd.local_routing analyze.jsd.routing_routing analyze.kept_mass.routing \
+         analyze.random_mass.routing analyze.L0.kmeans_objective analyze.L0.unrouted_share analyze.eval_loss; do
+    [ "$(q "select count(*) from metrics where name = '$m' and step is null")" = 1 ] || { echo "# missing $m"; missing=1; }
+done
+ok $missing "per-head, per-layer, overall and backend-statistic metrics are in the database"
+[ "$(q "select count(*) from metrics where name like 'analyze.%jsd.%' and name not like '%.std' and (value < 0 or value > 0.6932)")" = 0 ] &&
+[ "$(q "select count(*) from metrics where name like 'analyze.%jsd.%' and name not like '%.std'")" -gt 0 ]
+ok $? "every JSD lies in [0, ln 2]"
+[ "$(q "select count(*) from metrics where (name like '%kept_mass%' or name like '%random_mass%') and (value < 0 or value > 1.000001)")" = 0 ]
+ok $? "every kept / random mass lies in [0, 1]"
+
+"$RB" analyze "$tmp/ck" "${cfg[@]}" --batches 2 --db "$tmp/a.db" >/dev/null 2>&1
+[ $? = 0 ] && [ "$(q "select count(*) from trials")" = 1 ] && [ "$(q "select count(*) from experiments")" = 2 ]
+ok $? "a rerun replaces its trial (one trial, two runs recorded)"
+
+"$RB" analyze "$tmp/ck" --task copy --backend hybrid --d-model 64 --layers 2 --heads 4 --seq 32 >"$tmp/bad" 2>&1
+[ $? = 2 ] && grep -q "configuration" "$tmp/bad"
+ok $? "other configuration flags: exit 2, says why"
+"$RB" analyze "$tmp/none" "${cfg[@]}" >/dev/null 2>&1
+ok $([ $? = 2 ]; echo $?) "missing checkpoint: exit 2"
+"$RB" analyze "$tmp/ck" "${cfg[@]}" --split train >/dev/null 2>&1
+ok $([ $? = 2 ]; echo $?) "--split train refused (held-out data only)"
+"$RB" analyze "$tmp/ck" "${cfg[@]}" --batches 1 --db "$tmp/a.db" --name other >"$tmp/bad" 2>&1
+[ $? = 2 ] && grep -q "holds results of experiment" "$tmp/bad"
+ok $? "a database of another experiment is refused"
+"$RB" analyze --help | grep -q "O(seq^2) per head"
+ok $? "--help states the cost"
+
+echo "1..$n"
+exit $fail

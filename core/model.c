@@ -452,7 +452,7 @@ void model_backward(model *m, float scale) {
 void model_accuracy(const model *m, long *correct, long *counted) {
     size_t BT = (size_t)m->B * m->T;
     long c = 0, n = 0;
-    for (size_t i = 0; i < BT; i++) {
+    for (size_t i = 0; i < BT && m->targets; i++) {
         if (m->mask && !(m->mask[i] > 0)) continue;
         const float *lg = m->logits + i * m->V;
         int best = 0;

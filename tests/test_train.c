@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "tap.h"
 #include "threads.h"
@@ -148,5 +149,29 @@ int main(void) {
     ok(train_config_hash(&c) == train_config_hash(&d), "the config hash ignores the optimiser");
     d.d_model = 128;
     ok(train_config_hash(&c) != train_config_hash(&d), "the config hash covers the model shape");
+
+    /* the command line (RB is set by make check): exit codes, help, summary */
+    const char *rbin = getenv("RB");
+    if (!rbin) {
+        skip("RB not set: routebench train's command line not checked");
+    } else {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "%s train --help | grep -q -- '--local-layers'", rbin);
+        ok(system(cmd) == 0, "train --help documents the flags");
+        snprintf(cmd, sizeof cmd, "%s train --layers 2x 2>/dev/null", rbin);
+        int st = system(cmd);
+        ok(WIFEXITED(st) && WEXITSTATUS(st) == 2, "a bad flag value exits 2");
+        snprintf(cmd, sizeof cmd, "%s train --no-such-flag 1 2>/dev/null", rbin);
+        st = system(cmd);
+        ok(WIFEXITED(st) && WEXITSTATUS(st) == 2, "an unknown flag exits 2");
+        snprintf(cmd, sizeof cmd, "%s train --data /nonexistent/x.txt 2>&1 | grep -q 'make data'", rbin);
+        ok(system(cmd) == 0, "a missing corpus says to run make data");
+        snprintf(cmd, sizeof cmd,
+                 "%s train --task copy --d-model 16 --layers 1 --heads 2 --seq 16 --batch 2 --steps 3 --threads 1 "
+                 "2>/tmp/rb_train_err.$$ | grep -q '^validation: loss' && grep -q '^step 3/3' /tmp/rb_train_err.$$; "
+                 "r=$?; rm -f /tmp/rb_train_err.$$; exit $r",
+                 rbin);
+        ok(system(cmd) == 0, "a short run prints plain progress lines (not a terminal) and the evaluation");
+    }
     return tap_done();
 }

@@ -326,7 +326,7 @@ static int trial_row(const experiment *e, const exp_trial *t, store_trial *r, ch
     r->causal = 1;
     if ((u & ATTN_USES_WINDOW) && c.attn.window > 0) r->window = c.attn.window;
     if (u & ATTN_USES_CLUSTERS) r->clusters = c.attn.clusters > 0 ? c.attn.clusters : (int)lround(sqrt((double)c.seq));
-    if (u & ATTN_USES_LOCAL_HEADS) r->local_heads = c.attn.local_heads;
+    if (u & ATTN_USES_LOCAL_HEADS) r->local_heads = c.attn.local_heads >= 0 ? c.attn.local_heads : c.heads / 2;
     if (u & ATTN_USES_SHARE_QK) r->share_qk = c.attn.share_qk;
     if (u & ATTN_USES_ASSIGN) r->assign = c.attn.assign ? "argmax" : "topk";
     if (u & ATTN_USES_NORM) r->norm = c.attn.norm ? "layernorm" : "l2";

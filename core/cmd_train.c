@@ -32,6 +32,7 @@ static void on_sigint(int sig) {
 typedef struct {
     int tty, steps, log_every;
     double start;
+    int pending; /* a \r progress line is on the terminal without its newline */
 } progress;
 
 static void fmt_eta(char *buf, size_t n, double s) {
@@ -48,7 +49,11 @@ static void on_step(void *ctx, const train_step_info *s) {
     if (p->tty) {
         fprintf(stderr, "\rstep %d/%d  loss %.4f  lr %.2e  %.0f tok/s  %.1f ms/step  ETA %s   ", s->step, p->steps,
                 s->loss, s->lr, s->tokens_per_s, s->step_ms, eta);
-        if (s->step == p->steps) fputc('\n', stderr);
+        p->pending = 1;
+        if (s->step == p->steps) {
+            fputc('\n', stderr);
+            p->pending = 0;
+        }
     } else if (s->step % p->log_every == 0 || s->step == p->steps || s->step == 1) {
         fprintf(stderr, "step %d/%d  loss %.4f  lr %.2e  %.0f tok/s  %.1f ms/step  ETA %s\n", s->step, p->steps,
                 s->loss, s->lr, s->tokens_per_s, s->step_ms, eta);
@@ -58,8 +63,9 @@ static void on_step(void *ctx, const train_step_info *s) {
 
 static void on_eval(void *ctx, const train_eval_info *e) {
     progress *p = ctx;
-    fprintf(stderr, "%seval after step %d: loss %.4f, %.4f bits/token", p->tty ? "\n" : "", e->step, e->eval_loss,
-            e->bits_per_token);
+    fprintf(stderr, "%seval after step %d: loss %.4f, %.4f bits/token", p->pending ? "\n" : "", e->step,
+            e->eval_loss, e->bits_per_token);
+    p->pending = 0;
     if (!isnan(e->accuracy)) fprintf(stderr, ", accuracy %.4f", e->accuracy);
     fprintf(stderr, "\n");
 }
@@ -180,7 +186,7 @@ int cmd_train(int argc, char **argv) {
         print_result(&c, &r, 1);
         return 0;
     }
-    progress p = {isatty(2), c.steps, log_every > 0 ? log_every : RB_MAX(1, c.steps / 20), rb_now()};
+    progress p = {isatty(2), c.steps, log_every > 0 ? log_every : RB_MAX(1, c.steps / 20), rb_now(), 0};
     train_hooks h = {&p, on_step, on_eval, should_stop};
     struct sigaction sa, old;
     memset(&sa, 0, sizeof sa);
@@ -189,11 +195,11 @@ int cmd_train(int argc, char **argv) {
     int rc = train_run(&c, &h, &r, err, sizeof err);
     sigaction(SIGINT, &old, NULL);
     if (rc) {
-        if (p.tty) fputc('\n', stderr);
+        if (p.pending) fputc('\n', stderr);
         fprintf(stderr, "routebench train: %s\n", err);
         return 1;
     }
-    if (stop_requested) fprintf(stderr, "stopped by Ctrl-C after step %d\n", r.steps_done);
+    if (stop_requested) fprintf(stderr, "%sstopped by Ctrl-C after step %d\n", p.pending ? "\n" : "", r.steps_done);
     print_result(&c, &r, 0);
     return 0;
 }

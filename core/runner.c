@@ -452,9 +452,14 @@ int runner_run(const experiment *e, const run_options *o, char *err, size_t errl
             pr.to_run--;
             continue;
         }
-        if (store_claim_trial(s, id, exp_id, runner, err, errlen) != 0) {
+        int claimed = store_claim_trial(s, id, exp_id, runner, err, errlen);
+        if (claimed < 0) {
             rc = RUN_BAD_INPUT;
             break;
+        }
+        if (claimed == 0) { /* another process took it between the look and the claim */
+            pr.to_run--;
+            continue;
         }
         progress_start(&pr, t);
         ml.n = 0;

@@ -435,7 +435,7 @@ int store_claim_trial(rb_store *s, int64_t id, int64_t exp_id, const char *runne
     int rc = sqlite3_prepare_v2(s->db,
                                 "UPDATE trials SET status='running', runner=?, started_at=?, ended_at=NULL, "
                                 "error=NULL, seconds=NULL, attempts=attempts+1, experiment_id=? "
-                                "WHERE id=? AND status NOT IN ('done','unsupported')",
+                                "WHERE id=? AND status NOT IN ('done','unsupported','running')",
                                 -1, &st, NULL);
     if (rc != SQLITE_OK) return db_fail(s, rc, "starting a trial", err, errlen);
     bind_text(st, 1, runner);
@@ -445,7 +445,9 @@ int store_claim_trial(rb_store *s, int64_t id, int64_t exp_id, const char *runne
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) return db_fail(s, rc, "starting a trial", err, errlen);
-    return 0;
+    /* the check and the claim are one statement: of two processes sharing a
+     * database, only one gets the trial */
+    return sqlite3_changes(s->db) == 1 ? 1 : 0;
 }
 
 int store_finish_trial(rb_store *s, int64_t id, const char *status, const char *error, const store_metric *m, int n,

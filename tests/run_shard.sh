@@ -40,6 +40,14 @@ ok $([ "$(q "$tmp/m.db" "SELECT count(*) FROM trials")" = "$na" ] && [ "$(q "$tm
 run --db "$tmp/m.db" 2>/dev/null; ok $? "running the file against the merged database exits 0"
 ok $([ "$(q "$tmp/m.db" "SELECT count(*) FROM trials")" = "$na" ]; echo $?) "and adds no trial"
 
+# two unsharded processes on one database share the work without doing a trial twice
+run --db "$tmp/both.db" --filter 'dense-s64' 2>/dev/null   # creates the database first
+run --db "$tmp/both.db" & p0=$!
+run --db "$tmp/both.db" & p1=$!
+wait $p0; r0=$?; wait $p1; r1=$?
+ok $([ $r0 = 0 ] && [ $r1 = 0 ]; echo $?) "two processes on one database both exit 0 ($r0, $r1)"
+ok $([ "$(q "$tmp/both.db" "SELECT count(*) FROM trials WHERE status='done'")" = "$na" ] && [ "$(q "$tmp/both.db" "SELECT max(attempts) FROM trials")" = 1 ]; echo $?) "every trial done exactly once (max attempts $(q "$tmp/both.db" "SELECT max(attempts) FROM trials"))"
+
 # refusals: another experiment; the same name but an edited file
 "$RB" run "$Y/good_resume.yaml" --threads 1 --no-sgemm --quiet --db "$tmp/other.db" --filter 'dense-s256' >/dev/null 2>&1
 before=$(q "$tmp/m.db" "SELECT count(*) FROM trials")

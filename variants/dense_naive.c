@@ -2,28 +2,31 @@
  * P (batch*heads*n*n floats) in forward and reuses them in backward: the
  * textbook form whose quadratic memory is what the Routing Transformer paper
  * sets out to avoid. It is the memory baseline and a second, independent
- * implementation to check `dense` against. Products go through cblas_sgemm
- * (OpenBLAS threads them); one head is processed at a time. */
+ * implementation to check `dense` against. Products go through cblas_sgemm,
+ * single-threaded inside our OpenMP regions over blocks of query rows. */
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "attn.h"
 #include "common.h"
+#include "threads.h"
 #include "vexp.h"
 
 extern const attn_backend attn_backend_dense_naive;
 
-/* Query rows per backward block: bounds the dS workspace to ROWS x n. */
+/* Query rows per block: bounds each thread's dS workspace to ROWS x n. */
 #define NAIVE_ROWS 256
 
 typedef struct {
     attn a;
+    int nthr;  /* threads the workspaces were made for */
     float *p;  /* (B, H, n, n) probabilities of the last forward */
-    float *ds; /* (ROWS, n) backward: dP, then dS, of a block of rows */
-    float *dd; /* (n) backward: D = rowsum(dO * O) of one head */
+    float *ws; /* nthr x [ds (ROWS, n); dk (n, d); dv (n, d)] backward workspaces */
+    float *dd; /* (B, H, n) backward: D = rowsum(dO * O) */
 } naive_attn;
 
 static double naive_pairs(const attn_params *p) {
@@ -37,24 +40,33 @@ static double naive_flops(const attn_params *p, int pass) {
 
 static int naive_rows(const attn_params *p) { return RB_MIN(NAIVE_ROWS, p->seq); }
 
-/* act_bytes as a double, so absurd sizes can be refused before size_t
- * arithmetic could wrap: the probabilities (all of them, including the zero
- * upper triangle when causal), the dS block and D. Inputs, outputs and
- * gradients belong to the caller and are not counted. */
-static double naive_bytes_d(const attn_params *p) {
-    double n = p->seq;
-    return 4.0 * ((double)p->batch * p->heads * n * n + (double)naive_rows(p) * n + n);
+/* Floats of one thread's workspace, rounded to a cache line. */
+static size_t naive_ws_floats(const attn_params *p) {
+    size_t f = (size_t)naive_rows(p) * p->seq + 2 * (size_t)p->seq * p->head_dim;
+    return (f + 15) & ~(size_t)15;
 }
 
-static size_t naive_act_bytes(const attn_params *p) { return (size_t)naive_bytes_d(p); }
+/* act_bytes as a double, so absurd sizes can be refused before size_t
+ * arithmetic could wrap: the probabilities (all of them, including the zero
+ * upper triangle when causal), D, and per thread a dS block of rows and
+ * partial dK, dV of one head. Inputs, outputs and gradients belong to the
+ * caller and are not counted. */
+static double naive_bytes_d(const attn_params *p, int nthr) {
+    double n = p->seq, rows = (double)p->batch * p->heads * n;
+    return 4.0 * (rows * n + rows + (double)nthr * (double)naive_ws_floats(p));
+}
+
+static size_t naive_act_bytes(const attn_params *p) { return (size_t)naive_bytes_d(p, rb_threads()); }
 
 static double naive_phys_bytes(void) {
     long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
     return (pages > 0 && psz > 0) ? (double)pages * (double)psz : 0.0;
 }
 
+static int naive_threads(void) { return RB_MAX(rb_threads(), omp_get_max_threads()); }
+
 static int naive_validate(attn_params *p, char *err, size_t errlen) {
-    double need = naive_bytes_d(p), phys = naive_phys_bytes();
+    double need = naive_bytes_d(p, naive_threads()), phys = naive_phys_bytes();
     double gib = 1024.0 * 1024.0 * 1024.0;
     if (phys > 0 && need > 0.8 * phys)
         return rb_fail(err, errlen, "dense-naive at seq %d needs %.1f GiB for the probabilities; this machine has %.1f GiB",
@@ -66,17 +78,18 @@ static int naive_validate(attn_params *p, char *err, size_t errlen) {
 
 static attn *naive_create(const attn_params *p, char *err, size_t errlen) {
     naive_attn *na = calloc(1, sizeof *na);
-    size_t n = (size_t)p->seq;
-    size_t pf = (size_t)p->batch * p->heads * n * n, dsf = (size_t)naive_rows(p) * n;
+    int nthr = naive_threads();
+    size_t n = (size_t)p->seq, rows = (size_t)p->batch * p->heads * n;
+    size_t pf = rows * n, wf = (size_t)nthr * naive_ws_floats(p);
     if (na) {
         na->p = rb_aligned_alloc(pf * sizeof(float));
-        na->ds = rb_aligned_alloc(dsf * sizeof(float));
-        na->dd = rb_aligned_alloc(n * sizeof(float));
+        na->ws = rb_aligned_alloc(wf * sizeof(float));
+        na->dd = rb_aligned_alloc(rows * sizeof(float));
     }
-    if (!na || !na->p || !na->ds || !na->dd) {
+    if (!na || !na->p || !na->ws || !na->dd) {
         if (na) {
             free(na->p);
-            free(na->ds);
+            free(na->ws);
             free(na->dd);
         }
         free(na);
@@ -86,85 +99,160 @@ static attn *naive_create(const attn_params *p, char *err, size_t errlen) {
     }
     na->a.be = &attn_backend_dense_naive;
     na->a.p = *p;
-    na->a.bytes = (pf + dsf + n) * sizeof(float);
+    na->nthr = nthr;
+    na->a.bytes = (pf + rows + wf) * sizeof(float);
     return &na->a;
 }
 
 static void naive_destroy(attn *a) {
     naive_attn *na = (naive_attn *)a;
     free(na->p);
-    free(na->ds);
+    free(na->ws);
     free(na->dd);
     free(na);
+}
+
+/* Parallelism is ours, one sgemm per thread at a time (single-threaded
+ * inside the region), like dense: OpenBLAS's own threading of these thin
+ * products spins between threads and collapses when the cores are shared.
+ * Both passes work on blocks of ROWS query rows; when causal, a block's
+ * products stop at its last visible key, so the work is the attended pairs
+ * plus the diagonal blocks' triangles, not all n x n. */
+
+static int naive_team(const naive_attn *na) { return RB_MIN(omp_get_max_threads(), na->nthr); }
+
+/* Query rows [r0, r0+nr) of one head: P rows and output rows. */
+static void naive_forward_rows(float *out, float *ph, const float *qh, const float *kh, const float *vh, int r0, int nr,
+                               int n, int d, int causal, float scale) {
+    int nc = causal ? r0 + nr : n;
+    float *pb = ph + (size_t)r0 * n; /* (nr, n) rows of P */
+    /* S = Q K^T * scale over the visible columns */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, d, scale, qh + (size_t)r0 * d, d, kh, d, 0.0f, pb, n);
+    for (int i = 0; i < nr; i++) {
+        float *row = pb + (size_t)i * n;
+        int nv = causal ? r0 + i + 1 : n;
+        float mx = rb_vmax(row, nv);
+        double sum = rb_vexp_shift_sum(row, row, mx, nv);
+        float inv = (float)(1.0 / sum);
+        for (int j = 0; j < nv; j++) row[j] *= inv;
+        if (nv < n) memset(row + nv, 0, sizeof(float) * (size_t)(n - nv));
+    }
+    /* O = P V */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, nc, 1.0f, pb, n, vh, d, 0.0f, out + (size_t)r0 * d,
+                d);
 }
 
 static void naive_forward(attn *a, float *out, const float *q, const float *k, const float *v, int flags) {
     (void)flags;
     naive_attn *na = (naive_attn *)a;
     const attn_params *p = &a->p;
-    int n = p->seq, d = p->head_dim, causal = p->causal;
-    long bh_count = (long)p->batch * p->heads;
+    int n = p->seq, d = p->head_dim, causal = p->causal, rows = naive_rows(p);
+    int nrb = (n + rows - 1) / rows;
+    long bh_count = (long)p->batch * p->heads, tasks = bh_count * nrb;
     size_t hs = (size_t)n * d, nn = (size_t)n * n;
     float scale = 1.0f / sqrtf((float)d);
-    for (long bh = 0; bh < bh_count; bh++) {
-        const float *qh = q + bh * hs, *kh = k + bh * hs, *vh = v + bh * hs;
-        float *ph = na->p + bh * nn; /* (n, n) */
-        /* S = Q K^T * scale */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, d, scale, qh, d, kh, d, 0.0f, ph, n);
-#pragma omp parallel for schedule(static)
-        for (int i = 0; i < n; i++) {
-            float *row = ph + (size_t)i * n;
-            int nv = causal ? i + 1 : n;
-            float mx = rb_vmax(row, nv);
-            double sum = rb_vexp_shift_sum(row, row, mx, nv);
-            float inv = (float)(1.0 / sum);
-            for (int j = 0; j < nv; j++) row[j] *= inv;
-            if (nv < n) memset(row + nv, 0, sizeof(float) * (size_t)(n - nv));
-        }
-        /* O = P V */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d, n, 1.0f, ph, n, vh, d, 0.0f, out + bh * hs, d);
+    rb_par_begin();
+    /* blocks are independent: any schedule gives the same numbers; causal
+     * blocks late in the sequence cost most, so they go first */
+#pragma omp parallel for num_threads(naive_team(na)) schedule(dynamic, 1)
+    for (long t = 0; t < tasks; t++) {
+        long bh = t % bh_count;
+        int rb = causal ? nrb - 1 - (int)(t / bh_count) : (int)(t / bh_count);
+        int r0 = rb * rows;
+        naive_forward_rows(out + bh * hs, na->p + bh * nn, q + bh * hs, k + bh * hs, v + bh * hs, r0,
+                           RB_MIN(rows, n - r0), n, d, causal, scale);
     }
+    rb_par_end();
+}
+
+/* Backward share of query rows [r0, r0+nr) of one head: writes dQ rows,
+ * adds into dk, dv (n, d) rows [0, nc). ds: (nr, nc) workspace. */
+static void naive_backward_rows(float *dqh, float *dk, float *dv, float *ds, const float *ph, const float *gh,
+                                const float *qh, const float *kh, const float *vh, const float *dd, int r0, int nr,
+                                int n, int d, int causal, float scale) {
+    int nc = causal ? r0 + nr : n;
+    const float *pb = ph + (size_t)r0 * n, *gb = gh + (size_t)r0 * d, *qb = qh + (size_t)r0 * d;
+    /* dV += P^T dO */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nc, d, nr, 1.0f, pb, n, gb, d, 1.0f, dv, d);
+    /* dP = dO V^T, then dS = P * (dP - D) (zero where P is masked) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, d, 1.0f, gb, d, vh, d, 0.0f, ds, nc);
+    for (int i = 0; i < nr; i++) {
+        const float *prow = pb + (size_t)i * n;
+        float *row = ds + (size_t)i * nc, di = dd[r0 + i];
+        for (int j = 0; j < nc; j++) row[j] = prow[j] * (row[j] - di);
+    }
+    /* dQ = dS K * scale; dK += dS^T Q * scale */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, nc, scale, ds, nc, kh, d, 0.0f,
+                dqh + (size_t)r0 * d, d);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nc, d, nr, scale, ds, nc, qb, d, 1.0f, dk, d);
 }
 
 static void naive_backward(attn *a, float *dq, float *dk, float *dv, const float *dout, const float *q,
                            const float *k, const float *v, const float *out) {
     naive_attn *na = (naive_attn *)a;
     const attn_params *p = &a->p;
-    int n = p->seq, d = p->head_dim, rows = naive_rows(p);
+    int n = p->seq, d = p->head_dim, causal = p->causal, rows = naive_rows(p);
+    int nrb = (n + rows - 1) / rows, team = naive_team(na);
     long bh_count = (long)p->batch * p->heads;
-    size_t hs = (size_t)n * d, nn = (size_t)n * n;
+    size_t hs = (size_t)n * d, nn = (size_t)n * n, wsf = naive_ws_floats(p);
     float scale = 1.0f / sqrtf((float)d);
+    /* D = rowsum(dO * O), in double */
+#pragma omp parallel for num_threads(team) schedule(static)
+    for (long r = 0; r < bh_count * n; r++) {
+        double acc = 0.0;
+        for (int c = 0; c < d; c++) acc += (double)out[(size_t)r * d + c] * dout[(size_t)r * d + c];
+        na->dd[r] = (float)acc;
+    }
+    if (bh_count >= team) {
+        /* enough heads: each thread owns whole heads, sums in one order */
+        memset(dk, 0, sizeof(float) * hs * (size_t)bh_count);
+        memset(dv, 0, sizeof(float) * hs * (size_t)bh_count);
+        rb_par_begin();
+#pragma omp parallel for num_threads(team) schedule(dynamic, 1)
+        for (long bh = 0; bh < bh_count; bh++) {
+            float *ds = na->ws + (size_t)omp_get_thread_num() * wsf;
+            size_t o = (size_t)bh * hs;
+            for (int rb = 0; rb < nrb; rb++)
+                naive_backward_rows(dq + o, dk + o, dv + o, ds, na->p + bh * nn, dout + o, q + o, k + o, v + o,
+                                    na->dd + bh * n, rb * rows, RB_MIN(rows, n - rb * rows), n, d, causal, scale);
+        }
+        rb_par_end();
+        return;
+    }
+    /* fewer heads than threads: a head's row blocks are dealt to threads
+     * statically, back and forth (0 1 1 0 ...) for causal balance; each
+     * thread sums dK, dV into its own buffers, added up in thread order */
     for (long bh = 0; bh < bh_count; bh++) {
-        const float *qh = q + bh * hs, *kh = k + bh * hs, *vh = v + bh * hs;
-        const float *oh = out + bh * hs, *gh = dout + bh * hs;
-        const float *ph = na->p + bh * nn;
-        float *dqh = dq + bh * hs, *dkh = dk + bh * hs, *dvh = dv + bh * hs;
-        /* dV = P^T dO */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, d, n, 1.0f, ph, n, gh, d, 0.0f, dvh, d);
-#pragma omp parallel for schedule(static)
-        for (int i = 0; i < n; i++) {
-            double acc = 0.0;
-            for (int c = 0; c < d; c++) acc += (double)oh[(size_t)i * d + c] * gh[(size_t)i * d + c];
-            na->dd[i] = (float)acc;
-        }
-        for (int r0 = 0; r0 < n; r0 += rows) {
-            int nr = RB_MIN(rows, n - r0);
-            float *ds = na->ds; /* (nr, n) */
-            /* dP = dO V^T, then dS = P * (dP - D) (zero where P is masked) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, n, d, 1.0f, gh + (size_t)r0 * d, d, vh, d, 0.0f,
-                        ds, n);
-#pragma omp parallel for schedule(static)
-            for (int i = 0; i < nr; i++) {
-                const float *prow = ph + (size_t)(r0 + i) * n;
-                float *row = ds + (size_t)i * n, di = na->dd[r0 + i];
-                for (int j = 0; j < n; j++) row[j] = prow[j] * (row[j] - di);
+        size_t o = (size_t)bh * hs;
+        int used = 1;
+        rb_par_begin();
+#pragma omp parallel num_threads(team)
+        {
+            int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+            float *ds = na->ws + (size_t)tid * wsf, *pdk = ds + (size_t)rows * n, *pdv = pdk + hs;
+#pragma omp single
+            used = nt;
+            memset(pdk, 0, sizeof(float) * 2 * hs);
+            for (int rb = 0; rb < nrb; rb++) {
+                int round = rb / nt, slot = rb % nt;
+                if ((round % 2 == 0 ? slot : nt - 1 - slot) != tid) continue;
+                naive_backward_rows(dq + o, pdk, pdv, ds, na->p + bh * nn, dout + o, q + o, k + o, v + o,
+                                    na->dd + bh * n, rb * rows, RB_MIN(rows, n - rb * rows), n, d, causal, scale);
             }
-            /* dQ = dS K * scale; dK += dS^T Q * scale */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, n, scale, ds, n, kh, d, 0.0f,
-                        dqh + (size_t)r0 * d, d);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, d, nr, scale, ds, n, qh + (size_t)r0 * d, d,
-                        r0 == 0 ? 0.0f : 1.0f, dkh, d);
+#pragma omp barrier
+#pragma omp for schedule(static)
+            for (size_t e = 0; e < hs; e++) {
+                float sk = 0.0f, sv = 0.0f;
+                for (int t = 0; t < used; t++) {
+                    const float *w = na->ws + (size_t)t * wsf + (size_t)rows * n;
+                    sk += w[e];
+                    sv += w[hs + e];
+                }
+                dk[o + e] = sk;
+                dv[o + e] = sv;
+            }
         }
+        rb_par_end();
     }
 }
 

@@ -11,12 +11,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "analyze.h"
 #include "cli.h"
 #include "commands.h"
 #include "common.h"
+#include "report.h"
 #include "store.h"
 #include "sysinfo.h"
 #include "tasks.h"
@@ -26,7 +29,9 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: routebench analyze CHECKPOINT [--db DB] [--batches N] [--split val|test] [--threads N]\n"
-            "                          [--KEY VALUE ...]\n\n"
+            "                          [--KEY VALUE ...]\n"
+            "       routebench analyze --report DB [--format md|csv|tex]\n"
+            "       routebench analyze --plot DB [--out DIR] [--format png|svg|pdf] [--dumb]\n\n"
             "Runs N micro-batches (default: eval_batches) of the checkpoint's task's held-out data (validation\n"
             "split by default, the sequences training evaluated on) through the model in evaluation mode and\n"
             "reads every head's attention distribution through its backend's own forward (the code path\n"
@@ -59,7 +64,13 @@ static void usage(FILE *f) {
             "  --name NAME    experiment name in DB (default: analyze)\n"
             "  --batches N    evaluation micro-batches (default: the eval_batches option, 8)\n"
             "  --split S      val (default) or test\n"
-            "  --threads N    threads (default: all cores)\n");
+            "  --threads N    threads (default: all cores)\n\n"
+            "From a results database holding analyze trials (written with --db, or by an analyze sweep):\n"
+            "  --report DB    print the JSD table in the paper's form (rows: configuration and layer;\n"
+            "                 columns: local-local, local-routing, routing-routing) as md, csv or tex\n"
+            "  --plot DB      draw kept_mass.png: kept dense mass against clusters (routing heads) or\n"
+            "                 window (local heads), one line per backend, the random floor dashed;\n"
+            "                 kept_mass.dat and kept_mass.gp beside it (default --out plots/out/NAME)\n");
 }
 
 static void json_add(char *out, size_t len, size_t *off, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -172,17 +183,74 @@ static int write_db(const char *db, const char *exp_name, const train_config *c,
     return rc;
 }
 
+/* --report DB / --plot DB: read the analyze trials of a results database. */
+static int from_db(const char *report, const char *plot, const char *format, const char *out, int dumb) {
+    char err[2048];
+    rpt_db d;
+    const char *db = report ? report : plot;
+    if (rpt_open(&d, db, "kind = 'analyze'", err, sizeof err) != 0) {
+        fprintf(stderr, "routebench analyze: %s\n", err);
+        return 2;
+    }
+    int rc = 0;
+    if (report) {
+        int fmt = rpt_format_parse(format ? format : "md");
+        if (fmt < 0) {
+            fprintf(stderr, "routebench analyze: --format: md, csv or tex for --report (got '%s')\n", format);
+            rpt_close(&d);
+            return 2;
+        }
+        rpt_table tb;
+        if (analyze_jsd_table(&tb, &d, fmt, err, sizeof err) != 0) {
+            fprintf(stderr, "routebench analyze: %s\n", err);
+            rc = 2;
+        } else {
+            rpt_table_write(stdout, &tb, fmt);
+            rpt_table_free(&tb);
+        }
+    } else {
+        char dir[1024];
+        if (out) snprintf(dir, sizeof dir, "%s", out);
+        else snprintf(dir, sizeof dir, "plots/out/%s", d.exp_name[0] ? d.exp_name : "analyze");
+        char cmd[1200];
+        /* one level or a few: mkdir -p without a shell */
+        snprintf(cmd, sizeof cmd, "%s", dir);
+        for (char *p = cmd + 1; *p; p++)
+            if (*p == '/') {
+                *p = 0;
+                mkdir(cmd, 0777);
+                *p = '/';
+            }
+        if (mkdir(cmd, 0777) != 0 && errno != EEXIST) {
+            fprintf(stderr, "routebench analyze: cannot create %s: %s\n", dir, strerror(errno));
+            rpt_close(&d);
+            return 2;
+        }
+        if (analyze_plot_kept(&d, dir, format ? format : "png", dumb, 0, err, sizeof err) != 0) {
+            fprintf(stderr, "routebench analyze: %s\n", err);
+            rc = 2;
+        }
+    }
+    rpt_close(&d);
+    return rc;
+}
+
 int cmd_analyze(int argc, char **argv) {
     train_config c;
     train_config_default(&c);
     const char *ckpt = NULL, *db = NULL, *exp_name = "analyze";
-    int threads = 0, batches = 0, split = TASK_VAL;
+    const char *report = NULL, *plot = NULL, *format = NULL, *out = NULL;
+    int threads = 0, batches = 0, split = TASK_VAL, dumb = 0;
     char err[2048];
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
             usage(stdout);
             return 0;
+        }
+        if (strcmp(f, "--dumb") == 0) {
+            dumb = 1;
+            continue;
         }
         if (strncmp(f, "--", 2) != 0) {
             if (ckpt) {
@@ -204,6 +272,14 @@ int cmd_analyze(int argc, char **argv) {
             if (cli_int(f, val, 1, 1 << 20, &batches)) return 2;
         } else if (strcmp(f, "--db") == 0) {
             db = val;
+        } else if (strcmp(f, "--report") == 0) {
+            report = val;
+        } else if (strcmp(f, "--plot") == 0) {
+            plot = val;
+        } else if (strcmp(f, "--format") == 0) {
+            format = val;
+        } else if (strcmp(f, "--out") == 0) {
+            out = val;
         } else if (strcmp(f, "--name") == 0) {
             exp_name = val;
         } else if (strcmp(f, "--split") == 0) {
@@ -217,6 +293,13 @@ int cmd_analyze(int argc, char **argv) {
             fprintf(stderr, "routebench analyze: %s\n", err);
             return 2;
         }
+    }
+    if (report || plot) {
+        if (ckpt || (report && plot)) {
+            fprintf(stderr, "routebench analyze: --report and --plot take a database and no checkpoint, one at a time\n");
+            return 2;
+        }
+        return from_db(report, plot, format, out, dumb);
     }
     if (!ckpt) {
         usage(stderr);

@@ -55,6 +55,23 @@ ok $([ $? = 2 ]; echo $?) "--split train refused (held-out data only)"
 "$RB" analyze "$tmp/ck" "${cfg[@]}" --batches 1 --db "$tmp/a.db" --name other >"$tmp/bad" 2>&1
 [ $? = 2 ] && grep -q "holds results of experiment" "$tmp/bad"
 ok $? "a database of another experiment is refused"
+"$RB" analyze --report "$tmp/a.db" >"$tmp/rep" 2>&1 && grep -q "| local-routing" "$tmp/rep" &&
+    [ "$(grep -c '^| hybrid' "$tmp/rep")" = 3 ]
+ok $? "--report DB: the JSD table, one row per layer plus all"
+"$RB" analyze --report "$tmp/a.db" --format csv >"$tmp/rep.csv" 2>&1 &&
+    lr=$(awk -F, '$2 == "all" {print $5}' "$tmp/rep.csv") &&
+    want=$(sqlite3 "$tmp/a.db" "select value from metrics where name = 'analyze.jsd.local_routing'") &&
+    awk -v a="$lr" -v b="$want" 'BEGIN { exit !(a - b < 1e-5 && b - a < 1e-5) }'
+ok $? "--report csv: the all-layers local-routing cell is the stored metric ($lr)"
+if command -v gnuplot >/dev/null; then
+    "$RB" analyze --plot "$tmp/a.db" --out "$tmp/pl" >/dev/null 2>&1 && [ -s "$tmp/pl/kept_mass.png" ] &&
+        [ -s "$tmp/pl/kept_mass.gp" ] && grep -q "hybrid routing heads" "$tmp/pl/kept_mass.dat"
+    ok $? "--plot DB: kept_mass.png with its .gp and .dat"
+else
+    echo "ok $((n=n+1)) # SKIP gnuplot not installed"
+fi
+"$RB" analyze --report "$tmp/ck" >/dev/null 2>&1
+ok $([ $? = 2 ]; echo $?) "--report on a file that is no database: exit 2"
 "$RB" analyze --help | grep -q "O(seq^2) per head"
 ok $? "--help states the cost"
 

@@ -84,10 +84,13 @@ static int dense_needs_dq_partial(const attn_params *p, int nthr) {
  * bytes) so no two threads share a cache line. */
 static size_t dense_round(size_t x) { return (x + 15) & ~(size_t)15; }
 
+/* Tiles never exceed the sequence: short sequences get small workspaces. */
+static size_t dense_bq(const attn_params *p) { return (size_t)RB_MIN(DENSE_BQ, p->seq); }
+static size_t dense_tile(const attn_params *p) { return dense_round(dense_bq(p) * (size_t)RB_MIN(DENSE_BK, p->seq)); }
+
 static size_t dense_ws_floats(const attn_params *p, int nthr) {
-    size_t d = (size_t)p->head_dim;
-    size_t f = 2 * dense_round((size_t)DENSE_BQ * DENSE_BK) + dense_round((size_t)DENSE_BQ * d) +
-               dense_round(2 * DENSE_BQ) /* doubles l */ + dense_round(DENSE_BQ);
+    size_t d = (size_t)p->head_dim, bq = dense_bq(p);
+    size_t f = 2 * dense_tile(p) + dense_round(bq * d) + dense_round(2 * bq) /* doubles l */ + dense_round(bq);
     if (dense_needs_dq_partial(p, nthr)) f += dense_round((size_t)p->seq * d);
     return f;
 }
@@ -135,15 +138,15 @@ static attn *dense_create(const attn_params *p, char *err, size_t errlen) {
         dense_ws *w = &da->ws[t];
         float *base = f + (size_t)t * per;
         w->s = base;
-        base += dense_round((size_t)DENSE_BQ * DENSE_BK);
+        base += dense_tile(p);
         w->dp = base;
-        base += dense_round((size_t)DENSE_BQ * DENSE_BK);
+        base += dense_tile(p);
         w->o = base;
-        base += dense_round((size_t)DENSE_BQ * d);
+        base += dense_round(dense_bq(p) * d);
         w->l = (double *)base;
-        base += dense_round(2 * DENSE_BQ);
+        base += dense_round(2 * dense_bq(p));
         w->m = base;
-        base += dense_round(DENSE_BQ);
+        base += dense_round(dense_bq(p));
         w->dq = dense_needs_dq_partial(p, nthr) ? base : NULL;
     }
     da->nthr = nthr;

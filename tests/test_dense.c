@@ -405,15 +405,15 @@ static void test_counts(void) {
 }
 
 int main(void) {
-    /* 2 threads whatever the machine: exercises the split of one head's key
-     * tiles across threads as well as the head-parallel backward. */
+    /* 2 threads whatever the machine: 1 and 3 heads exercise the split of
+     * each head's tiles across threads, 2 and 6 the head-parallel backward. */
     rb_set_threads(2);
     test_reference_gradients(1);
     test_reference_gradients(0);
 
     shape shapes[] = {
         {2, 3, 1, 8, 0},   {2, 3, 7, 8, 0},    {1, 2, 64, 64, 0},  {2, 3, 100, 8, 0},
-        {1, 1, 257, 64, 0}, {1, 1, 530, 16, 0},
+        {1, 1, 257, 64, 0}, {1, 1, 530, 16, 0}, {1, 3, 300, 8, 0},
     };
     const char *names[2] = {"dense", "dense-naive"};
     for (int i = 0; i < 2; i++)
@@ -436,6 +436,7 @@ int main(void) {
     for (int i = 0; i < 2; i++) {
         test_determinism(names[i], (shape){1, 1, 530, 32, 1});
         test_determinism(names[i], (shape){2, 3, 200, 16, 0});
+        test_determinism(names[i], (shape){1, 3, 300, 16, 1});
     }
     rb_set_threads(1);
     test_determinism("dense", (shape){1, 1, 530, 32, 1});

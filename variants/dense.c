@@ -74,10 +74,13 @@ static double dense_flops(const attn_params *p, int pass) {
     return dense_pairs(p) * (pass == ATTN_PASS_BWD ? 8.0 : 4.0) * p->head_dim;
 }
 
-/* Per-thread partial dQ is needed only when heads are fewer than threads
- * (then backward splits one head's key tiles across threads). */
+/* Backward hands whole heads to threads when that balances (heads a
+ * multiple of the threads, or many heads); otherwise it splits each head's
+ * key tiles across threads, which needs a per-thread partial dQ. */
+static int dense_split_heads(long heads, int nthr) { return nthr > 1 && heads % nthr != 0 && heads < 4L * nthr; }
+
 static int dense_needs_dq_partial(const attn_params *p, int nthr) {
-    return (long)p->batch * p->heads < nthr && nthr > 1;
+    return dense_split_heads((long)p->batch * p->heads, nthr);
 }
 
 /* Floats one thread's workspace holds, each piece rounded to 16 floats (64
@@ -98,7 +101,8 @@ static size_t dense_ws_floats(const attn_params *p, int nthr) {
 /* act_bytes counts what an instance holds: the saved log-sum-exp and the
  * backward's D (one float each per query row), and for each thread a score
  * tile, a dP tile, an output accumulator, row maxima and denominators, plus
- * (only when batch*heads < threads) a partial dQ of one head. It does not
+ * (when batch*heads does not balance over the threads) a partial dQ of one
+ * head. It does not
  * count q, k, v, out or their gradients, which the caller owns. */
 static size_t dense_bytes_for(const attn_params *p, int nthr) {
     size_t rows = (size_t)p->batch * p->heads * p->seq;
@@ -366,9 +370,9 @@ static void dense_backward(attn *a, float *dq, float *dk, float *dv, const float
         for (int c = 0; c < d; c++) acc += (double)o[c] * g[c];
         da->dd[r] = (float)acc;
     }
-    if (bh_count >= team || da->ws[0].dq == NULL) {
-        /* Enough heads: each thread owns whole heads and writes their dQ
-         * directly; each head's sums run in one fixed order. */
+    if (!dense_split_heads(bh_count, team) || da->ws[0].dq == NULL) {
+        /* Heads balance over threads: each thread owns whole heads and
+         * writes their dQ directly; each head's sums run in one fixed order. */
         memset(dq, 0, total * sizeof(float));
         rb_par_begin();
 #pragma omp parallel num_threads(team)
@@ -388,7 +392,7 @@ static void dense_backward(attn *a, float *dq, float *dk, float *dv, const float
         rb_par_end();
         return;
     }
-    /* Fewer heads than threads: split each head's key tiles across threads
+    /* Heads do not balance: split each head's key tiles across threads
      * (static, so the split depends only on the thread count; dealt out
      * back and forth, 0 1 1 0 0 1 ..., because causal tiles near the start
      * see the most queries); each thread adds its dQ share into its own

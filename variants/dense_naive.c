@@ -203,8 +203,9 @@ static void naive_backward(attn *a, float *dq, float *dk, float *dv, const float
         for (int c = 0; c < d; c++) acc += (double)out[(size_t)r * d + c] * dout[(size_t)r * d + c];
         na->dd[r] = (float)acc;
     }
-    if (bh_count >= team) {
-        /* enough heads: each thread owns whole heads, sums in one order */
+    if (team == 1 || bh_count % team == 0 || bh_count >= 4L * team) {
+        /* heads balance over threads: each thread owns whole heads, sums in
+         * one order */
         memset(dk, 0, sizeof(float) * hs * (size_t)bh_count);
         memset(dv, 0, sizeof(float) * hs * (size_t)bh_count);
         rb_par_begin();
@@ -219,7 +220,7 @@ static void naive_backward(attn *a, float *dq, float *dk, float *dv, const float
         rb_par_end();
         return;
     }
-    /* fewer heads than threads: a head's row blocks are dealt to threads
+    /* heads do not balance: a head's row blocks are dealt to threads
      * statically, back and forth (0 1 1 0 ...) for causal balance; each
      * thread sums dK, dV into its own buffers, added up in thread order */
     for (long bh = 0; bh < bh_count; bh++) {

@@ -110,6 +110,18 @@ int cmd_run(int argc, char **argv) {
         snprintf(dbbuf, sizeof dbbuf, "results/%s.db", e.name);
         o.db_path = dbbuf;
     }
+    if (o.filter) {
+        int any = 0;
+        run_options all = o;
+        all.shard_n = 0;
+        for (int i = 0; i < e.ntrials && !any; i++) any = runner_selected(&all, &e.trials[i]);
+        if (!any) {
+            fprintf(stderr, "routebench run: --filter '%s' matches none of the %d trial names (see --dry-run)\n",
+                    o.filter, e.ntrials);
+            exp_free(&e);
+            return 2;
+        }
+    }
     if (dry) {
         int n = 0;
         for (int i = 0; i < e.ntrials; i++) n += runner_selected(&o, &e.trials[i]);

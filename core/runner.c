@@ -22,9 +22,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "analyze.h"
 #include "bench.h"
 #include "common.h"
 #include "sysinfo.h"
+#include "tasks.h"
 #include "threads.h"
 #include "train.h"
 
@@ -215,6 +217,40 @@ static void add_train_result(metric_list *out, const train_result *r, double sge
     }
 }
 
+/* kind analyze: train as a train trial does (into a temporary checkpoint),
+ * then analyse the trained model on held-out data (core/analyze.h) and add
+ * its analyze.* measures to the trial's metrics. */
+static int exec_analyze(train_config *c, const train_hooks *h, double sgemm, metric_list *out, char *err,
+                        size_t errlen) {
+    char ckpt[] = "/tmp/routebench_analyze_XXXXXX";
+    int fd = mkstemp(ckpt);
+    if (fd < 0) return rb_fail(err, errlen, "cannot make a temporary checkpoint file: %s", strerror(errno)), TRIAL_FAILED;
+    close(fd);
+    snprintf(c->save, sizeof c->save, "%s", ckpt);
+    c->save_every = 0;
+    train_result r;
+    memset(&r, 0, sizeof r);
+    int rc = TRIAL_DONE;
+    analyze_acc *acc = NULL;
+    if (train_run(c, h, &r, err, errlen) != 0) rc = TRIAL_FAILED;
+    else if (runner_should_stop() && r.steps_done < c->steps) rc = TRIAL_INTERRUPTED;
+    else if (!isfinite(r.final_train_loss)) rc = (rb_fail(err, errlen, "training loss is not finite"), TRIAL_FAILED);
+    else {
+        analyze_options o = {c->eval_batches, TASK_VAL};
+        if (analyze_checkpoint(c, ckpt, &o, &acc, err, errlen) != 0) rc = TRIAL_FAILED;
+    }
+    unlink(ckpt);
+    if (rc != TRIAL_DONE) return rc;
+    add_train_result(out, &r, sgemm, 1);
+    int max = analyze_metrics_max(acc);
+    store_metric *m = mallocCheck((size_t)max * sizeof *m);
+    int n = analyze_metrics(acc, m, max);
+    for (int i = 0; i < n; i++) metric_add(out, -1, m[i].name, m[i].value);
+    free(m);
+    analyze_acc_free(acc);
+    return TRIAL_DONE;
+}
+
 int runner_exec_default(const experiment *e, const exp_trial *t, double sgemm, metric_list *out, run_progress *pr,
                         char *err, size_t errlen) {
     if (e->kind == EXP_KIND_BENCH && e->bench == EXP_BENCH_ATTN) {
@@ -268,6 +304,7 @@ int runner_exec_default(const experiment *e, const exp_trial *t, double sgemm, m
     }
     train_ctx ctx = {out, pr, c.steps};
     train_hooks h = {&ctx, on_step, on_eval, should_stop};
+    if (e->kind == EXP_KIND_ANALYZE) return exec_analyze(&c, &h, sgemm, out, err, errlen);
     if (train_run(&c, &h, &r, err, errlen) != 0) return TRIAL_FAILED;
     if (runner_should_stop() && r.steps_done < c.steps) return TRIAL_INTERRUPTED;
     if (!isfinite(r.final_train_loss)) return rb_fail(err, errlen, "training loss is not finite"), TRIAL_FAILED;
@@ -452,12 +489,12 @@ int runner_run(const experiment *e, const run_options *o, char *err, size_t errl
             pr.to_run--;
             continue;
         }
-        int claimed = store_claim_trial(s, id, exp_id, runner, err, errlen);
+        int claimed = store_try_claim_trial(s, id, exp_id, runner, err, errlen);
         if (claimed < 0) {
             rc = RUN_BAD_INPUT;
             break;
         }
-        if (claimed == 0) { /* another process took it between the look and the claim */
+        if (claimed == 1) { /* another process took it between the look and the claim */
             pr.to_run--;
             continue;
         }

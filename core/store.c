@@ -428,15 +428,17 @@ int store_reset_stale(rb_store *s, const char *host, char *err, size_t errlen) {
     return n;
 }
 
-int store_claim_trial(rb_store *s, int64_t id, int64_t exp_id, const char *runner, char *err, size_t errlen) {
+static int claim(rb_store *s, int64_t id, int64_t exp_id, const char *runner, const char *unless, char *err,
+                 size_t errlen) {
     sqlite3_stmt *st;
-    char now[32];
+    char now[32], sqlbuf[512];
     store_now(now, sizeof now);
-    int rc = sqlite3_prepare_v2(s->db,
-                                "UPDATE trials SET status='running', runner=?, started_at=?, ended_at=NULL, "
-                                "error=NULL, seconds=NULL, attempts=attempts+1, experiment_id=? "
-                                "WHERE id=? AND status NOT IN ('done','unsupported','running')",
-                                -1, &st, NULL);
+    snprintf(sqlbuf, sizeof sqlbuf,
+             "UPDATE trials SET status='running', runner=?, started_at=?, ended_at=NULL, "
+             "error=NULL, seconds=NULL, attempts=attempts+1, experiment_id=? "
+             "WHERE id=? AND status NOT IN (%s)",
+             unless);
+    int rc = sqlite3_prepare_v2(s->db, sqlbuf, -1, &st, NULL);
     if (rc != SQLITE_OK) return db_fail(s, rc, "starting a trial", err, errlen);
     bind_text(st, 1, runner);
     bind_text(st, 2, now);
@@ -445,9 +447,17 @@ int store_claim_trial(rb_store *s, int64_t id, int64_t exp_id, const char *runne
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) return db_fail(s, rc, "starting a trial", err, errlen);
+    return sqlite3_changes(s->db) == 1 ? 0 : 1;
+}
+
+int store_claim_trial(rb_store *s, int64_t id, int64_t exp_id, const char *runner, char *err, size_t errlen) {
+    return claim(s, id, exp_id, runner, "'done','unsupported'", err, errlen) < 0 ? -1 : 0;
+}
+
+int store_try_claim_trial(rb_store *s, int64_t id, int64_t exp_id, const char *runner, char *err, size_t errlen) {
     /* the check and the claim are one statement: of two processes sharing a
      * database, only one gets the trial */
-    return sqlite3_changes(s->db) == 1 ? 1 : 0;
+    return claim(s, id, exp_id, runner, "'done','unsupported','running'", err, errlen);
 }
 
 int store_finish_trial(rb_store *s, int64_t id, const char *status, const char *error, const store_metric *m, int n,

@@ -82,9 +82,12 @@ int store_trial_status(rb_store *s, const char *key, uint64_t seed, char *status
 int store_reset_stale(rb_store *s, const char *host, char *err, size_t errlen);
 
 /* Mark a trial running (by runner "host:pid", for experiment exp_id) unless
- * it is done, unsupported or already running. 1 claimed, 0 someone else has
- * it (or it is done), -1 on error. */
+ * it is done or unsupported (then nothing changes). 0, or -1 on error. */
 int store_claim_trial(rb_store *s, int64_t id, int64_t exp_id, const char *runner, char *err, size_t errlen);
+/* The same, but also not when it is already running, in one statement: of
+ * two processes sharing a database only one gets a trial. 0 claimed, 1 not
+ * claimed (running elsewhere, or done), -1 on error. */
+int store_try_claim_trial(rb_store *s, int64_t id, int64_t exp_id, const char *runner, char *err, size_t errlen);
 
 /* In one transaction: replace the trial's metrics with m[0..n) and set its
  * status, error text (NULL = none) and end time. */

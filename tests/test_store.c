@@ -133,15 +133,17 @@ int main(void) {
     ok(!strcmp(st, ST_PENDING) && id > 0, "status of (key, seed) found");
     char me[64];
     snprintf(me, sizeof me, "testhost:%ld", (long)getpid());
-    ok(store_claim_trial(s, id, eid, me, err, sizeof err) == 1, "a pending trial is claimed");
-    ok(store_claim_trial(s, id, eid, "otherhost:2", err, sizeof err) == 0, "a running trial cannot be claimed again");
+    ok(store_try_claim_trial(s, id, eid, me, err, sizeof err) == 0, "a pending trial is claimed");
+    ok(store_try_claim_trial(s, id, eid, "otherhost:2", err, sizeof err) == 1, "a running trial cannot be claimed again");
     store_metric m[3] = {{-1, "fwd_ms", 1.5}, {3, "train_loss", 2.25}, {-1, "nan_value", 0.0 / 0.0}};
     ok(store_finish_trial(s, id, ST_DONE, NULL, m, 3, err, sizeof err) == 0, "a trial finishes");
     ok(q1(p, "SELECT count(*) FROM metrics WHERE step IS NULL") == 2 && q1(p, "SELECT step FROM metrics WHERE name='train_loss'") == 3,
        "summary metrics have step NULL, curves their step");
     ok(q1(p, "SELECT count(*) FROM metrics WHERE name='nan_value' AND value IS NULL") == 1, "a non-finite value is stored as NULL");
     ok(q1(p, "SELECT attempts FROM trials WHERE key='aaaa' AND seed=2") == 1, "attempts counted");
-    ok(store_claim_trial(s, id, eid, me, err, sizeof err) == 0, "a done trial cannot be claimed");
+    ok(store_try_claim_trial(s, id, eid, me, err, sizeof err) == 1 && store_claim_trial(s, id, eid, me, err, sizeof err) == 0 &&
+           q1(p, "SELECT status='done' FROM trials WHERE key='aaaa' AND seed=2") == 1,
+       "a done trial cannot be claimed (claim leaves it done)");
 
     /* all-or-nothing: a trigger makes the third metric insert fail */
     sql(p, "CREATE TRIGGER boom BEFORE INSERT ON metrics WHEN NEW.name='boom' BEGIN SELECT RAISE(ABORT, 'forced'); END;");

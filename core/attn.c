@@ -89,6 +89,7 @@ attn *attn_make(const char *name, attn_params *p, char *err, size_t errlen) {
         rb_fail(err, errlen, "%s: %s", name, msg);
         return NULL;
     }
+    a->be = be; /* attn_free and callers dispatch through it */
     return a;
 }
 

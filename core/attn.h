@@ -93,8 +93,9 @@ struct attn_backend {
      * allocation. Required. */
     int (*validate)(attn_params *p, char *err, size_t errlen);
 
-    /* Make an instance for p (validated). NULL with a message when memory
-     * cannot be had. Required. */
+    /* Make an instance for p (validated), with a->be pointing at this
+     * backend and a->p the resolved parameters. NULL with a message when
+     * memory cannot be had. Required. */
     attn *(*create)(const attn_params *p, char *err, size_t errlen);
 
     /* out = attention(q, k, v), flags a combination of ATTN_TRAIN and

@@ -52,7 +52,7 @@ int exp_levenshtein(const char *a, const char *b) {
     return prev[m];
 }
 
-const char *exp_kind_name(int kind) { return kind == EXP_KIND_TRAIN ? "train" : "bench"; }
+const char *exp_kind_name(int kind) { return kind == EXP_KIND_ANALYZE ? "analyze" : kind == EXP_KIND_TRAIN ? "train" : "bench"; }
 const char *exp_bench_name(int bench) { return bench == EXP_BENCH_MODEL ? "model" : "attn"; }
 
 /* ------------------------------------------------------------------ */
@@ -68,7 +68,8 @@ static void add_err(exp_errors *errs, const char *path, int line, int col, const
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     char full[384];
-    if (key && *key) snprintf(full, sizeof full, "%s:%d:%d: %s: %s", path, line, col, key, msg);
+    if (line <= 0) snprintf(full, sizeof full, "%s: %s", path, msg); /* about the file, not a place in it */
+    else if (key && *key) snprintf(full, sizeof full, "%s:%d:%d: %s: %s", path, line, col, key, msg);
     else snprintf(full, sizeof full, "%s:%d:%d: %s", path, line, col, msg);
     for (int i = 0; i < errs->n; i++)
         if (strcmp(errs->msg[i], full) == 0) return; /* the same problem seen from another combination */
@@ -389,7 +390,7 @@ static const char *closest_param(const experiment *e, const char *key) {
 
 static void unknown_param(const experiment *e, exp_errors *errs, const char *key, int line, int col) {
     const char *sug = closest_param(e, key);
-    const char *what = e->kind == EXP_KIND_TRAIN ? "train" : e->bench == EXP_BENCH_MODEL ? "bench: model" : "bench: attn";
+    const char *what = e->kind != EXP_KIND_BENCH ? exp_kind_name(e->kind) : e->bench == EXP_BENCH_MODEL ? "bench: model" : "bench: attn";
     if (e->kind != EXP_KIND_BENCH || e->bench != EXP_BENCH_ATTN) {
         if (train_key_forbidden(key)) {
             add_err(errs, e->path, line, col, key,
@@ -829,15 +830,17 @@ static void read_top(experiment *e, const ynode *root, exp_errors *errs) {
         if (strcmp(k->s, "kind") == 0) {
             if (v->type == Y_SCALAR && strcmp(v->s, "bench") == 0) e->kind = EXP_KIND_BENCH;
             else if (v->type == Y_SCALAR && strcmp(v->s, "train") == 0) e->kind = EXP_KIND_TRAIN;
-            else add_err(errs, e->path, v->line, v->col, "kind", "expected bench or train, got %s", v->type == Y_SCALAR ? v->s : ntype(v));
+            else if (v->type == Y_SCALAR && strcmp(v->s, "analyze") == 0) e->kind = EXP_KIND_ANALYZE;
+            else add_err(errs, e->path, v->line, v->col, "kind", "expected bench, train or analyze, got %s", v->type == Y_SCALAR ? v->s : ntype(v));
         }
     }
     for (int i = 0; i < root->n; i += 2) {
         const ynode *k = root->kids[i], *v = root->kids[i + 1];
         if (k->type != Y_SCALAR) continue;
         if (strcmp(k->s, "bench") == 0) {
-            if (e->kind == EXP_KIND_TRAIN)
-                add_err(errs, e->path, k->line, k->col, "bench", "only for kind: bench (this experiment is kind: train)");
+            if (e->kind != EXP_KIND_BENCH)
+                add_err(errs, e->path, k->line, k->col, "bench", "only for kind: bench (this experiment is kind: %s)",
+                        exp_kind_name(e->kind));
             else if (v->type == Y_SCALAR && strcmp(v->s, "attn") == 0) e->bench = EXP_BENCH_ATTN;
             else if (v->type == Y_SCALAR && strcmp(v->s, "model") == 0) e->bench = EXP_BENCH_MODEL;
             else add_err(errs, e->path, v->line, v->col, "bench", "expected attn or model, got %s", v->type == Y_SCALAR ? v->s : ntype(v));
@@ -874,7 +877,7 @@ static void read_top(experiment *e, const ynode *root, exp_errors *errs) {
                 add_err(errs, e->path, v->line, v->col, key, "expected a mapping {runs: N, warmup: N}, got %s", ntype(v));
                 continue;
             }
-            if (e->kind == EXP_KIND_TRAIN)
+            if (e->kind != EXP_KIND_BENCH)
                 add_err(errs, e->path, k->line, k->col, key, "only for kind: bench (train trials time every step)");
             check_dups(e, v, errs);
             for (int j = 0; j < v->n; j += 2) {
@@ -1503,6 +1506,9 @@ const char exp_help_text[] =
     "  name: NAME          required; letters, digits, _ - . (default database results/NAME.db)\n"
     "  description: TEXT   optional, stored with the results\n"
     "  kind: bench|train   bench (default): time, no learning; train: train and evaluate\n"
+    "  kind: analyze       train and evaluate, then `routebench analyze` the trained model on held-out\n"
+    "                      data (eval_batches batches; analyze.* metrics: entropy, kept dense mass,\n"
+    "                      JSD between heads; O(seq^2) per head, meant for evaluation-sized seq)\n"
     "  bench: attn|model   kind bench: one attention layer (attn, default) or one whole model\n"
     "                      training step (model), timed\n"
     "  repeat: N           seeds per combination (default 1): seeds are seed, seed+1, ...\n"

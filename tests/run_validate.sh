@@ -63,7 +63,7 @@ grep -q "did you mean 'clusters'" <("$RB" run "$Y/bad_unknown_key.yaml" 2>&1); o
 "$RB" run "$tmp/nonexistent.yaml" >"$tmp/o" 2>&1; rc=$?
 [ $rc = 2 ] && grep -q "nonexistent.yaml.*cannot open" "$tmp/o"; ok $? "missing file: exit 2 with the path (got $rc)"
 "$RB" run "$tmp" >"$tmp/o" 2>&1; rc=$?
-[ $rc = 2 ] && grep -q "$tmp" "$tmp/o"; ok $? "a directory as the file: exit 2 with the path (got $rc: $(head -c 100 "$tmp/o"))"
+[ $rc = 2 ] && grep -q "$tmp" "$tmp/o"; ok $? "a directory as the file: exit 2 with the path (got $rc: $(head -c 100 "$tmp/o" | tr '\n' ' '))"
 "$RB" run >/dev/null 2>&1; [ $? = 2 ]; ok $? "no file: exit 2"
 "$RB" run "$Y/../../experiments/example.yaml" --shard 3/3 >/dev/null 2>&1; [ $? = 2 ]; ok $? "--shard 3/3 refused"
 "$RB" run "$Y/../../experiments/example.yaml" --bogus >/dev/null 2>&1; [ $? = 2 ]; ok $? "unknown option refused"

@@ -363,7 +363,7 @@ double analyze_pair_jsd(const analyze_acc *acc, int l, int pair, double *std, in
 /* ---- output ---- */
 
 int analyze_metrics_max(const analyze_acc *acc) {
-    return 5 + acc->L * (acc->H * 5 + 2 * ANALYZE_NKINDS + 2 * ANALYZE_NPAIRS + ANALYZE_MAX_STATS) +
+    return 7 + acc->L * (acc->H * 5 + 2 * ANALYZE_NKINDS + 2 * ANALYZE_NPAIRS + ANALYZE_MAX_STATS) +
            2 * ANALYZE_NKINDS + 2 * ANALYZE_NPAIRS;
 }
 
@@ -419,6 +419,15 @@ int analyze_metrics(const analyze_acc *acc, store_metric *out, int max) {
         snprintf(nm, sizeof nm, "analyze.jsd.%s.std", analyze_pair_name(p)), put(out, &n, max, nm, sd);
     }
     if (acc->loss_batches > 0) put(out, &n, max, "analyze.eval_loss", acc->loss_sum / acc->loss_batches);
+    /* the resolved cluster count and window (auto in the configuration), the
+     * kept-mass figure's x axis: from the first layer whose backend uses each */
+    int have_k = 0, have_w = 0;
+    for (int l = 0; l < acc->L; l++) {
+        const attn_backend *be = acc->analysed[l] ? attn_find(acc->layer_backend[l]) : NULL;
+        if (!be) continue;
+        if (!have_k && (be->uses & ATTN_USES_CLUSTERS)) put(out, &n, max, "analyze.clusters", acc->layer_p[l].clusters), have_k = 1;
+        if (!have_w && (be->uses & ATTN_USES_WINDOW)) put(out, &n, max, "analyze.window", acc->layer_p[l].window), have_w = 1;
+    }
     return n;
 }
 
@@ -723,15 +732,18 @@ int analyze_plot_kept(const rpt_db *d, const char *dir, const char *format, int 
             double kept = group_metric(d, &g[gi], nm, &sd, &n);
             snprintf(nm, sizeof nm, "analyze.random_mass.%s", analyze_kind_name(k));
             double rnd = group_metric(d, &g[gi], nm, &sd, &n);
+            /* x: the resolved value the analysis recorded, else the trial's parameter */
+            double x = group_metric(d, &g[gi], k == ANALYZE_HEAD_ROUTING ? "analyze.clusters" : "analyze.window", &sd, &n);
             const char *xs = ix[k] >= 0 ? t0->pv[ix[k]] : NULL;
-            if (isnan(kept) || !xs) continue;
+            if (isnan(x) && xs) x = atof(xs);
+            if (isnan(kept) || isnan(x)) continue;
             char lb[160];
             snprintf(lb, sizeof lb, "%.40s %s heads%s%.20s", t0->backend ? t0->backend : "?", analyze_kind_name(k),
                      multi_seq ? " n=" : "", multi_seq && t0->pv[iseq] ? t0->pv[iseq] : "");
             int s = 0;
             while (s < ns && strcmp(label[s], lb) != 0) s++;
             if (s == ns) snprintf(label[ns++], sizeof label[0], "%s", lb);
-            pts[(size_t)s * (ng + 1) + np[s]++] = (kept_pt){atof(xs), kept, rnd};
+            pts[(size_t)s * (ng + 1) + np[s]++] = (kept_pt){x, kept, rnd};
         }
     }
     char path[1200];

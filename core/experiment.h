@@ -32,7 +32,7 @@
 #define EXP_MAX_REPEAT 1000
 #define EXP_MAX_ERRORS 64   /* problems reported before giving up */
 
-enum { EXP_KIND_BENCH = 0, EXP_KIND_TRAIN = 1 };
+enum { EXP_KIND_BENCH = 0, EXP_KIND_TRAIN = 1, EXP_KIND_ANALYZE = 2 /* train, then core/analyze.h */ };
 enum { EXP_BENCH_ATTN = 0, EXP_BENCH_MODEL = 1 };
 
 /* One scalar as written in the file, with its position (1-based). */

@@ -72,6 +72,20 @@ else
 fi
 "$RB" analyze --report "$tmp/ck" >/dev/null 2>&1
 ok $([ $? = 2 ]; echo $?) "--report on a file that is no database: exit 2"
+cat >"$tmp/an.yaml" <<'YAML'
+name: analyze-sweep
+kind: analyze
+params: {d_model: 32, layers: 1, heads: 4, batch: 2, steps: 3, eval_batches: 1, task: copy, seq: 32, backend: hybrid}
+sweep:
+  clusters: [2, 4]
+YAML
+"$RB" run "$tmp/an.yaml" --db "$tmp/s.db" >/dev/null 2>&1 &&
+    [ "$(sqlite3 "$tmp/s.db" "select count(*) from trials where kind = 'analyze' and status = 'done'")" = 2 ] &&
+    [ "$(sqlite3 "$tmp/s.db" "select count(distinct trial_id) from metrics where name = 'analyze.jsd.local_routing'")" = 2 ] &&
+    [ "$(sqlite3 "$tmp/s.db" "select count(*) from metrics where name = 'eval_loss' and step is null")" = 2 ]
+ok $? "kind: analyze sweep: each trial trains, then has its analyze.* metrics"
+"$RB" analyze --report "$tmp/s.db" | grep -q "hybrid k=4"
+ok $? "--report on the sweep: one configuration per cluster count"
 "$RB" analyze --help | grep -q "O(seq^2) per head"
 ok $? "--help states the cost"
 

@@ -163,6 +163,7 @@ typedef struct {
     metric_list *out;
     run_progress *pr;
     int steps;
+    double step_min, step_max; /* spread of step times after the first (warm-up) step */
 } train_ctx;
 
 static void on_step(void *ctx, const train_step_info *s) {
@@ -171,6 +172,10 @@ static void on_step(void *ctx, const train_step_info *s) {
     metric_add(c->out, s->step, "lr", s->lr);
     metric_add(c->out, s->step, "grad_norm", s->grad_norm);
     metric_add(c->out, s->step, "step_ms", s->step_ms);
+    if (s->step > 1) {
+        c->step_min = RB_MIN(c->step_min, s->step_ms);
+        c->step_max = RB_MAX(c->step_max, s->step_ms);
+    }
     runner_progress_step(c->pr, s->step, c->steps, s->loss);
 }
 
@@ -302,13 +307,17 @@ int runner_exec_default(const experiment *e, const exp_trial *t, double sgemm, m
         add_train_result(out, &r, sgemm, 0);
         return TRIAL_DONE;
     }
-    train_ctx ctx = {out, pr, c.steps};
+    train_ctx ctx = {out, pr, c.steps, INFINITY, -INFINITY};
     train_hooks h = {&ctx, on_step, on_eval, should_stop};
     if (e->kind == EXP_KIND_ANALYZE) return exec_analyze(&c, &h, sgemm, out, err, errlen);
     if (train_run(&c, &h, &r, err, errlen) != 0) return TRIAL_FAILED;
     if (runner_should_stop() && r.steps_done < c.steps) return TRIAL_INTERRUPTED;
     if (!isfinite(r.final_train_loss)) return rb_fail(err, errlen, "training loss is not finite"), TRIAL_FAILED;
     add_train_result(out, &r, sgemm, 1);
+    if (isfinite(ctx.step_min)) {
+        metric_add(out, -1, "step_ms_min", ctx.step_min);
+        metric_add(out, -1, "step_ms_max", ctx.step_max);
+    }
     return TRIAL_DONE;
 }
 

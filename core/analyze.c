@@ -627,7 +627,8 @@ int analyze_jsd_table(rpt_table *tb, const rpt_db *d, int format, char *err, siz
             if (*c == '_') *c = '-';
         head[nc] = hbuf[p][0], align[nc++] = 'r';
         if (format == RPT_CSV) {
-            snprintf(hbuf[p][1], sizeof hbuf[p][1], "%.40s std", hbuf[p][0]);
+            memcpy(hbuf[p][1], hbuf[p][0], sizeof hbuf[p][0]);
+            strncat(hbuf[p][1], " std", sizeof hbuf[p][1] - strlen(hbuf[p][1]) - 1);
             head[nc] = hbuf[p][1], align[nc++] = 'r';
         }
     }

@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "plot.h"
+#include "analyze.h"
 #include "report.h"
 #include "store.h"
 
@@ -51,7 +52,10 @@ static void report_usage(FILE *f) {
             "                 one per configuration\n"
             "  --metric M,..  the measure columns (default: those the database has, of\n"
             "                 loss,bpt,acc,time,tokens,mem,act_mem,gflops,sgemm); any metric name stored\n"
-            "                 in the metrics table also works (e.g. attn.unrouted_share, fwd_ms)\n\n"
+            "                 in the metrics table also works (e.g. attn.unrouted_share, fwd_ms)\n"
+            "  --jsd          the paper's table from analyze trials instead: mean Jensen-Shannon\n"
+            "                 divergence (nats) between heads per layer, local-local, local-routing,\n"
+            "                 routing-routing\n\n"
             "measures: loss = final evaluation loss, bpt = bits per token, acc = accuracy (mean ± std\n"
             "over seeds); time = step time in ms (fwd+bwd for attention benches, a whole training step\n"
             "otherwise), tokens = tokens/s, mem = peak RSS, act_mem = activation bytes (backend or\n"
@@ -62,6 +66,7 @@ static void report_usage(FILE *f) {
 
 int cmd_report(int argc, char **argv) {
     const char *db = NULL, *where = NULL;
+    int jsd = 0;
     rpt_table_opts o = {NULL, NULL, RPT_MD};
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -84,6 +89,8 @@ int cmd_report(int argc, char **argv) {
         } else if (!strcmp(f, "--metric") || !strcmp(f, "--metrics")) {
             if (!(o.metrics = need("report", f, val))) return 2;
             i++;
+        } else if (!strcmp(f, "--jsd")) {
+            jsd = 1;
         } else if (f[0] == '-' && f[1]) {
             fprintf(stderr, "routebench report: unknown option '%s' (see --help)\n", f);
             return 2;
@@ -105,7 +112,7 @@ int cmd_report(int argc, char **argv) {
         return 2;
     }
     rpt_table tb;
-    if (rpt_table_build(&tb, &d, &o, err, sizeof err)) {
+    if (jsd ? analyze_jsd_table(&tb, &d, o.format, err, sizeof err) : rpt_table_build(&tb, &d, &o, err, sizeof err)) {
         fprintf(stderr, "routebench report: %s\n", err);
         rpt_close(&d);
         return 2;

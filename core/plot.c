@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "analyze.h"
 #include "store.h"
 
 const char *const plot_figures[PLOT_NFIGURES] = {"scaling", "memory", "curves_step", "curves_time", "heatmap",
@@ -807,11 +808,11 @@ int plot_all(const rpt_db *d, const plot_opts *o, int *nmade, char *err, size_t 
         char buf[512];
         snprintf(buf, sizeof buf, "%s", o->only);
         for (char *tok = strtok(buf, ", "); tok; tok = strtok(NULL, ", ")) {
-            int ok = !strcmp(tok, "curves");
+            int ok = !strcmp(tok, "curves") || !strcmp(tok, "kept_mass");
             for (int i = 0; i < PLOT_NFIGURES; i++) ok |= !strcmp(tok, plot_figures[i]);
             if (!ok)
                 return rb_fail(err, errlen, "--only: no figure '%s' (scaling, memory, curves_step, curves_time, "
-                                            "curves, heatmap, tradeoff)", tok);
+                                            "curves, heatmap, tradeoff, kept_mass)", tok);
         }
     }
     const char *tmeas = o->time_metric ? o->time_metric : "time";
@@ -849,6 +850,14 @@ int plot_all(const rpt_db *d, const plot_opts *o, int *nmade, char *err, size_t 
     }
     if (!rc && wanted(o->only, "tradeoff")) {
         rc = fig_tradeoff(&f, tmeas, mmeas, err, errlen);
+        *nmade += !rc;
+    }
+    /* The analysis figure, drawn when the database holds analyze trials
+     * (or when asked for by name, which then says there is nothing). */
+    int has_analysis = rpt_measure_present(d, "analyze.kept_mass.routing") ||
+                       rpt_measure_present(d, "analyze.kept_mass.local");
+    if (!rc && (o->only && *o->only ? wanted(o->only, "kept_mass") : has_analysis)) {
+        rc = analyze_plot_kept(d, o->out_dir, o->format, o->dumb, o->quiet, err, errlen);
         *nmade += !rc;
     }
     free(f.varying);

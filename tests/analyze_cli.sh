@@ -63,7 +63,11 @@ ok $? "--report DB: the JSD table, one row per layer plus all"
     want=$(sqlite3 "$tmp/a.db" "select value from metrics where name = 'analyze.jsd.local_routing'") &&
     awk -v a="$lr" -v b="$want" 'BEGIN { exit !(a - b < 1e-5 && b - a < 1e-5) }'
 ok $? "--report csv: the all-layers local-routing cell is the stored metric ($lr)"
+"$RB" report "$tmp/a.db" --jsd >"$tmp/rep2" 2>&1 && cmp -s "$tmp/rep" "$tmp/rep2"
+ok $? "routebench report --jsd prints the same JSD table"
 if command -v gnuplot >/dev/null; then
+    "$RB" plot "$tmp/a.db" --out "$tmp/pl2" >/dev/null 2>&1 && [ -s "$tmp/pl2/kept_mass.png" ]
+    ok $? "routebench plot draws the kept-mass figure for a database with analyze trials"
     "$RB" analyze --plot "$tmp/a.db" --out "$tmp/pl" >/dev/null 2>&1 && [ -s "$tmp/pl/kept_mass.png" ] &&
         [ -s "$tmp/pl/kept_mass.gp" ] && grep -q "hybrid routing heads" "$tmp/pl/kept_mass.dat"
     ok $? "--plot DB: kept_mass.png with its .gp and .dat"

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
 
@@ -73,6 +74,30 @@ int attn_params_check_sizes(const attn_params *p, char *err, size_t errlen) {
     return 0;
 }
 
+static double mem_available_bytes(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    double kb = 0;
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
+        fclose(f);
+    }
+    if (kb > 0) return kb * 1024.0;
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    return (pages > 0 && psz > 0) ? (double)pages * (double)psz : 0.0;
+}
+
+int attn_memory_check(const attn_backend *be, const attn_params *p, double extra_bytes, char *err, size_t errlen) {
+    double need = (double)be->act_bytes(p) + extra_bytes, avail = mem_available_bytes();
+    const double gib = 1073741824.0;
+    if (avail > 0 && need > avail)
+        return rb_fail(err, errlen, "%s at seq %d needs %.2f GiB (%.2f GiB for the backend's activations); "
+                       "this machine has %.2f GiB available", be->name, p->seq, need / gib,
+                       (double)be->act_bytes(p) / gib, avail / gib);
+    return 0;
+}
+
 attn *attn_make(const char *name, attn_params *p, char *err, size_t errlen) {
     const attn_backend *be = attn_find(name);
     if (!be) {
@@ -84,6 +109,7 @@ attn *attn_make(const char *name, attn_params *p, char *err, size_t errlen) {
         rb_fail(err, errlen, "%s: %s", name, msg);
         return NULL;
     }
+    if (attn_memory_check(be, p, 0.0, err, errlen) != 0) return NULL;
     attn *a = be->create(p, msg, sizeof msg);
     if (!a) {
         rb_fail(err, errlen, "%s: %s", name, msg);

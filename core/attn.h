@@ -151,7 +151,16 @@ const attn_backend *attn_get(int i);
 /* "dense, dense-naive, local, ..." for messages. */
 const char *attn_names(void);
 
-/* Convenience: find by name, validate and create, with one error message.
+/* Whether an instance for p (validated) plus extra_bytes of the caller's
+ * own fits in the memory this machine has available now (MemAvailable):
+ * 0, or -1 with "BACKEND at seq N needs X GiB ...; this machine has Y GiB
+ * available". Memory is a property of the machine, not of the parameters,
+ * so validate() does not check it: a sweep records such a trial as
+ * unsupported instead of refusing the whole file. */
+int attn_memory_check(const attn_backend *be, const attn_params *p, double extra_bytes, char *err, size_t errlen);
+
+/* Convenience: find by name, validate, check memory and create, with one
+ * error message.
  * p is updated with the resolved parameters. */
 attn *attn_make(const char *name, attn_params *p, char *err, size_t errlen);
 void attn_free(attn *a);

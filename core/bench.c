@@ -56,7 +56,9 @@ static int resolve(const char *backend, attn_params *p, const attn_backend **be,
     char msg[512];
     if (attn_params_check_sizes(p, msg, sizeof msg) != 0 || (*be)->validate(p, msg, sizeof msg) != 0)
         return rb_fail(err, errlen, "%s: %s", backend, msg);
-    return 0;
+    /* the backend's activations plus the 8 input/output tensors made here */
+    double n = (double)p->batch * p->heads * p->seq * p->head_dim;
+    return attn_memory_check(*be, p, 8.0 * n * sizeof(float), err, errlen);
 }
 
 int attn_bench(const char *backend, attn_params *p, int repeat, int warmup, attn_bench_result *r, char *err,

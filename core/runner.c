@@ -147,18 +147,6 @@ static void progress_end(run_progress *pr, const exp_trial *t, const char *statu
 /* ------------------------------------------------------------------ */
 /* trial execution                                                     */
 
-/* MemAvailable in bytes, 0 when unknown. */
-static double mem_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return 0;
-    char line[256];
-    double kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
-    fclose(f);
-    return kb * 1024.0;
-}
-
 typedef struct {
     metric_list *out;
     run_progress *pr;
@@ -263,13 +251,7 @@ int runner_exec_default(const experiment *e, const exp_trial *t, double sgemm, m
         const attn_backend *be = attn_find(t->backend);
         if (!be) return rb_fail(err, errlen, "unknown backend '%s'", t->backend), TRIAL_FAILED;
         double n = (double)p.batch * p.heads * p.seq * p.head_dim;
-        double need = (double)be->act_bytes(&p) + 8.0 * n * sizeof(float);
-        double avail = mem_available();
-        if (avail > 0 && need > avail) {
-            rb_fail(err, errlen, "needs %.2f GiB (analytic activations + bench tensors), %.2f GiB available", need / 1073741824.0,
-                    avail / 1073741824.0);
-            return TRIAL_UNSUPPORTED;
-        }
+        if (attn_memory_check(be, &p, 8.0 * n * sizeof(float), err, errlen) != 0) return TRIAL_UNSUPPORTED;
         attn_bench_result r;
         if (attn_bench(t->backend, &p, e->timing_runs, e->timing_warmup, &r, err, errlen) != 0) return TRIAL_FAILED;
         if (!isfinite(r.fwd_ms) || !isfinite(r.bwd_ms)) return rb_fail(err, errlen, "non-finite timing"), TRIAL_FAILED;

@@ -351,7 +351,7 @@ static void test_bad_input(void) {
     ok(strstr(attn_names(), "dense-naive") != NULL && attn_find("dense") != NULL && attn_find("dense-naive") != NULL,
        "registry lists dense and dense-naive (%s)", attn_names());
 
-    /* dense-naive refuses what cannot fit, without allocating */
+    /* dense-naive at a size no machine here has is refused by attn_make's memory check, without allocating */
     attn_params_default(&p);
     p.seq = 1 << 20;
     p.heads = 8;

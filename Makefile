@@ -101,15 +101,17 @@ data/kjv.txt:
 # to 8192) and experiments/quick_copy.yaml (brief copy-task training): each
 # writes results/NAME.db (a rerun resumes: done trials are skipped), prints
 # its report and draws plots/out/NAME/.
-DEMO_EXPS := quick quick_copy
+# Each entry is EXPERIMENT:FIGURES (the figures that have data for it).
+DEMO_EXPS := quick:scaling,memory quick_copy:curves,tradeoff
 demo: deps
 	@$(MAKE) --no-print-directory all
 	$(BIN) sysinfo
-	@for e in $(DEMO_EXPS); do \
+	@for x in $(DEMO_EXPS); do \
+	    e=$${x%%:*}; \
 	    echo "demo: routebench run experiments/$$e.yaml"; \
 	    $(BIN) run experiments/$$e.yaml || exit $$?; \
 	    $(BIN) report results/$$e.db || exit $$?; \
-	    $(BIN) plot results/$$e.db || exit $$?; \
+	    $(BIN) plot results/$$e.db --only $${x#*:} || exit $$?; \
 	done
 
 # results: the README's results section, regenerated rather than edited.
@@ -118,7 +120,7 @@ demo: deps
 # <!-- results:begin --> and <!-- results:end --> lines from `routebench
 # sysinfo` and `routebench report`, and copies the few small figures it shows
 # to plots/readme/ (tracked in git). About 3 minutes on 2 cores.
-README_EXPS := quick quick_copy
+README_EXPS := quick:scaling,memory quick_copy:curves
 README_FIGS := quick:scaling quick:memory quick_copy:curves_step
 .PHONY: results
 results: deps
@@ -126,10 +128,11 @@ results: deps
 	@grep -q '^<!-- results:begin -->$$' README.md && grep -q '^<!-- results:end -->$$' README.md || \
 	    { echo "results: README.md lacks the <!-- results:begin --> / <!-- results:end --> lines"; exit 1; }
 	@mkdir -p results/readme plots/readme $(BUILD)
-	@for e in $(README_EXPS); do \
+	@for x in $(README_EXPS); do \
+	    e=$${x%%:*}; \
 	    rm -f results/readme/$$e.db results/readme/$$e.db-wal results/readme/$$e.db-shm; \
 	    $(BIN) run experiments/$$e.yaml --db results/readme/$$e.db || exit $$?; \
-	    $(BIN) plot results/readme/$$e.db --out results/readme/$$e --quiet || exit $$?; \
+	    $(BIN) plot results/readme/$$e.db --out results/readme/$$e --quiet --only $${x#*:} || exit $$?; \
 	done
 	@for f in $(README_FIGS); do \
 	    cp results/readme/$${f%%:*}/$${f#*:}.png plots/readme/$${f%%:*}_$${f#*:}.png || exit 1; \

@@ -1,6 +1,6 @@
-/* cmd_analyze.c: `routebench analyze CHECKPOINT`: load a trained model (the
- * checkpoint holds only a hash of its configuration, so the training flags
- * are given again, as for export), run held-out sequences of its task through
+/* cmd_analyze.c: `routebench analyze CHECKPOINT`: load a trained model (its
+ * configuration read from the checkpoint, --KEY VALUE options on top, as for
+ * export), run held-out sequences of its task through
  * it and print what its attention heads do (core/analyze.h): entropies, kept
  * dense mass against the random floor, the JSD table in the paper's form,
  * routing statistics. With --db the measures are also written to a results
@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "analyze.h"
+#include "checkpoint.h"
 #include "cli.h"
 #include "commands.h"
 #include "common.h"
@@ -52,9 +53,11 @@ static void usage(FILE *f) {
             "each layer's backend, O(batch * heads * seq^2 * head_dim) for the dense softmax (double),\n"
             "O(batch * heads^2 * seq^2) for the divergences, and batch * heads * seq^2 floats of memory.\n"
             "Meant for evaluation-sized inputs (seq up to a few thousand).\n\n"
-            "The checkpoint holds only a hash of its configuration: give the --KEY VALUE options\n"
-            "`routebench train` was given (--backend hybrid --d-model 128 --layers 2 ...); --batch sets\n"
-            "the sequences per micro-batch and may differ from training's.\n\n"
+            "The model's configuration is read from the checkpoint; --KEY VALUE options (those of\n"
+            "`routebench train`) given on top replace single keys: --batch (sequences per micro-batch)\n"
+            "or --data may differ from training's, options that change the model are refused by the\n"
+            "checkpoint's configuration hash. A checkpoint of format version 1 (written before\n"
+            "checkpoints held their configuration) needs every option `routebench train` was given.\n\n"
             "  --db DB        also write the measures as metrics of one trial (kind analyze) into DB\n"
             "                 (created if missing; a database of another experiment is refused); metric\n"
             "                 names: analyze.L<l>.H<h>.entropy|kept_mass|random_mass|rows|unrouted_rows,\n"
@@ -240,12 +243,15 @@ int cmd_analyze(int argc, char **argv) {
     train_config_default(&c);
     const char *ckpt = NULL, *db = NULL, *exp_name = "analyze";
     const char *report = NULL, *plot = NULL, *format = NULL, *out = NULL;
-    int threads = 0, batches = 0, split = TASK_VAL, dumb = 0;
+    int threads = 0, batches = 0, split = TASK_VAL, dumb = 0, nkv = 0;
     char err[2048];
+    /* the --KEY VALUE options, applied on top of the checkpoint's configuration once it is read */
+    const char **kv = mallocCheck((size_t)(argc + 1) * sizeof *kv);
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
             usage(stdout);
+            free(kv);
             return 0;
         }
         if (strcmp(f, "--dumb") == 0) {
@@ -256,6 +262,7 @@ int cmd_analyze(int argc, char **argv) {
             if (ckpt) {
                 fprintf(stderr, "routebench analyze: unexpected argument '%s'\n", f);
                 usage(stderr);
+                free(kv);
                 return 2;
             }
             ckpt = f;
@@ -263,13 +270,20 @@ int cmd_analyze(int argc, char **argv) {
         }
         if (!val) {
             fprintf(stderr, "routebench analyze: %s needs a value\n", f);
+            free(kv);
             return 2;
         }
         i++;
         if (strcmp(f, "--threads") == 0) {
-            if (cli_int(f, val, 1, 4096, &threads)) return 2;
+            if (cli_int(f, val, 1, 4096, &threads)) {
+                free(kv);
+                return 2;
+            }
         } else if (strcmp(f, "--batches") == 0) {
-            if (cli_int(f, val, 1, 1 << 20, &batches)) return 2;
+            if (cli_int(f, val, 1, 1 << 20, &batches)) {
+                free(kv);
+                return 2;
+            }
         } else if (strcmp(f, "--db") == 0) {
             db = val;
         } else if (strcmp(f, "--report") == 0) {
@@ -287,13 +301,23 @@ int cmd_analyze(int argc, char **argv) {
             else if (strcmp(val, "test") == 0) split = TASK_TEST;
             else {
                 fprintf(stderr, "routebench analyze: --split: expected val or test, got '%s'\n", val);
+                free(kv);
                 return 2;
             }
-        } else if (train_config_set(&c, f + 2, val, err, sizeof err) != 0) {
+        } else if (train_config_set(&c, f + 2, val, err, sizeof err) != 0) { /* refused now, not later */
             fprintf(stderr, "routebench analyze: %s\n", err);
+            free(kv);
             return 2;
+        } else {
+            kv[2 * nkv] = f + 2, kv[2 * nkv + 1] = val, nkv++;
         }
     }
+    if (ckpt && !report && !plot && checkpoint_config_with(ckpt, &c, kv, nkv, err, sizeof err) != 0) {
+        fprintf(stderr, "routebench analyze: %s\n", err);
+        free(kv);
+        return 2;
+    }
+    free(kv);
     if (report || plot) {
         if (ckpt || (report && plot)) {
             fprintf(stderr, "routebench analyze: --report and --plot take a database and no checkpoint, one at a time\n");

@@ -462,7 +462,7 @@ int npy_export_model(const char *ckpt, const char *dir, const train_config *cin,
     rb_rng_seed(&rng, 0);
     if (checkpoint_load(ckpt, m, &step, &rng, train_config_hash(&c), msg, sizeof msg) != 0) {
         model_free(m);
-        return rb_fail(err, errlen, "%s (export needs the configuration flags the checkpoint was trained with)", msg);
+        return rb_fail(err, errlen, "%s (options given to export must not change the model)", msg);
     }
     if (npy_mkdirs(dir, err, errlen) != 0) {
         model_free(m);
@@ -732,7 +732,7 @@ int npy_import_model(const char *dir, const char *ckpt, int *narrays, char *err,
          * stream where a new training run would begin it */
         rb_rng rng;
         rb_rng_seed(&rng, task_stream_seed(c.seed, TASK_TRAIN, 0));
-        rc = checkpoint_save(ckpt, m, 0, &rng, train_config_hash(&c), err, errlen);
+        rc = checkpoint_save(ckpt, m, 0, &rng, &c, err, errlen);
         if (narrays && rc == 0) *narrays = ne;
     }
     free(e);
@@ -746,9 +746,11 @@ static void export_usage(FILE *f) {
     fprintf(f, "usage: routebench export CHECKPOINT DIR [--KEY VALUE ...]\n"
                "Writes every parameter of the model in CHECKPOINT as DIR/<name>.npy (float32, C order;\n"
                "names like wte.weight, h.0.attn.qkv.weight, h.0.attn.centroids, ln_f.bias) and\n"
-               "DIR/manifest.json with the configuration. The checkpoint holds only a hash of its\n"
-               "configuration, so give the same --KEY VALUE options `routebench train` was given\n"
-               "(--d-model 128 --layers 2 --backend routing ...); other options are refused by the hash.\n");
+               "DIR/manifest.json with the configuration, which is read from the checkpoint. --KEY VALUE\n"
+               "options (those of `routebench train`) given on top replace single keys; options that\n"
+               "change the model are refused by the checkpoint's configuration hash. A checkpoint of\n"
+               "format version 1 (written before checkpoints held their configuration) needs the same\n"
+               "options `routebench train` was given (--d-model 128 --layers 2 --backend routing ...).\n");
 }
 
 static void import_usage(FILE *f) {
@@ -763,18 +765,22 @@ int cmd_export(int argc, char **argv) {
     train_config c;
     train_config_default(&c);
     const char *pos[2] = {NULL, NULL};
-    int npos = 0, threads = 0;
+    int npos = 0, threads = 0, nkv = 0;
     char err[2048];
+    /* the --KEY VALUE options, applied on top of the checkpoint's configuration once it is read */
+    const char **kv = mallocCheck((size_t)(argc + 1) * sizeof *kv);
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
             export_usage(stdout);
+            free(kv);
             return 0;
         }
         if (strncmp(f, "--", 2) != 0) {
             if (npos == 2) {
                 fprintf(stderr, "routebench export: unexpected argument '%s'\n", f);
                 export_usage(stderr);
+                free(kv);
                 return 2;
             }
             pos[npos++] = f;
@@ -782,18 +788,32 @@ int cmd_export(int argc, char **argv) {
         }
         if (!val) {
             fprintf(stderr, "routebench export: %s needs a value\n", f);
+            free(kv);
             return 2;
         }
         i++;
         if (strcmp(f, "--threads") == 0) {
-            if (cli_int(f, val, 1, 4096, &threads)) return 2;
-        } else if (train_config_set(&c, f + 2, val, err, sizeof err) != 0) {
+            if (cli_int(f, val, 1, 4096, &threads)) {
+                free(kv);
+                return 2;
+            }
+        } else if (train_config_set(&c, f + 2, val, err, sizeof err) != 0) { /* refused now, not later */
             fprintf(stderr, "routebench export: %s\n", err);
+            free(kv);
             return 2;
+        } else {
+            kv[2 * nkv] = f + 2, kv[2 * nkv + 1] = val, nkv++;
         }
     }
     if (npos != 2) {
         export_usage(stderr);
+        free(kv);
+        return 2;
+    }
+    int rcc = checkpoint_config_with(pos[0], &c, kv, nkv, err, sizeof err);
+    free(kv);
+    if (rcc != 0) {
+        fprintf(stderr, "routebench export: %s\n", err);
         return 2;
     }
     rb_set_threads(threads);

@@ -216,6 +216,91 @@ int train_config_set(train_config *c, const char *key, const char *value, char *
     return rb_fail(err, errlen, "internal: key type");
 }
 
+/* Every key as it would be given to train_config_set. Floats and doubles are
+ * written with as few digits as read back as the same value (at most 9 and
+ * 17), so the configuration hash survives the round trip exactly. */
+int train_config_to_text(const train_config *c, char *out, size_t len) {
+    size_t off = 0;
+    if (len) out[0] = 0;
+    for (int i = 0; i < NKEYS; i++) {
+        const key_def *k = &keys[i];
+        const char *field = (const char *)c + k->off;
+        char v[TRAIN_PATH_LEN + 32];
+        int x = k->type == K_INT || k->type == K_POS || k->type == K_CLUSTERS || k->type == K_ASSIGN ||
+                        k->type == K_NORM
+                    ? *(const int *)field
+                    : 0;
+        switch (k->type) {
+        case K_INT: snprintf(v, sizeof v, "%d", x); break;
+        case K_FLOAT: { /* the shortest text that reads back as the same float: 0.999, not 0.999000013 */
+            float f = *(const float *)field;
+            for (int p = 6; p <= 9; p++) {
+                snprintf(v, sizeof v, "%.*g", p, (double)f);
+                if (strtof(v, NULL) == f) break;
+            }
+            break;
+        }
+        case K_DOUBLE: {
+            double d = *(const double *)field;
+            for (int p = 15; p <= 17; p++) {
+                snprintf(v, sizeof v, "%.*g", p, d);
+                if (strtod(v, NULL) == d) break;
+            }
+            break;
+        }
+        case K_STR:
+            if (strlen(field) >= k->len || strchr(field, '\n')) return -1; /* one line per key */
+            snprintf(v, sizeof v, "%s", field);
+            break;
+        case K_U64: snprintf(v, sizeof v, "%llu", (unsigned long long)*(const uint64_t *)field); break;
+        case K_POS:
+            if (x != TRAIN_POS_LEARNED && x != TRAIN_POS_SINUSOIDAL) return -1;
+            snprintf(v, sizeof v, "%s", x == TRAIN_POS_SINUSOIDAL ? "sinusoidal" : "learned");
+            break;
+        case K_CLUSTERS:
+            if (x < 0) return -1;
+            if (x == 0) snprintf(v, sizeof v, "auto");
+            else snprintf(v, sizeof v, "%d", x);
+            break;
+        case K_ASSIGN:
+            if (x != ATTN_ASSIGN_TOPK && x != ATTN_ASSIGN_ARGMAX) return -1;
+            snprintf(v, sizeof v, "%s", x == ATTN_ASSIGN_TOPK ? "topk" : "argmax");
+            break;
+        case K_NORM:
+            if (x != ATTN_NORM_L2 && x != ATTN_NORM_LAYERNORM) return -1;
+            snprintf(v, sizeof v, "%s", x == ATTN_NORM_L2 ? "l2" : "layernorm");
+            break;
+        default: return -1;
+        }
+        int n = snprintf(off < len ? out + off : NULL, off < len ? len - off : 0, "%s=%s\n", k->key, v);
+        if (n < 0) return -1;
+        off += (size_t)n;
+    }
+    return off < len ? (int)off : -1;
+}
+
+int train_config_from_text(train_config *c, const char *text, char *err, size_t errlen) {
+    const char *p = text;
+    int line = 0;
+    while (*p) {
+        line++;
+        size_t n = strcspn(p, "\n");
+        char buf[TRAIN_PATH_LEN + 64];
+        if (n >= sizeof buf) return rb_fail(err, errlen, "configuration line %d is too long", line);
+        memcpy(buf, p, n);
+        buf[n] = 0;
+        p += n + (p[n] == '\n');
+        if (n == 0) continue;
+        char *eq = strchr(buf, '=');
+        if (!eq) return rb_fail(err, errlen, "configuration line %d has no '=': '%s'", line, buf);
+        *eq = 0;
+        char msg[512];
+        if (train_config_set(c, buf, eq + 1, msg, sizeof msg) != 0)
+            return rb_fail(err, errlen, "configuration line %d: %s", line, msg);
+    }
+    return 0;
+}
+
 /* ---- per-layer backends ---- */
 
 /* Copy the l-th comma-separated item of list into out; 0, or -1 if absent. */
@@ -504,13 +589,13 @@ int train_run(const train_config *cin, const train_hooks *h, train_result *r, ch
             }
         }
         if (c->save[0] && c->save_every > 0 && step % c->save_every == 0 && !last &&
-            checkpoint_save(c->save, m, step, &rng, hash, err, errlen)) {
+            checkpoint_save(c->save, m, step, &rng, c, err, errlen)) {
             rc = -1;
             goto done;
         }
         if (last) break;
     }
-    if (c->save[0] && checkpoint_save(c->save, m, step, &rng, hash, err, errlen)) {
+    if (c->save[0] && checkpoint_save(c->save, m, step, &rng, c, err, errlen)) {
         rc = -1;
         goto done;
     }

@@ -19,6 +19,8 @@
 #define TRAIN_NAME_LEN 32
 #define TRAIN_PATH_LEN 512
 #define TRAIN_MAX_STATS 32
+/* Room for train_config_to_text of any config (every key, the paths full). */
+#define TRAIN_CONFIG_TEXT_LEN 8192
 
 enum { TRAIN_POS_LEARNED = 0, TRAIN_POS_SINUSOIDAL = 1 };
 
@@ -93,6 +95,19 @@ typedef struct {
     const char *help;
 } train_config_key;
 const train_config_key *train_config_keys(int *n);
+
+/* c as text, one `key=value` line per key of train_config_keys(), which
+ * train_config_from_text (train_config_set per line) applied to a default
+ * config turns back into a config with the same train_config_hash (floats are
+ * written to read back bit for bit). Returns the length written (without the
+ * NUL), or -1 when out is too small or a value cannot be written as one line
+ * (a string holding a newline, an enum field out of range). */
+int train_config_to_text(const train_config *c, char *out, size_t len);
+
+/* Apply the `key=value` lines of text (as train_config_to_text writes them;
+ * empty lines are skipped) to c with train_config_set. 0, or -1 with a message
+ * naming the line. */
+int train_config_from_text(train_config *c, const char *text, char *err, size_t errlen);
 
 /* Resolve defaults (vocab from the task, warmup, min_lr, the per-layer
  * backends) and validate everything, including each layer's backend

@@ -6,7 +6,9 @@
 # and overall names and whose JSD values lie in [0, ln 2] and kept masses in
 # [0, 1]; a rerun replaces the trial instead of adding one; other
 # configuration flags, a missing checkpoint, a bad --split and a database of
-# another experiment exit 2.
+# another experiment exit 2. The checkpoint holds its configuration: analyze
+# and export from the checkpoint alone give what they give with the training
+# flags, and a flag on top (--batch) replaces one key.
 set -u
 RB=${RB:-build/routebench}
 n=0; fail=0
@@ -45,6 +47,15 @@ ok $? "every kept / random mass lies in [0, 1]"
 [ $? = 0 ] && [ "$(q "select count(*) from trials")" = 1 ] && [ "$(q "select count(*) from experiments")" = 2 ]
 ok $? "a rerun replaces its trial (one trial, two runs recorded)"
 
+"$RB" analyze "$tmp/ck" --batches 2 >"$tmp/an_alone.out" 2>&1 &&
+    cmp -s <(grep -v "^analyze \|wrote the measures\|^$" "$tmp/an.out") <(grep -v "^analyze \|^$" "$tmp/an_alone.out") &&
+    grep -q "2 layers x 4 heads, 2 batches of 2 sequences of 32 tokens" "$tmp/an_alone.out"
+ok $? "analyze from the checkpoint alone (no flags): the same tables as with the training flags"
+"$RB" analyze "$tmp/ck" --batches 1 --batch 3 2>&1 | grep -q "1 batches of 3 sequences of 32 tokens"
+ok $? "a flag on top of the checkpoint's configuration replaces its key (--batch 3)"
+"$RB" export "$tmp/ck" "$tmp/x_alone" >/dev/null 2>&1 && "$RB" export "$tmp/ck" "$tmp/x_flags" "${cfg[@]}" >/dev/null 2>&1 &&
+    [ -s "$tmp/x_alone/manifest.json" ] && diff -r "$tmp/x_alone" "$tmp/x_flags" >/dev/null
+ok $? "export from the checkpoint alone writes what export with the training flags writes"
 "$RB" analyze "$tmp/ck" --task copy --backend hybrid --d-model 64 --layers 2 --heads 4 --seq 32 >"$tmp/bad" 2>&1
 [ $? = 2 ] && grep -q "configuration" "$tmp/bad"
 ok $? "other configuration flags: exit 2, says why"

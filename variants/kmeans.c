@@ -8,6 +8,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 void kmeans_norm2(float *out, const float *x, int n, int d) {
     for (int i = 0; i < n; i++) {
@@ -52,105 +55,134 @@ void kmeans_nearest(int *assign, float *dist2, const float *dots, const float *x
     }
 }
 
-static inline int pair_less(kmeans_pair a, kmeans_pair b) {
-    return a.key < b.key || (a.key == b.key && a.pos < b.pos);
+/* squared distance up to the centroid's own |mu|^2; NaN sorts last, keeping the order total */
+static inline float topk_key(float xn2, float dot) {
+    float key = xn2 - 2.0f * dot;
+    return key == key ? key : INFINITY;
 }
 
-static int cmp_int(const void *a, const void *b) {
-    int x = *(const int *)a, y = *(const int *)b;
-    return (x > y) - (x < y);
+/* Floats mapped to int32 with the same order (NaN excluded): negative
+ * floats have their magnitude bits flipped; -0 first becomes +0, as the two
+ * compare equal. */
+static inline int32_t ord_of(float f) {
+    f += 0.0f;
+    int32_t b;
+    memcpy(&b, &f, sizeof b);
+    return b ^ ((b >> 31) & 0x7fffffff);
 }
 
-/* the r-th smallest (0-based) of x[0..n), reordering x */
-static float select_float(float *x, int n, int r) {
-    int lo = 0, hi = n - 1;
-    while (hi > lo) {
-        float pivot = x[lo + (hi - lo) / 2];
-        int i = lo, j = hi;
-        while (i <= j) {
-            while (x[i] < pivot) i++;
-            while (pivot < x[j]) j--;
-            if (i <= j) {
-                float t = x[i];
-                x[i] = x[j], x[j] = t;
-                i++, j--;
-            }
-        }
-        if (r <= j)
-            hi = j;
-        else if (r >= i)
-            lo = i;
+/* The r-th smallest (0-based) of u[0..m): the least v with at least r+1
+ * values <= v, by bisection over the int32 range with a vectorised count per
+ * step. 32 passes and no data-dependent branches: selection by comparison
+ * (quickselect) mispredicts a branch for about every other element, which
+ * cost more than everything else in routing. */
+static int32_t select_ord(const int32_t *u, int m, int r) {
+    int64_t lo = INT32_MIN, hi = INT32_MAX; /* count(u <= hi) >= r + 1 throughout */
+    while (lo < hi) {
+        int32_t mid = (int32_t)(lo + ((hi - lo) >> 1));
+        int c = 0;
+#pragma omp simd reduction(+ : c)
+        for (int j = 0; j < m; j++) c += u[j] <= mid;
+        if (c > r)
+            hi = mid;
         else
-            break;
+            lo = (int64_t)mid + 1;
     }
-    return x[r];
+    return (int32_t)lo;
 }
 
-void kmeans_topk(int *members, const float *dots_row, const float *xn2, int n, int w, kmeans_pair *a) {
+/* keys[0..m), pos[0..m) = the keys <= th (NaN never) and their positions,
+ * in position order; returns m. keys and pos need room for n. */
+static int topk_filter(int32_t *keys, int *pos, const float *dots_row, const float *xn2, int n, float th,
+                       int portable) {
+    int m = 0, i = 0;
+#ifdef __AVX512F__
+    if (!portable) {
+        /* compress in registers, then a full-width store: m <= i, so the 16
+         * lanes written at m stay below i + 16 <= n */
+        const __m512 two = _mm512_set1_ps(2.0f), thv = _mm512_set1_ps(th);
+        const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        const __m512i flip = _mm512_set1_epi32(0x7fffffff);
+        for (; i + 16 <= n; i += 16) {
+            __m512 k = _mm512_sub_ps(_mm512_loadu_ps(xn2 + i), _mm512_mul_ps(two, _mm512_loadu_ps(dots_row + i)));
+            __mmask16 mk = _mm512_cmp_ps_mask(k, thv, _CMP_LE_OQ);
+            __m512i b = _mm512_castps_si512(_mm512_add_ps(k, _mm512_setzero_ps()));
+            __m512i o = _mm512_xor_si512(b, _mm512_and_si512(_mm512_srai_epi32(b, 31), flip));
+            _mm512_storeu_si512((void *)(keys + m), _mm512_maskz_compress_epi32(mk, o));
+            __m512i p = _mm512_add_epi32(_mm512_set1_epi32(i), iota);
+            _mm512_storeu_si512((void *)(pos + m), _mm512_maskz_compress_epi32(mk, p));
+            m += __builtin_popcount((unsigned)mk);
+        }
+    }
+#else
+    (void)portable;
+#endif
+    /* branch-free: always store, advance only on a keeper (m <= i < n) */
+    for (; i < n; i++) {
+        float key = xn2[i] - 2.0f * dots_row[i];
+        keys[m] = ord_of(key), pos[m] = i;
+        m += key <= th;
+    }
+    return m;
+}
+
+static void topk(int *members, const float *dots_row, const float *xn2, int n, int w, kmeans_pair *work,
+                 int portable) {
     if (w >= n) {
         for (int i = 0; i < n; i++) members[i] = i;
         return;
     }
-    for (int i = 0; i < n; i++) {
-        float key = xn2[i] - 2.0f * dots_row[i];
-        a[i].key = (key == key) ? key : INFINITY; /* NaN sorts last, keeping the order total */
-        a[i].pos = i;
-    }
+    /* work as two arrays: candidate keys (in ord_of form) and positions */
+    int32_t *keys = (int32_t *)(void *)work;
+    int *pos = (int *)(void *)work + n;
     /* When w is small against n, first keep only the keys <= a threshold
      * taken from a strided sample (about 2w + a margin of them). If at least
      * w survive, the w smallest are among them, ties at the threshold
      * included, so the result is exact; otherwise select from everything. */
-    int m = n;
+    int m = 0;
     enum { SAMPLE = 512 };
     if (n >= 4 * SAMPLE && (int64_t)w * 8 <= n) {
-        float smp[SAMPLE];
-        for (int t = 0; t < SAMPLE; t++) smp[t] = a[(int64_t)t * n / SAMPLE].key;
+        int32_t smp[SAMPLE];
+        for (int t = 0; t < SAMPLE; t++) {
+            int64_t i = (int64_t)t * n / SAMPLE;
+            smp[t] = ord_of(topk_key(xn2[i], dots_row[i]));
+        }
         int r = RB_MIN(SAMPLE - 1, (int)(2.0 * w * SAMPLE / n) + 8);
-        float th = select_float(smp, SAMPLE, r);
-        int kept = 0;
-        for (int i = 0; i < n; i++) { /* in place, order kept, no branch on the data */
-            a[kept] = a[i];
-            kept += a[i].key <= th;
-        }
-        if (kept >= w) {
-            m = kept;
-        } else {
-            for (int i = 0; i < n; i++) {
-                float key = xn2[i] - 2.0f * dots_row[i];
-                a[i].key = (key == key) ? key : INFINITY;
-                a[i].pos = i;
-            }
-        }
+        int32_t t = select_ord(smp, SAMPLE, r);
+        float th;
+        /* back to a float: ord_of is its own inverse */
+        int32_t b = t ^ ((t >> 31) & 0x7fffffff);
+        memcpy(&th, &b, sizeof th);
+        m = topk_filter(keys, pos, dots_row, xn2, n, th, portable);
     }
-    /* Quickselect (Hoare partition, median-of-three pivot): afterwards
-     * a[0..w) are the w smallest pairs. Keys are made unique by the position,
-     * so the selected set does not depend on the selection's path. */
-    int lo = 0, hi = m - 1, k = w - 1;
-    while (hi > lo) {
-        int mid = lo + (hi - lo) / 2;
-        kmeans_pair t;
-        if (pair_less(a[mid], a[lo])) t = a[mid], a[mid] = a[lo], a[lo] = t;
-        if (pair_less(a[hi], a[lo])) t = a[hi], a[hi] = a[lo], a[lo] = t;
-        if (pair_less(a[hi], a[mid])) t = a[hi], a[hi] = a[mid], a[mid] = t;
-        kmeans_pair pivot = a[mid];
-        int i = lo, j = hi;
-        while (i <= j) {
-            while (pair_less(a[i], pivot)) i++;
-            while (pair_less(pivot, a[j])) j--;
-            if (i <= j) {
-                t = a[i], a[i] = a[j], a[j] = t;
-                i++, j--;
-            }
-        }
-        if (k <= j)
-            hi = j;
-        else if (k >= i)
-            lo = i;
-        else
-            break; /* a[k] is the pivot itself */
+    if (m < w) {
+        for (int i = 0; i < n; i++) keys[i] = ord_of(topk_key(xn2[i], dots_row[i])), pos[i] = i;
+        m = n;
     }
-    for (int i = 0; i < w; i++) members[i] = a[i].pos;
-    qsort(members, (size_t)w, sizeof *members, cmp_int);
+    /* kth = the w-th smallest key; the members are the keys below it and,
+     * in position order, as many equal to it as still fit. Candidates are in
+     * position order, so the members come out sorted and the set depends on
+     * the data alone. */
+    int32_t kth = select_ord(keys, m, w - 1);
+    int below = 0;
+#pragma omp simd reduction(+ : below)
+    for (int j = 0; j < m; j++) below += keys[j] < kth;
+    int ties = w - below, o = 0;
+    for (int j = 0; j < m; j++) { /* branch-free, as the filter */
+        int take = (keys[j] < kth) | ((keys[j] == kth) & (ties > 0));
+        ties -= take & (keys[j] == kth);
+        members[o] = pos[j];
+        o += take;
+        if (o == w) break; /* members has room for w only */
+    }
+}
+
+void kmeans_topk(int *members, const float *dots_row, const float *xn2, int n, int w, kmeans_pair *work) {
+    topk(members, dots_row, xn2, n, w, work, 0);
+}
+
+void kmeans_topk_portable(int *members, const float *dots_row, const float *xn2, int n, int w, kmeans_pair *work) {
+    topk(members, dots_row, xn2, n, w, work, 1);
 }
 
 void kmeans_accumulate(double *sums, int64_t *counts, const float *x, const int *assign, int n, int d) {

@@ -35,8 +35,12 @@ void kmeans_nearest(int *assign, float *dist2, const float *dots, const float *x
 
 /* Balanced top-k for one centroid: members (w) = the w tokens nearest the
  * centroid (smallest |x_i|^2 - 2 dots_row[i], ties by position), written in
- * position order. O(n) expected (quickselect), work (n) scratch. 1 <= w <= n. */
+ * position order. O(n), work (n) scratch. 1 <= w <= n. */
 void kmeans_topk(int *members, const float *dots_row, const float *xn2, int n, int w, kmeans_pair *work);
+
+/* The same without the AVX-512 filter (the path other CPUs take), so tests
+ * on an AVX-512 machine check both. */
+void kmeans_topk_portable(int *members, const float *dots_row, const float *xn2, int n, int w, kmeans_pair *work);
 
 /* sums (K,d) += x_i and counts (K) += 1 for each i with centroid assign[i];
  * x is (n,d). Serial, in position order (deterministic). */

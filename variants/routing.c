@@ -70,6 +70,7 @@ typedef struct {
     int shared, causal, assign, norm, nsets;
     int cap;  /* member slots per (b,h) and set: K*w (topk) or n (argmax) */
     int maxm; /* most members one cluster can hold */
+    int keep_p; /* forward keeps each cluster's probabilities for backward */
     int nthr;
     float scale, commit_weight, decay;
     int init_iters;
@@ -85,6 +86,7 @@ typedef struct {
     int *mem[2];            /* (BH,cap) member positions, by cluster, ascending inside */
     int *cnt;               /* (BH,n) clusters whose query set holds the token */
     float *lse;             /* (BH,cap) log-sum-exp per query member row */
+    float *pm;              /* (BH,K,w,w) probabilities per cluster, when keep_p */
     float *om;              /* (BH,cap,d) per-member outputs */
     float *dqm, *dkm, *dvm; /* (BH,cap,d) per-member gradients */
     double *sums;           /* (H,K,d) k-means sums */
@@ -178,6 +180,16 @@ static double rt_flops(const attn_params *p, int pass) {
     return bh * (rt_pairs(p) * 4.0 * d + route);
 }
 
+/* Backward needs each cluster's probabilities. With topk every cluster has
+ * exactly w query members, so forward can keep them in K*w*w floats per
+ * head; it does when that is at most 4 times the per-member outputs
+ * (w <= 4 head_dim), saving backward one of its five products and the
+ * exponentials. Otherwise (argmax clusters are unbounded, or a wide window)
+ * backward recomputes them tile by tile and memory stays O(n d). */
+static int rt_keep_p(const attn_params *p, int w) {
+    return p->assign == ATTN_ASSIGN_TOPK && w <= 4 * p->head_dim;
+}
+
 /* ---- buffers: one allocation, carved in one place (llm.c style) -------- */
 
 /* Bytes every buffer needs for p with nthr threads; when blk is not NULL,
@@ -210,6 +222,7 @@ static size_t rt_layout(routing *R, const attn_params *p, int nthr, char *blk) {
     }
     CARVE(T->cnt, BH * n);
     CARVE(T->lse, BH * cap);
+    CARVE(T->pm, rt_keep_p(p, w) ? BH * cap * w : 0);
     CARVE(T->om, BH * cap * d);
     CARVE(T->dqm, BH * cap * d);
     CARVE(T->dkm, BH * cap * d);
@@ -258,6 +271,7 @@ static attn *rt_create(const attn_params *p, char *err, size_t errlen) {
     R->nsets = R->shared ? 1 : 2;
     R->cap = R->assign == ATTN_ASSIGN_TOPK ? R->K * R->w : R->n;
     R->maxm = R->assign == ATTN_ASSIGN_TOPK ? R->w : R->n;
+    R->keep_p = rt_keep_p(p, R->w);
     R->nthr = omp_get_max_threads();
     R->scale = 1.0f / sqrtf((float)R->d);
     R->commit_weight = p->commit_weight, R->decay = p->decay, R->init_iters = p->kmeans_init_iters;
@@ -291,9 +305,10 @@ static void rt_normalise(float *x, float *s, const float *v, size_t rows, int d,
         const float *vi = v + r * d;
         float *xi = x + r * d;
         if (norm == ATTN_NORM_L2) {
-            double ss = 0.0;
-            for (int j = 0; j < d; j++) ss += (double)vi[j] * vi[j];
-            float inv = (float)(1.0 / sqrt(ss + 1e-12));
+            float ss = 0.0f; /* head_dim-long */
+#pragma omp simd reduction(+ : ss)
+            for (int j = 0; j < d; j++) ss += vi[j] * vi[j];
+            float inv = (float)(1.0 / sqrt((double)ss + 1e-12));
             for (int j = 0; j < d; j++) xi[j] = vi[j] * inv;
             s[r] = inv;
         } else {
@@ -311,10 +326,11 @@ static void rt_normalise(float *x, float *s, const float *v, size_t rows, int d,
 
 /* dv += d(normalised)/dv^T g for one row (x the normalised row, s its scalar) */
 static void rt_norm_backward(float *dv, const float *g, const float *x, float s, int d, int norm) {
-    double gx = 0.0, gm = 0.0;
-    for (int j = 0; j < d; j++) gx += (double)g[j] * x[j], gm += g[j];
+    float gx = 0.0f, gm = 0.0f; /* head_dim-long sums */
+#pragma omp simd reduction(+ : gx, gm)
+    for (int j = 0; j < d; j++) gx += g[j] * x[j], gm += g[j];
     if (norm == ATTN_NORM_L2) {
-        float a = (float)gx;
+        float a = gx;
         for (int j = 0; j < d; j++) dv[j] += s * (g[j] - x[j] * a);
     } else {
         float mg = (float)(gm / d), mgx = (float)(gx / d);
@@ -526,7 +542,8 @@ static void rt_cluster_forward(routing *R, int bh, int c, const float *q, const 
             for (int r = r0; r < r0 + rows; r++) lse[r] = INFINITY;
             continue;
         }
-        float *S = W->S;
+        /* kept probabilities: the tile of rows r0.. sits at r0*w of the cluster's w*w floats */
+        float *S = R->keep_p ? R->pm + (C.qrow + r0) * R->w : W->S;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, Lmax, d, R->scale, W->Qc + (size_t)r0 * d, d,
                     W->Kc, d, 0.0f, S, Lmax);
         for (int rr = 0; rr < rows; rr++) {
@@ -569,9 +586,12 @@ static void rt_cluster_backward(routing *R, int bh, int c, const float *dout, co
     for (int r = 0; r < C.mq; r++) {
         const float *g = dout + bh * nd + (size_t)C.qm[r] * d;
         float *o = W->dOc + (size_t)r * d, inv = 1.0f / (float)cnt[C.qm[r]];
-        double D = 0.0;
-        for (int j = 0; j < d; j++) o[j] = g[j] * inv, D += (double)o[j] * O[(size_t)r * d + j];
-        W->D[r] = (float)D;
+        const float *orow = O + (size_t)r * d;
+        /* a head_dim-long dot product: float lanes, not a serial chain of double adds */
+        float D = 0.0f;
+#pragma omp simd reduction(+ : D)
+        for (int j = 0; j < d; j++) o[j] = g[j] * inv, D += o[j] * orow[j];
+        W->D[r] = D;
     }
     rt_visible(W->L, C.qm, C.mq, C.km, C.mk, R->causal, R->shared);
     for (int r0 = 0; r0 < C.mq; r0 += RT_TQ) {
@@ -581,16 +601,18 @@ static void rt_cluster_backward(routing *R, int bh, int c, const float *dout, co
             memset(dQ + (size_t)r0 * d, 0, (size_t)rows * d * sizeof(float));
             continue;
         }
-        float *P = W->S, *dS = W->dP;
+        float *P = R->keep_p ? R->pm + (C.qrow + r0) * R->w : W->S, *dS = W->dP;
         const float *Qt = W->Qc + (size_t)r0 * d, *dOt = W->dOc + (size_t)r0 * d;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, Lmax, d, R->scale, Qt, d, W->Kc, d, 0.0f, P,
-                    Lmax);
-        for (int rr = 0; rr < rows; rr++) {
-            int r = r0 + rr, Lr = W->L[r];
-            float *p = P + (size_t)rr * Lmax;
-            if (Lr > 0) rb_vexp_shift_sum(p, p, lse[r], Lr);
-            if (rt_self_masked(R->shared, r, Lr)) p[r] = 0.0f;
-            for (int j = Lr; j < Lmax; j++) p[j] = 0.0f;
+        if (!R->keep_p) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, Lmax, d, R->scale, Qt, d, W->Kc, d, 0.0f, P,
+                        Lmax);
+            for (int rr = 0; rr < rows; rr++) {
+                int r = r0 + rr, Lr = W->L[r];
+                float *p = P + (size_t)rr * Lmax;
+                if (Lr > 0) rb_vexp_shift_sum(p, p, lse[r], Lr);
+                if (rt_self_masked(R->shared, r, Lr)) p[r] = 0.0f;
+                for (int j = Lr; j < Lmax; j++) p[j] = 0.0f;
+            }
         }
         /* dV += P^T dO */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Lmax, d, rows, 1.0f, P, Lmax, dOt, d, 1.0f, dV, d);

@@ -670,6 +670,7 @@ static void add_axis(experiment *e, const ynode *k, const ynode *v, int group, e
             bad = 1;
             continue;
         }
+        if (group >= 0) continue; /* zipped: values may repeat; whole tuples may not (checked per group) */
         char a[EXP_VAL_LEN], b[EXP_VAL_LEN];
         norm_value(e, ck, ax->values[i].s, a, sizeof a);
         for (int j = 0; j < i; j++) {
@@ -806,6 +807,25 @@ static void read_sweep(experiment *e, const ynode *sw, exp_errors *errs) {
                     if (len < 0) len = v->n;
                     add_axis(e, k, v, ngroups, errs);
                 }
+                /* a zipped combination listed twice would run the same trials twice */
+                for (int x = 1; !bad && len > 0 && x < len; x++)
+                    for (int y = 0; y < x; y++) {
+                        int same = 1;
+                        for (int a = first; a < e->naxes && same; a++) {
+                            char va[EXP_VAL_LEN], vb[EXP_VAL_LEN];
+                            norm_value(e, e->axes[a].key, e->axes[a].values[x].s, va, sizeof va);
+                            norm_value(e, e->axes[a].key, e->axes[a].values[y].s, vb, sizeof vb);
+                            same = strcmp(va, vb) == 0;
+                        }
+                        if (same) {
+                            const exp_axis *ax = &e->axes[first];
+                            add_err(errs, e->path, ax->values[x].line, ax->values[x].col, ax->key,
+                                    "zip: combination %d repeats combination %d (line %d)", x + 1, y + 1,
+                                    ax->values[y].line);
+                            bad = 1;
+                            break;
+                        }
+                    }
                 if (bad) /* keep the group out of the expansion; errors are already reported */
                     for (int a = first; a < e->naxes; a++) e->axes[a].group = ngroups;
                 ngroups++;

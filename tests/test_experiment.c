@@ -134,6 +134,17 @@ int main(void) {
     snprintf(y, sizeof y, "name: z3\nparams: {backend: %s}\nsweep:\n  zip:\n    seq: [64, 128]\n    head_dim: [8, 16, 32]\n",
              plain);
     ok(load(y) != 0 && has_err("t.yaml:6:15: head_dim: zip"), "zip lists of different lengths are refused at the line of the odd list");
+    snprintf(y, sizeof y,
+             "name: z4\nparams: {backend: %s}\nsweep:\n  zip:\n    seq: [64, 64, 128]\n    head_dim: [8, 16, 16]\n",
+             plain);
+    LR = load(y);
+    ok(LR == 0 && E.ntrials == 3, "zip: a value may repeat in a list when the combinations differ (got %d trials)",
+       E.ntrials);
+    snprintf(y, sizeof y,
+             "name: z5\nparams: {backend: %s}\nsweep:\n  zip:\n    seq: [64, 128, 64]\n    head_dim: [8, 16, 8]\n",
+             plain);
+    ok(load(y) != 0 && has_err("t.yaml:5:20: seq: zip: combination 3 repeats combination 1"),
+       "zip: a repeated combination is refused at its position");
 
     /* ---- exclude / only ---- */
     snprintf(y, sizeof y,

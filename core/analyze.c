@@ -534,7 +534,7 @@ int analyze_checkpoint(const train_config *cin, const char *ckpt, const analyze_
     rb_rng_seed(&rng, 0);
     if (checkpoint_load(ckpt, m, &step, &rng, train_config_hash(&c), msg, sizeof msg) != 0) {
         model_free(m);
-        return rb_fail(err, errlen, "%s (give the configuration options the checkpoint was trained with)", msg);
+        return rb_fail(err, errlen, "%s (options that change the model's shape or backends do not apply to a checkpoint; a version-1 checkpoint needs every option it was trained with)", msg);
     }
     task *t = task_open(&c, msg, sizeof msg);
     if (!t) {

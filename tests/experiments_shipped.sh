@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# experiments_shipped.sh: every file in experiments/ validates (--dry-run
+# exits 0, lists at least one trial, writes no database) and its header
+# comment says how long it takes, as the README promises.
+set -u
+RB=${RB:-build/routebench}
+RB=$(cd "$(dirname "$RB")" && pwd)/$(basename "$RB")
+X=$(cd "$(dirname "$0")/../experiments" && pwd)
+n=0; fail=0
+ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+cd "$tmp" || exit 1
+count=0
+for f in "$X"/*.yaml; do
+  b=$(basename "$f"); count=$((count+1))
+  "$RB" run "$f" --dry-run --db "$tmp/x.db" >"$tmp/o" 2>&1; rc=$?
+  trials=$(grep -Eo '^[a-z_0-9]+: [0-9]+ trials' "$tmp/o" | grep -Eo '[0-9]+ trials' | grep -Eo '[0-9]+')
+  [ $rc = 0 ] && [ "${trials:-0}" -ge 1 ]
+  ok $? "$b: --dry-run exits 0 with ${trials:-no} trials: $(head -c 200 "$tmp/o" | tr '\n' ' ')"
+  [ ! -e "$tmp/x.db" ] && [ ! -e "$tmp/results" ]; ok $? "$b: the dry run wrote no database"
+  grep -qiE '^#.*(duration|minutes|seconds|[0-9] ?h\b|hours)' "$f"; ok $? "$b: the header says how long it takes"
+done
+[ $count -ge 8 ]; ok $? "found the shipped experiment files ($count)"
+echo "1..$n"
+exit $fail

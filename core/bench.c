@@ -71,6 +71,7 @@ int attn_bench(const char *backend, attn_params *p, int repeat, int warmup, attn
     attn_io io;
     if (io_alloc(&io, p, err, errlen) != 0) return -1;
     io_fill(&io, p->seed);
+    rb_reset_peak_rss(); /* this measurement's own peak, not an earlier one's in the same process */
     r->base_rss_bytes = rb_peak_rss();
     char msg[512];
     attn *a = be->create(p, msg, sizeof msg);

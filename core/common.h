@@ -32,8 +32,15 @@ int rb_fail(char *err, size_t errlen, const char *fmt, ...)
 /* Monotonic clock in seconds. */
 double rb_now(void);
 
-/* Peak resident set size of this process in bytes (getrusage). */
+/* Peak resident set size of this process in bytes since the start or the
+ * last rb_reset_peak_rss (VmHWM of /proc/self/status; getrusage where that
+ * is missing). */
 size_t rb_peak_rss(void);
+/* Starts a new peak-RSS window at the current RSS (Linux clear_refs), so a
+ * measurement inside a long process (the runner's trials) does not inherit
+ * an earlier trial's peak. Returns 0, or -1 where the kernel cannot (the peak
+ * then stays process-wide). */
+int rb_reset_peak_rss(void);
 /* Current resident set size in bytes (/proc/self/statm), 0 if unknown. */
 size_t rb_current_rss(void);
 

@@ -522,6 +522,7 @@ static double one_step(model *m, const train_config *c, int step, task *t, rb_rn
 
 int train_run(const train_config *cin, const train_hooks *h, train_result *r, char *err, size_t errlen) {
     train_config cc = *cin, *c = &cc;
+    rb_reset_peak_rss(); /* peak RSS of this run, not of an earlier one in the same process */
     memset(r, 0, sizeof *r);
     r->final_eval_loss = r->bits_per_token = r->accuracy = NAN;
     r->test_loss = r->test_bits_per_token = r->test_accuracy = r->final_train_loss = NAN;
@@ -637,6 +638,7 @@ done:
 
 int train_bench_step(const train_config *cin, int repeat, int warmup, train_result *r, char *err, size_t errlen) {
     train_config cc = *cin, *c = &cc;
+    rb_reset_peak_rss(); /* peak RSS of this run, not of an earlier one in the same process */
     memset(r, 0, sizeof *r);
     r->final_eval_loss = r->bits_per_token = r->accuracy = NAN;
     r->test_loss = r->test_bits_per_token = r->test_accuracy = r->final_train_loss = NAN;

@@ -120,6 +120,10 @@ demo: deps
 # <!-- results:begin --> and <!-- results:end --> lines from `routebench
 # sysinfo` and `routebench report`, and copies the few small figures it shows
 # to plots/readme/ (tracked in git). About 3 minutes on 2 cores.
+#
+# The longer experiments are not rerun: a section is added for each one whose
+# database results/NAME.db exists (run it first: routebench run experiments/NAME.yaml).
+README_LONG := copy analyze_hybrid scaling ablate_clusters ablate_window paper_small
 README_EXPS := quick:scaling,memory quick_copy:curves
 README_FIGS := quick:scaling quick:memory quick_copy:curves_step
 .PHONY: results
@@ -135,6 +139,10 @@ results: deps
 	    $(BIN) run experiments/$$e.yaml --db results/readme/$$e.db || exit $$?; \
 	    $(BIN) plot results/readme/$$e.db --out results/readme/$$e --quiet --only $${x#*:} || exit $$?; \
 	done
+	@if [ -f results/copy.db ]; then \
+	    $(BIN) plot results/copy.db --out results/readme/copy --quiet --only curves && \
+	    cp results/readme/copy/curves_step.png plots/readme/copy_curves_step.png || exit 1; \
+	fi
 	@for f in $(README_FIGS); do \
 	    cp results/readme/$${f%%:*}/$${f#*:}.png plots/readme/$${f%%:*}_$${f#*:}.png || exit 1; \
 	done
@@ -150,6 +158,13 @@ results: deps
 	   echo; echo '### Copy task, brief training (`experiments/quick_copy.yaml`)'; \
 	   echo; $(BIN) report results/readme/quick_copy.db || exit 1; \
 	   echo; echo '![evaluation loss against step](plots/readme/quick_copy_curves_step.png)'; \
+	   for e in $(README_LONG); do \
+	     [ -f results/$$e.db ] || continue; \
+	     echo; echo "### \`experiments/$$e.yaml\` (from results/$$e.db, made by \`routebench run experiments/$$e.yaml\`)"; \
+	     echo; $(BIN) report results/$$e.db || exit 1; \
+	     case $$e in analyze*) echo; $(BIN) report results/$$e.db --jsd || exit 1;; esac; \
+	     if [ "$$e" = copy ]; then echo; echo '![evaluation loss against step](plots/readme/copy_curves_step.png)'; fi; \
+	   done; \
 	   echo '<!-- results:end -->'; } > $(BUILD)/results.md
 	@awk -v gen=$(BUILD)/results.md ' \
 	    /^<!-- results:begin -->$$/ { while ((getline l < gen) > 0) print l; skip = 1; next } \

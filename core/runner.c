@@ -102,24 +102,20 @@ static double eta_s(const run_progress *pr) {
 void runner_progress_step(run_progress *pr, int step, int steps, double loss) {
     if (!pr || pr->quiet || !pr->cur) return;
     double now = rb_now();
-    if (!pr->tty) {
+    if (pr->tty) {
+        /* a terminal: one line rewritten in place, at most 5 times a second */
+        if (now - pr->last_draw < 0.2 && step != steps) return;
+    } else {
         /* a log file (nohup, Slurm): a plain line every half minute of a long trial */
         if (pr->last_draw == 0.0) pr->last_draw = now;
         if (now - pr->last_draw < 30.0) return;
-        pr->last_draw = now;
-        char eta[32];
-        fmt_eta(eta_s(pr), eta, sizeof eta);
-        fprintf(stderr, "[%d/%d] %s seed %llu  step %d/%d  loss %.4f  ETA %s\n", pr->finished + 1, pr->total,
-                pr->cur->name, (unsigned long long)pr->cur->seed, step, steps, loss, eta);
-        fflush(stderr);
-        return;
     }
-    if (now - pr->last_draw < 0.2 && step != steps) return;
     pr->last_draw = now;
     char eta[32];
     fmt_eta(eta_s(pr), eta, sizeof eta);
-    fprintf(stderr, "\r\033[K[%d/%d] %s seed %llu  step %d/%d  loss %.4f  ETA %s", pr->finished + 1, pr->total,
-            pr->cur->name, (unsigned long long)pr->cur->seed, step, steps, loss, eta);
+    fprintf(stderr, "%s[%d/%d] %s seed %llu  step %d/%d  loss %.4f  ETA %s%s", pr->tty ? "\r\033[K" : "",
+            pr->finished + 1, pr->total, pr->cur->name, (unsigned long long)pr->cur->seed, step, steps, loss, eta,
+            pr->tty ? "" : "\n");
     fflush(stderr);
 }
 

@@ -164,17 +164,28 @@ static int read_head(FILE *f, const char *path, ckpt_header *h, char **text, uin
     return 0;
 }
 
+/* Opens path and reads its header (read_head); NULL with err set on failure. */
+static FILE *open_head(const char *path, ckpt_header *h, char **text, uint64_t *cs, uint64_t *data_off, char *err,
+                       size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        rb_fail(err, errlen, "checkpoint: cannot open '%s' (%s)", path, strerror(errno));
+        return NULL;
+    }
+    if (read_head(f, path, h, text, cs, data_off, err, errlen) != 0) {
+        fclose(f);
+        return NULL;
+    }
+    return f;
+}
+
 int checkpoint_load(const char *path, model *m, int *step, rb_rng *rng, uint64_t config_hash, char *err,
                     size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return rb_fail(err, errlen, "checkpoint: cannot open '%s' (%s)", path, strerror(errno));
     ckpt_header h;
     char *text;
     uint64_t cs, data_off;
-    if (read_head(f, path, &h, &text, &cs, &data_off, err, errlen) != 0) {
-        fclose(f);
-        return -1;
-    }
+    FILE *f = open_head(path, &h, &text, &cs, &data_off, err, errlen);
+    if (!f) return -1;
     free(text); /* the caller made m from its own configuration; the hash below compares the two */
     if (h.config_hash != config_hash || h.nparams != m->nparams) {
         fclose(f);
@@ -229,15 +240,11 @@ int checkpoint_load(const char *path, model *m, int *step, rb_rng *rng, uint64_t
 }
 
 int checkpoint_read_config(const char *path, train_config *c, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return rb_fail(err, errlen, "checkpoint: cannot open '%s' (%s)", path, strerror(errno));
     ckpt_header h;
     char *text;
     uint64_t cs, data_off;
-    if (read_head(f, path, &h, &text, &cs, &data_off, err, errlen) != 0) {
-        fclose(f);
-        return -1;
-    }
+    FILE *f = open_head(path, &h, &text, &cs, &data_off, err, errlen);
+    if (!f) return -1;
     if (!text) {
         fclose(f);
         rb_fail(err, errlen,

@@ -512,6 +512,9 @@ int main(void) {
         {2, 1, 12, 4, 1, 2, 0, 0, ATTN_ASSIGN_ARGMAX, ATTN_NORM_L2, 0.5f},
         {1, 1, 12, 4, 1, 2, 0, 1, ATTN_ASSIGN_ARGMAX, ATTN_NORM_LAYERNORM, 0.5f},
         {1, 1, 70, 4, 1, 2, 70, 0, ATTN_ASSIGN_TOPK, ATTN_NORM_L2, 0.1f}, /* two query tiles */
+        /* window <= 4 head_dim: forward keeps the probabilities, backward reads them; two query tiles */
+        {1, 1, 90, 24, 1, 2, 80, 0, ATTN_ASSIGN_TOPK, ATTN_NORM_L2, 0.1f},
+        {1, 1, 90, 24, 1, 2, 80, -1, ATTN_ASSIGN_TOPK, ATTN_NORM_L2, 0},
     };
     for (size_t i = 0; i < sizeof grads / sizeof grads[0]; i++) test_grad(grads[i]);
 
@@ -538,6 +541,7 @@ int main(void) {
         {2, 2, 33, 8, 1, 1, 33, 0, ATTN_ASSIGN_TOPK, ATTN_NORM_L2, 0},
         {1, 3, 33, 8, 0, 1, 33, -1, ATTN_ASSIGN_TOPK, ATTN_NORM_L2, 0},
         {1, 1, 150, 16, 1, 1, 150, 0, ATTN_ASSIGN_TOPK, ATTN_NORM_LAYERNORM, 0},
+        {1, 2, 100, 32, 1, 1, 100, 0, ATTN_ASSIGN_TOPK, ATTN_NORM_L2, 0}, /* kept probabilities, two tiles */
         {1, 2, 40, 8, 1, 1, 0, 0, ATTN_ASSIGN_ARGMAX, ATTN_NORM_L2, 0},
     };
     for (size_t i = 0; i < sizeof dense / sizeof dense[0]; i++) test_dense(dense[i]);

@@ -71,6 +71,14 @@ static inline int32_t ord_of(float f) {
     return b ^ ((b >> 31) & 0x7fffffff);
 }
 
+/* the inverse of ord_of (the same bit flip undoes itself) */
+static inline float float_of_ord(int32_t o) {
+    int32_t b = o ^ ((o >> 31) & 0x7fffffff);
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
 /* The r-th smallest (0-based) of u[0..m): the least v with at least r+1
  * values <= v, by bisection over the int32 range with a vectorised count per
  * step. 32 passes and no data-dependent branches: selection by comparison
@@ -148,11 +156,7 @@ static void topk(int *members, const float *dots_row, const float *xn2, int n, i
             smp[t] = ord_of(topk_key(xn2[i], dots_row[i]));
         }
         int r = RB_MIN(SAMPLE - 1, (int)(2.0 * w * SAMPLE / n) + 8);
-        int32_t t = select_ord(smp, SAMPLE, r);
-        float th;
-        /* back to a float: ord_of is its own inverse */
-        int32_t b = t ^ ((t >> 31) & 0x7fffffff);
-        memcpy(&th, &b, sizeof th);
+        float th = float_of_ord(select_ord(smp, SAMPLE, r));
         m = topk_filter(keys, pos, dots_row, xn2, n, th, portable);
     }
     if (m < w) {

@@ -636,30 +636,33 @@ static void add_fixed(experiment *e, const ynode *k, const ynode *v, exp_errors 
     value_ok(e, ck, &a->val, errs);
 }
 
-static void add_axis(experiment *e, const ynode *k, const ynode *v, int group, exp_errors *errs) {
+/* 0 when the axis was added; 1 when it was added with bad values (reported,
+ * kept so a second setting is still caught); -1 when it was refused and
+ * e->naxes did not grow. */
+static int add_axis(experiment *e, const ynode *k, const ynode *v, int group, exp_errors *errs) {
     char ck[EXP_KEY_LEN];
-    if (param_ok(e, k, errs, ck)) return;
+    if (param_ok(e, k, errs, ck)) return -1;
     int prev = find_fixed(e, ck), pa = find_axis(e, ck);
     if (prev >= 0 || pa >= 0) {
         add_err(errs, e->path, k->line, k->col, ck, "set twice (also at line %d)",
                 prev >= 0 ? e->fixed[prev].key_line : e->axes[pa].key_line);
-        return;
+        return -1;
     }
     if (v->type == Y_MAP) {
         add_err(errs, e->path, v->line, v->col, ck, "expected a list of values, got a mapping");
-        return;
+        return -1;
     }
     if (v->n == 0) {
         add_err(errs, e->path, v->line, v->col, ck, "empty list: an axis needs at least one value");
-        return;
+        return -1;
     }
     if (v->n > EXP_MAX_VALUES) {
         add_err(errs, e->path, v->line, v->col, ck, "more than %d values", EXP_MAX_VALUES);
-        return;
+        return -1;
     }
     if (e->naxes >= EXP_MAX_AXES) {
         add_err(errs, e->path, k->line, k->col, ck, "more than %d sweep axes", EXP_MAX_AXES);
-        return;
+        return -1;
     }
     exp_axis *ax = &e->axes[e->naxes];
     memset(ax, 0, sizeof *ax);
@@ -682,12 +685,13 @@ static void add_axis(experiment *e, const ynode *k, const ynode *v, int group, e
             }
         }
     }
-    (void)bad; /* kept with its errors reported, as for fixed parameters */
+    /* kept with its errors reported, as for fixed parameters */
     snprintf(ax->key, sizeof ax->key, "%s", ck);
     ax->key_line = k->line, ax->key_col = k->col;
     ax->nvalues = v->n;
     ax->group = group;
     e->naxes++;
+    return bad;
 }
 
 /* exclude / only: a list of partial assignments over sweep axes. */
@@ -805,8 +809,9 @@ static void read_sweep(experiment *e, const ynode *sw, exp_errors *errs) {
                         continue;
                     }
                     if (len < 0) len = v->n;
-                    add_axis(e, k, v, ngroups, errs);
+                    if (add_axis(e, k, v, ngroups, errs) != 0) bad = 1; /* reported */
                 }
+                if (e->naxes == first) bad = 1; /* no axis of this group was added */
                 /* a zipped combination listed twice would run the same trials twice */
                 for (int x = 1; !bad && len > 0 && x < len; x++)
                     for (int y = 0; y < x; y++) {

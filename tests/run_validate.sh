@@ -21,6 +21,8 @@ while read -r f pos key; do
   want="$f:$pos:"; [ "$key" != - ] && want="$want $key:"
   [ $rc = 2 ] && grep -qF "$want" "$tmp/o"
   ok $? "$f: exit 2 (got $rc) and '$want' in: $msg"
+  ! grep -v '^routebench run:' "$tmp/o" | grep -qE "$f: |\(line 0\)"
+  ok $? "$f: every problem has a line:col"
   [ ! -e "$tmp/x.db" ] && [ ! -e "$tmp/x.db-wal" ]; ok $? "$f: no database at --db"
   "$RB" run "$Y/$f" >/dev/null 2>&1
   [ ! -e results ]; ok $? "$f: no results/ directory at the default path"
@@ -49,6 +51,16 @@ bad_filter.yaml 7:13 seq
 bad_top_level_param.yaml 2:1 seq
 bad_name.yaml 1:7 name
 bad_train_key.yaml 7:3 save
+bad_zip_unknown_only.yaml 5:5 bogus
+bad_zip_unknown_two.yaml 5:5 bogus
+bad_zip_twice.yaml 5:5 seq
+bad_zip_group_list.yaml 5:7 bogus
+bad_zip_duplicated.yaml 6:5 window
+bad_zip_scalar.yaml 5:13 window
+bad_zip_mapping.yaml 5:13 window
+bad_zip_wrong_type.yaml 5:14 window
+bad_zip_nested.yaml 5:14 window
+bad_zip_complex_key.yaml 5:7 -
 TABLE
 
 # every problem of a file at once, in file order

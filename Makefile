@@ -16,16 +16,16 @@ BLAS_LIB := /usr/lib/x86_64-linux-gnu/openblas-openmp
 OPT     ?= -O3 -march=native
 WARN    ?= -Wall -Wextra
 SAN     ?=
-CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -g -fopenmp $(WARN) $(SAN) -Icore -Ivariants -I$(BLAS_INC) $(EXTRA_CFLAGS)
+CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -g -fopenmp $(WARN) $(SAN) -Icore -I$(BLAS_INC) $(EXTRA_CFLAGS)
 LDFLAGS := -fopenmp $(SAN) -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB)
 LDLIBS  := -lopenblas -lyaml -lsqlite3 -lm
 
 # Debian packages: what the build, tests and demo need.
 DEB_PKGS := gcc make libc6-dev libopenblas-openmp-dev libyaml-dev libsqlite3-dev sqlite3 gnuplot-nox bible-kjv perl
 
-LIB_SRC  := $(filter-out core/main.c,$(wildcard core/*.c)) $(wildcard variants/*.c)
+LIB_SRC  := $(filter-out core/cli/main.c,$(wildcard core/*/*.c)) $(wildcard variants/*.c)
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
-HDRS     := $(wildcard core/*.h) $(wildcard variants/*.h) variants/registry.def
+HDRS     := $(wildcard core/*/*.h) $(wildcard variants/*.h) variants/registry.def
 LIB      := $(BUILD)/librb.a
 BIN      := $(BUILD)/routebench
 TEST_SRC := $(wildcard tests/test_*.c)
@@ -44,7 +44,7 @@ $(LIB): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BIN): $(BUILD)/core/main.o $(LIB)
+$(BIN): $(BUILD)/core/cli/main.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/tap.h $(LIB)
@@ -63,6 +63,7 @@ sanitize: deps
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 
 warn-check: deps
+	tests/layering.sh >/dev/null || { tests/layering.sh | grep '^not ok'; exit 1; }
 	$(MAKE) --no-print-directory BUILD=build-warn WARN="-Wall -Wextra -Werror" all tests
 
 deps:

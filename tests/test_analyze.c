@@ -1,4 +1,4 @@
-/* test_analyze.c: the attention analysis (core/analyze.c). The per-row
+/* test_analyze.c: the attention analysis (core/model/analyze.c). The per-row
  * measures against hand computations (JSD of identical rows is 0; a one-hot
  * row against the uniform one in closed form; entropies); the probabilities
  * read back through a backend's forward against a double softmax written
@@ -17,13 +17,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "analyze.h"
-#include "attn.h"
-#include "common.h"
+#include "model/analyze.h"
+#include "attn/attn.h"
+#include "util/common.h"
 #include "tap.h"
-#include "tasks.h"
-#include "threads.h"
-#include "train.h"
+#include "model/tasks.h"
+#include "util/threads.h"
+#include "model/train.h"
 
 static attn_params params(int B, int H, int n, int d) {
     attn_params p;
@@ -268,7 +268,7 @@ static void test_hybrid(void) {
     int B = 2, H = 4, n = 64, d = 8;
     size_t N = (size_t)B * H * n * d;
     float *q = randn(N, 31, 1.0f), *k = randn(N, 32, 1.0f);
-    store_metric *m[2] = {NULL, NULL};
+    rb_metric *m[2] = {NULL, NULL};
     int nm[2] = {0, 0};
     double unrouted_share = NAN, rows_unrouted = 0;
     int kinds_ok = 0;
@@ -279,7 +279,7 @@ static void test_hybrid(void) {
         attn *a = make("hybrid", &p);
         analyze_acc *acc = analyse_one(a, q, k, 5);
         int max = analyze_metrics_max(acc);
-        m[t] = mallocCheck((size_t)max * sizeof(store_metric));
+        m[t] = mallocCheck((size_t)max * sizeof(rb_metric));
         nm[t] = analyze_metrics(acc, m[t], max);
         if (t == 0) {
             kinds_ok = acc->kinds[0] == ANALYZE_HEAD_LOCAL && acc->kinds[1] == ANALYZE_HEAD_LOCAL &&

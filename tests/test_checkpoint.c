@@ -14,11 +14,11 @@
 #include <unistd.h>
 #include <math.h>
 
-#include "checkpoint.h"
-#include "model.h"
+#include "model/checkpoint.h"
+#include "model/model.h"
 #include "tap.h"
-#include "threads.h"
-#include "train.h"
+#include "util/threads.h"
+#include "model/train.h"
 
 static void small(train_config *c, const char *backend) {
     train_config_default(c);

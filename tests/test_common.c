@@ -1,11 +1,11 @@
-/* test_common.c: the measurement helpers of core/common.c that every timing
+/* test_common.c: the measurement helpers of core/util/common.c that every timing
  * and memory figure rests on: the median, and the peak RSS window that the
  * runner restarts for each trial. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
-#include "common.h"
+#include "util/common.h"
 #include "tap.h"
 
 #define MIB (1024.0 * 1024.0)

@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attn.h"
-#include "common.h"
+#include "attn/attn.h"
+#include "util/common.h"
 #include "tap.h"
-#include "threads.h"
+#include "util/threads.h"
 
 typedef struct {
     int b, h, n, d, causal;

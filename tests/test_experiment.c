@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "experiment.h"
+#include "harness/experiment.h"
 #include "tap.h"
 
 static experiment E;

@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attn.h"
-#include "bench.h"
-#include "common.h"
+#include "attn/attn.h"
+#include "attn/bench.h"
+#include "util/common.h"
 #include "tap.h"
 
 typedef struct {

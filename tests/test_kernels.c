@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "kernels.h"
+#include "util/common.h"
+#include "util/kernels.h"
 #include "tap.h"
-#include "threads.h"
+#include "util/threads.h"
 
 /* ------------------------------------------------------------- helpers */
 

@@ -10,11 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attn.h"
-#include "bench.h"
-#include "common.h"
+#include "attn/attn.h"
+#include "attn/bench.h"
+#include "util/common.h"
 #include "tap.h"
-#include "threads.h"
+#include "util/threads.h"
 
 typedef struct {
     int B, H, n, d;

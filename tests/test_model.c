@@ -6,13 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attn.h"
-#include "common.h"
-#include "kernels.h"
-#include "model.h"
+#include "attn/attn.h"
+#include "util/common.h"
+#include "util/kernels.h"
+#include "model/model.h"
 #include "tap.h"
-#include "threads.h"
-#include "train.h"
+#include "util/threads.h"
+#include "model/train.h"
 
 static void tiny_config(train_config *c, const char *backend) {
     train_config_default(c);

@@ -1,4 +1,4 @@
-/* test_npy.c: the .npy reader and writer (core/npy.h) against the format as
+/* test_npy.c: the .npy reader and writer (core/util/npy.h) against the format as
  * NumPy documents it (files made byte by byte here, good and bad, so no
  * binary fixtures live in git), and `routebench attn --save/--load` round
  * trips for every registered backend. */
@@ -11,13 +11,13 @@
 
 #include <math.h>
 
-#include "attn.h"
-#include "checkpoint.h"
-#include "cmd_npy.h"
-#include "model.h"
-#include "train.h"
-#include "common.h"
-#include "npy.h"
+#include "attn/attn.h"
+#include "model/checkpoint.h"
+#include "cli/cmd_npy.h"
+#include "model/model.h"
+#include "model/train.h"
+#include "util/common.h"
+#include "util/npy.h"
 #include "tap.h"
 
 static char tmpdir[256];

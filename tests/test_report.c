@@ -1,5 +1,5 @@
 /* test_report.c: tables, plots and compare on databases this test writes
- * through the store API (core/store.h), so nothing depends on timing runs:
+ * through the store API (core/store/store.h), so nothing depends on timing runs:
  *  - a "known" database (train-like: two backends, two lengths, routing
  *    clusters x window, three seeds, with failed, unsupported and pending
  *    trials): every table format has the right rows and columns, CSV parses
@@ -16,10 +16,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "commands.h"
-#include "plot.h"
-#include "report.h"
-#include "store.h"
+#include "cli/commands.h"
+#include "report/plot.h"
+#include "report/report.h"
+#include "store/store.h"
 #include "tap.h"
 
 static char tmpdir[256];

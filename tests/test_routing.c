@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attn.h"
-#include "common.h"
+#include "attn/attn.h"
+#include "util/common.h"
 #include "tap.h"
-#include "threads.h"
+#include "util/threads.h"
 
 extern const attn_backend attn_backend_routing;
 static const attn_backend *BE = &attn_backend_routing;

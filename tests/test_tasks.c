@@ -8,10 +8,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "common.h"
+#include "util/common.h"
 #include "tap.h"
-#include "tasks.h"
-#include "train.h"
+#include "model/tasks.h"
+#include "model/train.h"
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 

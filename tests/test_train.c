@@ -10,8 +10,8 @@
 #include <sys/wait.h>
 
 #include "tap.h"
-#include "threads.h"
-#include "train.h"
+#include "util/threads.h"
+#include "model/train.h"
 
 #define MAXS 64
 

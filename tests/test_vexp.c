@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
+#include "util/common.h"
 #include "tap.h"
-#include "vexp.h"
+#include "util/vexp.h"
 
 /* error of y in ulps of the float grid at the true value ref (> 0, normal) */
 static double ulps(float y, double ref) {

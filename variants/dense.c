@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attn.h"
-#include "common.h"
-#include "threads.h"
-#include "vexp.h"
+#include "attn/attn.h"
+#include "util/common.h"
+#include "util/threads.h"
+#include "util/vexp.h"
 
 /* Query rows per block and keys per tile. A 256 x 256 score tile (256 KiB)
  * and the block's output accumulator stay in L2; bigger query blocks pack

@@ -11,10 +11,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "attn.h"
-#include "common.h"
-#include "threads.h"
-#include "vexp.h"
+#include "attn/attn.h"
+#include "util/common.h"
+#include "util/threads.h"
+#include "util/vexp.h"
 
 extern const attn_backend attn_backend_dense_naive;
 

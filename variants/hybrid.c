@@ -21,8 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attn.h"
-#include "common.h"
+#include "attn/attn.h"
+#include "util/common.h"
 
 extern const attn_backend attn_backend_local;
 extern const attn_backend attn_backend_routing;

@@ -24,10 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attn.h"
-#include "common.h"
-#include "threads.h"
-#include "vexp.h"
+#include "attn/attn.h"
+#include "util/common.h"
+#include "util/threads.h"
+#include "util/vexp.h"
 
 /* Query rows per chunk. 64 rows x up to 2*256 keys keeps a thread's score
  * and dP tiles (2 x 128 KiB) within L2 at the default window; overridable at

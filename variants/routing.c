@@ -44,11 +44,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attn.h"
-#include "common.h"
-#include "kmeans.h"
-#include "threads.h"
-#include "vexp.h"
+#include "attn/attn.h"
+#include "util/common.h"
+#include "attn/kmeans.h"
+#include "util/threads.h"
+#include "util/vexp.h"
 
 extern const attn_backend attn_backend_routing;
 

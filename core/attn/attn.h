@@ -1,0 +1,168 @@
+/* attn.h: the one interface every attention backend implements, and the
+ * registry that finds a backend by name.
+ *
+ * A backend is a const struct of function pointers (ggml's backend_i idea).
+ * An instance (struct attn) is made for one fixed parameter set and owns every
+ * buffer its forward and backward need, so forward/backward never allocate.
+ * Instances embed `attn` as their first member and cast.
+ *
+ * Layout of q, k, v, out and their gradients: [batch, heads, seq, head_dim],
+ * row-major, float32. Attention is scaled by 1/sqrt(head_dim).
+ *
+ * FLOP convention (attn_backend.flops): 2 FLOPs per multiply-add; only the
+ * query-key pairs a query actually attends are counted (a causal dense layer
+ * counts n(n+1)/2 pairs even though tiles on the diagonal compute more).
+ * Forward: 4*d per attended pair (q.k and p*v). Backward: 8*d per attended
+ * pair (dV, dP, dQ, dK), recomputation not counted. Extra work a backend does
+ * (routing: distances to centroids, 2*n*K*d per head and pass) is added in
+ * the same convention. Softmax exponentials are not counted.
+ *
+ * Nothing in core/ may switch on a backend's name: new behaviour goes through
+ * an optional method here (NULL = not supported; callers check).
+ */
+#ifndef RB_ATTN_H
+#define RB_ATTN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { ATTN_ASSIGN_TOPK = 0, ATTN_ASSIGN_ARGMAX = 1 };
+enum { ATTN_NORM_L2 = 0, ATTN_NORM_LAYERNORM = 1 };
+
+/* forward flags */
+enum {
+    ATTN_EVAL = 0,
+    ATTN_TRAIN = 1,       /* training pass: routing moves its centroids */
+    ATTN_KEEP_ROUTES = 2, /* reuse the previous pass's cluster choice (gradient checks) */
+};
+
+enum { ATTN_PASS_FWD = 0, ATTN_PASS_BWD = 1 };
+
+/* Which parameters a backend reads (attn_backend.uses). A sweep axis over a
+ * parameter the backend does not use does not multiply its trials. */
+enum {
+    ATTN_USES_WINDOW = 1 << 0,
+    ATTN_USES_CLUSTERS = 1 << 1,
+    ATTN_USES_LOCAL_HEADS = 1 << 2,
+    ATTN_USES_SHARE_QK = 1 << 3,
+    ATTN_USES_ASSIGN = 1 << 4,
+    ATTN_USES_NORM = 1 << 5,
+    ATTN_USES_KMEANS = 1 << 6, /* decay, kmeans_init_iters, commit_weight */
+};
+
+typedef struct {
+    int batch, heads, seq, head_dim;
+    int causal;            /* 1: query i sees keys j <= i */
+    int window;            /* local block size / routing cluster size; 0 = backend default */
+    int clusters;          /* routing centroids per head; 0 = auto, round(sqrt(seq)) */
+    int local_heads;       /* hybrid: how many heads are local; -1 = heads / 2 */
+    int share_qk;          /* routing: -1 = default (shared when causal), 0 or 1 */
+    int assign;            /* ATTN_ASSIGN_TOPK (default) or ATTN_ASSIGN_ARGMAX */
+    int norm;              /* routing vectors: ATTN_NORM_L2 (default) or ATTN_NORM_LAYERNORM */
+    float decay;           /* k-means EMA decay, default 0.999 */
+    float commit_weight;   /* weight of the commitment loss whose gradient backward adds; 0 = off */
+    int kmeans_init_iters; /* Lloyd iterations on the first batch, default 3 */
+    uint64_t seed;         /* for anything random inside the backend (centroid init) */
+} attn_params;
+
+/* Defaults for everything; sizes are set to batch 1, heads 1, seq 0, d 64. */
+void attn_params_default(attn_params *p);
+/* Checks sizes common to all backends (positive, not absurd); 0 or -1 + err. */
+int attn_params_check_sizes(const attn_params *p, char *err, size_t errlen);
+
+typedef struct {
+    const char *name;
+    double value;
+} attn_stat;
+
+typedef struct attn_backend attn_backend;
+
+typedef struct attn {
+    const attn_backend *be;
+    attn_params p;   /* resolved parameters (defaults filled in by validate) */
+    size_t bytes;    /* bytes of buffers this instance holds (activations + workspace) */
+} attn;
+
+struct attn_backend {
+    const char *name;
+    const char *description; /* one line, for `routebench backends` */
+    unsigned uses;           /* ATTN_USES_* bits */
+
+    /* Fill the backend's defaults into p (window, clusters, share_qk, ...)
+     * and check the combination. 0 on success; -1 with a message in err. No
+     * allocation. Required. */
+    int (*validate)(attn_params *p, char *err, size_t errlen);
+
+    /* Make an instance for p (validated), with a->be pointing at this
+     * backend and a->p the resolved parameters. NULL with a message when
+     * memory cannot be had. Required. */
+    attn *(*create)(const attn_params *p, char *err, size_t errlen);
+
+    /* out = attention(q, k, v), flags a combination of ATTN_TRAIN and
+     * ATTN_KEEP_ROUTES. Saves what backward needs inside the instance.
+     * Required. */
+    void (*forward)(attn *a, float *out, const float *q, const float *k, const float *v, int flags);
+
+    /* Gradients of the last forward's inputs given dout. Overwrites dq, dk
+     * and dv (they are not accumulated). When keys are shared with queries
+     * (routing's share_qk), k was not read and dk is written as zeros. q, k,
+     * v and out are the same arrays the last forward saw. Required. */
+    void (*backward)(attn *a, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                     const float *k, const float *v, const float *out);
+
+    /* Analytic FLOPs of one pass (ATTN_PASS_FWD or ATTN_PASS_BWD) for p
+     * (validated), in the convention at the top of this file. Required. */
+    double (*flops)(const attn_params *p, int pass);
+
+    /* Analytic bytes of activations/workspace an instance holds for p. Required. */
+    size_t (*act_bytes)(const attn_params *p);
+
+    /* Statistics of the last forward (routing: cluster sizes, unrouted share,
+     * k-means objective, commitment loss as "commit_loss"). Writes up to max
+     * entries, returns how many. Optional. */
+    int (*stats)(const attn *a, attn_stat *out, int max);
+
+    /* 1 when p makes this backend compute exactly dense attention (local with
+     * window >= seq, ...), so tests and --check compare against `dense`.
+     * Optional (NULL = never). */
+    int (*equals_dense)(const attn_params *p);
+
+    void (*destroy)(attn *a); /* Required. */
+
+    /* Cluster membership of the last forward (routing; NULL elsewhere). Sets
+     * *members to the positions, ascending, of cluster c for batch b, head h
+     * and returns how many there are; keys = 0 asks for the query members
+     * (whose outputs the cluster produces), keys = 1 for the key members (the
+     * same list when Q and K are shared). -1 before the first forward or for
+     * an index out of range. Optional. */
+    int (*routes)(const attn *a, int b, int h, int c, int keys, const int **members);
+
+    /* The centroids, [heads, clusters, head_dim] floats owned by the
+     * instance, readable and writable (routing; NULL elsewhere). Calling it
+     * marks them initialised: a forward after it will not initialise them
+     * from data. Optional. */
+    float *(*centroids)(attn *a);
+};
+
+/* Registry (core/attn/attn.c; the list itself is variants/registry.def). */
+const attn_backend *attn_find(const char *name);
+int attn_count(void);
+const attn_backend *attn_get(int i);
+/* "dense, dense-naive, local, ..." for messages. */
+const char *attn_names(void);
+
+/* Whether an instance for p (validated) plus extra_bytes of the caller's
+ * own fits in the memory this machine has available now (MemAvailable):
+ * 0, or -1 with "BACKEND at seq N needs X GiB ...; this machine has Y GiB
+ * available". Memory is a property of the machine, not of the parameters,
+ * so validate() does not check it: a sweep records such a trial as
+ * unsupported instead of refusing the whole file. */
+int attn_memory_check(const attn_backend *be, const attn_params *p, double extra_bytes, char *err, size_t errlen);
+
+/* Convenience: find by name, validate, check memory and create, with one
+ * error message.
+ * p is updated with the resolved parameters. */
+attn *attn_make(const char *name, attn_params *p, char *err, size_t errlen);
+void attn_free(attn *a);
+
+#endif

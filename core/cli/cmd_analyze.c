@@ -1,0 +1,367 @@
+/* cmd_analyze.c: `routebench analyze CHECKPOINT`: load a trained model (its
+ * configuration read from the checkpoint, --KEY VALUE options on top, as for
+ * export), run held-out sequences of its task through
+ * it and print what its attention heads do (core/model/analyze.h): entropies, kept
+ * dense mass against the random floor, the JSD table in the paper's form,
+ * routing statistics. With --db the measures are also written to a results
+ * database as the metrics of one trial (kind "analyze"), so `report` and
+ * `plot` read them like any sweep's. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "model/analyze.h"
+#include "report/analysis.h"
+#include "model/checkpoint.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
+#include "util/common.h"
+#include "report/report.h"
+#include "store/store.h"
+#include "util/sysinfo.h"
+#include "model/tasks.h"
+#include "util/threads.h"
+#include "model/train.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: routebench analyze CHECKPOINT [--db DB] [--batches N] [--split val|test] [--threads N]\n"
+            "                          [--KEY VALUE ...]\n"
+            "       routebench analyze --report DB [--format md|csv|tex]\n"
+            "       routebench analyze --plot DB [--out DIR] [--format png|svg|pdf] [--dumb]\n\n"
+            "Runs N micro-batches (default: eval_batches) of the checkpoint's task's held-out data (validation\n"
+            "split by default, the sequences training evaluated on) through the model in evaluation mode and\n"
+            "reads every head's attention distribution through its backend's own forward (the code path\n"
+            "training uses: routes of the model's pass kept, V one-hot), then prints:\n"
+            "  - per layer and head: entropy of each query's distribution (nats);\n"
+            "  - per sparse head (local or routing): the share of the dense causal softmax mass (from the\n"
+            "    head's own q and k; k = q when the backend shares QK) on the keys the head lets each query\n"
+            "    see, averaged over queries (1.0 = nothing dense attention weighs was lost), and the same\n"
+            "    for a seeded random key set of the same size per query (the floor);\n"
+            "  - per layer: mean Jensen-Shannon divergence (nats, <= ln 2) between the distributions of\n"
+            "    every pair of heads, grouped local-local, local-routing, routing-routing (mean ± std over\n"
+            "    the pairs);\n"
+            "  - the backend's statistics (cluster sizes, unrouted and multi-routed shares, k-means\n"
+            "    objective), averaged over the batches.\n"
+            "Queries a routing head routes to no cluster (an all-zero row) are left out of every average\n"
+            "and counted in the `unrouted` column.\n\n"
+            "Cost: it computes dense attention, O(seq^2) per head: ceil(seq / head_dim) extra forwards of\n"
+            "each layer's backend, O(batch * heads * seq^2 * head_dim) for the dense softmax (double),\n"
+            "O(batch * heads^2 * seq^2) for the divergences, and batch * heads * seq^2 floats of memory.\n"
+            "Meant for evaluation-sized inputs (seq up to a few thousand).\n\n"
+            "The model's configuration is read from the checkpoint; --KEY VALUE options (those of\n"
+            "`routebench train`) given on top replace single keys: --batch (sequences per micro-batch)\n"
+            "or --data may differ from training's, options that change the model are refused by the\n"
+            "checkpoint's configuration hash. A checkpoint of format version 1 (written before\n"
+            "checkpoints held their configuration) needs every option `routebench train` was given.\n\n"
+            "  --db DB        also write the measures as metrics of one trial (kind analyze) into DB\n"
+            "                 (created if missing; a database of another experiment is refused); metric\n"
+            "                 names: analyze.L<l>.H<h>.entropy|kept_mass|random_mass|rows|unrouted_rows,\n"
+            "                 analyze.L<l>.kept_mass.<kind>, analyze.L<l>.jsd.<pair>[.std],\n"
+            "                 analyze.L<l>.<backend statistic>, analyze.kept_mass.<kind>,\n"
+            "                 analyze.random_mass.<kind>, analyze.jsd.<pair>[.std], analyze.eval_loss\n"
+            "  --name NAME    experiment name in DB (default: analyze)\n"
+            "  --batches N    evaluation micro-batches (default: the eval_batches option, 8)\n"
+            "  --split S      val (default) or test\n"
+            "  --threads N    threads (default: all cores)\n\n"
+            "From a results database holding analyze trials (written with --db, or by an analyze sweep):\n"
+            "  --report DB    print the JSD table in the paper's form (rows: configuration and layer;\n"
+            "                 columns: local-local, local-routing, routing-routing) as md, csv or tex\n"
+            "  --plot DB      draw kept_mass.png: kept dense mass against clusters (routing heads) or\n"
+            "                 window (local heads), one line per backend, the random floor dashed;\n"
+            "                 kept_mass.dat and kept_mass.gp beside it (default --out plots/out/NAME)\n");
+}
+
+static void json_add(char *out, size_t len, size_t *off, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void json_add(char *out, size_t len, size_t *off, const char *fmt, ...) {
+    if (*off >= len) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(out + *off, len - *off, fmt, ap);
+    va_end(ap);
+    if (k > 0) *off += (size_t)k;
+}
+
+/* The layer whose parameters describe the trial: the first one whose
+ * backend uses clusters, else the first using a window, else layer 0. */
+static int describing_layer(const analyze_acc *acc) {
+    for (int pass = 0; pass < 2; pass++)
+        for (int l = 0; l < acc->L; l++) {
+            const attn_backend *be = attn_find(acc->layer_backend[l]);
+            if (be && (be->uses & (pass == 0 ? ATTN_USES_CLUSTERS : ATTN_USES_WINDOW))) return l;
+        }
+    return 0;
+}
+
+/* Write acc as one done trial of DB. 0 or -1 with a message. */
+static int write_db(const char *db, const char *exp_name, const train_config *c, const char *ckpt, int batches,
+                    int split, const analyze_acc *acc, const char *argv, char *err, size_t errlen) {
+    rb_store *s;
+    if (store_open(&s, db, 1, err, errlen) != 0) return -1;
+    char have[128];
+    if (store_experiment_name(s, have, sizeof have, err, errlen) != 0) {
+        store_close(s);
+        return -1;
+    }
+    if (have[0] && strcmp(have, exp_name) != 0) {
+        store_close(s);
+        return rb_fail(err, errlen, "%s holds results of experiment '%s', not '%s' (use --name or another --db)", db,
+                       have, exp_name);
+    }
+    int l = describing_layer(acc);
+    const attn_params *p = &acc->layer_p[l];
+    const attn_backend *be = attn_find(acc->layer_backend[l]);
+    unsigned u = be ? be->uses : 0;
+    const char *backend = c->layer_backends[0] ? c->layer_backends : c->backend;
+    char json[4096];
+    size_t off = 0;
+    json_add(json, sizeof json, &off,
+             "{\"kind\":\"analyze\",\"backend\":\"%s\",\"task\":\"%s\",\"seq\":%d,\"d_model\":%d,\"layers\":%d,"
+             "\"heads\":%d,\"steps\":%d",
+             backend, c->task, c->seq, c->d_model, c->layers, c->heads, c->steps);
+    if (u & ATTN_USES_WINDOW) json_add(json, sizeof json, &off, ",\"window\":%d", p->window);
+    if (u & ATTN_USES_CLUSTERS) json_add(json, sizeof json, &off, ",\"clusters\":%d", p->clusters);
+    if (u & ATTN_USES_LOCAL_HEADS) json_add(json, sizeof json, &off, ",\"local_heads\":%d", p->local_heads);
+    if (u & ATTN_USES_SHARE_QK) json_add(json, sizeof json, &off, ",\"share_qk\":%d", p->share_qk);
+    json_add(json, sizeof json, &off, ",\"checkpoint\":\"%s\",\"batches\":%d,\"batch\":%d,\"split\":\"%s\"}", ckpt,
+             batches, c->batch, split == TASK_TEST ? "test" : "val");
+    if (off >= sizeof json) {
+        store_close(s);
+        return rb_fail(err, errlen, "trial parameters too long (checkpoint path?)");
+    }
+    char key[17], name[160], yaml[4400];
+    /* the key covers the configuration and what was analysed, so a rerun replaces its own trial */
+    uint64_t h = train_config_hash(c);
+    for (const char *q = json; *q; q++) h = (h ^ (unsigned char)*q) * 0x100000001b3ull;
+    snprintf(key, sizeof key, "%016llx", (unsigned long long)h);
+    snprintf(name, sizeof name, "analyze-%.60s-s%d", backend, c->seq);
+    if (u & ATTN_USES_CLUSTERS) snprintf(name + strlen(name), sizeof name - strlen(name), "-k%d", p->clusters);
+    if (u & ATTN_USES_WINDOW) snprintf(name + strlen(name), sizeof name - strlen(name), "-w%d", p->window);
+    snprintf(yaml, sizeof yaml, "# routebench analyze (no experiment file)\nkind: analyze\nparams: %s\n", json);
+    char yhash[17];
+    uint64_t yh = 0xcbf29ce484222325ull;
+    for (const char *q = yaml; *q; q++) yh = (yh ^ (unsigned char)*q) * 0x100000001b3ull;
+    snprintf(yhash, sizeof yhash, "%016llx", (unsigned long long)yh);
+
+    rb_sysinfo si;
+    rb_sysinfo_read(&si, 0);
+    store_experiment x = {exp_name, "routebench analyze", "analyze", NULL, yaml, yhash, ckpt, NULL, si.host, si.cpu,
+                          si.blas, NULL, NULL, argv, rb_threads(), 0.0};
+    int64_t exp_id, tid;
+    int rc = store_begin_experiment(s, &x, &exp_id, err, errlen);
+    store_trial t = {0};
+    t.key = key, t.name = name, t.kind = "analyze", t.bench = NULL, t.backend = backend, t.params_json = json;
+    t.seed = c->seed, t.idx = 0;
+    t.seq = c->seq, t.heads = c->heads, t.head_dim = c->d_model / c->heads, t.batch = c->batch, t.causal = 1;
+    t.window = u & ATTN_USES_WINDOW ? p->window : STORE_NA;
+    t.clusters = u & ATTN_USES_CLUSTERS ? p->clusters : STORE_NA;
+    t.local_heads = u & ATTN_USES_LOCAL_HEADS ? p->local_heads : STORE_NA;
+    t.share_qk = u & ATTN_USES_SHARE_QK ? p->share_qk : STORE_NA;
+    t.kmeans_iters = u & ATTN_USES_KMEANS ? p->kmeans_init_iters : STORE_NA;
+    t.d_model = c->d_model, t.layers = c->layers, t.steps = c->steps;
+    t.assign = u & ATTN_USES_ASSIGN ? (p->assign == ATTN_ASSIGN_TOPK ? "topk" : "argmax") : NULL;
+    t.norm = u & ATTN_USES_NORM ? (p->norm == ATTN_NORM_L2 ? "l2" : "layernorm") : NULL;
+    t.task = c->task;
+    t.decay = u & ATTN_USES_KMEANS ? p->decay : NAN;
+    t.commit_weight = u & ATTN_USES_KMEANS ? p->commit_weight : NAN;
+    t.lr = c->lr;
+    char status[32], runner[200];
+    snprintf(runner, sizeof runner, "%s:%ld", si.host, (long)getpid());
+    if (rc == 0) rc = store_register_trials(s, &t, 1, exp_id, err, errlen);
+    if (rc == 0) rc = store_trial_status(s, key, c->seed, status, sizeof status, &tid, NULL, 0, err, errlen);
+    if (rc == 0) rc = store_claim_trial(s, tid, exp_id, runner, err, errlen);
+    if (rc == 0) {
+        int max = analyze_metrics_max(acc);
+        store_metric *m = mallocCheck((size_t)max * sizeof *m);
+        int n = analyze_metrics(acc, m, max);
+        rc = store_finish_trial(s, tid, ST_DONE, NULL, m, n, err, errlen);
+        free(m);
+    }
+    store_end_experiment(s, exp_id, rc == 0 ? "done" : "failed", NULL, 0);
+    store_close(s);
+    return rc;
+}
+
+/* --report DB / --plot DB: read the analyze trials of a results database. */
+static int from_db(const char *report, const char *plot, const char *format, const char *out, int dumb) {
+    char err[2048];
+    rpt_db d;
+    const char *db = report ? report : plot;
+    if (rpt_open(&d, db, "kind = 'analyze'", err, sizeof err) != 0) {
+        fprintf(stderr, "routebench analyze: %s\n", err);
+        return 2;
+    }
+    int rc = 0;
+    if (report) {
+        int fmt = rpt_format_parse(format ? format : "md");
+        if (fmt < 0) {
+            fprintf(stderr, "routebench analyze: --format: md, csv or tex for --report (got '%s')\n", format);
+            rpt_close(&d);
+            return 2;
+        }
+        rpt_table tb;
+        if (analyze_jsd_table(&tb, &d, fmt, err, sizeof err) != 0) {
+            fprintf(stderr, "routebench analyze: %s\n", err);
+            rc = 2;
+        } else {
+            rpt_table_write(stdout, &tb, fmt);
+            rpt_table_free(&tb);
+        }
+    } else {
+        char dir[1024];
+        if (out) snprintf(dir, sizeof dir, "%s", out);
+        else snprintf(dir, sizeof dir, "plots/out/%s", d.exp_name[0] ? d.exp_name : "analyze");
+        char cmd[1200];
+        /* one level or a few: mkdir -p without a shell */
+        snprintf(cmd, sizeof cmd, "%s", dir);
+        for (char *p = cmd + 1; *p; p++)
+            if (*p == '/') {
+                *p = 0;
+                mkdir(cmd, 0777);
+                *p = '/';
+            }
+        if (mkdir(cmd, 0777) != 0 && errno != EEXIST) {
+            fprintf(stderr, "routebench analyze: cannot create %s: %s\n", dir, strerror(errno));
+            rpt_close(&d);
+            return 2;
+        }
+        if (analyze_plot_kept(&d, dir, format ? format : "png", dumb, 0, err, sizeof err) != 0) {
+            fprintf(stderr, "routebench analyze: %s\n", err);
+            rc = 2;
+        }
+    }
+    rpt_close(&d);
+    return rc;
+}
+
+int cmd_analyze(int argc, char **argv) {
+    train_config c;
+    train_config_default(&c);
+    const char *ckpt = NULL, *db = NULL, *exp_name = "analyze";
+    const char *report = NULL, *plot = NULL, *format = NULL, *out = NULL;
+    int threads = 0, batches = 0, split = TASK_VAL, dumb = 0, nkv = 0;
+    char err[2048];
+    /* the --KEY VALUE options, applied on top of the checkpoint's configuration once it is read */
+    const char **kv = mallocCheck((size_t)(argc + 1) * sizeof *kv);
+    for (int i = 1; i < argc; i++) {
+        const char *f = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
+            usage(stdout);
+            free(kv);
+            return 0;
+        }
+        if (strcmp(f, "--dumb") == 0) {
+            dumb = 1;
+            continue;
+        }
+        if (strncmp(f, "--", 2) != 0) {
+            if (ckpt) {
+                fprintf(stderr, "routebench analyze: unexpected argument '%s'\n", f);
+                usage(stderr);
+                free(kv);
+                return 2;
+            }
+            ckpt = f;
+            continue;
+        }
+        if (!val) {
+            fprintf(stderr, "routebench analyze: %s needs a value\n", f);
+            free(kv);
+            return 2;
+        }
+        i++;
+        if (strcmp(f, "--threads") == 0) {
+            if (cli_int(f, val, 1, 4096, &threads)) {
+                free(kv);
+                return 2;
+            }
+        } else if (strcmp(f, "--batches") == 0) {
+            if (cli_int(f, val, 1, 1 << 20, &batches)) {
+                free(kv);
+                return 2;
+            }
+        } else if (strcmp(f, "--db") == 0) {
+            db = val;
+        } else if (strcmp(f, "--report") == 0) {
+            report = val;
+        } else if (strcmp(f, "--plot") == 0) {
+            plot = val;
+        } else if (strcmp(f, "--format") == 0) {
+            format = val;
+        } else if (strcmp(f, "--out") == 0) {
+            out = val;
+        } else if (strcmp(f, "--name") == 0) {
+            exp_name = val;
+        } else if (strcmp(f, "--split") == 0) {
+            if (strcmp(val, "val") == 0) split = TASK_VAL;
+            else if (strcmp(val, "test") == 0) split = TASK_TEST;
+            else {
+                fprintf(stderr, "routebench analyze: --split: expected val or test, got '%s'\n", val);
+                free(kv);
+                return 2;
+            }
+        } else if (train_config_set(&c, f + 2, val, err, sizeof err) != 0) { /* refused now, not later */
+            fprintf(stderr, "routebench analyze: %s\n", err);
+            free(kv);
+            return 2;
+        } else {
+            kv[2 * nkv] = f + 2, kv[2 * nkv + 1] = val, nkv++;
+        }
+    }
+    if (ckpt && !report && !plot && checkpoint_config_with(ckpt, &c, kv, nkv, err, sizeof err) != 0) {
+        fprintf(stderr, "routebench analyze: %s\n", err);
+        free(kv);
+        return 2;
+    }
+    free(kv);
+    if (report || plot) {
+        if (ckpt || (report && plot)) {
+            fprintf(stderr, "routebench analyze: --report and --plot take a database and no checkpoint, one at a time\n");
+            return 2;
+        }
+        return from_db(report, plot, format, out, dumb);
+    }
+    if (!ckpt) {
+        usage(stderr);
+        return 2;
+    }
+    rb_set_threads(threads);
+    analyze_options o = {batches > 0 ? batches : c.eval_batches, split};
+    analyze_acc *acc;
+    double t0 = rb_now();
+    if (analyze_checkpoint(&c, ckpt, &o, &acc, err, sizeof err) != 0) {
+        fprintf(stderr, "routebench analyze: %s\n", err);
+        return 2;
+    }
+    printf("analyze %s: %d layers x %d heads, %d batches of %d sequences of %d tokens (%s split), "
+           "eval loss %.4f nats/token, %.1f s\n",
+           ckpt, acc->L, acc->H, o.batches, c.batch, c.seq, split == TASK_TEST ? "test" : "validation",
+           acc->loss_batches ? acc->loss_sum / acc->loss_batches : NAN, rb_now() - t0);
+    for (int l = 0; l < acc->L; l++)
+        printf("  layer %d: %s (window %d, clusters %d, local_heads %d, share_qk %d)\n", l, acc->layer_backend[l],
+               acc->layer_p[l].window, acc->layer_p[l].clusters, acc->layer_p[l].local_heads, acc->layer_p[l].share_qk);
+    printf("\n");
+    analyze_print(stdout, acc);
+    int rc = 0;
+    if (db) {
+        /* the command line, recorded */
+        char line[2048];
+        size_t off = 0;
+        line[0] = 0;
+        for (int i = 0; i < argc && off < sizeof line; i++)
+            off += (size_t)snprintf(line + off, sizeof line - off, "%s%s", i ? " " : "routebench ", argv[i]);
+        if (write_db(db, exp_name, &c, ckpt, o.batches, split, acc, line, err, sizeof err) != 0) {
+            fprintf(stderr, "routebench analyze: %s\n", err);
+            rc = 2;
+        } else {
+            printf("\nwrote the measures to %s\n", db);
+        }
+    }
+    analyze_acc_free(acc);
+    return rc;
+}

@@ -1,0 +1,205 @@
+/* cmd_train.c: `routebench train`: train one model from command-line flags
+ * (every train_config option is a flag: --d-model 256 sets d_model), with a
+ * progress line on stderr that rewrites itself on a terminal and prints plain
+ * lines otherwise, Ctrl-C stopping cleanly (and saving when --save is given),
+ * and a final evaluation and timing summary on stdout. --bench N times N
+ * whole training steps instead of training. */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "cli/commands.h"
+#include "util/common.h"
+#include "model/tasks.h"
+#include "util/threads.h"
+#include "model/train.h"
+
+/* Hook for YAML input: the sweep runner's parser may define this (a weak
+ * reference, so train builds without it). Fills c from a YAML file's train
+ * options; 0, or -1 with a message. */
+int train_config_from_yaml(const char *path, train_config *c, char *err, size_t errlen) __attribute__((weak));
+
+static volatile sig_atomic_t stop_requested = 0;
+static void on_sigint(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+typedef struct {
+    int tty, steps, log_every;
+    double start;
+    int pending; /* a \r progress line is on the terminal without its newline */
+} progress;
+
+static void fmt_eta(char *buf, size_t n, double s) {
+    if (!(s >= 0) || s > 1e7) snprintf(buf, n, "?");
+    else if (s >= 3600) snprintf(buf, n, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
+    else if (s >= 60) snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)s % 60);
+    else snprintf(buf, n, "%.0fs", s);
+}
+
+static void on_step(void *ctx, const train_step_info *s) {
+    progress *p = ctx;
+    char eta[32];
+    fmt_eta(eta, sizeof eta, s->elapsed_s / s->step * (p->steps - s->step));
+    if (p->tty) {
+        fprintf(stderr, "\rstep %d/%d  loss %.4f  lr %.2e  %.0f tok/s  %.1f ms/step  ETA %s   ", s->step, p->steps,
+                s->loss, s->lr, s->tokens_per_s, s->step_ms, eta);
+        p->pending = 1;
+        if (s->step == p->steps) {
+            fputc('\n', stderr);
+            p->pending = 0;
+        }
+    } else if (s->step % p->log_every == 0 || s->step == p->steps || s->step == 1) {
+        fprintf(stderr, "step %d/%d  loss %.4f  lr %.2e  %.0f tok/s  %.1f ms/step  ETA %s\n", s->step, p->steps,
+                s->loss, s->lr, s->tokens_per_s, s->step_ms, eta);
+    }
+    fflush(stderr);
+}
+
+static void on_eval(void *ctx, const train_eval_info *e) {
+    progress *p = ctx;
+    fprintf(stderr, "%seval after step %d: loss %.4f, %.4f bits/token", p->pending ? "\n" : "", e->step,
+            e->eval_loss, e->bits_per_token);
+    p->pending = 0;
+    if (!isnan(e->accuracy)) fprintf(stderr, ", accuracy %.4f", e->accuracy);
+    fprintf(stderr, "\n");
+}
+
+static int should_stop(void *ctx) {
+    (void)ctx;
+    return stop_requested;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: routebench train [options]\n\n"
+               "Trains one transformer language model and prints its evaluation and timing.\n"
+               "Every option below is a flag taking one value (--d-model 256); dashes and\n"
+               "underscores are interchangeable.\n\n");
+    int n;
+    const train_config_key *k = train_config_keys(&n);
+    for (int i = 0; i < n; i++) {
+        char flag[64];
+        snprintf(flag, sizeof flag, "--%s", k[i].key);
+        for (char *c = flag + 2; *c; c++)
+            if (*c == '_') *c = '-';
+        fprintf(f, "  %-18s %s\n", flag, k[i].help);
+    }
+    fprintf(f, "  %-18s %s\n", "--threads N", "threads for our loops and BLAS (default: all cores)");
+    fprintf(f, "  %-18s %s\n", "--bench N", "time N whole training steps on random tokens (after 2 warm-up), no training");
+    fprintf(f, "  %-18s %s\n", "--log-every N", "progress line every N steps when stderr is not a terminal (default steps/20)");
+    fprintf(f, "  %-18s %s\n", "--config FILE", "read options from a YAML file first (flags after it override)");
+    fprintf(f, "  %-18s %s\n", "--help", "this text");
+    fprintf(f, "\nExit status: 0 done, 1 the run failed (e.g. the loss became NaN), 2 bad options.\n"
+               "Ctrl-C stops after the current step, saves (with --save) and evaluates.\n");
+}
+
+static void print_result(const train_config *c, const train_result *r, int bench) {
+    printf("model: d_model %d, layers %d, heads %d, seq %d, vocab %d, %zu parameters; backends:", c->d_model,
+           c->layers, c->heads, c->seq, c->vocab, r->params);
+    for (int l = 0; l < c->layers; l++) printf("%s%s", l ? "," : " ", train_layer_backend(c, l));
+    printf("\n");
+    if (!bench) {
+        printf("steps: %d, final training loss %.4f\n", r->steps_done, r->final_train_loss);
+        printf("validation: loss %.4f, %.4f bits/token", r->final_eval_loss, r->bits_per_token);
+        if (!isnan(r->accuracy)) printf(", accuracy %.4f", r->accuracy);
+        printf("\ntest: loss %.4f, %.4f bits/token", r->test_loss, r->test_bits_per_token);
+        if (!isnan(r->test_accuracy)) printf(", accuracy %.4f", r->test_accuracy);
+        printf("\n");
+    }
+    printf("step time (median): %.2f ms (forward %.2f, backward %.2f, optimiser %.2f); %.0f tokens/s\n",
+           r->median_step_ms, r->fwd_ms, r->bwd_ms, r->opt_ms, r->tokens_per_s);
+    printf("work: %.4g GFLOP per step (6 x matmul params x tokens + attention fwd+bwd), %.2f GFLOP/s\n",
+           r->flops_per_step / 1e9, r->gflops);
+    printf("memory: activation arena %.1f MB (peak %.1f MB), attention instances %.1f MB, peak RSS %.1f MB\n",
+           r->arena_bytes / 1e6, r->arena_peak / 1e6, r->attn_bytes / 1e6, r->peak_rss / 1e6);
+    for (int i = 0; i < r->nstats; i++) printf("stat %s: %.6g\n", r->stat_names[i], r->stat_values[i]);
+}
+
+int cmd_train(int argc, char **argv) {
+    train_config c;
+    train_config_default(&c);
+    int threads = 0, bench = 0, log_every = 0;
+    char err[1024];
+    for (int i = 1; i < argc; i++) {
+        const char *f = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (strncmp(f, "--", 2) != 0) {
+            fprintf(stderr, "routebench train: unexpected argument '%s'\n", f);
+            usage(stderr);
+            return 2;
+        }
+        int rc = 0;
+        if (strcmp(f, "--threads") == 0) rc = cli_int(f, val, 1, 4096, &threads);
+        else if (strcmp(f, "--bench") == 0) rc = cli_int(f, val, 1, 1 << 20, &bench);
+        else if (strcmp(f, "--log-every") == 0) rc = cli_int(f, val, 1, 1 << 30, &log_every);
+        else if (strcmp(f, "--config") == 0) {
+            if (!val) {
+                fprintf(stderr, "routebench train: --config needs a file\n");
+                return 2;
+            }
+            if (!train_config_from_yaml) {
+                fprintf(stderr, "routebench train: --config: YAML input is not built into this binary yet\n");
+                return 2;
+            }
+            if (train_config_from_yaml(val, &c, err, sizeof err)) {
+                fprintf(stderr, "routebench train: %s\n", err);
+                return 2;
+            }
+        } else if (train_config_set(&c, f + 2, val, err, sizeof err)) {
+            fprintf(stderr, "routebench train: %s\nusage: routebench train [--option value ...]; "
+                            "`routebench train --help` lists every option\n", err);
+            return 2;
+        }
+        if (rc) return 2;
+        i++; /* every flag takes one value */
+    }
+    rb_set_threads(threads);
+    if (train_config_check(&c, err, sizeof err)) {
+        fprintf(stderr, "routebench train: %s\n", err);
+        return 2;
+    }
+    if (!bench) { /* a missing corpus is bad input (exit 2), found before the model is built */
+        task *t = task_open(&c, err, sizeof err);
+        if (!t) {
+            fprintf(stderr, "routebench train: %s\n", err);
+            return 2;
+        }
+        task_free(t);
+    }
+    train_result r;
+    if (bench) {
+        fprintf(stderr, "timing %d training steps (after 2 warm-up) on %d thread%s...\n", bench, rb_threads(),
+                rb_threads() == 1 ? "" : "s");
+        if (train_bench_step(&c, bench, 2, &r, err, sizeof err)) {
+            fprintf(stderr, "routebench train: %s\n", err);
+            return 1;
+        }
+        print_result(&c, &r, 1);
+        return 0;
+    }
+    progress p = {isatty(2), c.steps, log_every > 0 ? log_every : RB_MAX(1, c.steps / 20), rb_now(), 0};
+    train_hooks h = {&p, on_step, on_eval, should_stop};
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, &old);
+    int rc = train_run(&c, &h, &r, err, sizeof err);
+    sigaction(SIGINT, &old, NULL);
+    if (rc) {
+        if (p.pending) fputc('\n', stderr);
+        fprintf(stderr, "routebench train: %s\n", err);
+        return 1;
+    }
+    if (stop_requested) fprintf(stderr, "%sstopped by Ctrl-C after step %d\n", p.pending ? "\n" : "", r.steps_done);
+    print_result(&c, &r, 0);
+    return 0;
+}

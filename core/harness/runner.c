@@ -1,0 +1,539 @@
+/* runner.c: the sweep runner (runner.h). The loop is: open and check the
+ * database, record this run, register the selected trials as pending, then
+ * for each trial not yet done: mark it running, execute it, and commit its
+ * metrics and final status in one transaction. A trial found `running` whose
+ * process is gone (SIGKILL, power loss) counts as interrupted and runs again.
+ *
+ * Where `failed` ends and `unsupported` begins: a trial is `unsupported` when
+ * the runner refuses it before starting because the backend's analytic memory
+ * (act_bytes plus the bench tensors) exceeds the memory available on this
+ * machine; it is not retried on resume. Anything that goes wrong once a trial
+ * has started (allocation failure, non-finite loss, the backend refusing at
+ * create time) is `failed` and is retried on resume. Configurations a backend
+ * refuses in validate() never get this far: they are validation errors. */
+#include "harness/runner.h"
+
+#include <errno.h>
+#include <fnmatch.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model/analyze.h"
+#include "attn/bench.h"
+#include "util/common.h"
+#include "util/sysinfo.h"
+#include "model/tasks.h"
+#include "util/threads.h"
+#include "model/train.h"
+
+/* ------------------------------------------------------------------ */
+/* signals                                                             */
+
+static volatile sig_atomic_t g_stop = 0;
+
+static void on_signal(int sig) {
+    (void)sig;
+    if (g_stop) _exit(RUN_INTERRUPTED); /* second Ctrl-C: at once; committed rows are safe in the WAL */
+    g_stop = 1;
+}
+
+void runner_install_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int runner_should_stop(void) { return g_stop != 0; }
+void runner_reset_stop(void) { g_stop = 0; }
+
+/* ------------------------------------------------------------------ */
+/* metrics and progress                                                */
+
+void metric_add(metric_list *l, int step, const char *name, double value) {
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 64;
+        store_metric *m = realloc(l->m, (size_t)l->cap * sizeof *m);
+        if (!m) {
+            fprintf(stderr, "error: out of memory recording metrics\n");
+            exit(1);
+        }
+        l->m = m;
+    }
+    store_metric *x = &l->m[l->n++];
+    x->step = step;
+    snprintf(x->name, sizeof x->name, "%.*s", (int)sizeof x->name - 1, name);
+    x->value = value;
+}
+
+struct run_progress {
+    int tty, quiet;
+    int total;       /* selected trials */
+    int finished;    /* selected trials done (before or in this run) or otherwise settled */
+    int ran;         /* trials executed in this run */
+    int to_run;      /* trials this run still has to execute */
+    double run_s;    /* seconds spent executing */
+    double t0;       /* start of the current trial */
+    double last_draw;
+    const exp_trial *cur;
+};
+
+static void fmt_eta(double s, char *out, size_t len) {
+    if (!(s >= 0) || !isfinite(s)) snprintf(out, len, "?");
+    else if (s < 60) snprintf(out, len, "%.0fs", s);
+    else if (s < 3600) snprintf(out, len, "%dm%02ds", (int)(s / 60), (int)s % 60);
+    else snprintf(out, len, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
+}
+
+static double eta_s(const run_progress *pr) {
+    if (pr->ran == 0) return NAN;
+    double per = pr->run_s / pr->ran;
+    double elapsed = rb_now() - pr->t0;
+    return per * pr->to_run - RB_MIN(elapsed, per);
+}
+
+void runner_progress_step(run_progress *pr, int step, int steps, double loss) {
+    if (!pr || pr->quiet || !pr->cur) return;
+    double now = rb_now();
+    if (pr->tty) {
+        /* a terminal: one line rewritten in place, at most 5 times a second */
+        if (now - pr->last_draw < 0.2 && step != steps) return;
+    } else {
+        /* a log file (nohup, Slurm): a plain line every half minute of a long trial */
+        if (pr->last_draw == 0.0) pr->last_draw = now;
+        if (now - pr->last_draw < 30.0) return;
+    }
+    pr->last_draw = now;
+    char eta[32];
+    fmt_eta(eta_s(pr), eta, sizeof eta);
+    fprintf(stderr, "%s[%d/%d] %s seed %llu  step %d/%d  loss %.4f  ETA %s%s", pr->tty ? "\r\033[K" : "",
+            pr->finished + 1, pr->total, pr->cur->name, (unsigned long long)pr->cur->seed, step, steps, loss, eta,
+            pr->tty ? "" : "\n");
+    fflush(stderr);
+}
+
+static void progress_start(run_progress *pr, const exp_trial *t) {
+    pr->cur = t;
+    pr->t0 = rb_now();
+    if (pr->quiet || !pr->tty) return;
+    char eta[32];
+    fmt_eta(eta_s(pr), eta, sizeof eta);
+    fprintf(stderr, "\r\033[K[%d/%d] %s seed %llu  ETA %s", pr->finished + 1, pr->total, t->name,
+            (unsigned long long)t->seed, eta);
+    fflush(stderr);
+}
+
+static void progress_end(run_progress *pr, const exp_trial *t, const char *status, const char *error) {
+    double dt = rb_now() - pr->t0;
+    pr->run_s += dt;
+    pr->ran++;
+    pr->to_run--;
+    pr->finished++;
+    pr->cur = NULL;
+    if (pr->quiet) return;
+    char eta[32];
+    fmt_eta(pr->to_run > 0 ? pr->run_s / pr->ran * pr->to_run : 0, eta, sizeof eta);
+    if (pr->tty) fprintf(stderr, "\r\033[K");
+    int bad = strcmp(status, ST_DONE) != 0;
+    if (pr->tty && !bad) {
+        fprintf(stderr, "[%d/%d] %s seed %llu  %s  %.2fs  ETA %s", pr->finished, pr->total, t->name,
+                (unsigned long long)t->seed, status, dt, eta);
+        fflush(stderr);
+        return;
+    }
+    fprintf(stderr, "[%d/%d] %s %s seed %llu (%.2fs, ETA %s)%s%s\n", pr->finished, pr->total, status, t->name,
+            (unsigned long long)t->seed, dt, eta, error ? ": " : "", error ? error : "");
+}
+
+/* ------------------------------------------------------------------ */
+/* trial execution                                                     */
+
+typedef struct {
+    metric_list *out;
+    run_progress *pr;
+    int steps;
+    double step_min, step_max; /* spread of step times after the first (warm-up) step */
+} train_ctx;
+
+static void on_step(void *ctx, const train_step_info *s) {
+    train_ctx *c = ctx;
+    metric_add(c->out, s->step, "train_loss", s->loss);
+    metric_add(c->out, s->step, "lr", s->lr);
+    metric_add(c->out, s->step, "grad_norm", s->grad_norm);
+    metric_add(c->out, s->step, "step_ms", s->step_ms);
+    if (s->step > 1) {
+        c->step_min = RB_MIN(c->step_min, s->step_ms);
+        c->step_max = RB_MAX(c->step_max, s->step_ms);
+    }
+    runner_progress_step(c->pr, s->step, c->steps, s->loss);
+}
+
+static void on_eval(void *ctx, const train_eval_info *e) {
+    train_ctx *c = ctx;
+    metric_add(c->out, e->step, "eval_loss", e->eval_loss);
+    metric_add(c->out, e->step, "bits_per_token", e->bits_per_token);
+    if (isfinite(e->accuracy)) metric_add(c->out, e->step, "accuracy", e->accuracy);
+}
+
+static int should_stop(void *ctx) {
+    (void)ctx;
+    return runner_should_stop();
+}
+
+static void add_train_result(metric_list *out, const train_result *r, double sgemm, int train) {
+    if (train) {
+        metric_add(out, -1, "steps_done", r->steps_done);
+        metric_add(out, -1, "final_train_loss", r->final_train_loss);
+        metric_add(out, -1, "eval_loss", r->final_eval_loss);
+        metric_add(out, -1, "bits_per_token", r->bits_per_token);
+        if (isfinite(r->accuracy)) metric_add(out, -1, "accuracy", r->accuracy);
+        metric_add(out, -1, "test_loss", r->test_loss);
+        metric_add(out, -1, "test_bits_per_token", r->test_bits_per_token);
+        if (isfinite(r->test_accuracy)) metric_add(out, -1, "test_accuracy", r->test_accuracy);
+    }
+    metric_add(out, -1, "step_ms", r->median_step_ms);
+    metric_add(out, -1, "fwd_ms", r->fwd_ms);
+    metric_add(out, -1, "bwd_ms", r->bwd_ms);
+    metric_add(out, -1, "opt_ms", r->opt_ms);
+    metric_add(out, -1, "tokens_per_s", r->tokens_per_s);
+    metric_add(out, -1, "flops", r->flops_per_step);
+    metric_add(out, -1, "gflops", r->gflops);
+    if (sgemm > 0) metric_add(out, -1, "sgemm_fraction", r->gflops / sgemm);
+    metric_add(out, -1, "params", (double)r->params);
+    metric_add(out, -1, "peak_rss_bytes", (double)r->peak_rss);
+    metric_add(out, -1, "arena_bytes", (double)r->arena_bytes);
+    metric_add(out, -1, "arena_peak_bytes", (double)r->arena_peak);
+    metric_add(out, -1, "attn_bytes", (double)r->attn_bytes);
+    for (int i = 0; i < r->nstats && i < TRAIN_MAX_STATS; i++) {
+        char n[64];
+        snprintf(n, sizeof n, "attn.%.40s", r->stat_names[i]);
+        metric_add(out, -1, n, r->stat_values[i]);
+    }
+}
+
+/* kind analyze: train as a train trial does (into a temporary checkpoint),
+ * then analyse the trained model on held-out data (core/model/analyze.h) and add
+ * its analyze.* measures to the trial's metrics. */
+static int exec_analyze(train_config *c, const train_hooks *h, double sgemm, metric_list *out, char *err,
+                        size_t errlen) {
+    char ckpt[] = "/tmp/routebench_analyze_XXXXXX";
+    int fd = mkstemp(ckpt);
+    if (fd < 0) return rb_fail(err, errlen, "cannot make a temporary checkpoint file: %s", strerror(errno)), TRIAL_FAILED;
+    close(fd);
+    snprintf(c->save, sizeof c->save, "%s", ckpt);
+    c->save_every = 0;
+    train_result r;
+    memset(&r, 0, sizeof r);
+    int rc = TRIAL_DONE;
+    analyze_acc *acc = NULL;
+    if (train_run(c, h, &r, err, errlen) != 0) rc = TRIAL_FAILED;
+    else if (runner_should_stop() && r.steps_done < c->steps) rc = TRIAL_INTERRUPTED;
+    else if (!isfinite(r.final_train_loss)) rc = (rb_fail(err, errlen, "training loss is not finite"), TRIAL_FAILED);
+    else {
+        analyze_options o = {c->eval_batches, TASK_VAL};
+        if (analyze_checkpoint(c, ckpt, &o, &acc, err, errlen) != 0) rc = TRIAL_FAILED;
+    }
+    unlink(ckpt);
+    if (rc != TRIAL_DONE) return rc;
+    add_train_result(out, &r, sgemm, 1);
+    int max = analyze_metrics_max(acc);
+    store_metric *m = mallocCheck((size_t)max * sizeof *m);
+    int n = analyze_metrics(acc, m, max);
+    for (int i = 0; i < n; i++) metric_add(out, -1, m[i].name, m[i].value);
+    free(m);
+    analyze_acc_free(acc);
+    return TRIAL_DONE;
+}
+
+int runner_exec_default(const experiment *e, const exp_trial *t, double sgemm, metric_list *out, run_progress *pr,
+                        char *err, size_t errlen) {
+    if (e->kind == EXP_KIND_BENCH && e->bench == EXP_BENCH_ATTN) {
+        attn_params p = t->attn;
+        const attn_backend *be = attn_find(t->backend);
+        if (!be) return rb_fail(err, errlen, "unknown backend '%s'", t->backend), TRIAL_FAILED;
+        double n = (double)p.batch * p.heads * p.seq * p.head_dim;
+        if (attn_memory_check(be, &p, 8.0 * n * sizeof(float), err, errlen) != 0) return TRIAL_UNSUPPORTED;
+        attn_bench_result r;
+        if (attn_bench(t->backend, &p, e->timing_runs, e->timing_warmup, &r, err, errlen) != 0) return TRIAL_FAILED;
+        if (!isfinite(r.fwd_ms) || !isfinite(r.bwd_ms)) return rb_fail(err, errlen, "non-finite timing"), TRIAL_FAILED;
+        metric_add(out, -1, "fwd_ms", r.fwd_ms);
+        metric_add(out, -1, "fwd_ms_min", r.fwd_ms_min);
+        metric_add(out, -1, "fwd_ms_max", r.fwd_ms_max);
+        metric_add(out, -1, "bwd_ms", r.bwd_ms);
+        metric_add(out, -1, "bwd_ms_min", r.bwd_ms_min);
+        metric_add(out, -1, "bwd_ms_max", r.bwd_ms_max);
+        metric_add(out, -1, "fwdbwd_ms", r.fwdbwd_ms);
+        metric_add(out, -1, "fwd_flops", r.fwd_flops);
+        metric_add(out, -1, "bwd_flops", r.bwd_flops);
+        metric_add(out, -1, "fwd_gflops", r.fwd_gflops);
+        metric_add(out, -1, "fwdbwd_gflops", r.fwdbwd_gflops);
+        if (sgemm > 0) metric_add(out, -1, "sgemm_fraction", r.fwdbwd_gflops / sgemm);
+        metric_add(out, -1, "tokens_per_s", r.fwdbwd_ms > 0 ? (double)p.batch * p.seq / (r.fwdbwd_ms * 1e-3) : NAN);
+        metric_add(out, -1, "act_bytes", (double)r.act_bytes);
+        metric_add(out, -1, "inst_bytes", (double)r.inst_bytes);
+        metric_add(out, -1, "base_rss_bytes", (double)r.base_rss_bytes);
+        metric_add(out, -1, "peak_rss_bytes", (double)r.peak_rss_bytes);
+        metric_add(out, -1, "runs", r.repeat);
+        for (int i = 0; i < r.nstats && i < ATTN_BENCH_MAX_STATS; i++) {
+            char nm[64];
+            snprintf(nm, sizeof nm, "attn.%.40s", r.stats[i].name);
+            metric_add(out, -1, nm, r.stats[i].value);
+        }
+        return TRIAL_DONE;
+    }
+    train_config c;
+    if (exp_trial_config(e, t, &c, err, errlen) != 0) return TRIAL_FAILED;
+    train_result r;
+    memset(&r, 0, sizeof r);
+    if (e->kind == EXP_KIND_BENCH) {
+        if (train_bench_step(&c, e->timing_runs, e->timing_warmup, &r, err, errlen) != 0) return TRIAL_FAILED;
+        add_train_result(out, &r, sgemm, 0);
+        return TRIAL_DONE;
+    }
+    train_ctx ctx = {out, pr, c.steps, INFINITY, -INFINITY};
+    train_hooks h = {&ctx, on_step, on_eval, should_stop};
+    if (e->kind == EXP_KIND_ANALYZE) return exec_analyze(&c, &h, sgemm, out, err, errlen);
+    if (train_run(&c, &h, &r, err, errlen) != 0) return TRIAL_FAILED;
+    if (runner_should_stop() && r.steps_done < c.steps) return TRIAL_INTERRUPTED;
+    if (!isfinite(r.final_train_loss)) return rb_fail(err, errlen, "training loss is not finite"), TRIAL_FAILED;
+    add_train_result(out, &r, sgemm, 1);
+    if (isfinite(ctx.step_min)) {
+        metric_add(out, -1, "step_ms_min", ctx.step_min);
+        metric_add(out, -1, "step_ms_max", ctx.step_max);
+    }
+    return TRIAL_DONE;
+}
+
+/* ------------------------------------------------------------------ */
+/* selection                                                           */
+
+int runner_selected(const run_options *o, const exp_trial *t) {
+    if (o->shard_n > 1 && t->index % o->shard_n != o->shard_i) return 0;
+    if (o->filter && *o->filter) {
+        if (strpbrk(o->filter, "*?[")) return fnmatch(o->filter, t->name, 0) == 0;
+        return strstr(t->name, o->filter) != NULL;
+    }
+    return 1;
+}
+
+/* The trial's row: identity, the resolved parameters as columns (NA where a
+ * parameter does not apply), the canonical JSON. */
+static int trial_row(const experiment *e, const exp_trial *t, store_trial *r, char *json, size_t jlen, char *err,
+                     size_t errlen) {
+    memset(r, 0, sizeof *r);
+    r->key = t->key, r->name = t->name, r->seed = t->seed, r->idx = t->index;
+    r->kind = exp_kind_name(e->kind);
+    r->bench = e->kind == EXP_KIND_BENCH ? exp_bench_name(e->bench) : NULL;
+    r->backend = t->backend;
+    if (exp_trial_json(e, t, json, jlen) != 0) return rb_fail(err, errlen, "%s: parameters too long", t->name);
+    r->params_json = json;
+    r->decay = r->commit_weight = r->lr = NAN;
+    r->window = r->clusters = r->local_heads = r->share_qk = r->kmeans_iters = STORE_NA;
+    r->d_model = r->layers = r->steps = STORE_NA;
+    if (e->kind == EXP_KIND_BENCH && e->bench == EXP_BENCH_ATTN) {
+        const attn_params *p = &t->attn;
+        const attn_backend *be = attn_find(t->backend);
+        unsigned u = be ? be->uses : 0;
+        r->seq = p->seq, r->heads = p->heads, r->head_dim = p->head_dim, r->batch = p->batch, r->causal = p->causal;
+        if (u & ATTN_USES_WINDOW) r->window = p->window;
+        if (u & ATTN_USES_CLUSTERS) r->clusters = p->clusters;
+        if (u & ATTN_USES_LOCAL_HEADS) r->local_heads = p->local_heads;
+        if (u & ATTN_USES_SHARE_QK) r->share_qk = p->share_qk;
+        if (u & ATTN_USES_ASSIGN) r->assign = p->assign ? "argmax" : "topk";
+        if (u & ATTN_USES_NORM) r->norm = p->norm ? "layernorm" : "l2";
+        if (u & ATTN_USES_KMEANS) r->decay = p->decay, r->commit_weight = p->commit_weight, r->kmeans_iters = p->kmeans_init_iters;
+        return 0;
+    }
+    static train_config c; /* large; one trial at a time */
+    if (exp_trial_config(e, t, &c, err, errlen) != 0) return -1;
+    unsigned u = 0;
+    for (int l = 0; l < c.layers; l++) {
+        const attn_backend *be = attn_find(train_layer_backend(&c, l));
+        if (be) u |= be->uses;
+    }
+    r->seq = c.seq, r->heads = c.heads, r->head_dim = c.heads ? c.d_model / c.heads : 0, r->batch = c.batch;
+    r->causal = 1;
+    if ((u & ATTN_USES_WINDOW) && c.attn.window > 0) r->window = c.attn.window;
+    if (u & ATTN_USES_CLUSTERS) r->clusters = c.attn.clusters > 0 ? c.attn.clusters : (int)lround(sqrt((double)c.seq));
+    if (u & ATTN_USES_LOCAL_HEADS) r->local_heads = c.attn.local_heads >= 0 ? c.attn.local_heads : c.heads / 2;
+    if (u & ATTN_USES_SHARE_QK) r->share_qk = c.attn.share_qk;
+    if (u & ATTN_USES_ASSIGN) r->assign = c.attn.assign ? "argmax" : "topk";
+    if (u & ATTN_USES_NORM) r->norm = c.attn.norm ? "layernorm" : "l2";
+    if (u & ATTN_USES_KMEANS) r->decay = c.attn.decay, r->kmeans_iters = c.attn.kmeans_init_iters;
+    r->d_model = c.d_model, r->layers = c.layers, r->steps = c.steps, r->lr = c.lr;
+    static char task[TRAIN_NAME_LEN];
+    snprintf(task, sizeof task, "%s", c.task);
+    r->task = task;
+    return 0;
+}
+
+static void git_commit(char *out, size_t len) {
+    snprintf(out, len, "unknown");
+    FILE *p = popen("git rev-parse HEAD 2>/dev/null", "r");
+    if (!p) return;
+    char buf[128];
+    if (fgets(buf, sizeof buf, p)) {
+        buf[strcspn(buf, "\r\n")] = 0;
+        if (strlen(buf) >= 7) snprintf(out, len, "%s", buf);
+    }
+    pclose(p);
+}
+
+/* ------------------------------------------------------------------ */
+
+int runner_run(const experiment *e, const run_options *o, char *err, size_t errlen) {
+    trial_exec exec = o->exec ? o->exec : runner_exec_default;
+    rb_store *s;
+    if (store_open(&s, o->db_path, 1, err, errlen) != 0) return RUN_BAD_INPUT;
+    char have[128];
+    if (store_experiment_name(s, have, sizeof have, err, errlen) != 0) {
+        store_close(s);
+        return RUN_BAD_INPUT;
+    }
+    if (have[0] && strcmp(have, e->name) != 0) {
+        rb_fail(err, errlen, "%s: holds results of experiment '%s', not '%s' (use --db to choose another file)",
+                o->db_path, have, e->name);
+        store_close(s);
+        return RUN_BAD_INPUT;
+    }
+    rb_set_threads(o->threads);
+    rb_sysinfo si;
+    rb_sysinfo_read(&si, o->measure_sgemm);
+    char commit[128], shard[32];
+    git_commit(commit, sizeof commit);
+    if (o->shard_n > 1) snprintf(shard, sizeof shard, "%d/%d", o->shard_i, o->shard_n);
+    store_experiment x = {e->name, e->description, exp_kind_name(e->kind),
+                          e->kind == EXP_KIND_BENCH ? exp_bench_name(e->bench) : NULL,
+                          e->yaml, e->hash, e->path, commit, si.host, si.cpu, si.blas,
+                          o->shard_n > 1 ? shard : NULL, o->filter, o->argv, rb_threads(), si.sgemm_gflops};
+    int64_t exp_id;
+    if (store_begin_experiment(s, &x, &exp_id, err, errlen) != 0) {
+        store_close(s);
+        return RUN_BAD_INPUT;
+    }
+    /* register the selected trials as pending */
+    int nsel = 0;
+    int *sel = mallocCheck(sizeof(int) * (size_t)(e->ntrials ? e->ntrials : 1));
+    for (int i = 0; i < e->ntrials; i++)
+        if (runner_selected(o, &e->trials[i])) sel[nsel++] = i;
+    store_trial *rows = mallocCheck(sizeof *rows * (size_t)(nsel ? nsel : 1));
+    char (*json)[4096] = mallocCheck(sizeof *json * (size_t)(nsel ? nsel : 1));
+    int rc = RUN_OK;
+    for (int i = 0; i < nsel && rc == RUN_OK; i++) {
+        /* task strings live in a static buffer: copy them per row */
+        if (trial_row(e, &e->trials[sel[i]], &rows[i], json[i], sizeof json[i], err, errlen) != 0) rc = RUN_BAD_INPUT;
+        else if (rows[i].task) {
+            size_t l = strlen(json[i]);
+            snprintf(json[i] + l + 1, sizeof json[i] - l - 1, "%s", rows[i].task);
+            rows[i].task = json[i] + l + 1;
+        }
+    }
+    if (rc == RUN_OK && store_register_trials(s, rows, nsel, exp_id, err, errlen) != 0) rc = RUN_BAD_INPUT;
+    free(rows);
+    free(json);
+    char host[160], runner[200];
+    snprintf(host, sizeof host, "%s", si.host);
+    snprintf(runner, sizeof runner, "%s:%ld", host, (long)getpid());
+    int stale = rc == RUN_OK ? store_reset_stale(s, host, err, errlen) : 0;
+    if (stale < 0) rc = RUN_BAD_INPUT;
+    if (rc != RUN_OK) {
+        store_end_experiment(s, exp_id, "failed", NULL, 0);
+        store_close(s);
+        free(sel);
+        return rc;
+    }
+
+    /* what is left to do */
+    run_progress pr;
+    memset(&pr, 0, sizeof pr);
+    pr.tty = isatty(2), pr.quiet = o->quiet, pr.total = nsel;
+    char status[32], other[200];
+    int64_t id;
+    for (int i = 0; i < nsel; i++) {
+        const exp_trial *t = &e->trials[sel[i]];
+        if (store_trial_status(s, t->key, t->seed, status, sizeof status, &id, NULL, 0, err, errlen) != 0) {
+            rc = RUN_BAD_INPUT;
+            break;
+        }
+        if (strcmp(status, ST_DONE) && strcmp(status, ST_UNSUPPORTED)) pr.to_run++;
+    }
+    if (!o->quiet && rc == RUN_OK)
+        fprintf(stderr, "routebench run: %s: %d trials selected of %d, %d to run, database %s%s\n", e->name, nsel,
+                e->ntrials, pr.to_run, o->db_path, stale ? " (trials of a killed run marked interrupted)" : "");
+    pr.finished = nsel - pr.to_run;
+    int nfailed = 0, interrupted = 0;
+    metric_list ml = {0, 0, NULL};
+    for (int i = 0; i < nsel && rc == RUN_OK; i++) {
+        if (runner_should_stop()) {
+            interrupted = 1;
+            break;
+        }
+        const exp_trial *t = &e->trials[sel[i]];
+        if (store_trial_status(s, t->key, t->seed, status, sizeof status, &id, other, sizeof other, err, errlen) != 0) {
+            rc = RUN_BAD_INPUT;
+            break;
+        }
+        if (!strcmp(status, ST_DONE) || !strcmp(status, ST_UNSUPPORTED) || !status[0]) continue;
+        if (!strcmp(status, ST_RUNNING)) {
+            /* another live process has it (two runs on one database) */
+            if (!o->quiet) fprintf(stderr, "routebench run: %s seed %llu is being run by %s; skipped\n", t->name,
+                                   (unsigned long long)t->seed, other);
+            pr.to_run--;
+            continue;
+        }
+        int claimed = store_try_claim_trial(s, id, exp_id, runner, err, errlen);
+        if (claimed < 0) {
+            rc = RUN_BAD_INPUT;
+            break;
+        }
+        if (claimed == 1) { /* another process took it between the look and the claim */
+            pr.to_run--;
+            continue;
+        }
+        progress_start(&pr, t);
+        ml.n = 0;
+        char terr[1024] = "";
+        int out = exec(e, t, si.sgemm_gflops, &ml, &pr, terr, sizeof terr);
+        if (runner_should_stop()) out = TRIAL_INTERRUPTED; /* the trial in flight is not a clean measurement */
+        const char *st = out == TRIAL_DONE ? ST_DONE
+                         : out == TRIAL_UNSUPPORTED ? ST_UNSUPPORTED
+                         : out == TRIAL_INTERRUPTED ? ST_INTERRUPTED
+                                                    : ST_FAILED;
+        if (out == TRIAL_INTERRUPTED) snprintf(terr, sizeof terr, "interrupted by a signal");
+        if (out != TRIAL_DONE) ml.n = 0; /* a trial that did not finish leaves no metrics */
+        if (store_finish_trial(s, id, st, out == TRIAL_DONE ? NULL : terr, ml.m, ml.n, err, errlen) != 0) {
+            rc = RUN_BAD_INPUT;
+            break;
+        }
+        progress_end(&pr, t, st, out == TRIAL_DONE ? NULL : terr);
+        if (out == TRIAL_FAILED) nfailed++;
+        if (out == TRIAL_INTERRUPTED) interrupted = 1;
+        if (interrupted) break;
+    }
+    free(ml.m);
+    free(sel);
+    if (pr.tty && !o->quiet) fprintf(stderr, "\n");
+    const char *end = rc != RUN_OK ? "failed" : interrupted ? "interrupted" : "done";
+    char err2[512];
+    if (store_end_experiment(s, exp_id, end, err2, sizeof err2) != 0 && rc == RUN_OK) {
+        snprintf(err, errlen, "%s", err2);
+        rc = RUN_BAD_INPUT;
+    }
+    store_close(s);
+    if (rc != RUN_OK) return rc;
+    if (interrupted) {
+        if (!o->quiet) fprintf(stderr, "routebench run: interrupted; rerun the same command to resume\n");
+        return RUN_INTERRUPTED;
+    }
+    if (!o->quiet)
+        fprintf(stderr, "routebench run: %s: %d run in this invocation, %d failed; results in %s\n", e->name, pr.ran,
+                nfailed, o->db_path);
+    return nfailed ? RUN_SOME_FAILED : RUN_OK;
+}

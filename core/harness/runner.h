@@ -1,0 +1,66 @@
+/* runner.h: running the trials of an expanded experiment against a results
+ * store: shard and filter selection, resume (done trials are skipped, failed
+ * and interrupted ones rerun), one transaction per finished trial, SIGINT /
+ * SIGTERM handling (the trial in flight is marked interrupted; a second
+ * signal ends the process at once) and progress on stderr. The work of one
+ * trial is a trial_exec function: runner_exec_default times or trains through
+ * bench.h / train.h; tests may plug in their own. */
+#ifndef RB_RUNNER_H
+#define RB_RUNNER_H
+
+#include <stddef.h>
+
+#include "harness/experiment.h"
+#include "store/store.h"
+
+/* Exit statuses of a run (commands.h's convention plus 130 for a signal). */
+enum { RUN_OK = 0, RUN_SOME_FAILED = 1, RUN_BAD_INPUT = 2, RUN_INTERRUPTED = 130 };
+
+/* Outcome of one trial. */
+enum { TRIAL_DONE = 0, TRIAL_FAILED = 1, TRIAL_UNSUPPORTED = 2, TRIAL_INTERRUPTED = 3 };
+
+typedef struct {
+    int n, cap;
+    store_metric *m;
+} metric_list;
+
+/* Append a metric (step -1: a summary of the whole trial). */
+void metric_add(metric_list *l, int step, const char *name, double value);
+
+typedef struct run_progress run_progress;
+
+/* Runs trial t, appending its metrics to out. Returns TRIAL_*; for
+ * FAILED/UNSUPPORTED a message in err. Should poll runner_should_stop(). */
+typedef int (*trial_exec)(const experiment *e, const exp_trial *t, double sgemm_gflops, metric_list *out,
+                          run_progress *pr, char *err, size_t errlen);
+
+int runner_exec_default(const experiment *e, const exp_trial *t, double sgemm_gflops, metric_list *out,
+                        run_progress *pr, char *err, size_t errlen);
+
+/* Progress of a training trial (step, loss) for the status line. */
+void runner_progress_step(run_progress *pr, int step, int steps, double loss);
+
+typedef struct {
+    const char *db_path;   /* required */
+    int threads;           /* 0 = all cores */
+    int shard_i, shard_n;  /* run trials with index % shard_n == shard_i; shard_n 0 or 1 = all */
+    const char *filter;    /* substring, or glob when it has * ? [; NULL = all */
+    int measure_sgemm;     /* measure the sgemm ceiling at the start */
+    int quiet;             /* no progress output */
+    const char *argv;      /* the command line, recorded */
+    trial_exec exec;       /* NULL = runner_exec_default */
+} run_options;
+
+/* 1 when trial t is selected by the shard and filter options. */
+int runner_selected(const run_options *o, const exp_trial *t);
+
+/* Run the selected trials of e. Returns a RUN_* status; on RUN_BAD_INPUT
+ * (database problems) a message in err. */
+int runner_run(const experiment *e, const run_options *o, char *err, size_t errlen);
+
+/* Signal handling: install SIGINT/SIGTERM handlers; the flag they set. */
+void runner_install_signals(void);
+int runner_should_stop(void);
+void runner_reset_stop(void); /* tests */
+
+#endif

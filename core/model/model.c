@@ -1,0 +1,505 @@
+/* model.c: the transformer of model.h: parameter layout and initialisation,
+ * the forward pass that saves what backward needs in the activation arena,
+ * and the backward pass walking the layers in reverse (llm.c's structure).
+ * The big matmuls are single sgemm calls over all B*T rows (kernels.c); our
+ * own elementwise loops (positions, head split/merge, residual adds) are
+ * OpenMP loops with static schedules, so results do not depend on timing. */
+#include "model/model.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/common.h"
+#include "util/kernels.h"
+
+/* Below this many floats a loop is not worth waking the thread team for. */
+#define RB_PAR_MIN ((size_t)1 << 15)
+
+/* ---- arena ---- */
+
+static float *arena_take(model_arena *a, size_t nfloats) {
+    size_t bytes = (nfloats * sizeof(float) + 63) & ~(size_t)63;
+    char *p = a->base ? a->base + a->used : NULL;
+    a->used += bytes;
+    if (a->base) assert(a->used <= a->size);
+    if (a->used > a->peak) a->peak = a->used;
+    return (float *)p;
+}
+
+/* Carve the saved activations from the start of the arena (also used with
+ * base == NULL to size it). */
+static void carve_acts(model *m) {
+    model_arena *a = &m->arena;
+    size_t L = m->L, BT = (size_t)m->B * m->T, C = m->C, F = m->F, V = m->V;
+    a->used = 0;
+    m->encoded = arena_take(a, BT * C);
+    m->ln1 = arena_take(a, L * BT * C);
+    m->ln1_mean = arena_take(a, L * BT);
+    m->ln1_rstd = arena_take(a, L * BT);
+    m->qkvh = arena_take(a, L * 3 * BT * C);
+    m->atty = arena_take(a, L * BT * C);
+    m->attm = arena_take(a, L * BT * C);
+    m->res2 = arena_take(a, L * BT * C);
+    m->ln2 = arena_take(a, L * BT * C);
+    m->ln2_mean = arena_take(a, L * BT);
+    m->ln2_rstd = arena_take(a, L * BT);
+    m->fch = arena_take(a, L * BT * F);
+    m->fch_gelu = arena_take(a, L * BT * F);
+    m->res3 = arena_take(a, L * BT * C);
+    m->lnf = arena_take(a, BT * C);
+    m->lnf_mean = arena_take(a, BT);
+    m->lnf_rstd = arena_take(a, BT);
+    m->logits = arena_take(a, BT * V);
+    m->losses = arena_take(a, BT);
+    m->qkv_tmp = arena_take(a, BT * 3 * C);
+}
+
+/* Backward scratch, carved above the activations. */
+typedef struct {
+    float *dres;       /* (B,T,C) gradient of the residual stream */
+    float *dlogits;    /* (B,T,V) */
+    float *dln;        /* (B,T,C) */
+    float *dattm;      /* (B,T,C) */
+    float *datty;      /* (B,H,T,D) */
+    float *dqkvh;      /* (3,B,H,T,D) */
+    float *dqkv;       /* (B,T,3C) */
+    float *dfch, *dfch_gelu; /* (B,T,F) */
+} model_scratch;
+
+static void carve_scratch(model *m, model_scratch *s) {
+    model_arena *a = &m->arena;
+    size_t BT = (size_t)m->B * m->T, C = m->C, F = m->F, V = m->V;
+    s->dres = arena_take(a, BT * C);
+    s->dlogits = arena_take(a, BT * V);
+    s->dln = arena_take(a, BT * C);
+    s->dattm = arena_take(a, BT * C);
+    s->datty = arena_take(a, BT * C);
+    s->dqkvh = arena_take(a, 3 * BT * C);
+    s->dqkv = arena_take(a, 3 * BT * C);
+    s->dfch = arena_take(a, BT * F);
+    s->dfch_gelu = arena_take(a, BT * F);
+}
+
+/* ---- parameters ---- */
+
+static void point_tensors(model_tensors *t, float *mem, const size_t *sizes) {
+    float **ptrs[MODEL_NTENSORS] = {&t->wte,  &t->wpe,      &t->ln1w,     &t->ln1b, &t->qkvw, &t->qkvb,
+                                    &t->attprojw, &t->attprojb, &t->ln2w, &t->ln2b, &t->fcw,  &t->fcb,
+                                    &t->fcprojw,  &t->fcprojb,  &t->lnfw, &t->lnfb};
+    for (int i = 0; i < MODEL_NTENSORS; i++) {
+        *ptrs[i] = mem;
+        mem += sizes[i];
+    }
+}
+
+/* Which tensors get weight decay: matrices and the embeddings, not norms or
+ * biases (the usual GPT-2 recipe). */
+static const unsigned char tensor_decays[MODEL_NTENSORS] = {1, 1, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 1, 0, 0, 0};
+
+static void init_params(model *m) {
+    rb_rng rng;
+    rb_rng_seed(&rng, m->c.seed * 0x9E3779B97F4A7C15ull + 0x1234);
+    model_tensors *p = &m->params;
+    size_t L = m->L, C = m->C, F = m->F;
+    float resid_std = 0.02f / sqrtf(2.0f * (float)m->L);
+    for (size_t i = 0; i < m->sizes[0]; i++) p->wte[i] = 0.02f * rb_rng_normal(&rng);
+    for (size_t i = 0; i < m->sizes[1]; i++) p->wpe[i] = 0.01f * rb_rng_normal(&rng);
+    for (size_t i = 0; i < L * C; i++) p->ln1w[i] = p->ln2w[i] = 1.0f;
+    memset(p->ln1b, 0, L * C * sizeof(float));
+    memset(p->ln2b, 0, L * C * sizeof(float));
+    for (size_t i = 0; i < L * 3 * C * C; i++) p->qkvw[i] = 0.02f * rb_rng_normal(&rng);
+    memset(p->qkvb, 0, L * 3 * C * sizeof(float));
+    for (size_t i = 0; i < L * C * C; i++) p->attprojw[i] = resid_std * rb_rng_normal(&rng);
+    memset(p->attprojb, 0, L * C * sizeof(float));
+    for (size_t i = 0; i < L * F * C; i++) p->fcw[i] = 0.02f * rb_rng_normal(&rng);
+    memset(p->fcb, 0, L * F * sizeof(float));
+    for (size_t i = 0; i < L * C * F; i++) p->fcprojw[i] = resid_std * rb_rng_normal(&rng);
+    memset(p->fcprojb, 0, L * C * sizeof(float));
+    for (size_t i = 0; i < C; i++) p->lnfw[i] = 1.0f;
+    memset(p->lnfb, 0, C * sizeof(float));
+}
+
+model *model_create(const train_config *c, char *err, size_t errlen) {
+    model *m = callocCheck(1, sizeof(model));
+    m->c = *c;
+    m->V = c->vocab;
+    m->C = c->d_model;
+    m->L = c->layers;
+    m->H = c->heads;
+    m->D = c->d_model / c->heads;
+    m->T = c->seq;
+    m->B = c->batch;
+    m->F = c->mlp_mult * c->d_model;
+    m->accum = c->accum > 0 ? c->accum : 1;
+    assert(m->V > 0 && m->C > 0 && m->L > 0 && m->H > 0 && m->C % m->H == 0 && m->T > 0 && m->B > 0);
+    size_t L = m->L, C = m->C, F = m->F, V = m->V, T = m->T;
+    size_t sizes[MODEL_NTENSORS] = {V * C,     c->pos == TRAIN_POS_LEARNED ? T * C : 0,
+                                    L * C,     L * C,
+                                    L * 3 * C * C, L * 3 * C,
+                                    L * C * C, L * C,
+                                    L * C,     L * C,
+                                    L * F * C, L * F,
+                                    L * C * F, L * C,
+                                    C,         C};
+    memcpy(m->sizes, sizes, sizeof sizes);
+    m->nparams = 0;
+    for (int i = 0; i < MODEL_NTENSORS; i++) m->nparams += sizes[i];
+
+    size_t pbytes = m->nparams * sizeof(float);
+    m->params_mem = rb_aligned_alloc(pbytes);
+    m->grads_mem = rb_aligned_alloc(pbytes);
+    m->m_mem = rb_aligned_alloc(pbytes);
+    m->v_mem = rb_aligned_alloc(pbytes);
+    m->decay_mask = malloc(m->nparams);
+    m->att = calloc(L, sizeof(attn *));
+    if (!m->params_mem || !m->grads_mem || !m->m_mem || !m->v_mem || !m->decay_mask || !m->att) {
+        rb_fail(err, errlen, "out of memory for %zu parameters", m->nparams);
+        model_free(m);
+        return NULL;
+    }
+    point_tensors(&m->params, m->params_mem, sizes);
+    point_tensors(&m->grads, m->grads_mem, sizes);
+    memset(m->grads_mem, 0, pbytes);
+    memset(m->m_mem, 0, pbytes);
+    memset(m->v_mem, 0, pbytes);
+    size_t off = 0;
+    for (int i = 0; i < MODEL_NTENSORS; i++) {
+        memset(m->decay_mask + off, tensor_decays[i], sizes[i]);
+        off += sizes[i];
+    }
+    init_params(m);
+
+    if (c->pos == TRAIN_POS_SINUSOIDAL) {
+        m->pos_table = rb_aligned_alloc(T * C * sizeof(float));
+        if (!m->pos_table) {
+            rb_fail(err, errlen, "out of memory for the position table");
+            model_free(m);
+            return NULL;
+        }
+        /* Vaswani et al.: sin on even, cos on odd channels, wavelengths 2pi..10000*2pi */
+        for (size_t t = 0; t < T; t++)
+            for (size_t i = 0; i < C; i++) {
+                double freq = pow(10000.0, -(double)(i & ~(size_t)1) / (double)C);
+                m->pos_table[t * C + i] = (float)((i & 1) ? cos(t * freq) : sin(t * freq));
+            }
+    }
+
+    for (int l = 0; l < m->L; l++) {
+        attn_params p = c->attn;
+        p.batch = m->B;
+        p.heads = m->H;
+        p.seq = m->T;
+        p.head_dim = m->D;
+        p.causal = 1;
+        p.seed = c->seed * 1000003ull + (uint64_t)l * 7919ull + 17;
+        p.commit_weight = c->commit_beta / (float)m->accum;
+        char e2[256];
+        const char *name = train_layer_backend(c, l);
+        m->att[l] = attn_make(name, &p, e2, sizeof e2);
+        if (!m->att[l]) {
+            rb_fail(err, errlen, "layer %d (%s): %s", l, name, e2);
+            model_free(m);
+            return NULL;
+        }
+        if (m->att[l]->be != attn_find(name)) {
+            /* a backend bug, but say so instead of crashing on the first forward */
+            rb_fail(err, errlen, "layer %d: backend %s's create() did not set the instance's be pointer", l, name);
+            m->att[l]->be = attn_find(name); /* so model_free can destroy it */
+            model_free(m);
+            return NULL;
+        }
+    }
+
+    /* size the arena with a dry carve, then allocate it once */
+    model_scratch s;
+    m->arena.base = NULL;
+    m->arena.peak = 0;
+    carve_acts(m);
+    carve_scratch(m, &s);
+    m->arena.size = m->arena.used;
+    m->arena.base = rb_aligned_alloc(m->arena.size);
+    if (!m->arena.base) {
+        rb_fail(err, errlen, "out of memory for %.1f MB of activations", m->arena.size / 1e6);
+        model_free(m);
+        return NULL;
+    }
+    m->arena.peak = 0;
+    carve_acts(m);
+    return m;
+}
+
+void model_free(model *m) {
+    if (!m) return;
+    if (m->att)
+        for (int l = 0; l < m->L; l++) attn_free(m->att[l]);
+    free(m->att);
+    free(m->params_mem);
+    free(m->grads_mem);
+    free(m->m_mem);
+    free(m->v_mem);
+    free(m->decay_mask);
+    free(m->pos_table);
+    free(m->arena.base);
+    free(m);
+}
+
+size_t model_attn_bytes(const model *m) {
+    size_t s = 0;
+    for (int l = 0; l < m->L; l++) s += m->att[l]->bytes;
+    return s;
+}
+
+/* ---- layout helpers ---- */
+
+/* qkv (B,T,3C) -> qkvh (3,B,H,T,D) */
+static void split_heads(float *qkvh, const float *qkv, int B, int T, int H, int D) {
+    int C = H * D;
+    size_t plane = (size_t)B * T * C;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * T * C > RB_PAR_MIN)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float *src = qkv + ((size_t)b * T + t) * 3 * C;
+            for (int w = 0; w < 3; w++)
+                for (int h = 0; h < H; h++)
+                    memcpy(qkvh + w * plane + (((size_t)b * H + h) * T + t) * D, src + w * C + h * D,
+                           D * sizeof(float));
+        }
+}
+
+/* qkvh (3,B,H,T,D) -> qkv (B,T,3C) */
+static void merge_qkv(float *qkv, const float *qkvh, int B, int T, int H, int D) {
+    int C = H * D;
+    size_t plane = (size_t)B * T * C;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * T * C > RB_PAR_MIN)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float *dst = qkv + ((size_t)b * T + t) * 3 * C;
+            for (int w = 0; w < 3; w++)
+                for (int h = 0; h < H; h++)
+                    memcpy(dst + w * C + h * D, qkvh + w * plane + (((size_t)b * H + h) * T + t) * D,
+                           D * sizeof(float));
+        }
+}
+
+/* y (B,H,T,D) <-> ym (B,T,C); dir 0: heads -> merged, 1: merged -> heads */
+static void heads_merge(float *merged, float *heads, int B, int T, int H, int D, int dir) {
+    int C = H * D;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * T * C > RB_PAR_MIN)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < H; h++) {
+                float *mp = merged + ((size_t)b * T + t) * C + h * D;
+                float *hp = heads + (((size_t)b * H + h) * T + t) * D;
+                if (dir == 0) memcpy(mp, hp, D * sizeof(float));
+                else memcpy(hp, mp, D * sizeof(float));
+            }
+}
+
+static void add_inplace(float *out, const float *a, size_t n) {
+#pragma omp parallel for schedule(static) if (n > RB_PAR_MIN)
+    for (size_t i = 0; i < n; i++) out[i] += a[i];
+}
+
+/* ---- forward ---- */
+
+double model_forward(model *m, const int *tokens, const int *targets, const float *mask, int flags) {
+    int B = m->B, T = m->T, C = m->C, F = m->F, V = m->V, H = m->H, D = m->D;
+    size_t BT = (size_t)B * T, BTC = BT * C;
+    const model_tensors *p = &m->params;
+    m->arena.used = 0;
+    carve_acts(m);
+    m->tokens = tokens;
+    m->targets = targets;
+    m->mask = mask;
+
+    /* token embedding plus positions */
+    embedding_forward(m->encoded, tokens, p->wte, (int)BT, C);
+    const float *pos = m->pos_table ? m->pos_table : p->wpe;
+#pragma omp parallel for collapse(2) schedule(static) if (BTC > RB_PAR_MIN)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float *e = m->encoded + ((size_t)b * T + t) * C;
+            const float *q = pos + (size_t)t * C;
+            for (int i = 0; i < C; i++) e[i] += q[i];
+        }
+
+    m->commit_loss = 0;
+    const float *res = m->encoded;
+    for (int l = 0; l < m->L; l++) {
+        float *ln1 = m->ln1 + l * BTC, *ln1m = m->ln1_mean + l * BT, *ln1r = m->ln1_rstd + l * BT;
+        float *qkvh = m->qkvh + l * 3 * BTC, *atty = m->atty + l * BTC, *attm = m->attm + l * BTC;
+        float *res2 = m->res2 + l * BTC, *ln2 = m->ln2 + l * BTC;
+        float *ln2m = m->ln2_mean + l * BT, *ln2r = m->ln2_rstd + l * BT;
+        float *fch = m->fch + l * BT * F, *fchg = m->fch_gelu + l * BT * F, *res3 = m->res3 + l * BTC;
+
+        layernorm_forward(ln1, ln1m, ln1r, res, p->ln1w + l * C, p->ln1b + l * C, (int)BT, C);
+        matmul_forward(m->qkv_tmp, ln1, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + l * 3 * C, (int)BT, C, 3 * C);
+        split_heads(qkvh, m->qkv_tmp, B, T, H, D);
+        attn *a = m->att[l];
+        a->be->forward(a, atty, qkvh, qkvh + BTC, qkvh + 2 * BTC, flags);
+        heads_merge(attm, atty, B, T, H, D, 0);
+        matmul_forward(res2, attm, p->attprojw + (size_t)l * C * C, p->attprojb + l * C, (int)BT, C, C);
+        add_inplace(res2, res, BTC);
+
+        layernorm_forward(ln2, ln2m, ln2r, res2, p->ln2w + l * C, p->ln2b + l * C, (int)BT, C);
+        matmul_forward(fch, ln2, p->fcw + (size_t)l * F * C, p->fcb + l * F, (int)BT, C, F);
+        gelu_forward(fchg, fch, BT * F);
+        matmul_forward(res3, fchg, p->fcprojw + (size_t)l * C * F, p->fcprojb + l * C, (int)BT, F, C);
+        add_inplace(res3, res2, BTC);
+        res = res3;
+
+        if (a->be->stats && a->p.commit_weight > 0) {
+            attn_stat st[64];
+            int n = a->be->stats(a, st, 64);
+            for (int i = 0; i < n; i++)
+                if (strcmp(st[i].name, "commit_loss") == 0) m->commit_loss += (double)a->p.commit_weight * st[i].value;
+        }
+    }
+    /* the backends were given commit_beta / accum; report commit_beta's share */
+    m->commit_loss *= m->accum;
+
+    layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, res, p->lnfw, p->lnfb, (int)BT, C);
+    matmul_forward(m->logits, m->lnf, p->wte, NULL, (int)BT, C, V);
+    if (!targets) {
+        m->ce_loss = 0;
+        return 0;
+    }
+    m->ce_loss = crossentropy_forward(m->losses, m->logits, targets, mask, (int)BT, V);
+    double s = 0;
+    if (mask)
+        for (size_t i = 0; i < BT; i++) s += mask[i];
+    else s = (double)BT;
+    m->mask_sum = s;
+    return m->ce_loss + m->commit_loss;
+}
+
+void model_zero_grad(model *m) { memset(m->grads_mem, 0, m->nparams * sizeof(float)); }
+
+/* ---- backward ---- */
+
+void model_backward(model *m, float scale) {
+    assert(m->targets);
+    int B = m->B, T = m->T, C = m->C, F = m->F, V = m->V, H = m->H, D = m->D;
+    size_t BT = (size_t)B * T, BTC = BT * C;
+    const model_tensors *p = &m->params;
+    model_tensors *g = &m->grads;
+    size_t mark = m->arena.used;
+    model_scratch s;
+    carve_scratch(m, &s);
+
+    memset(s.dlogits, 0, BT * V * sizeof(float));
+    if (m->mask_sum > 0)
+        crossentropy_backward(s.dlogits, m->logits, m->targets, m->mask, (float)(scale / m->mask_sum), (int)BT, V);
+    memset(s.dln, 0, BTC * sizeof(float));
+    matmul_backward(s.dln, g->wte, NULL, s.dlogits, m->lnf, p->wte, (int)BT, C, V);
+    memset(s.dres, 0, BTC * sizeof(float));
+    const float *last = m->L > 0 ? m->res3 + (size_t)(m->L - 1) * BTC : m->encoded;
+    layernorm_backward(s.dres, g->lnfw, g->lnfb, s.dln, last, p->lnfw, m->lnf_mean, m->lnf_rstd, (int)BT, C);
+
+    for (int l = m->L - 1; l >= 0; l--) {
+        const float *res = l == 0 ? m->encoded : m->res3 + (size_t)(l - 1) * BTC;
+        float *ln1 = m->ln1 + l * BTC, *ln1m = m->ln1_mean + l * BT, *ln1r = m->ln1_rstd + l * BT;
+        float *qkvh = m->qkvh + l * 3 * BTC, *atty = m->atty + l * BTC, *attm = m->attm + l * BTC;
+        float *res2 = m->res2 + l * BTC, *ln2 = m->ln2 + l * BTC;
+        float *ln2m = m->ln2_mean + l * BT, *ln2r = m->ln2_rstd + l * BT;
+        float *fch = m->fch + l * BT * F, *fchg = m->fch_gelu + l * BT * F;
+
+        /* MLP: res3 = res2 + fcproj(gelu(fc(ln2(res2)))); dres carries d res3, then d res2 */
+        memset(s.dfch_gelu, 0, BT * F * sizeof(float));
+        matmul_backward(s.dfch_gelu, g->fcprojw + (size_t)l * C * F, g->fcprojb + l * C, s.dres, fchg,
+                        p->fcprojw + (size_t)l * C * F, (int)BT, F, C);
+        memset(s.dfch, 0, BT * F * sizeof(float));
+        gelu_backward(s.dfch, fch, s.dfch_gelu, BT * F);
+        memset(s.dln, 0, BTC * sizeof(float));
+        matmul_backward(s.dln, g->fcw + (size_t)l * F * C, g->fcb + l * F, s.dfch, ln2, p->fcw + (size_t)l * F * C,
+                        (int)BT, C, F);
+        layernorm_backward(s.dres, g->ln2w + l * C, g->ln2b + l * C, s.dln, res2, p->ln2w + l * C, ln2m, ln2r,
+                           (int)BT, C);
+
+        /* attention: res2 = res + proj(merge(attn(split(qkv(ln1(res)))))) */
+        memset(s.dattm, 0, BTC * sizeof(float));
+        matmul_backward(s.dattm, g->attprojw + (size_t)l * C * C, g->attprojb + l * C, s.dres, attm,
+                        p->attprojw + (size_t)l * C * C, (int)BT, C, C);
+        heads_merge(s.dattm, s.datty, B, T, H, D, 1);
+        attn *a = m->att[l];
+        a->be->backward(a, s.dqkvh, s.dqkvh + BTC, s.dqkvh + 2 * BTC, s.datty, qkvh, qkvh + BTC, qkvh + 2 * BTC,
+                        atty);
+        merge_qkv(s.dqkv, s.dqkvh, B, T, H, D);
+        memset(s.dln, 0, BTC * sizeof(float));
+        matmul_backward(s.dln, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + l * 3 * C, s.dqkv, ln1,
+                        p->qkvw + (size_t)l * 3 * C * C, (int)BT, C, 3 * C);
+        layernorm_backward(s.dres, g->ln1w + l * C, g->ln1b + l * C, s.dln, res, p->ln1w + l * C, ln1m, ln1r,
+                           (int)BT, C);
+    }
+
+    /* embeddings: dres is now d encoded */
+    embedding_backward(g->wte, s.dres, m->tokens, (int)BT, C);
+    if (!m->pos_table) {
+        /* sum over the batch in a fixed order, parallel over positions */
+#pragma omp parallel for schedule(static) if (BTC > RB_PAR_MIN)
+        for (int t = 0; t < T; t++)
+            for (int b = 0; b < B; b++) {
+                const float *d = s.dres + ((size_t)b * T + t) * C;
+                float *w = g->wpe + (size_t)t * C;
+                for (int i = 0; i < C; i++) w[i] += d[i];
+            }
+    }
+    m->arena.used = mark;
+}
+
+void model_accuracy(const model *m, long *correct, long *counted) {
+    size_t BT = (size_t)m->B * m->T;
+    long c = 0, n = 0;
+    for (size_t i = 0; i < BT && m->targets; i++) {
+        if (m->mask && !(m->mask[i] > 0)) continue;
+        const float *lg = m->logits + i * m->V;
+        int best = 0;
+        for (int v = 1; v < m->V; v++)
+            if (lg[v] > lg[best]) best = v;
+        c += best == m->targets[i];
+        n++;
+    }
+    *correct = c;
+    *counted = n;
+}
+
+int model_stats(const model *m, char names[][48], double *values, int max) {
+    int n = 0, counts[TRAIN_MAX_STATS] = {0};
+    if (max > TRAIN_MAX_STATS) max = TRAIN_MAX_STATS;
+    for (int l = 0; l < m->L; l++) {
+        attn *a = m->att[l];
+        if (!a->be->stats) continue;
+        attn_stat st[64];
+        int k = a->be->stats(a, st, 64);
+        for (int i = 0; i < k; i++) {
+            int j = 0;
+            while (j < n && strcmp(names[j], st[i].name) != 0) j++;
+            if (j == n) {
+                if (n == max) continue;
+                snprintf(names[n], 48, "%s", st[i].name);
+                values[n] = 0;
+                n++;
+            }
+            values[j] += st[i].value;
+            counts[j]++;
+        }
+    }
+    for (int j = 0; j < n; j++) values[j] /= counts[j];
+    return n;
+}
+
+attn *model_layer_attn(model *m, int l) {
+    assert(l >= 0 && l < m->L);
+    return m->att[l];
+}
+
+void model_layer_qkv(const model *m, int l, const float **q, const float **k, const float **v) {
+    assert(l >= 0 && l < m->L);
+    size_t BTC = (size_t)m->B * m->T * m->C;
+    const float *base = m->qkvh + (size_t)l * 3 * BTC;
+    if (q) *q = base;
+    if (k) *k = base + BTC;
+    if (v) *v = base + 2 * BTC;
+}

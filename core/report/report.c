@@ -1,0 +1,955 @@
+/* report.c: loading a results database read-only, grouping trials into
+ * configurations, summarising measures over seeds and formatting paper-style
+ * tables (report.h). The database is read with plain SQL on a read-only
+ * connection (PRAGMA query_only as well), so a report can run while a sweep
+ * is still writing to the same file (WAL). */
+#include "report/report.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util/common.h"
+#include "store/store.h"
+
+#define RPT_MAX_PARAMS 128
+
+static char *xstrdup(const char *s) {
+    if (!s) return NULL;
+    size_t n = strlen(s) + 1;
+    char *p = mallocCheck(n);
+    memcpy(p, s, n);
+    return p;
+}
+
+static const char *col_text(sqlite3_stmt *st, int i) {
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? NULL : (const char *)sqlite3_column_text(st, i);
+}
+
+static int sql_fail(const rpt_db *d, const char *what, char *err, size_t errlen) {
+    return rb_fail(err, errlen, "%s: %s: %s", d->path, what, sqlite3_errmsg(d->db));
+}
+
+/* Parameter columns of the trials table: resolved values (clusters=auto has
+ * become a number there), laid over the params JSON. */
+static const char *const param_cols[] = {"seq", "heads", "head_dim", "batch", "causal", "window", "clusters",
+                                         "local_heads", "share_qk", "assign", "norm", "decay", "commit_weight",
+                                         "kmeans_iters", "d_model", "layers", "steps", "lr", "task"};
+#define NPARAM_COLS ((int)(sizeof param_cols / sizeof param_cols[0]))
+
+static int param_slot(rpt_db *d, const char *name) {
+    int i = rpt_param_index(d, name);
+    if (i >= 0) return i;
+    if (d->np == RPT_MAX_PARAMS) return -1;
+    d->pnames[d->np] = xstrdup(name);
+    return d->np++;
+}
+
+int rpt_param_index(const rpt_db *d, const char *name) {
+    for (int i = 0; i < d->np; i++)
+        if (strcmp(d->pnames[i], name) == 0) return i;
+    return -1;
+}
+
+static void set_param(rpt_trial *t, int slot, const char *v) {
+    if (slot < 0) return;
+    free(t->pv[slot]);
+    t->pv[slot] = xstrdup(v);
+}
+
+static int load_metrics(rpt_db *d, char *err, size_t errlen) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(d->db, "SELECT name, value FROM metrics WHERE trial_id = ? AND step IS NULL ORDER BY rowid",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(d, "reading metrics", err, errlen);
+    int rc = SQLITE_DONE;
+    for (int i = 0; i < d->nt; i++) {
+        rpt_trial *t = &d->t[i];
+        int cap = 0;
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, t->id);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            if (t->nm == cap) {
+                cap = cap ? 2 * cap : 32;
+                char **mn = realloc(t->mname, (size_t)cap * sizeof *mn);
+                double *mv = realloc(t->mval, (size_t)cap * sizeof *mv);
+                if (!mn || !mv) {
+                    fprintf(stderr, "error: out of memory reading metrics\n");
+                    exit(1);
+                }
+                t->mname = mn, t->mval = mv;
+            }
+            const char *n = col_text(st, 0);
+            t->mname[t->nm] = xstrdup(n ? n : "");
+            t->mval[t->nm] = sqlite3_column_type(st, 1) == SQLITE_NULL ? NAN : sqlite3_column_double(st, 1);
+            t->nm++;
+        }
+        if (rc != SQLITE_DONE) break;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return sql_fail(d, "reading metrics", err, errlen);
+    return 0;
+}
+
+int rpt_open(rpt_db *d, const char *path, const char *where, char *err, size_t errlen) {
+    memset(d, 0, sizeof *d);
+    snprintf(d->path, sizeof d->path, "%s", path);
+    if (access(path, R_OK) != 0) return rb_fail(err, errlen, "%s: cannot read the database: %s", path, strerror(errno));
+    if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        rb_fail(err, errlen, "%s: cannot open the database: %s", path, d->db ? sqlite3_errmsg(d->db) : "out of memory");
+        rpt_close(d);
+        return -1;
+    }
+    sqlite3_busy_timeout(d->db, 10000);
+    sqlite3_exec(d->db, "PRAGMA query_only=1", NULL, NULL, NULL);
+    d->pnames = callocCheck(RPT_MAX_PARAMS, sizeof *d->pnames);
+    sqlite3_stmt *st = NULL;
+    int rc;
+    /* Is it ours, and a version we can read? */
+    if (sqlite3_prepare_v2(d->db, "SELECT (SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN "
+                                  "('experiments','trials','metrics')), (SELECT user_version FROM pragma_user_version)",
+                           -1, &st, NULL) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW) {
+        rb_fail(err, errlen, "%s: not a routebench results database (%s)", path, sqlite3_errmsg(d->db));
+        goto fail;
+    }
+    int ntables = sqlite3_column_int(st, 0), ver = sqlite3_column_int(st, 1);
+    sqlite3_finalize(st), st = NULL;
+    if (ntables != 3) {
+        rb_fail(err, errlen, "%s: not a routebench results database (no experiments/trials/metrics tables)", path);
+        goto fail;
+    }
+    if (ver > STORE_SCHEMA_VERSION) {
+        rb_fail(err, errlen, "%s: written by a newer routebench (schema %d, this one reads up to %d)", path, ver,
+                STORE_SCHEMA_VERSION);
+        goto fail;
+    }
+    if (sqlite3_prepare_v2(d->db, "SELECT name, kind, bench FROM experiments ORDER BY id LIMIT 1", -1, &st, NULL) !=
+        SQLITE_OK) {
+        sql_fail(d, "reading experiments", err, errlen);
+        goto fail;
+    }
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const char *a = col_text(st, 0), *b = col_text(st, 1), *c = col_text(st, 2);
+        snprintf(d->exp_name, sizeof d->exp_name, "%s", a ? a : "");
+        snprintf(d->exp_kind, sizeof d->exp_kind, "%s", b ? b : "");
+        snprintf(d->exp_bench, sizeof d->exp_bench, "%s", c ? c : "");
+    }
+    sqlite3_finalize(st), st = NULL;
+    if (sqlite3_prepare_v2(d->db,
+                           "SELECT sgemm_gflops FROM experiments WHERE sgemm_gflops > 0 ORDER BY id DESC LIMIT 1", -1,
+                           &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        d->sgemm_latest = sqlite3_column_double(st, 0);
+    sqlite3_finalize(st), st = NULL;
+
+    /* The trials. `where` is the user's condition on trials' own columns, so
+     * it runs in a subquery where no joined column can make it ambiguous. */
+    char sql[8192];
+    int off = snprintf(sql, sizeof sql,
+                       "SELECT t.id, t.experiment_id, t.idx, t.seed, t.key, t.name, t.backend, t.status, t.error, "
+                       "t.kind, e.sgemm_gflops, t.params");
+    for (int i = 0; i < NPARAM_COLS; i++) off += snprintf(sql + off, sizeof sql - off, ", t.\"%s\"", param_cols[i]);
+    if (where && *where && strlen(where) > 4000) {
+        rb_fail(err, errlen, "--where: condition too long");
+        goto fail;
+    }
+    snprintf(sql + off, sizeof sql - off,
+             " FROM (SELECT * FROM trials WHERE (%s)) t LEFT JOIN experiments e ON e.id = t.experiment_id "
+             "ORDER BY t.idx, t.seed, t.id",
+             where && *where ? where : "1");
+    const char *tail = NULL;
+    rc = sqlite3_prepare_v2(d->db, sql, -1, &st, &tail);
+    while (rc == SQLITE_OK && tail && isspace((unsigned char)*tail)) tail++;
+    if (rc == SQLITE_OK && tail && *tail) {
+        /* a second statement smuggled in through --where: refuse it */
+        rb_fail(err, errlen, "--where '%s': one condition, not several statements", where ? where : "");
+        goto fail;
+    }
+    if (rc != SQLITE_OK) {
+        if (where && *where)
+            rb_fail(err, errlen, "--where '%s': %s (an SQL condition on the trials table's columns, e.g. "
+                                 "\"backend='routing' AND seq>=1024\")",
+                    where, sqlite3_errmsg(d->db));
+        else sql_fail(d, "reading trials", err, errlen);
+        goto fail;
+    }
+    sqlite3_stmt *js = NULL;
+    if (sqlite3_prepare_v2(d->db, "SELECT key, value FROM json_each(?)", -1, &js, NULL) != SQLITE_OK) {
+        sql_fail(d, "reading parameters", err, errlen);
+        goto fail;
+    }
+    param_slot(d, "backend");
+    int cap = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (d->nt == cap) {
+            cap = cap ? 2 * cap : 64;
+            rpt_trial *nt = realloc(d->t, (size_t)cap * sizeof *nt);
+            if (!nt) {
+                fprintf(stderr, "error: out of memory reading trials\n");
+                exit(1);
+            }
+            d->t = nt;
+        }
+        rpt_trial *t = &d->t[d->nt++];
+        memset(t, 0, sizeof *t);
+        t->pv = callocCheck(RPT_MAX_PARAMS, sizeof *t->pv);
+        t->id = sqlite3_column_int64(st, 0);
+        t->exp_id = sqlite3_column_int64(st, 1);
+        t->idx = sqlite3_column_int(st, 2);
+        t->seed = (uint64_t)sqlite3_column_int64(st, 3);
+        t->key = xstrdup(col_text(st, 4) ? col_text(st, 4) : "");
+        t->name = xstrdup(col_text(st, 5) ? col_text(st, 5) : "");
+        t->backend = xstrdup(col_text(st, 6) ? col_text(st, 6) : "");
+        t->status = xstrdup(col_text(st, 7) ? col_text(st, 7) : "");
+        t->error = xstrdup(col_text(st, 8));
+        t->kind = xstrdup(col_text(st, 9) ? col_text(st, 9) : "");
+        t->sgemm = sqlite3_column_type(st, 10) == SQLITE_NULL ? 0 : sqlite3_column_double(st, 10);
+        const char *json = col_text(st, 11);
+        if (json) {
+            sqlite3_reset(js);
+            sqlite3_bind_text(js, 1, json, -1, SQLITE_TRANSIENT);
+            while (sqlite3_step(js) == SQLITE_ROW) {
+                const char *k = col_text(js, 0), *v = col_text(js, 1);
+                if (!k || !strcmp(k, "seed")) continue;
+                int slot = param_slot(d, k);
+                if (slot < 0) {
+                    rb_fail(err, errlen, "%s: more than %d distinct parameters", path, RPT_MAX_PARAMS);
+                    sqlite3_finalize(js);
+                    goto fail;
+                }
+                set_param(t, slot, v);
+            }
+        }
+        set_param(t, param_slot(d, "backend"), t->backend);
+        for (int i = 0; i < NPARAM_COLS; i++) {
+            int ty = sqlite3_column_type(st, 12 + i);
+            if (ty == SQLITE_NULL) continue;
+            char buf[64];
+            const char *v = col_text(st, 12 + i);
+            if (ty == SQLITE_FLOAT) {
+                /* reals went through float32 (decay 0.999 is stored as 0.999000012874603): 7 digits say it */
+                snprintf(buf, sizeof buf, "%.7g", sqlite3_column_double(st, 12 + i));
+                v = buf;
+            }
+            set_param(t, param_slot(d, param_cols[i]), v);
+        }
+    }
+    sqlite3_finalize(js);
+    if (rc != SQLITE_DONE) {
+        sql_fail(d, "reading trials", err, errlen);
+        goto fail;
+    }
+    sqlite3_finalize(st), st = NULL;
+    if (load_metrics(d, err, errlen)) goto fail;
+    return 0;
+fail:
+    sqlite3_finalize(st);
+    rpt_close(d);
+    return -1;
+}
+
+void rpt_close(rpt_db *d) {
+    for (int i = 0; i < d->nt; i++) {
+        rpt_trial *t = &d->t[i];
+        free(t->key), free(t->name), free(t->backend), free(t->status), free(t->error), free(t->kind);
+        for (int j = 0; j < RPT_MAX_PARAMS; j++) free(t->pv[j]);
+        free(t->pv);
+        for (int j = 0; j < t->nm; j++) free(t->mname[j]);
+        free(t->mname), free(t->mval);
+    }
+    free(d->t);
+    if (d->pnames)
+        for (int i = 0; i < d->np; i++) free(d->pnames[i]);
+    free(d->pnames);
+    if (d->db) sqlite3_close(d->db);
+    memset(d, 0, sizeof *d);
+}
+
+double rpt_metric(const rpt_trial *t, const char *name) {
+    for (int i = 0; i < t->nm; i++)
+        if (strcmp(t->mname[i], name) == 0) return t->mval[i];
+    return NAN;
+}
+
+/* ------------------------------------------------------------------ */
+/* grouping                                                            */
+
+typedef struct {
+    char *gk;
+    int ti;
+} gkey;
+
+static int cmp_gkey(const void *a, const void *b) {
+    const gkey *x = a, *y = b;
+    int c = strcmp(x->gk, y->gk);
+    return c ? c : (x->ti > y->ti) - (x->ti < y->ti);
+}
+
+static int cmp_group_first(const void *a, const void *b) {
+    const rpt_group *x = a, *y = b;
+    return (x->first > y->first) - (x->first < y->first);
+}
+
+/* Split a comma list into at most max trimmed names in buf. */
+static int split_list(const char *s, char names[][64], int max) {
+    int n = 0;
+    while (s && *s) {
+        while (*s == ',' || isspace((unsigned char)*s)) s++;
+        if (!*s) break;
+        const char *e = s;
+        while (*e && *e != ',') e++;
+        const char *t = e;
+        while (t > s && isspace((unsigned char)t[-1])) t--;
+        if (n < max) {
+            int len = (int)(t - s) < 63 ? (int)(t - s) : 63;
+            memcpy(names[n], s, (size_t)len);
+            names[n][len] = 0;
+            /* '-' and '_' are interchangeable, as in the YAML */
+            for (char *c = names[n]; *c; c++)
+                if (*c == '-') *c = '_';
+            n++;
+        }
+        s = e;
+    }
+    return n;
+}
+
+int rpt_group_trials(const rpt_db *d, const char *by, rpt_group **out, int *ng, char *err, size_t errlen) {
+    *out = NULL, *ng = 0;
+    char names[32][64];
+    int byidx[32], nby = 0;
+    if (by && *by) {
+        nby = split_list(by, names, 32);
+        for (int i = 0; i < nby; i++) {
+            /* backend-style names with '-' are not parameters; keep the user's spelling for them */
+            byidx[i] = rpt_param_index(d, names[i]);
+            if (byidx[i] < 0) {
+                char have[1024] = "";
+                for (int j = 0, o = 0; j < d->np && o < (int)sizeof have - 40; j++)
+                    o += snprintf(have + o, sizeof have - o, "%s%s", j ? ", " : "", d->pnames[j]);
+                return rb_fail(err, errlen, "--by: no parameter '%s' in this database (parameters: %s)", names[i],
+                               have);
+            }
+        }
+    }
+    if (d->nt == 0) return 0;
+    gkey *k = callocCheck((size_t)d->nt, sizeof *k);
+    for (int i = 0; i < d->nt; i++) {
+        k[i].ti = i;
+        if (!nby) {
+            k[i].gk = xstrdup(d->t[i].key);
+            continue;
+        }
+        size_t len = 1;
+        for (int j = 0; j < nby; j++) len += (d->t[i].pv[byidx[j]] ? strlen(d->t[i].pv[byidx[j]]) : 0) + 2;
+        char *s = mallocCheck(len);
+        s[0] = 0;
+        for (int j = 0; j < nby; j++) {
+            const char *v = d->t[i].pv[byidx[j]];
+            strcat(s, v ? v : "\x1e"); /* NA differs from every value */
+            strcat(s, "\x1f");
+        }
+        k[i].gk = s;
+    }
+    qsort(k, (size_t)d->nt, sizeof *k, cmp_gkey);
+    rpt_group *g = callocCheck((size_t)d->nt, sizeof *g);
+    int n = 0;
+    for (int i = 0; i < d->nt;) {
+        int j = i;
+        while (j < d->nt && strcmp(k[j].gk, k[i].gk) == 0) j++;
+        rpt_group *x = &g[n++];
+        x->n = j - i;
+        x->ti = mallocCheck((size_t)x->n * sizeof *x->ti);
+        x->first = k[i].ti; /* sorted by ti within equal keys */
+        for (int m = i; m < j; m++) {
+            x->ti[m - i] = k[m].ti;
+            if (strcmp(d->t[k[m].ti].status, ST_DONE) == 0) x->ndone++;
+        }
+        i = j;
+    }
+    for (int i = 0; i < d->nt; i++) free(k[i].gk);
+    free(k);
+    qsort(g, (size_t)n, sizeof *g, cmp_group_first);
+    *out = g, *ng = n;
+    return 0;
+}
+
+void rpt_groups_free(rpt_group *g, int ng) {
+    for (int i = 0; i < ng; i++) free(g[i].ti);
+    free(g);
+}
+
+/* ------------------------------------------------------------------ */
+/* measures                                                            */
+
+typedef struct {
+    const char *name, *label;
+    int agg;
+    const char *m[3]; /* the first metric a trial has is used */
+} alias;
+
+static const alias aliases[] = {
+    {"loss", "eval loss", RPT_AGG_MEAN, {"eval_loss"}},
+    {"bpt", "bits/token", RPT_AGG_MEAN, {"bits_per_token"}},
+    {"acc", "accuracy", RPT_AGG_MEAN, {"accuracy"}},
+    {"time", "step ms", RPT_AGG_MEDIAN, {"fwdbwd_ms", "step_ms"}},
+    {"tokens", "tokens/s", RPT_AGG_MEDIAN, {"tokens_per_s"}},
+    {"mem", "peak RSS MiB", RPT_AGG_MEDIAN, {"peak_rss_bytes"}},
+    {"act_mem", "act. MiB", RPT_AGG_MEDIAN, {"act_bytes", "arena_peak_bytes"}},
+    {"gflops", "GFLOP/s", RPT_AGG_MEDIAN, {"fwdbwd_gflops", "gflops"}},
+    {"sgemm", "% sgemm", RPT_AGG_MEDIAN, {NULL}}, /* gflops / the ceiling of the trial's run */
+};
+#define NALIASES ((int)(sizeof aliases / sizeof aliases[0]))
+
+static const alias *find_alias(const char *name) {
+    for (int i = 0; i < NALIASES; i++)
+        if (strcmp(aliases[i].name, name) == 0) return &aliases[i];
+    return NULL;
+}
+
+const char *rpt_measure_label(const char *name) {
+    const alias *a = find_alias(name);
+    return a ? a->label : name;
+}
+
+int rpt_measure_agg(const char *name) {
+    const alias *a = find_alias(name);
+    if (a) return a->agg;
+    size_t n = strlen(name);
+    return n > 3 && strcmp(name + n - 3, "_ms") == 0 ? RPT_AGG_MEDIAN : RPT_AGG_MEAN;
+}
+
+double rpt_measure_value(const rpt_db *d, const rpt_trial *t, const char *name) {
+    const alias *a = find_alias(name);
+    if (!a) return rpt_metric(t, name);
+    if (strcmp(a->name, "sgemm") == 0) {
+        double g = rpt_measure_value(d, t, "gflops");
+        double c = t->sgemm > 0 ? t->sgemm : d->sgemm_latest;
+        return c > 0 ? g / c : NAN;
+    }
+    for (int i = 0; i < 3 && a->m[i]; i++) {
+        double v = rpt_metric(t, a->m[i]);
+        if (!isnan(v)) return v;
+    }
+    return NAN;
+}
+
+int rpt_measure_present(const rpt_db *d, const char *name) {
+    for (int i = 0; i < d->nt; i++)
+        if (strcmp(d->t[i].status, ST_DONE) == 0 && isfinite(rpt_measure_value(d, &d->t[i], name))) return 1;
+    return 0;
+}
+
+int rpt_measure_check(const rpt_db *d, const char *name, char *err, size_t errlen) {
+    if (find_alias(name)) return 0;
+    for (int i = 0; i < d->nt; i++)
+        for (int j = 0; j < d->t[i].nm; j++)
+            if (strcmp(d->t[i].mname[j], name) == 0) return 0;
+    char have[1024] = "";
+    int o = 0;
+    for (int i = 0; i < NALIASES; i++) o += snprintf(have + o, sizeof have - o, "%s%s", i ? ", " : "", aliases[i].name);
+    if (d->nt && o < (int)sizeof have - 64) {
+        const rpt_trial *t = &d->t[0];
+        for (int i = 0; i < d->nt; i++)
+            if (d->t[i].nm > t->nm) t = &d->t[i];
+        for (int j = 0; j < t->nm && o < (int)sizeof have - 64; j++)
+            o += snprintf(have + o, sizeof have - o, ", %s", t->mname[j]);
+    }
+    return rb_fail(err, errlen, "no measure '%s' (known: %s)", name, have);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+rpt_stat rpt_group_stat(const rpt_db *d, const rpt_group *g, const char *name) {
+    rpt_stat s = {0, NAN, NAN, NAN, NAN, NAN};
+    double *v = mallocCheck((size_t)(g->n ? g->n : 1) * sizeof *v);
+    for (int i = 0; i < g->n; i++) {
+        const rpt_trial *t = &d->t[g->ti[i]];
+        if (strcmp(t->status, ST_DONE) != 0) continue;
+        double x = rpt_measure_value(d, t, name);
+        if (isfinite(x)) v[s.n++] = x;
+    }
+    if (s.n > 0) {
+        /* fixed order (trial order) so the result does not depend on anything else */
+        double sum = 0;
+        for (int i = 0; i < s.n; i++) sum += v[i];
+        s.mean = sum / s.n;
+        double ss = 0;
+        for (int i = 0; i < s.n; i++) ss += (v[i] - s.mean) * (v[i] - s.mean);
+        s.std = s.n > 1 ? sqrt(ss / (s.n - 1)) : 0;
+        qsort(v, (size_t)s.n, sizeof *v, cmp_double);
+        s.min = v[0], s.max = v[s.n - 1];
+        s.median = s.n % 2 ? v[s.n / 2] : 0.5 * (v[s.n / 2 - 1] + v[s.n / 2]);
+    }
+    free(v);
+    return s;
+}
+
+double rpt_group_value(const rpt_db *d, const rpt_group *g, const char *name) {
+    rpt_stat s = rpt_group_stat(d, g, name);
+    if (s.n == 0) return NAN;
+    return rpt_measure_agg(name) == RPT_AGG_MEDIAN ? s.median : s.mean;
+}
+
+/* ------------------------------------------------------------------ */
+/* rows and labels                                                     */
+
+static int str_eq(const char *a, const char *b) { return (!a && !b) || (a && b && strcmp(a, b) == 0); }
+
+void rpt_varying(const rpt_db *d, const rpt_group *g, int ng, int *varying) {
+    /* Two different values where it applies. A parameter that applies to
+     * some backends only (decay: routing) but has one value is fixed, not a
+     * column of dashes. */
+    for (int p = 0; p < d->np; p++) {
+        varying[p] = 0;
+        const char *v0 = NULL;
+        for (int i = 0; i < ng && !varying[p]; i++) {
+            const char *v = d->t[g[i].first].pv[p];
+            if (!v) continue;
+            if (!v0) v0 = v;
+            else if (strcmp(v, v0) != 0) varying[p] = 1;
+        }
+    }
+}
+
+/* Short names for the common parameters, as in trial names. */
+const char *rpt_param_short(const char *p) {
+    static const char *const map[][2] = {{"seq", "n"}, {"clusters", "k"}, {"window", "w"}, {"local_heads", "lh"}};
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(map[i][0], p) == 0) return map[i][1];
+    return p;
+}
+
+void rpt_group_label(const rpt_db *d, const rpt_group *g, const int *varying, char *out, size_t len) {
+    const rpt_trial *t = &d->t[g->first];
+    int o = snprintf(out, len, "%s", t->backend);
+    for (int p = 0; p < d->np && o < (int)len; p++) {
+        if (!varying[p] || strcmp(d->pnames[p], "backend") == 0 || !t->pv[p]) continue;
+        o += snprintf(out + o, len - o, " %s=%s", rpt_param_short(d->pnames[p]), t->pv[p]);
+    }
+}
+
+void rpt_group_note(const rpt_db *d, const rpt_group *g, char *out, size_t len) {
+    static const char *const st[] = {ST_FAILED, ST_UNSUPPORTED, ST_INTERRUPTED, ST_RUNNING, ST_PENDING};
+    int o = 0;
+    out[0] = 0;
+    for (size_t s = 0; s < sizeof st / sizeof st[0]; s++) {
+        int c = 0;
+        const char *e = NULL;
+        for (int i = 0; i < g->n; i++) {
+            const rpt_trial *t = &d->t[g->ti[i]];
+            if (strcmp(t->status, st[s]) != 0) continue;
+            c++;
+            if (!e && t->error && *t->error) e = t->error;
+        }
+        if (!c || o >= (int)len) continue;
+        o += snprintf(out + o, len - o, "%s%d %s%s%s", o ? "; " : "", c, st[s], e ? ": " : "", e ? e : "");
+    }
+    for (char *c = out; *c; c++)
+        if (*c == '\n' || *c == '\r' || *c == '\t') *c = ' ';
+}
+
+/* ------------------------------------------------------------------ */
+/* tables                                                              */
+
+int rpt_format_parse(const char *s) {
+    if (!s) return -1;
+    if (!strcmp(s, "md") || !strcmp(s, "markdown")) return RPT_MD;
+    if (!strcmp(s, "csv")) return RPT_CSV;
+    if (!strcmp(s, "tex") || !strcmp(s, "latex")) return RPT_TEX;
+    return -1;
+}
+
+void rpt_table_init(rpt_table *tb, int ncol, const char *const *head, const char *align) {
+    memset(tb, 0, sizeof *tb);
+    tb->ncol = ncol;
+    tb->head = callocCheck((size_t)ncol, sizeof *tb->head);
+    tb->align = callocCheck((size_t)ncol + 1, 1);
+    for (int i = 0; i < ncol; i++) {
+        tb->head[i] = xstrdup(head[i] ? head[i] : "");
+        tb->align[i] = align && align[i] ? align[i] : 'l';
+    }
+}
+
+void rpt_table_add_row(rpt_table *tb, const char *const *cells) {
+    if (tb->nrow == tb->cap) {
+        tb->cap = tb->cap ? 2 * tb->cap : 16;
+        char **c = realloc(tb->cell, (size_t)tb->cap * tb->ncol * sizeof *c);
+        if (!c) {
+            fprintf(stderr, "error: out of memory building a table\n");
+            exit(1);
+        }
+        tb->cell = c;
+    }
+    for (int i = 0; i < tb->ncol; i++) tb->cell[(size_t)tb->nrow * tb->ncol + i] = xstrdup(cells[i] ? cells[i] : "");
+    tb->nrow++;
+}
+
+void rpt_table_free(rpt_table *tb) {
+    for (int i = 0; i < tb->ncol; i++) free(tb->head[i]);
+    for (size_t i = 0; i < (size_t)tb->nrow * tb->ncol; i++) free(tb->cell[i]);
+    free(tb->head), free(tb->align), free(tb->cell);
+    memset(tb, 0, sizeof *tb);
+}
+
+/* LaTeX-escape s into out. */
+static void tex_escape(char *out, size_t len, const char *s) {
+    size_t o = 0;
+    for (; *s && o + 20 < len; s++) {
+        const char *r = NULL;
+        switch (*s) {
+        case '\\': r = "\\textbackslash{}"; break;
+        case '&': r = "\\&"; break;
+        case '%': r = "\\%"; break;
+        case '$': r = "\\$"; break;
+        case '#': r = "\\#"; break;
+        case '_': r = "\\_"; break;
+        case '{': r = "\\{"; break;
+        case '}': r = "\\}"; break;
+        case '~': r = "\\textasciitilde{}"; break;
+        case '^': r = "\\textasciicircum{}"; break;
+        }
+        if (r) o += (size_t)snprintf(out + o, len - o, "%s", r);
+        else out[o++] = *s;
+    }
+    out[o] = 0;
+}
+
+static void md_escape(char *out, size_t len, const char *s) {
+    size_t o = 0;
+    for (; *s && o + 3 < len; s++) {
+        if (*s == '|') out[o++] = '\\';
+        out[o++] = *s;
+    }
+    out[o] = 0;
+}
+
+/* Text cell in the format's escaping (CSV quoting happens at write time). */
+static void text_cell(char *out, size_t len, const char *s, int format) {
+    if (format == RPT_TEX) tex_escape(out, len, s);
+    else if (format == RPT_MD) md_escape(out, len, s);
+    else {
+        size_t n = strlen(s) < len - 1 ? strlen(s) : len - 1;
+        memcpy(out, s, n);
+        out[n] = 0;
+    }
+}
+
+/* A value for display: units chosen per measure. */
+static void fmt_display(char *out, size_t len, const char *m, double v, int format) {
+    if (!strcmp(m, "loss") || !strcmp(m, "bpt")) snprintf(out, len, "%.4f", v);
+    else if (!strcmp(m, "acc")) snprintf(out, len, "%.3f", v);
+    else if (!strcmp(m, "tokens")) snprintf(out, len, "%.0f", v);
+    else if (!strcmp(m, "mem") || !strcmp(m, "act_mem")) snprintf(out, len, "%.3g", v / 1048576.0);
+    else if (!strcmp(m, "gflops")) snprintf(out, len, "%.2f", v);
+    else if (!strcmp(m, "sgemm")) snprintf(out, len, format == RPT_TEX ? "%.1f\\%%" : "%.1f%%", 100 * v);
+    else snprintf(out, len, "%.4g", v);
+}
+
+static void write_csv_cell(FILE *f, const char *s) {
+    if (!strpbrk(s, ",\"\n\r")) {
+        fputs(s, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"') fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+/* Characters of UTF-8 text (the ± sign is two bytes, one column). */
+static int u8len(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += (*s & 0xC0) != 0x80;
+    return n;
+}
+
+void rpt_table_write(FILE *f, const rpt_table *tb, int format) {
+    const char *const *c = (const char *const *)tb->cell;
+    if (format == RPT_CSV) {
+        for (int j = 0; j < tb->ncol; j++) {
+            if (j) fputc(',', f);
+            write_csv_cell(f, tb->head[j]);
+        }
+        fputc('\n', f);
+        for (int i = 0; i < tb->nrow; i++) {
+            for (int j = 0; j < tb->ncol; j++) {
+                if (j) fputc(',', f);
+                write_csv_cell(f, c[(size_t)i * tb->ncol + j]);
+            }
+            fputc('\n', f);
+        }
+        return;
+    }
+    if (format == RPT_TEX) {
+        fprintf(f, "%% needs \\usepackage{booktabs}\n\\begin{table}[t]\n\\centering\n");
+        if (tb->caption[0]) fprintf(f, "\\caption{%s}\n", tb->caption);
+        fprintf(f, "\\begin{tabular}{%s}\n\\toprule\n", tb->align);
+        for (int j = 0; j < tb->ncol; j++) fprintf(f, "%s%s", j ? " & " : "", tb->head[j]);
+        fprintf(f, " \\\\\n\\midrule\n");
+        for (int i = 0; i < tb->nrow; i++) {
+            for (int j = 0; j < tb->ncol; j++) fprintf(f, "%s%s", j ? " & " : "", c[(size_t)i * tb->ncol + j]);
+            fprintf(f, " \\\\\n");
+        }
+        fprintf(f, "\\bottomrule\n\\end{tabular}\n\\end{table}\n");
+        return;
+    }
+    /* Markdown, padded to column widths so it also reads well as plain text.
+     * Widths count UTF-8 characters, not bytes (the ± sign). */
+    int *w = callocCheck((size_t)tb->ncol, sizeof *w);
+    for (int j = 0; j < tb->ncol; j++) {
+        w[j] = RB_MAX(3, u8len(tb->head[j]));
+        for (int i = 0; i < tb->nrow; i++) w[j] = RB_MAX(w[j], u8len(c[(size_t)i * tb->ncol + j]));
+    }
+    if (tb->caption[0]) fprintf(f, "%s\n\n", tb->caption);
+    for (int j = 0; j < tb->ncol; j++) fprintf(f, "| %s%*s ", tb->head[j], w[j] - u8len(tb->head[j]), "");
+    fprintf(f, "|\n");
+    for (int j = 0; j < tb->ncol; j++) {
+        fprintf(f, "|%s", tb->align[j] == 'r' ? "" : ":");
+        for (int k = 0; k < w[j] + (tb->align[j] == 'r' ? 1 : 0); k++) fputc('-', f);
+        fprintf(f, "%s", tb->align[j] == 'r' ? ":" : "-");
+    }
+    fprintf(f, "|\n");
+    for (int i = 0; i < tb->nrow; i++) {
+        for (int j = 0; j < tb->ncol; j++) {
+            const char *s = c[(size_t)i * tb->ncol + j];
+            int pad = w[j] - u8len(s);
+            if (tb->align[j] == 'r') fprintf(f, "| %*s%s ", pad, "", s);
+            else fprintf(f, "| %s%*s ", s, pad, "");
+        }
+        fprintf(f, "|\n");
+    }
+    free(w);
+}
+
+static const char *const default_measures[] = {"loss", "bpt", "acc", "time", "tokens", "mem", "act_mem", "gflops",
+                                               "sgemm"};
+
+/* Status word for a group with no done trial: the common status, or "not done". */
+static const char *group_status(const rpt_db *d, const rpt_group *g) {
+    const char *s = d->t[g->ti[0]].status;
+    for (int i = 1; i < g->n; i++)
+        if (strcmp(d->t[g->ti[i]].status, s) != 0) return "not done";
+    return s;
+}
+
+static int count_status(const rpt_db *d, const char *st) {
+    int c = 0;
+    for (int i = 0; i < d->nt; i++) c += strcmp(d->t[i].status, st) == 0;
+    return c;
+}
+
+int rpt_table_build(rpt_table *tb, const rpt_db *d, const rpt_table_opts *o, char *err, size_t errlen) {
+    memset(tb, 0, sizeof *tb);
+    const int F = o->format;
+    rpt_group *g;
+    int ng;
+    if (rpt_group_trials(d, o->by, &g, &ng, err, errlen)) return -1;
+
+    /* measures */
+    char ms[64][64];
+    int nms = 0;
+    if (o->metrics && *o->metrics) {
+        nms = split_list(o->metrics, ms, 64);
+        for (int i = 0; i < nms; i++) {
+            /* split_list maps '-' to '_'; metric names never hold '-' */
+            char e2[1536];
+            if (rpt_measure_check(d, ms[i], e2, sizeof e2)) {
+                rpt_groups_free(g, ng);
+                return rb_fail(err, errlen, "--metric: %s", e2);
+            }
+        }
+    } else {
+        for (size_t i = 0; i < sizeof default_measures / sizeof default_measures[0]; i++)
+            if (rpt_measure_present(d, default_measures[i])) snprintf(ms[nms++], 64, "%s", default_measures[i]);
+    }
+
+    /* parameter columns: --by names, or the parameters that vary between rows */
+    int *varying = callocCheck((size_t)(d->np ? d->np : 1), sizeof *varying);
+    int *col = callocCheck((size_t)(d->np ? d->np : 1), sizeof *col);
+    int *pooled = callocCheck((size_t)(d->np ? d->np : 1), sizeof *pooled);
+    rpt_varying(d, g, ng, varying);
+    if (o->by && *o->by) {
+        char bn[32][64];
+        int nb = split_list(o->by, bn, 32);
+        for (int i = 0; i < nb; i++) col[rpt_param_index(d, bn[i])] = 1;
+        /* parameters that differ inside a group are pooled over */
+        for (int p = 0; p < d->np; p++) {
+            if (col[p]) continue;
+            for (int k = 0; k < ng && !pooled[p]; k++)
+                for (int i = 1; i < g[k].n; i++)
+                    if (!str_eq(d->t[g[k].ti[i]].pv[p], d->t[g[k].ti[0]].pv[p])) pooled[p] = 1;
+        }
+    } else {
+        for (int p = 0; p < d->np; p++) col[p] = varying[p];
+    }
+
+    /* header */
+    const char *head[RPT_MAX_PARAMS + 3 * 64 + 4];
+    char align[RPT_MAX_PARAMS + 3 * 64 + 4];
+    char hbuf[3 * 64 + 4][96];
+    int nh = 0, nb = 0;
+    for (int p = 0; p < d->np; p++) {
+        if (!col[p]) continue;
+        if (F == RPT_CSV) head[nh] = d->pnames[p];
+        else {
+            text_cell(hbuf[nb], sizeof hbuf[nb], d->pnames[p], F);
+            head[nh] = hbuf[nb++];
+        }
+        align[nh++] = strcmp(d->pnames[p], "backend") == 0 ? 'l' : 'r';
+    }
+    if (F == RPT_CSV) {
+        head[nh] = "n", align[nh++] = 'r';
+        head[nh] = "trials", align[nh++] = 'r';
+        head[nh] = "status", align[nh++] = 'l';
+    } else {
+        head[nh] = "n", align[nh++] = 'r';
+    }
+    for (int i = 0; i < nms; i++) {
+        if (F == RPT_CSV) {
+            head[nh] = ms[i], align[nh++] = 'r';
+            if (rpt_measure_agg(ms[i]) == RPT_AGG_MEAN) {
+                snprintf(hbuf[nb], sizeof hbuf[nb], "%s_std", ms[i]);
+                head[nh] = hbuf[nb++], align[nh++] = 'r';
+            }
+            snprintf(hbuf[nb], sizeof hbuf[nb], "%s_n", ms[i]);
+            head[nh] = hbuf[nb++], align[nh++] = 'r';
+        } else {
+            text_cell(hbuf[nb], sizeof hbuf[nb], rpt_measure_label(ms[i]), F);
+            head[nh] = hbuf[nb++], align[nh++] = 'r';
+        }
+    }
+    /* the note column only when some row has something to say (always in CSV) */
+    int any_note = F == RPT_CSV;
+    for (int k = 0; k < ng && !any_note; k++) any_note = g[k].ndone < g[k].n;
+    if (any_note) head[nh] = "note", align[nh++] = 'l';
+    align[nh] = 0;
+    rpt_table_init(tb, nh, head, align);
+
+    /* rows */
+    char (*cells)[1024] = mallocCheck((size_t)nh * sizeof *cells);
+    const char *row[RPT_MAX_PARAMS + 3 * 64 + 4];
+    const char *na = F == RPT_CSV ? "" : F == RPT_TEX ? "--" : "–";
+    for (int k = 0; k < ng; k++) {
+        const rpt_group *x = &g[k];
+        const rpt_trial *t0 = &d->t[x->first];
+        int c = 0;
+        for (int p = 0; p < d->np; p++) {
+            if (!col[p]) continue;
+            if (t0->pv[p]) text_cell(cells[c], sizeof cells[c], t0->pv[p], F);
+            else snprintf(cells[c], sizeof cells[c], "%s", na);
+            c++;
+        }
+        if (F == RPT_CSV) {
+            snprintf(cells[c++], sizeof cells[0], "%d", x->ndone);
+            snprintf(cells[c++], sizeof cells[0], "%d", x->n);
+            snprintf(cells[c++], sizeof cells[0], "%s", x->ndone == x->n ? ST_DONE : group_status(d, x));
+        } else if (x->ndone == x->n) {
+            snprintf(cells[c++], sizeof cells[0], "%d", x->n);
+        } else {
+            snprintf(cells[c++], sizeof cells[0], "%d/%d", x->ndone, x->n);
+        }
+        for (int i = 0; i < nms; i++) {
+            rpt_stat s = rpt_group_stat(d, x, ms[i]);
+            int mean = rpt_measure_agg(ms[i]) == RPT_AGG_MEAN;
+            if (F == RPT_CSV) {
+                if (s.n) snprintf(cells[c++], sizeof cells[0], "%.17g", mean ? s.mean : s.median);
+                else cells[c++][0] = 0;
+                if (mean) {
+                    if (s.n > 1) snprintf(cells[c++], sizeof cells[0], "%.17g", s.std);
+                    else cells[c++][0] = 0;
+                }
+                snprintf(cells[c++], sizeof cells[0], "%d", s.n);
+                continue;
+            }
+            if (x->ndone == 0) {
+                text_cell(cells[c++], sizeof cells[0], group_status(d, x), F);
+            } else if (s.n == 0) {
+                snprintf(cells[c++], sizeof cells[0], "%s", F == RPT_TEX ? "n/a" : "n/a");
+            } else if (mean && s.n > 1) {
+                char a[64], b[64];
+                fmt_display(a, sizeof a, ms[i], s.mean, F);
+                fmt_display(b, sizeof b, ms[i], s.std, F);
+                snprintf(cells[c++], sizeof cells[0], F == RPT_TEX ? "%s $\\pm$ %s" : "%s ± %s", a, b);
+            } else {
+                fmt_display(cells[c++], sizeof cells[0], ms[i], mean ? s.mean : s.median, F);
+            }
+        }
+        if (any_note) {
+            char note[900];
+            rpt_group_note(d, x, note, sizeof note);
+            if (F != RPT_CSV && strlen(note) > 72) strcpy(note + 69, "...");
+            text_cell(cells[c++], sizeof cells[0], note, F);
+        }
+        for (int i = 0; i < nh; i++) row[i] = cells[i];
+        rpt_table_add_row(tb, row);
+    }
+
+    /* caption: what the table is, what was held fixed, how cells summarise */
+    if (F != RPT_CSV) {
+        char cap[2048], part[1024];
+        int off = 0;
+        off += snprintf(cap + off, sizeof cap - off, "%s (%s%s%s): %d configurations, %d trials",
+                        d->exp_name[0] ? d->exp_name : "experiment", d->exp_kind, d->exp_bench[0] ? " " : "",
+                        d->exp_bench, ng, d->nt);
+        static const char *const st[] = {ST_DONE, ST_FAILED, ST_UNSUPPORTED, ST_INTERRUPTED, ST_RUNNING, ST_PENDING};
+        int first = 1;
+        for (size_t s = 0; s < sizeof st / sizeof st[0]; s++) {
+            int n = count_status(d, st[s]);
+            if (!n || off >= (int)sizeof cap) continue;
+            off += snprintf(cap + off, sizeof cap - off, "%s%d %s", first ? " (" : ", ", n, st[s]);
+            first = 0;
+        }
+        if (!first && off < (int)sizeof cap) off += snprintf(cap + off, sizeof cap - off, ")");
+        for (int where = 0; where < 2; where++) {
+            /* where 0: set in every configuration; 1: only where it applies */
+            int fo = 0, nf = 0;
+            part[0] = 0;
+            for (int p = 0; p < d->np && ng > 0; p++) {
+                if (col[p] || pooled[p] || varying[p] || fo >= (int)sizeof part) continue;
+                const char *v = NULL;
+                int nna = 0;
+                for (int k = 0; k < ng; k++) {
+                    const char *x = d->t[g[k].first].pv[p];
+                    if (x) v = x;
+                    else nna++;
+                }
+                if (!v || (nna > 0) != where) continue;
+                fo += snprintf(part + fo, sizeof part - fo, "%s%s=%s", nf++ ? ", " : "", d->pnames[p], v);
+            }
+            if (nf && off < (int)sizeof cap)
+                off += snprintf(cap + off, sizeof cap - off, ". %s: %s", where ? "Fixed where they apply" : "Fixed", part);
+        }
+        int fo = 0, nf = 0;
+        fo = 0, nf = 0;
+        for (int p = 0; p < d->np; p++)
+            if ((pooled[p] || (varying[p] && !col[p])) && fo < (int)sizeof part)
+                fo += snprintf(part + fo, sizeof part - fo, "%s%s", nf++ ? ", " : "", d->pnames[p]);
+        if (nf && off < (int)sizeof cap) off += snprintf(cap + off, sizeof cap - off, ". Pooled over: %s", part);
+        if (off < (int)sizeof cap) {
+            if (d->sgemm_latest > 0)
+                off += snprintf(cap + off, sizeof cap - off, ". sgemm ceiling %.1f GFLOP/s", d->sgemm_latest);
+            else off += snprintf(cap + off, sizeof cap - off, ". sgemm ceiling not measured");
+        }
+        text_cell(tb->caption, sizeof tb->caption, cap, F);
+        size_t cl = strlen(tb->caption);
+        snprintf(tb->caption + cl, sizeof tb->caption - cl,
+                 ". Quality: mean %s std over seeds (n: trials done); timings, throughput and memory: median over "
+                 "seeds.",
+                 F == RPT_TEX ? "$\\pm$" : "±");
+    }
+    free(cells);
+    free(varying), free(col), free(pooled);
+    rpt_groups_free(g, ng);
+    return 0;
+}

@@ -1,0 +1,104 @@
+/* store.h: the SQLite results store (schema in results/README.md). One
+ * database per sweep: an `experiments` row per invocation of `routebench run`
+ * (the YAML as written, its hash, commit, machine, sgemm ceiling, times), a
+ * `trials` row per (key, seed) with the resolved parameters as columns and a
+ * status, and `metrics` rows (trial, step, name, value). A trial's metrics and
+ * its final status commit in one transaction, so a killed run never leaves
+ * half a trial. WAL mode and a busy timeout let shards and readers (sqlite3,
+ * pandas) share a file. The schema version is PRAGMA user_version; opening an
+ * older database migrates it, a newer one is refused with a message. */
+#ifndef RB_STORE_H
+#define RB_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/metric.h"
+
+#define STORE_SCHEMA_VERSION 1
+
+typedef struct rb_store rb_store;
+
+/* Trial statuses, as stored. */
+#define ST_PENDING "pending"
+#define ST_RUNNING "running"
+#define ST_DONE "done"
+#define ST_FAILED "failed"
+#define ST_INTERRUPTED "interrupted"
+#define ST_UNSUPPORTED "unsupported"
+
+typedef rb_metric store_metric; /* util/metric.h */
+
+typedef struct {
+    const char *name, *description, *kind, *bench, *yaml, *yaml_hash, *path;
+    const char *git_commit, *host, *cpu, *blas, *shard, *filter, *argv;
+    int threads;
+    double sgemm_gflops; /* 0 = not measured (stored as NULL) */
+} store_experiment;
+
+/* A trial's identity and resolved parameters. Integers < -1000 and NaN reals
+ * and NULL strings are stored as NULL (a parameter that does not apply). */
+#define STORE_NA (-1000000)
+typedef struct {
+    const char *key, *name, *kind, *bench, *backend, *params_json;
+    uint64_t seed;
+    int idx;
+    int seq, heads, head_dim, batch, causal, window, clusters, local_heads, share_qk, kmeans_iters;
+    int d_model, layers, steps;
+    const char *assign, *norm, *task;
+    double decay, commit_weight, lr;
+} store_trial;
+
+/* Open (create = 1: create if missing) and check the file: SQLite, a
+ * routebench schema this version can read (migrating an older one), not
+ * corrupt, writable. 0, or -1 with a message naming the path. */
+int store_open(rb_store **out, const char *path, int create, char *err, size_t errlen);
+/* Read-only open (merge inputs). */
+int store_open_readonly(rb_store **out, const char *path, char *err, size_t errlen);
+void store_close(rb_store *s);
+const char *store_path(const rb_store *s);
+
+/* The experiment name this database holds ("" when new). 0 or -1. */
+int store_experiment_name(rb_store *s, char *name, size_t len, char *err, size_t errlen);
+/* The YAML hash of the latest run recorded ("" when none). */
+int store_latest_hash(rb_store *s, char *hash, size_t len, char *err, size_t errlen);
+
+/* A new experiments row for this invocation; its id in *id. */
+int store_begin_experiment(rb_store *s, const store_experiment *x, int64_t *id, char *err, size_t errlen);
+/* Record the end time and how the run ended ("done", "interrupted", "failed"). */
+int store_end_experiment(rb_store *s, int64_t id, const char *status, char *err, size_t errlen);
+
+/* Insert trials that are not there yet as pending (one transaction). */
+int store_register_trials(rb_store *s, const store_trial *t, int n, int64_t exp_id, char *err, size_t errlen);
+
+/* Status ("" when absent), row id and runner ("host:pid") of (key, seed). */
+int store_trial_status(rb_store *s, const char *key, uint64_t seed, char *status, size_t slen, int64_t *id,
+                       char *runner, size_t rlen, char *err, size_t errlen);
+
+/* Trials left `running` by a process of this host that no longer exists
+ * (killed) become `interrupted`. Returns how many, or -1. */
+int store_reset_stale(rb_store *s, const char *host, char *err, size_t errlen);
+
+/* Mark a trial running (by runner "host:pid", for experiment exp_id) unless
+ * it is done or unsupported (then nothing changes). 0, or -1 on error. */
+int store_claim_trial(rb_store *s, int64_t id, int64_t exp_id, const char *runner, char *err, size_t errlen);
+/* The same, but also not when it is already running, in one statement: of
+ * two processes sharing a database only one gets a trial. 0 claimed, 1 not
+ * claimed (running elsewhere, or done), -1 on error. */
+int store_try_claim_trial(rb_store *s, int64_t id, int64_t exp_id, const char *runner, char *err, size_t errlen);
+
+/* In one transaction: replace the trial's metrics with m[0..n) and set its
+ * status, error text (NULL = none) and end time. */
+int store_finish_trial(rb_store *s, int64_t id, const char *status, const char *error, const store_metric *m, int n,
+                       char *err, size_t errlen);
+
+/* Fold the databases in[0..nin) into out (created if missing): all must hold
+ * the same experiment (name and YAML hash of the latest run); one copy of
+ * each (key, seed) is kept, a done one over any other. 0, or -1 with a
+ * message. Counts of trials copied and kept in *copied, *kept. */
+int store_merge(const char *out, const char *const *in, int nin, int *copied, int *kept, char *err, size_t errlen);
+
+/* Current UTC time as 2024-01-31T12:00:00Z. */
+void store_now(char *buf, size_t len);
+
+#endif

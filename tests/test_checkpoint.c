@@ -135,7 +135,7 @@ static void config_text_tests(void) {
     snprintf(c.layer_backends, sizeof c.layer_backends, "local,routing,dense,hybrid");
     c.attn.window = 16, c.attn.clusters = 7, c.attn.local_heads = 1, c.attn.share_qk = 0;
     c.attn.assign = ATTN_ASSIGN_ARGMAX, c.attn.norm = ATTN_NORM_LAYERNORM;
-    c.attn.decay = 0.987654321f, c.attn.kmeans_init_iters = 5, c.commit_beta = 3.3e-5f;
+    c.attn.decay = 0.987654321f, c.attn.kmeans_iters = 5, c.commit_beta = 3.3e-5f;
     c.lr = 1.2345678e-3f, c.val_frac = 0.0123456789012345, c.seed = 18446744073709551557ull;
     text_round_trip("per-layer backends and routing parameters", &c);
 

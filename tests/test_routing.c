@@ -26,7 +26,7 @@ static attn_params mkparams(cfg c) {
     p.batch = c.B, p.heads = c.H, p.seq = c.n, p.head_dim = c.d, p.causal = c.causal;
     p.clusters = c.K, p.window = c.w, p.local_heads = -1, p.share_qk = c.share;
     p.assign = c.assign, p.norm = c.norm, p.decay = 0.999f, p.commit_weight = c.cw;
-    p.kmeans_init_iters = 3, p.seed = 7;
+    p.kmeans_iters = 3, p.seed = 7;
     return p;
 }
 

@@ -12,7 +12,7 @@
  * Decisions (the references differ or are silent):
  * - Centroids start from k-means++ seeds (seeded from p->seed; candidates a
  *   strided subsample of at most max(4096, 8K) vectors) on the first batch,
- *   then kmeans_init_iters Lloyd iterations over all its vectors.
+ *   then kmeans_iters Lloyd iterations over all its vectors.
  * - Shared Q = K (default when causal, as both public implementations): the
  *   keys the attention uses are the NORMALISED shared vectors (as lucidrains'
  *   routing_transformer does with F.normalize(k)); queries stay raw. A token
@@ -137,8 +137,8 @@ static int rt_validate(attn_params *p, char *err, size_t errlen) {
         return rb_fail(err, errlen, "decay must be in (0, 1) (got %g)", (double)p->decay);
     if (!(p->commit_weight >= 0.0f) || isinf(p->commit_weight))
         return rb_fail(err, errlen, "commit_weight must be finite and >= 0 (got %g)", (double)p->commit_weight);
-    if (p->kmeans_init_iters < 0 || p->kmeans_init_iters > 1000)
-        return rb_fail(err, errlen, "kmeans_init_iters must be in [0, 1000] (got %d)", p->kmeans_init_iters);
+    if (p->kmeans_iters < 0 || p->kmeans_iters > 1000)
+        return rb_fail(err, errlen, "kmeans_iters must be in [0, 1000] (got %d)", p->kmeans_iters);
     if (p->causal != 0 && p->causal != 1) return rb_fail(err, errlen, "causal must be 0 or 1");
     int K, w, shared;
     rt_resolve(p, &K, &w, &shared);
@@ -274,7 +274,7 @@ static attn *rt_create(const attn_params *p, char *err, size_t errlen) {
     R->keep_p = rt_keep_p(p, R->w);
     R->nthr = omp_get_max_threads();
     R->scale = 1.0f / sqrtf((float)R->d);
-    R->commit_weight = p->commit_weight, R->decay = p->decay, R->init_iters = p->kmeans_init_iters;
+    R->commit_weight = p->commit_weight, R->decay = p->decay, R->init_iters = p->kmeans_iters;
     R->seed = p->seed;
     size_t bytes = rt_layout(NULL, p, R->nthr, NULL);
     R->block = rb_aligned_alloc(bytes);

@@ -4,12 +4,14 @@
 #include "attn/attn.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "util/common.h"
+#include "util/params.h"
 
 /* variants/registry.c */
 extern const attn_backend *const attn_registry[];
@@ -34,37 +36,76 @@ const char *attn_names(void) {
     return buf;
 }
 
+/* Where each params.def row lives in attn_params (NO_FIELD: not here). */
+#define NO_FIELD ((size_t)-1)
+#define OFF_W_A(name) offsetof(attn_params, name)
+#define OFF_W_AA(name) offsetof(attn_params, name)
+#define OFF_W_AT(name) offsetof(attn_params, name)
+#define OFF_W_T(name) NO_FIELD
+#define OFF_W_SEL(name) NO_FIELD
+static const size_t field_off[] = {
+#define PARAM(name, type, where, ...) OFF_##where(name),
+#define ALIAS(old, name)
+#include "util/params.def"
+#undef PARAM
+#undef ALIAS
+};
+
+void *attn_params_field(attn_params *p, const rb_param *d) {
+    int i = rb_param_index(d);
+    return i >= 0 && field_off[i] != NO_FIELD ? (char *)p + field_off[i] : NULL;
+}
+
+const void *attn_params_cfield(const attn_params *p, const rb_param *d) {
+    return attn_params_field((attn_params *)p, d);
+}
+
+int attn_param_applies(const rb_param *d, unsigned uses) { return d->uses == 0 || (d->uses & uses) != 0; }
+
 void attn_params_default(attn_params *p) {
     memset(p, 0, sizeof *p);
-    p->batch = 1;
-    p->heads = 1;
-    p->seq = 0;
-    p->head_dim = 64;
-    p->causal = 1;
-    p->window = 0;
-    p->clusters = 0;
-    p->local_heads = -1;
-    p->share_qk = -1;
-    p->assign = ATTN_ASSIGN_TOPK;
-    p->norm = ATTN_NORM_L2;
-    p->decay = 0.999f;
-    p->commit_weight = 0.0f;
-    p->kmeans_init_iters = 3;
-    p->seed = 1;
+    for (int i = 0; i < rb_param_count(); i++) {
+        const rb_param *d = rb_param_at(i);
+        void *f = attn_params_field(p, d);
+        rb_pval v;
+        if (f && rb_param_parse_default(d, d->adef, &v) == 0) rb_param_put(d, f, 0, &v);
+    }
+}
+
+int attn_params_set(attn_params *p, const char *key, const char *text, char *err, size_t errlen) {
+    const rb_param *d = rb_param_find(key);
+    void *f = d ? attn_params_field(p, d) : NULL;
+    if (!f) return rb_fail(err, errlen, "%s: not a parameter of one attention layer", key);
+    rb_pval v;
+    char msg[300];
+    if (rb_param_parse(d, text, &v, msg, sizeof msg) != 0) return rb_fail(err, errlen, "%s: %s", d->name, msg);
+    rb_param_put(d, f, 0, &v);
+    return 0;
+}
+
+/* Every numeric field within its range (or at its auto value). */
+static int check_ranges(const attn_params *p, char *err, size_t errlen) {
+    for (int i = 0; i < rb_param_count(); i++) {
+        const rb_param *d = rb_param_at(i);
+        const void *f = attn_params_cfield(p, d);
+        if (!f || d->type == PT_U64 || d->type == PT_ENUM || d->type == PT_STR) continue;
+        double x = d->type == PT_FLOAT ? (double)*(const float *)f : d->type == PT_DOUBLE ? *(const double *)f
+                                                                                          : (double)*(const int *)f;
+        if ((d->flags & PF_AUTO) && x == (double)d->autoval) continue;
+        char text[48], msg[200];
+        rb_param_format(d, f, RB_FMT_TEXT, text, sizeof text);
+        rb_pval v;
+        if (rb_param_parse(d, text, &v, msg, sizeof msg) != 0) return rb_fail(err, errlen, "%s: %s", d->name, msg);
+    }
+    return 0;
 }
 
 int attn_params_check_sizes(const attn_params *p, char *err, size_t errlen) {
-    if (p->batch <= 0) return rb_fail(err, errlen, "batch must be positive (got %d)", p->batch);
-    if (p->heads <= 0) return rb_fail(err, errlen, "heads must be positive (got %d)", p->heads);
     if (p->seq <= 0) return rb_fail(err, errlen, "seq must be positive (got %d)", p->seq);
-    if (p->head_dim <= 0) return rb_fail(err, errlen, "head_dim must be positive (got %d)", p->head_dim);
-    if (p->window < 0) return rb_fail(err, errlen, "window must not be negative (got %d)", p->window);
-    if (p->clusters < 0) return rb_fail(err, errlen, "clusters must not be negative (got %d)", p->clusters);
+    if (check_ranges(p, err, errlen) != 0) return -1;
     double elems = (double)p->batch * p->heads * p->seq * p->head_dim;
-    if (elems > (double)(1ull << 40) || p->seq > (1 << 24))
+    if (elems > (double)(1ull << 40))
         return rb_fail(err, errlen, "sizes too large (batch*heads*seq*head_dim = %.3g)", elems);
-    if (!(p->decay > 0.0f && p->decay < 1.0f))
-        return rb_fail(err, errlen, "decay must be in (0, 1) (got %g)", (double)p->decay);
     return 0;
 }
 

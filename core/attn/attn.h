@@ -26,6 +26,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/params.h"
+
 enum { ATTN_ASSIGN_TOPK = 0, ATTN_ASSIGN_ARGMAX = 1 };
 enum { ATTN_NORM_L2 = 0, ATTN_NORM_LAYERNORM = 1 };
 
@@ -38,36 +40,44 @@ enum {
 
 enum { ATTN_PASS_FWD = 0, ATTN_PASS_BWD = 1 };
 
-/* Which parameters a backend reads (attn_backend.uses). A sweep axis over a
- * parameter the backend does not use does not multiply its trials. */
-enum {
-    ATTN_USES_WINDOW = 1 << 0,
-    ATTN_USES_CLUSTERS = 1 << 1,
-    ATTN_USES_LOCAL_HEADS = 1 << 2,
-    ATTN_USES_SHARE_QK = 1 << 3,
-    ATTN_USES_ASSIGN = 1 << 4,
-    ATTN_USES_NORM = 1 << 5,
-    ATTN_USES_KMEANS = 1 << 6, /* decay, kmeans_init_iters, commit_weight */
-};
-
+/* The parameters of one attention layer: a struct made from the W_A, W_AA
+ * and W_AT lines of core/util/params.def (name, C type from the PT_ type),
+ * so a new parameter is one line there. What each field means, its range
+ * and default: params.def. The ATTN_USES_* bits a backend declares in
+ * attn_backend.uses are in core/util/params.h. */
+#define RB_CTYPE_PT_INT int
+#define RB_CTYPE_PT_BOOL int
+#define RB_CTYPE_PT_ENUM int
+#define RB_CTYPE_PT_FLOAT float
+#define RB_CTYPE_PT_DOUBLE double
+#define RB_CTYPE_PT_U64 uint64_t
+#define RB_ATTN_FIELD_W_A(type, name) RB_CTYPE_##type name;
+#define RB_ATTN_FIELD_W_AA(type, name) RB_CTYPE_##type name;
+#define RB_ATTN_FIELD_W_AT(type, name) RB_CTYPE_##type name;
+#define RB_ATTN_FIELD_W_T(type, name)
+#define RB_ATTN_FIELD_W_SEL(type, name)
 typedef struct {
-    int batch, heads, seq, head_dim;
-    int causal;            /* 1: query i sees keys j <= i */
-    int window;            /* local block size / routing cluster size; 0 = backend default */
-    int clusters;          /* routing centroids per head; 0 = auto, round(sqrt(seq)) */
-    int local_heads;       /* hybrid: how many heads are local; -1 = heads / 2 */
-    int share_qk;          /* routing: -1 = default (shared when causal), 0 or 1 */
-    int assign;            /* ATTN_ASSIGN_TOPK (default) or ATTN_ASSIGN_ARGMAX */
-    int norm;              /* routing vectors: ATTN_NORM_L2 (default) or ATTN_NORM_LAYERNORM */
-    float decay;           /* k-means EMA decay, default 0.999 */
-    float commit_weight;   /* weight of the commitment loss whose gradient backward adds; 0 = off */
-    int kmeans_init_iters; /* Lloyd iterations on the first batch, default 3 */
-    uint64_t seed;         /* for anything random inside the backend (centroid init) */
+#define PARAM(name, type, where, ...) RB_ATTN_FIELD_##where(type, name)
+#define ALIAS(old, name)
+#include "util/params.def"
+#undef PARAM
+#undef ALIAS
 } attn_params;
 
-/* Defaults for everything; sizes are set to batch 1, heads 1, seq 0, d 64. */
+/* Every field at its params.def default for one layer (adef): batch 1,
+ * heads 1, seq 0 (to be set), head_dim 64, causal, the rest auto. */
 void attn_params_default(attn_params *p);
-/* Checks sizes common to all backends (positive, not absurd); 0 or -1 + err. */
+/* Set the field of parameter key (a params.def name or old spelling) from
+ * text, checked by the table's rules. 0, or -1 with "key: message". */
+int attn_params_set(attn_params *p, const char *key, const char *text, char *err, size_t errlen);
+/* The field of parameter d in p, or NULL when d is not an attention
+ * parameter (W_T, W_SEL). */
+void *attn_params_field(attn_params *p, const rb_param *d);
+const void *attn_params_cfield(const attn_params *p, const rb_param *d);
+/* 1 when backend uses bits `uses` read parameter d (d->uses is 0 or shares a bit). */
+int attn_param_applies(const rb_param *d, unsigned uses);
+/* Checks what all backends need: every field within its params.def range
+ * (or auto), and sizes that are not absurd; 0 or -1 + err. */
 int attn_params_check_sizes(const attn_params *p, char *err, size_t errlen);
 
 typedef struct {

@@ -95,7 +95,7 @@ int cli_attn_flag(int argc, char **argv, int *i, attn_params *p) {
     INTFLAG("--window", window, 1, 1 << 24)
     INTFLAG("--local-heads", local_heads, 0, 4096)
     INTFLAG("--share-qk", share_qk, 0, 1)
-    INTFLAG("--kmeans-iters", kmeans_init_iters, 0, 1000)
+    INTFLAG("--kmeans-iters", kmeans_iters, 0, 1000)
 #undef INTFLAG
     if (strcmp(f, "--no-causal") == 0) {
         p->causal = 0;

@@ -162,7 +162,7 @@ static int write_db(const char *db, const char *exp_name, const train_config *c,
     t.clusters = u & ATTN_USES_CLUSTERS ? p->clusters : STORE_NA;
     t.local_heads = u & ATTN_USES_LOCAL_HEADS ? p->local_heads : STORE_NA;
     t.share_qk = u & ATTN_USES_SHARE_QK ? p->share_qk : STORE_NA;
-    t.kmeans_iters = u & ATTN_USES_KMEANS ? p->kmeans_init_iters : STORE_NA;
+    t.kmeans_iters = u & ATTN_USES_KMEANS ? p->kmeans_iters : STORE_NA;
     t.d_model = c->d_model, t.layers = c->layers, t.steps = c->steps;
     t.assign = u & ATTN_USES_ASSIGN ? (p->assign == ATTN_ASSIGN_TOPK ? "topk" : "argmax") : NULL;
     t.norm = u & ATTN_USES_NORM ? (p->norm == ATTN_NORM_L2 ? "l2" : "layernorm") : NULL;

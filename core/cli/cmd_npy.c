@@ -148,7 +148,7 @@ static void json_attn_params(FILE *f, const char *backend, const attn_params *p,
     json_float(f, p->decay);
     fprintf(f, ", \"commit_weight\": ");
     json_float(f, p->commit_weight);
-    fprintf(f, ", \"kmeans_iters\": %d, \"seed\": %llu}", p->kmeans_init_iters, (unsigned long long)p->seed);
+    fprintf(f, ", \"kmeans_iters\": %d, \"seed\": %llu}", p->kmeans_iters, (unsigned long long)p->seed);
 }
 
 typedef struct {
@@ -436,7 +436,7 @@ static void json_config(FILE *f, const train_config *c) {
             c->attn.local_heads, c->attn.share_qk, c->attn.assign == ATTN_ASSIGN_ARGMAX ? "argmax" : "topk",
             c->attn.norm == ATTN_NORM_LAYERNORM ? "layernorm" : "l2");
     json_float(f, c->attn.decay);
-    fprintf(f, ", \"kmeans_iters\": %d, \"commit_beta\": ", c->attn.kmeans_init_iters);
+    fprintf(f, ", \"kmeans_iters\": %d, \"commit_beta\": ", c->attn.kmeans_iters);
     json_float(f, c->commit_beta);
     fprintf(f, ", \"task\": ");
     json_str(f, c->task);

@@ -301,7 +301,7 @@ static const struct {
 } train_uses[] = {
     {"window", ATTN_USES_WINDOW},       {"clusters", ATTN_USES_CLUSTERS}, {"local_heads", ATTN_USES_LOCAL_HEADS},
     {"share_qk", ATTN_USES_SHARE_QK},   {"assign", ATTN_USES_ASSIGN},     {"norm", ATTN_USES_NORM},
-    {"decay", ATTN_USES_KMEANS},        {"kmeans_iters", ATTN_USES_KMEANS}, {"kmeans_init_iters", ATTN_USES_KMEANS},
+    {"decay", ATTN_USES_KMEANS},        {"kmeans_iters", ATTN_USES_KMEANS}, {"kmeans_iters", ATTN_USES_KMEANS},
     {"commit_beta", ATTN_USES_KMEANS},  {"commit_weight", ATTN_USES_KMEANS},
 };
 
@@ -1004,7 +1004,7 @@ static void combo_attn(const experiment *e, const int *vi, attn_params *p) {
         else if (!strcmp(k, "norm")) p->norm = strcmp(s, attn_defs[d].e1) == 0;
         else if (!strcmp(k, "decay")) p->decay = strtof(s, NULL);
         else if (!strcmp(k, "commit_weight")) p->commit_weight = strtof(s, NULL);
-        else if (!strcmp(k, "kmeans_iters")) p->kmeans_init_iters = (int)x;
+        else if (!strcmp(k, "kmeans_iters")) p->kmeans_iters = (int)x;
     }
 }
 
@@ -1126,7 +1126,7 @@ static int combo_json(const experiment *e, const int *vi, const attn_params *p, 
         if (uses & ATTN_USES_NORM) jappend(out, len, &off, ",\"norm\":\"%s\"", p->norm ? "layernorm" : "l2");
         if (uses & ATTN_USES_KMEANS)
             jappend(out, len, &off, ",\"decay\":%.9g,\"commit_weight\":%.9g,\"kmeans_iters\":%d", (double)p->decay,
-                    (double)p->commit_weight, p->kmeans_init_iters);
+                    (double)p->commit_weight, p->kmeans_iters);
     } else {
         /* every parameter given, in the order of train_config_keys, normalised */
         int nk = 0;

@@ -348,7 +348,7 @@ static int trial_row(const experiment *e, const exp_trial *t, store_trial *r, ch
         if (u & ATTN_USES_SHARE_QK) r->share_qk = p->share_qk;
         if (u & ATTN_USES_ASSIGN) r->assign = p->assign ? "argmax" : "topk";
         if (u & ATTN_USES_NORM) r->norm = p->norm ? "layernorm" : "l2";
-        if (u & ATTN_USES_KMEANS) r->decay = p->decay, r->commit_weight = p->commit_weight, r->kmeans_iters = p->kmeans_init_iters;
+        if (u & ATTN_USES_KMEANS) r->decay = p->decay, r->commit_weight = p->commit_weight, r->kmeans_iters = p->kmeans_iters;
         return 0;
     }
     static train_config c; /* large; one trial at a time */
@@ -366,7 +366,7 @@ static int trial_row(const experiment *e, const exp_trial *t, store_trial *r, ch
     if (u & ATTN_USES_SHARE_QK) r->share_qk = c.attn.share_qk;
     if (u & ATTN_USES_ASSIGN) r->assign = c.attn.assign ? "argmax" : "topk";
     if (u & ATTN_USES_NORM) r->norm = c.attn.norm ? "layernorm" : "l2";
-    if (u & ATTN_USES_KMEANS) r->decay = c.attn.decay, r->kmeans_iters = c.attn.kmeans_init_iters;
+    if (u & ATTN_USES_KMEANS) r->decay = c.attn.decay, r->kmeans_iters = c.attn.kmeans_iters;
     r->d_model = c.d_model, r->layers = c.layers, r->steps = c.steps, r->lr = c.lr;
     static char task[TRAIN_NAME_LEN];
     snprintf(task, sizeof task, "%s", c.task);

@@ -89,7 +89,7 @@ static const key_def keys[] = {
     {"assign", K_ASSIGN, offsetof(train_config, attn.assign), 0, 0, 0, "routing: topk|argmax (default topk)"},
     {"norm", K_NORM, offsetof(train_config, attn.norm), 0, 0, 0, "routing vectors: l2|layernorm (default l2)"},
     FL("decay", attn.decay, "routing: k-means EMA decay (default 0.999)"),
-    I("kmeans_iters", attn.kmeans_init_iters, 0, 1000, "routing: Lloyd iterations at init (default 3)"),
+    I("kmeans_iters", attn.kmeans_iters, 0, 1000, "routing: Lloyd iterations at init (default 3)"),
     FL("commit_beta", commit_beta, "weight of the routing commitment loss (default 1e-4)"),
     I("batch", batch, 1, 1 << 20, "sequences per micro-batch (default 8)"),
     I("accum", accum, 1, 1 << 20, "micro-batches per optimiser step (default 1)"),
@@ -401,7 +401,7 @@ uint64_t train_config_hash(const train_config *c) {
     uint64_t h = 0xcbf29ce484222325ull;
     int ints[] = {c->vocab,          c->d_model,        c->layers,        c->heads,          c->mlp_mult,
                   c->seq,            c->pos,            c->attn.window,   c->attn.clusters,  c->attn.local_heads,
-                  c->attn.share_qk,  c->attn.assign,    c->attn.norm,     c->attn.kmeans_init_iters};
+                  c->attn.share_qk,  c->attn.assign,    c->attn.norm,     c->attn.kmeans_iters};
     h = hmix(h, ints, sizeof ints);
     h = hmix(h, &c->attn.decay, sizeof(float));
     for (int l = 0; l < c->layers; l++) {

@@ -39,7 +39,7 @@ typedef struct {
     char layer_backends[TRAIN_NAME_LEN * 8];
     int local_layers;  /* the first local_layers layers use "local" (default 0) */
     /* window, clusters, assign, share_qk, local_heads, norm, decay,
-     * kmeans_init_iters for every layer; batch/heads/seq/head_dim/seed/
+     * kmeans_iters for every layer; batch/heads/seq/head_dim/seed/
      * commit_weight are filled in by the model. causal is always 1. */
     attn_params attn;
     float commit_beta; /* weight of the routing commitment loss, default 1e-4 */

@@ -93,7 +93,7 @@ $RB compare "$tmp/attn.db" --baseline "$tmp/attn.db" >"$tmp/o" 2>&1; rc=$?
 [ $rc = 0 ]; ok $? "compare against itself exits 0 (got $rc)"
 cp "$tmp/attn.db" "$tmp/slow.db"
 sqlite3 "$tmp/slow.db" "UPDATE metrics SET value = value * 1.5 + 1 WHERE name = 'fwdbwd_ms' AND step IS NULL
-  AND trial_id IN (SELECT id FROM trials WHERE name = 'local-s128-w16')"
+  AND trial_id IN (SELECT id FROM trials WHERE name = 'local-n128-w16')"
 $RB compare "$tmp/slow.db" --baseline "$tmp/attn.db" >"$tmp/o" 2>&1; rc=$?
 [ $rc = 1 ] && grep -q SLOWER "$tmp/o"; ok $? "compare exits 1 on an injected 50% slowdown (got $rc)"
 $RB compare "$tmp/slow.db" --baseline "$tmp/attn.db" --time-abs 2 >"$tmp/o" 2>&1; rc=$?

@@ -41,7 +41,7 @@ run --db "$tmp/app.db" >"$tmp/o" 2>&1; rc=$?
 ok $([ $rc = 2 ] && grep -q "app.db: .*not one routebench wrote" "$tmp/o"; echo $?) "another program's SQLite file: exit 2 ($rc: $(msg))"
 ok $([ "$(q "$tmp/app.db" "SELECT x FROM t")" = 7 ] && [ "$(q "$tmp/app.db" "SELECT count(*) FROM sqlite_master")" = 1 ]; echo $?) "and left as it was"
 
-run --db "$tmp/good.db" --filter 'dense-s64'; ok $? "a small run for the next checks"
+run --db "$tmp/good.db" --filter 'dense-n64'; ok $? "a small run for the next checks"
 rows=$(q "$tmp/good.db" "SELECT count(*) FROM metrics")
 cp "$tmp/good.db" "$tmp/newer.db"; q "$tmp/newer.db" "PRAGMA user_version=7"
 run --db "$tmp/newer.db" >"$tmp/o" 2>&1; rc=$?

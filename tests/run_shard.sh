@@ -41,7 +41,7 @@ run --db "$tmp/m.db" 2>/dev/null; ok $? "running the file against the merged dat
 ok $([ "$(q "$tmp/m.db" "SELECT count(*) FROM trials")" = "$na" ]; echo $?) "and adds no trial"
 
 # two unsharded processes on one database share the work without doing a trial twice
-run --db "$tmp/both.db" --filter 'dense-s64' 2>/dev/null   # creates the database first
+run --db "$tmp/both.db" --filter 'dense-n64' 2>/dev/null   # creates the database first
 run --db "$tmp/both.db" & p0=$!
 run --db "$tmp/both.db" & p1=$!
 wait $p0; r0=$?; wait $p1; r1=$?
@@ -49,7 +49,7 @@ ok $([ $r0 = 0 ] && [ $r1 = 0 ]; echo $?) "two processes on one database both ex
 ok $([ "$(q "$tmp/both.db" "SELECT count(*) FROM trials WHERE status='done'")" = "$na" ] && [ "$(q "$tmp/both.db" "SELECT max(attempts) FROM trials")" = 1 ]; echo $?) "every trial done exactly once (max attempts $(q "$tmp/both.db" "SELECT max(attempts) FROM trials"))"
 
 # refusals: another experiment; the same name but an edited file
-"$RB" run "$Y/good_resume.yaml" --threads 1 --no-sgemm --quiet --db "$tmp/other.db" --filter 'dense-s256' >/dev/null 2>&1
+"$RB" run "$Y/good_resume.yaml" --threads 1 --no-sgemm --quiet --db "$tmp/other.db" --filter 'dense-n256' >/dev/null 2>&1
 before=$(q "$tmp/m.db" "SELECT count(*) FROM trials")
 "$RB" merge "$tmp/m.db" "$tmp/other.db" >"$tmp/o" 2>&1; rc=$?
 ok $([ $rc = 2 ] && grep -q "other.db" "$tmp/o" && grep -q "resume" "$tmp/o"; echo $?) "merging another experiment is refused with a message (rc $rc: $(head -c 200 "$tmp/o"))"

@@ -82,8 +82,8 @@ grep -q "did you mean 'clusters'" <("$RB" run "$Y/bad_unknown_key.yaml" 2>&1); o
 
 "$RB" run "$Y/../../experiments/example.yaml" --filter 'nosuch*' --db "$tmp/x.db" >"$tmp/o" 2>&1; rc=$?
 [ $rc = 2 ] && grep -q "matches none" "$tmp/o" && [ ! -e "$tmp/x.db" ]; ok $? "a filter matching no trial: exit 2, no database"
-"$RB" run "$Y/../../experiments/example.yaml" --filter 'routing-s128*' --dry-run >"$tmp/o" 2>&1
-[ "$(tail -n +2 "$tmp/o" | grep -c .)" = 2 ] && ! tail -n +2 "$tmp/o" | grep -vq "routing-s128"; ok $? "--filter glob selects routing-s128-* (2 trials)"
+"$RB" run "$Y/../../experiments/example.yaml" --filter 'routing-n128*' --dry-run >"$tmp/o" 2>&1
+[ "$(tail -n +2 "$tmp/o" | grep -c .)" = 2 ] && ! tail -n +2 "$tmp/o" | grep -vq "routing-n128"; ok $? "--filter glob selects routing-n128-* (2 trials)"
 "$RB" run "$Y/../../experiments/example.yaml" --filter 'local' --dry-run >"$tmp/o" 2>&1
 [ "$(tail -n +2 "$tmp/o" | grep -c .)" = 2 ]; ok $? "--filter substring selects the 2 local trials"
 

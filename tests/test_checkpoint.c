@@ -102,14 +102,16 @@ static void text_round_trip(const char *what, const train_config *c) {
     int rc = n1 > 0 ? train_config_from_text(&d, t1, err, sizeof err) : -1;
     int n2 = rc == 0 ? train_config_to_text(&d, t2, TRAIN_CONFIG_TEXT_LEN) : -1;
     /* every key train_config_set accepts is written once, as a line of its own */
-    int nk, missing = 0;
-    const train_config_key *k = train_config_keys(&nk);
-    for (int i = 0; i < nk && n1 > 0; i++) {
+    int nk = 0, missing = 0;
+    for (int i = 0; i < rb_param_count() && n1 > 0; i++) {
+        const rb_param *k = rb_param_at(i);
+        if (!rb_param_in_model(k)) continue;
+        nk++;
         char pat[80];
-        snprintf(pat, sizeof pat, "\n%s=", k[i].key);
+        snprintf(pat, sizeof pat, "\n%s=", k->name);
         const char *at = strncmp(t1, pat + 1, strlen(pat + 1)) == 0 ? t1 : strstr(t1, pat);
         const char *again = at ? strstr(at + 1, pat) : NULL;
-        if (!at || again) missing++, diag("%s: key %s written %s", what, k[i].key, at ? "twice" : "never");
+        if (!at || again) missing++, diag("%s: key %s written %s", what, k->name, at ? "twice" : "never");
     }
     int same = rc == 0 && train_config_hash(&d) == train_config_hash(c) && n2 == n1 && strcmp(t1, t2) == 0 &&
                memcmp(&d.lr, &c->lr, sizeof d.lr) == 0 && memcmp(&d.attn.decay, &c->attn.decay, sizeof(float)) == 0 &&

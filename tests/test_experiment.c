@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "harness/experiment.h"
+#include "util/params.h"
 #include "tap.h"
 
 static experiment E;
@@ -93,7 +94,7 @@ int main(void) {
         for (int j = 0; j < i; j++)
             if (!strcmp(E.trials[i].key, E.trials[j].key) || !strcmp(E.trials[i].name, E.trials[j].name)) uniq = 0;
     ok(uniq, "product: keys and names are distinct");
-    ok(strstr(E.trials[0].name, plain) == E.trials[0].name && strstr(E.trials[0].name, "-s64"), "name reads backend-s64...: %s",
+    ok(strstr(E.trials[0].name, plain) == E.trials[0].name && strstr(E.trials[0].name, "-n64"), "name reads backend-n64...: %s",
        E.trials[0].name);
     int idx_ok = 1;
     for (int i = 0; i < E.ntrials; i++) idx_ok &= E.trials[i].index == i;
@@ -191,11 +192,11 @@ int main(void) {
         for (int i = 0; i < E.ntrials; i++)
             if (!strcmp(E.trials[i].backend, clu) && E.trials[i].attn.seq == 256 && E.trials[i].attn.clusters == 16) {
                 char want[64];
-                snprintf(want, sizeof want, "%s-s256-k16-w%d", clu, E.trials[i].attn.window);
+                snprintf(want, sizeof want, "%s-n256-k16-w%d", clu, E.trials[i].attn.window);
                 named = strcmp(E.trials[i].name, want) == 0;
                 if (!named) diag("name %s, expected %s", E.trials[i].name, want);
             }
-        ok(named, "readable name backend-sSEQ-kK-wW");
+        ok(named, "readable name backend-nSEQ-kK-wW");
         /* more clusters than tokens: reported at the offending sweep value's line */
         snprintf(y, sizeof y, "name: bad\nparams: {backend: %s, seq: 64, head_dim: 8}\nsweep:\n  clusters:\n    - 4\n    - 100\n",
                  clu);
@@ -270,8 +271,8 @@ int main(void) {
     LR = load(y);
     ok(LR == 0 && E.ntrials == 1, "bench: model with training keys loads");
 
-    ok(exp_levenshtein("clusers", "clusters") == 1 && exp_levenshtein("abc", "abc") == 0 &&
-           exp_levenshtein("kitten", "sitting") == 3,
+    ok(rb_levenshtein("clusers", "clusters") == 1 && rb_levenshtein("abc", "abc") == 0 &&
+           rb_levenshtein("kitten", "sitting") == 3,
        "edit distance");
     exp_free(&E);
     return tap_done();

@@ -296,20 +296,20 @@ static void test_params(void) {
        "hybrid declares local_heads, window and clusters");
     char err[512] = "";
     attn_params p = params(1, 4, 1000, 16, -1, 1);
-    int rc = be->validate(&p, err, sizeof err);
+    int rc = attn_validate_msg(be, &p, err, sizeof err);
     ok(rc == 0 && p.local_heads == 2, "default local_heads is heads/2 (got %d)", p.local_heads);
     ok(p.clusters == 32 && p.window == 32, "defaults at seq 1000: clusters round(sqrt) = 32, window ceil(1000/32) = 32 "
        "(got %d, %d)", p.clusters, p.window);
     p = params(1, 5, 256, 16, -1, 0);
     p.clusters = 4;
-    rc = be->validate(&p, err, sizeof err);
+    rc = attn_validate_msg(be, &p, err, sizeof err);
     ok(rc == 0 && p.local_heads == 2 && p.window == 64, "heads 5: 2 local; clusters 4 at seq 256: window 64 (got %d, %d)",
        p.local_heads, p.window);
     int bad[] = {-2, 5, 100};
     for (int i = 0; i < 3; i++) {
         p = params(1, 4, 64, 16, bad[i], 1);
         err[0] = 0;
-        rc = be->validate(&p, err, sizeof err);
+        rc = attn_validate_msg(be, &p, err, sizeof err);
         ok(rc != 0 && strstr(err, "local_heads"), "local_heads %d with 4 heads refused: %s", bad[i], err);
     }
     p = params(1, 4, 64, 16, 2, 1);
@@ -329,11 +329,11 @@ static void test_params(void) {
     ok(a == NULL && strstr(err, "routing heads"), "window > seq refused for the routing heads: %s", err);
     p = params(1, 4, 64, 16, 4, 1);
     p.window = 100;
-    rc = be->validate(&p, err, sizeof err);
+    rc = attn_validate_msg(be, &p, err, sizeof err);
     ok(rc == 0 && be->equals_dense(&p) == 1, "all heads local with window >= seq equals dense");
     p = params(1, 4, 64, 16, 3, 1);
     p.window = 64;
-    rc = be->validate(&p, err, sizeof err);
+    rc = attn_validate_msg(be, &p, err, sizeof err);
     ok(rc == 0 && be->equals_dense(&p) == 0, "a routing head present: not dense");
 }
 

@@ -23,7 +23,7 @@ static attn *make(int B, int H, int n, int d, int K, float decay, attn_params *p
     p->share_qk = -1, p->local_heads = -1, p->assign = ATTN_ASSIGN_TOPK, p->norm = ATTN_NORM_L2;
     p->decay = decay, p->kmeans_iters = 3, p->seed = 42;
     char err[256];
-    if (BE->validate(p, err, sizeof err) != 0) {
+    if (attn_validate_msg(BE, p, err, sizeof err) != 0) {
         diag("%s", err);
         return NULL;
     }

@@ -336,7 +336,7 @@ static void test_flops(void) {
         attn_params p = params(2, 3, cases[c][0], 16, cases[c][1], cases[c][2]);
         const attn_backend *be = attn_find("local");
         char err[256];
-        if (be->validate(&p, err, sizeof err) != 0) {
+        if (attn_validate_msg(be, &p, err, sizeof err) != 0) {
             bad++;
             continue;
         }
@@ -368,18 +368,18 @@ static void test_params(void) {
     ok((be->uses & ATTN_USES_WINDOW) && !(be->uses & ATTN_USES_CLUSTERS), "local declares it uses window only");
     char err[256] = "";
     attn_params p = params(1, 1, 1000, 16, 0, 1);
-    int rc = be->validate(&p, err, sizeof err);
+    int rc = attn_validate_msg(be, &p, err, sizeof err);
     ok(rc == 0 && p.window == 256, "default window is 256 (got %d)", p.window);
     p = params(1, 1, 100, 16, 0, 1);
-    rc = be->validate(&p, err, sizeof err);
+    rc = attn_validate_msg(be, &p, err, sizeof err);
     ok(rc == 0 && p.window == 100, "default window is seq when seq < 256 (got %d)", p.window);
     ok(be->equals_dense(&p) == 1, "default window at seq 100 equals dense");
     p = params(1, 1, 1000, 16, 0, 1);
-    be->validate(&p, err, sizeof err);
+    attn_validate_msg(be, &p, err, sizeof err);
     ok(be->equals_dense(&p) == 0, "window 256 at seq 1000 does not equal dense");
     p = params(1, 1, 100, 16, -3, 1);
     err[0] = 0;
-    ok(be->validate(&p, err, sizeof err) != 0 && strstr(err, "window") != NULL, "negative window refused: %s", err);
+    ok(attn_validate_msg(be, &p, err, sizeof err) != 0 && strstr(err, "window") != NULL, "negative window refused: %s", err);
     p = params(1, 1, 100, 16, -3, 1);
     attn *a = attn_make("local", &p, err, sizeof err);
     ok(a == NULL && strstr(err, "window") != NULL, "attn_make refuses a negative window: %s", err);

@@ -604,7 +604,7 @@ static void test_export_import(void) {
         attn_params_default(&p);
         p.heads = 2, p.seq = 32, p.head_dim = 16, p.batch = 2;
         char e2[256];
-        if (attn_get(i)->validate(&p, e2, sizeof e2) != 0) continue;
+        if (attn_validate_msg(attn_get(i), &p, e2, sizeof e2) != 0) continue;
         size_t o = strlen(lb);
         snprintf(lb + o, sizeof lb - o, "%s%s", layers++ ? "," : "", attn_get(i)->name);
     }

@@ -33,7 +33,7 @@ static attn_params mkparams(cfg c) {
 static attn *make(cfg c, attn_params *p) {
     *p = mkparams(c);
     char err[256];
-    if (BE->validate(p, err, sizeof err) != 0) {
+    if (attn_validate_msg(BE, p, err, sizeof err) != 0) {
         diag("validate: %s", err);
         return NULL;
     }
@@ -449,15 +449,15 @@ static void test_validate(void) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         attn_params p = mkparams(bad[i].c);
         char err[256] = "";
-        int rc = BE->validate(&p, err, sizeof err);
+        int rc = attn_validate_msg(BE, &p, err, sizeof err);
         ok(rc != 0 && err[0], "validate refuses %s (%s)", bad[i].why, err);
     }
     attn_params p = mkparams((cfg){1, 1, 100, 8, 1, 0, 0, -1, 0, 0, 0});
     char err[256];
-    ok(BE->validate(&p, err, sizeof err) == 0 && p.clusters == 10 && p.window == 10 && p.share_qk == 1,
+    ok(attn_validate_msg(BE, &p, err, sizeof err) == 0 && p.clusters == 10 && p.window == 10 && p.share_qk == 1,
        "defaults: seq 100 -> clusters 10, window 10, shared when causal");
     p = mkparams((cfg){1, 1, 50, 8, 0, 0, 0, -1, 0, 0, 0});
-    ok(BE->validate(&p, err, sizeof err) == 0 && p.clusters == 7 && p.window == 8 && p.share_qk == 0,
+    ok(attn_validate_msg(BE, &p, err, sizeof err) == 0 && p.clusters == 7 && p.window == 8 && p.share_qk == 0,
        "defaults: seq 50 -> clusters round(sqrt) = 7, window ceil(50/7) = 8, unshared when not causal");
 }
 

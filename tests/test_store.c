@@ -69,7 +69,7 @@ static int make_db(const char *path, const char *name, const char *hash, int n, 
     char keys[8][17], names[8][16];
     for (int i = 0; i < n; i++) {
         snprintf(keys[i], sizeof keys[i], "%016d", i + 1);
-        snprintf(names[i], sizeof names[i], "dense-s%d", 64 * (i + 1));
+        snprintf(names[i], sizeof names[i], "dense-n%d", 64 * (i + 1));
         t[i] = trow(keys[i], 1, names[i]);
     }
     store_register_trials(s, t, n, eid, err, sizeof err);
@@ -120,7 +120,7 @@ int main(void) {
     store_experiment x = xrow("exp", "h1");
     int64_t eid, id;
     ok(store_begin_experiment(s, &x, &eid, err, sizeof err) == 0, "a run is recorded");
-    store_trial t[3] = {trow("aaaa", 1, "dense-s64"), trow("aaaa", 2, "dense-s64"), trow("bbbb", 1, "dense-s128")};
+    store_trial t[3] = {trow("aaaa", 1, "dense-n64"), trow("aaaa", 2, "dense-n64"), trow("bbbb", 1, "dense-n128")};
     t[2].seq = 128;
     ok(store_register_trials(s, t, 3, eid, err, sizeof err) == 0, "three trials registered");
     ok(store_register_trials(s, t, 3, eid, err, sizeof err) == 0, "registering again is harmless");

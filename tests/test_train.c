@@ -134,7 +134,7 @@ int main(void) {
        "options set by name (dashes or underscores)");
     ok(train_config_set(&c, "d_modle", "64", err, sizeof err) != 0 && strstr(err, "unknown"),
        "an unknown option is refused: %s", err);
-    ok(train_config_set(&c, "layers", "4x", err, sizeof err) != 0 && strstr(err, "not an integer"),
+    ok(train_config_set(&c, "layers", "4x", err, sizeof err) != 0 && strstr(err, "expected an integer"),
        "a malformed number is refused: %s", err);
     train_config_default(&c);
     c.heads = 3;

@@ -57,9 +57,8 @@ typedef struct {
     void *mem;     /* one allocation holding all of the above floats */
 } dense_attn;
 
-static int dense_validate(attn_params *p, char *err, size_t errlen) {
-    (void)err;
-    (void)errlen;
+static int dense_validate(attn_params *p, rb_err *e) {
+    (void)e;
     (void)p;
     return 0;
 }

@@ -60,12 +60,13 @@ static size_t naive_act_bytes(const attn_params *p) { return (size_t)naive_bytes
 
 static int naive_threads(void) { return RB_MAX(rb_threads(), omp_get_max_threads()); }
 
-static int naive_validate(attn_params *p, char *err, size_t errlen) {
+static int naive_validate(attn_params *p, rb_err *e) {
     /* Whether it fits this machine's memory is attn_memory_check's business
      * (a sweep records that as unsupported); here only what no machine has. */
     double need = naive_bytes_d(p, naive_threads());
     if (need > (double)SIZE_MAX / 2)
-        return rb_fail(err, errlen, "dense-naive at seq %d needs %.3g bytes for the probabilities", p->seq, need);
+        return rb_err_set(e, RB_EUNSUPPORTED, "seq", "dense-naive at seq %d needs %.3g bytes for the probabilities",
+                          p->seq, need);
     return 0;
 }
 

@@ -51,17 +51,19 @@ static void hybrid_split(const attn_params *p, attn_params *pl, attn_params *pr)
     pl->local_heads = pr->local_heads = -1;
 }
 
-static int hybrid_validate(attn_params *p, char *err, size_t errlen) {
-    if (p->heads <= 0) return rb_fail(err, errlen, "heads must be positive (got %d)", p->heads);
-    if (p->seq <= 0) return rb_fail(err, errlen, "seq must be positive (got %d)", p->seq);
+static int hybrid_validate(attn_params *p, rb_err *e) {
+    if (p->heads <= 0) return rb_err_set(e, RB_EINVAL, "heads", "heads must be positive (got %d)", p->heads);
+    if (p->seq <= 0) return rb_err_set(e, RB_EINVAL, "seq", "seq must be positive (got %d)", p->seq);
     if (p->local_heads == -1) p->local_heads = p->heads / 2;
     if (p->local_heads < 0 || p->local_heads > p->heads)
-        return rb_fail(err, errlen, "local_heads must be between 0 and heads (%d), or -1 for heads/2 (got %d)",
-                       p->heads, p->local_heads);
-    if (p->clusters < 0) return rb_fail(err, errlen, "clusters must not be negative (got %d)", p->clusters);
-    if (p->window < 0) return rb_fail(err, errlen, "window must not be negative (got %d)", p->window);
+        return rb_err_set(e, RB_EINVAL, "local_heads",
+                          "local_heads must be between 0 and heads (%d), or auto for heads/2 (got %d)", p->heads,
+                          p->local_heads);
+    if (p->clusters < 0)
+        return rb_err_set(e, RB_EINVAL, "clusters", "clusters must not be negative (got %d)", p->clusters);
+    if (p->window < 0) return rb_err_set(e, RB_EINVAL, "window", "window must not be negative (got %d)", p->window);
     if (p->clusters > p->seq)
-        return rb_fail(err, errlen, "clusters (%d) must not exceed seq (%d)", p->clusters, p->seq);
+        return rb_err_set(e, RB_EINVAL, "clusters", "clusters (%d) must not exceed seq (%d)", p->clusters, p->seq);
     int K = p->clusters > 0 ? p->clusters : (int)lround(sqrt((double)p->seq));
     if (K < 1) K = 1;
     p->clusters = K;
@@ -69,12 +71,12 @@ static int hybrid_validate(attn_params *p, char *err, size_t errlen) {
     if (p->window == 0) p->window = (p->seq + K - 1) / K;
     attn_params pl, pr;
     hybrid_split(p, &pl, &pr);
-    char msg[400];
-    if (pl.heads > 0 && attn_backend_local.validate(&pl, msg, sizeof msg) != 0)
-        return rb_fail(err, errlen, "local heads: %s", msg);
+    rb_err sub;
+    if (pl.heads > 0 && attn_backend_local.validate(&pl, &sub) != 0)
+        return rb_err_set(e, sub.code, sub.key, "local heads: %s", sub.msg);
     if (pr.heads > 0) {
-        if (attn_backend_routing.validate(&pr, msg, sizeof msg) != 0)
-            return rb_fail(err, errlen, "routing heads: %s", msg);
+        if (attn_backend_routing.validate(&pr, &sub) != 0)
+            return rb_err_set(e, sub.code, sub.key, "routing heads: %s", sub.msg);
         /* what routing resolved (share_qk's default) is the layer's */
         p->clusters = pr.clusters;
         p->window = pr.window;

@@ -58,9 +58,9 @@ typedef struct {
 
 static int local_eff_window(const attn_params *p) { return p->window < p->seq ? p->window : p->seq; }
 
-static int local_validate(attn_params *p, char *err, size_t errlen) {
-    if (p->seq <= 0) return rb_fail(err, errlen, "seq must be positive (got %d)", p->seq);
-    if (p->window < 0) return rb_fail(err, errlen, "window must not be negative (got %d)", p->window);
+static int local_validate(attn_params *p, rb_err *e) {
+    if (p->seq <= 0) return rb_err_set(e, RB_EINVAL, "seq", "seq must be positive (got %d)", p->seq);
+    if (p->window < 0) return rb_err_set(e, RB_EINVAL, "window", "window must not be negative (got %d)", p->window);
     if (p->window == 0) p->window = RB_MIN(LOCAL_DEFAULT_WINDOW, p->seq);
     /* window > seq is allowed: one block, i.e. dense attention */
     return 0;

@@ -117,34 +117,38 @@ static int64_t rt_pp_candidates(int64_t B, int64_t nsets, int64_t n, int64_t K) 
     return RB_MIN(S, B * nsets * n);
 }
 
-static int rt_validate(attn_params *p, char *err, size_t errlen) {
+/* Ranges of single parameters are attn_params_check_sizes' (the table's);
+ * here what depends on several. */
+static int rt_validate(attn_params *p, rb_err *e) {
     if (p->batch <= 0 || p->heads <= 0 || p->seq <= 0 || p->head_dim <= 0)
-        return rb_fail(err, errlen, "batch, heads, seq and head_dim must be positive");
-    if (p->clusters < 0) return rb_fail(err, errlen, "clusters must not be negative (got %d)", p->clusters);
-    if (p->window < 0) return rb_fail(err, errlen, "window must not be negative (got %d)", p->window);
+        return rb_err_set(e, RB_EINVAL, "seq", "batch, heads, seq and head_dim must be positive");
+    if (p->clusters < 0)
+        return rb_err_set(e, RB_EINVAL, "clusters", "clusters must not be negative (got %d)", p->clusters);
+    if (p->window < 0) return rb_err_set(e, RB_EINVAL, "window", "window must not be negative (got %d)", p->window);
     if (p->clusters > p->seq)
-        return rb_fail(err, errlen, "clusters (%d) must not exceed seq (%d)", p->clusters, p->seq);
-    if (p->window > p->seq) return rb_fail(err, errlen, "window (%d) must not exceed seq (%d)", p->window, p->seq);
+        return rb_err_set(e, RB_EINVAL, "clusters", "clusters (%d) must not exceed seq (%d)", p->clusters, p->seq);
+    if (p->window > p->seq)
+        return rb_err_set(e, RB_EINVAL, "window", "window (%d) must not exceed seq (%d)", p->window, p->seq);
     if (p->share_qk < -1 || p->share_qk > 1)
-        return rb_fail(err, errlen, "share_qk must be -1 (auto), 0 or 1 (got %d)", p->share_qk);
+        return rb_err_set(e, RB_EINVAL, "share_qk", "share_qk must be auto, 0 or 1 (got %d)", p->share_qk);
     if (p->assign != ATTN_ASSIGN_TOPK && p->assign != ATTN_ASSIGN_ARGMAX)
-        return rb_fail(err, errlen, "assign must be topk (%d) or argmax (%d) (got %d)", ATTN_ASSIGN_TOPK,
-                       ATTN_ASSIGN_ARGMAX, p->assign);
+        return rb_err_set(e, RB_EINVAL, "assign", "assign must be topk or argmax (got %d)", p->assign);
     if (p->norm != ATTN_NORM_L2 && p->norm != ATTN_NORM_LAYERNORM)
-        return rb_fail(err, errlen, "norm must be l2 (%d) or layernorm (%d) (got %d)", ATTN_NORM_L2,
-                       ATTN_NORM_LAYERNORM, p->norm);
+        return rb_err_set(e, RB_EINVAL, "norm", "norm must be l2 or layernorm (got %d)", p->norm);
     if (!(p->decay > 0.0f && p->decay < 1.0f))
-        return rb_fail(err, errlen, "decay must be in (0, 1) (got %g)", (double)p->decay);
+        return rb_err_set(e, RB_EINVAL, "decay", "decay must be in (0, 1) (got %g)", (double)p->decay);
     if (!(p->commit_weight >= 0.0f) || isinf(p->commit_weight))
-        return rb_fail(err, errlen, "commit_weight must be finite and >= 0 (got %g)", (double)p->commit_weight);
+        return rb_err_set(e, RB_EINVAL, "commit_weight", "commit_weight must be finite and >= 0 (got %g)",
+                          (double)p->commit_weight);
     if (p->kmeans_iters < 0 || p->kmeans_iters > 1000)
-        return rb_fail(err, errlen, "kmeans_iters must be in [0, 1000] (got %d)", p->kmeans_iters);
-    if (p->causal != 0 && p->causal != 1) return rb_fail(err, errlen, "causal must be 0 or 1");
+        return rb_err_set(e, RB_EINVAL, "kmeans_iters", "kmeans_iters must be in [0, 1000] (got %d)",
+                          p->kmeans_iters);
+    if (p->causal != 0 && p->causal != 1) return rb_err_set(e, RB_EINVAL, "causal", "causal must be 0 or 1");
     int K, w, shared;
     rt_resolve(p, &K, &w, &shared);
-    if ((double)K * w < 1) return rb_fail(err, errlen, "window * clusters must be at least 1");
+    if ((double)K * w < 1) return rb_err_set(e, RB_EINVAL, "window", "window * clusters must be at least 1");
     if ((double)p->batch * p->heads * K * w * p->head_dim > (double)(1ull << 40))
-        return rb_fail(err, errlen, "batch*heads*clusters*window*head_dim too large");
+        return rb_err_set(e, RB_EINVAL, "seq", "batch*heads*clusters*window*head_dim too large");
     p->clusters = K;
     p->window = w;
     p->share_qk = shared;

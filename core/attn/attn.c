@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "util/common.h"
+#include "util/json.h"
 #include "util/params.h"
 
 /* variants/registry.c */
@@ -27,13 +28,23 @@ const attn_backend *attn_find(const char *name) {
     return NULL;
 }
 
-const char *attn_names(void) {
-    static char buf[1024];
+const char *attn_names(char *buf, size_t len) {
     size_t off = 0;
-    buf[0] = 0;
-    for (int i = 0; i < attn_count() && off < sizeof buf; i++)
-        off += (size_t)snprintf(buf + off, sizeof buf - off, "%s%s", i ? ", " : "", attn_registry[i]->name);
+    if (len) buf[0] = 0;
+    for (int i = 0; i < attn_count() && off < len; i++)
+        off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? ", " : "", attn_registry[i]->name);
     return buf;
+}
+
+int attn_fail_unknown(const char *name, char *err, size_t errlen) {
+    const char *cands[256] = {NULL};
+    int n = 0;
+    for (int i = 0; i < attn_count() && n < 256; i++) cands[n++] = attn_registry[i]->name;
+    const char *sug = rb_closest(name, cands, n);
+    char names[1024];
+    attn_names(names, sizeof names);
+    if (sug) return rb_fail(err, errlen, "unknown backend '%s' (did you mean '%s'? known: %s)", name, sug, names);
+    return rb_fail(err, errlen, "unknown backend '%s' (known: %s)", name, names);
 }
 
 /* Where each params.def row lives in attn_params (NO_FIELD: not here). */
@@ -83,8 +94,29 @@ int attn_params_set(attn_params *p, const char *key, const char *text, char *err
     return 0;
 }
 
-/* Every numeric field within its range (or at its auto value). */
-static int check_ranges(const attn_params *p, char *err, size_t errlen) {
+void attn_params_json(struct rb_jw *w, const attn_params *p, unsigned uses, int fmt) {
+    attn_params def;
+    attn_params_default(&def);
+    for (int i = 0; i < rb_param_count(); i++) {
+        const rb_param *d = rb_param_at(i);
+        const void *f = attn_params_cfield(p, d);
+        if (!f || (d->flags & PF_NOSWEEP) || !attn_param_applies(d, uses)) continue;
+        char text[64], dtext[64];
+        rb_param_format(d, f, fmt, text, sizeof text);
+        rb_param_format(d, attn_params_cfield(&def, d), fmt, dtext, sizeof dtext);
+        if (fmt == RB_FMT_KEY && (d->flags & PF_NEWKEY) && strcmp(text, dtext) == 0) continue;
+        rb_jw_key(w, d->name);
+        if (d->type == PT_ENUM) rb_jw_str(w, text);
+        else if (d->type == PT_BOOL && fmt == RB_FMT_TEXT && *(const int *)f >= 0) rb_jw_bool(w, *(const int *)f);
+        else if (d->type == PT_BOOL || d->type == PT_INT) rb_jw_int(w, *(const int *)f);
+        else rb_jw_raw(w, text);
+    }
+}
+
+/* Every numeric field within its range (or at its auto value), and sizes
+ * that are not absurd; 0, or -1 with e naming the parameter. */
+static int check_sizes(const attn_params *p, rb_err *e) {
+    if (p->seq <= 0) return rb_err_set(e, RB_EINVAL, "seq", "seq must be positive (got %d)", p->seq);
     for (int i = 0; i < rb_param_count(); i++) {
         const rb_param *d = rb_param_at(i);
         const void *f = attn_params_cfield(p, d);
@@ -95,18 +127,35 @@ static int check_ranges(const attn_params *p, char *err, size_t errlen) {
         char text[48], msg[200];
         rb_param_format(d, f, RB_FMT_TEXT, text, sizeof text);
         rb_pval v;
-        if (rb_param_parse(d, text, &v, msg, sizeof msg) != 0) return rb_fail(err, errlen, "%s: %s", d->name, msg);
+        if (rb_param_parse(d, text, &v, msg, sizeof msg) != 0)
+            return rb_err_set(e, RB_EINVAL, d->name, "%s: %s", d->name, msg);
     }
+    double elems = (double)p->batch * p->heads * p->seq * p->head_dim;
+    if (elems > (double)(1ull << 40))
+        return rb_err_set(e, RB_EINVAL, "seq", "sizes too large (batch*heads*seq*head_dim = %.3g)", elems);
     return 0;
 }
 
 int attn_params_check_sizes(const attn_params *p, char *err, size_t errlen) {
-    if (p->seq <= 0) return rb_fail(err, errlen, "seq must be positive (got %d)", p->seq);
-    if (check_ranges(p, err, errlen) != 0) return -1;
-    double elems = (double)p->batch * p->heads * p->seq * p->head_dim;
-    if (elems > (double)(1ull << 40))
-        return rb_fail(err, errlen, "sizes too large (batch*heads*seq*head_dim = %.3g)", elems);
+    rb_err e;
+    if (check_sizes(p, &e) == 0) return 0;
+    return rb_fail(err, errlen, "%s", e.msg);
+}
+
+int attn_validate(const attn_backend *be, attn_params *p, rb_err *e) {
+    rb_err_clear(e);
+    if (check_sizes(p, e) != 0) return -1;
+    if (be->validate(p, e) != 0) {
+        if (e->code == RB_OK) e->code = RB_EINVAL;
+        return -1;
+    }
     return 0;
+}
+
+int attn_validate_msg(const attn_backend *be, attn_params *p, char *err, size_t errlen) {
+    rb_err e;
+    if (attn_validate(be, p, &e) == 0) return 0;
+    return rb_fail(err, errlen, "%s", e.msg);
 }
 
 static double mem_available_bytes(void) {
@@ -136,11 +185,11 @@ int attn_memory_check(const attn_backend *be, const attn_params *p, double extra
 attn *attn_make(const char *name, attn_params *p, char *err, size_t errlen) {
     const attn_backend *be = attn_find(name);
     if (!be) {
-        rb_fail(err, errlen, "unknown backend '%s' (known: %s)", name, attn_names());
+        attn_fail_unknown(name, err, errlen);
         return NULL;
     }
     char msg[512];
-    if (attn_params_check_sizes(p, msg, sizeof msg) != 0 || be->validate(p, msg, sizeof msg) != 0) {
+    if (attn_validate_msg(be, p, msg, sizeof msg) != 0) {
         rb_fail(err, errlen, "%s: %s", name, msg);
         return NULL;
     }

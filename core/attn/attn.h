@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "util/params.h"
+#include "util/status.h"
 
 enum { ATTN_ASSIGN_TOPK = 0, ATTN_ASSIGN_ARGMAX = 1 };
 enum { ATTN_NORM_L2 = 0, ATTN_NORM_LAYERNORM = 1 };
@@ -76,6 +77,14 @@ void *attn_params_field(attn_params *p, const rb_param *d);
 const void *attn_params_cfield(const attn_params *p, const rb_param *d);
 /* 1 when backend uses bits `uses` read parameter d (d->uses is 0 or shares a bit). */
 int attn_param_applies(const rb_param *d, unsigned uses);
+/* The parameters backend bits `uses` read, as members of the JSON object
+ * being written (in params.def order; the seed is left out).
+ * RB_FMT_KEY: the trial-key form (integers and booleans as integers, reals
+ * %.9g; PF_NEWKEY parameters only when not at their default), which must
+ * never change; RB_FMT_TEXT: booleans as true/false, reals shortest. */
+struct rb_jw;
+void attn_params_json(struct rb_jw *w, const attn_params *p, unsigned uses, int fmt);
+
 /* Checks what all backends need: every field within its params.def range
  * (or auto), and sizes that are not absurd; 0 or -1 + err. */
 int attn_params_check_sizes(const attn_params *p, char *err, size_t errlen);
@@ -99,9 +108,11 @@ struct attn_backend {
     unsigned uses;           /* ATTN_USES_* bits */
 
     /* Fill the backend's defaults into p (window, clusters, share_qk, ...)
-     * and check the combination. 0 on success; -1 with a message in err. No
+     * and check the combination (single parameters' ranges are the table's,
+     * checked before). 0 on success; -1 with e->key naming the parameter at
+     * fault, so a caller can point at it without reading the message. No
      * allocation. Required. */
-    int (*validate)(attn_params *p, char *err, size_t errlen);
+    int (*validate)(attn_params *p, rb_err *e);
 
     /* Make an instance for p (validated), with a->be pointing at this
      * backend and a->p the resolved parameters. NULL with a message when
@@ -158,8 +169,10 @@ struct attn_backend {
 const attn_backend *attn_find(const char *name);
 int attn_count(void);
 const attn_backend *attn_get(int i);
-/* "dense, dense-naive, local, ..." for messages. */
-const char *attn_names(void);
+/* "dense, dense-naive, local, ..." into buf (returned), for messages. */
+const char *attn_names(char *buf, size_t len);
+/* "unknown backend 'NAME' (did you mean 'X'? known: ...)" into err; -1. */
+int attn_fail_unknown(const char *name, char *err, size_t errlen);
 
 /* Whether an instance for p (validated) plus extra_bytes of the caller's
  * own fits in the memory this machine has available now (MemAvailable):
@@ -168,6 +181,12 @@ const char *attn_names(void);
  * so validate() does not check it: a sweep records such a trial as
  * unsupported instead of refusing the whole file. */
 int attn_memory_check(const attn_backend *be, const attn_params *p, double extra_bytes, char *err, size_t errlen);
+
+/* attn_params_check_sizes, then be->validate: 0, or -1 with e filled (the
+ * key of the parameter at fault, "" when none is). */
+int attn_validate(const attn_backend *be, attn_params *p, rb_err *e);
+/* The same with a message only. */
+int attn_validate_msg(const attn_backend *be, attn_params *p, char *err, size_t errlen);
 
 /* Convenience: find by name, validate, check memory and create, with one
  * error message.

@@ -52,9 +52,9 @@ static void io_fill(attn_io *io, uint64_t seed) {
 
 static int resolve(const char *backend, attn_params *p, const attn_backend **be, char *err, size_t errlen) {
     *be = attn_find(backend);
-    if (!*be) return rb_fail(err, errlen, "unknown backend '%s' (known: %s)", backend, attn_names());
+    if (!*be) return attn_fail_unknown(backend, err, errlen);
     char msg[512];
-    if (attn_params_check_sizes(p, msg, sizeof msg) != 0 || (*be)->validate(p, msg, sizeof msg) != 0)
+    if (attn_validate_msg(*be, p, msg, sizeof msg) != 0)
         return rb_fail(err, errlen, "%s: %s", backend, msg);
     /* the backend's activations plus the 8 input/output tensors made here */
     double n = (double)p->batch * p->heads * p->seq * p->head_dim;

@@ -200,7 +200,7 @@ int attn_npy_pass(const char *backend, attn_params *p, int flags, const char *lo
     if (!out_dir) out_dir = load_dir;
     if (!out_dir) return rb_fail(err, errlen, "no directory to write to");
     const attn_backend *be = attn_find(backend);
-    if (!be) return rb_fail(err, errlen, "unknown backend '%s' (known: %s)", backend, attn_names());
+    if (!be) return attn_fail_unknown(backend, err, errlen);
 
     /* With --load and no --seq, q.npy decides the sizes. */
     if (load_dir && p->seq == 0) {
@@ -211,7 +211,7 @@ int attn_npy_pass(const char *backend, attn_params *p, int flags, const char *lo
         free(d);
         p->batch = sh[0], p->heads = sh[1], p->seq = sh[2], p->head_dim = sh[3];
     }
-    if (attn_params_check_sizes(p, msg, sizeof msg) != 0 || be->validate(p, msg, sizeof msg) != 0)
+    if (attn_validate_msg(be, p, msg, sizeof msg) != 0)
         return rb_fail(err, errlen, "%s: %s", backend, msg);
     if (npy_mkdirs(out_dir, err, errlen) != 0) return -1;
 

@@ -8,33 +8,18 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cli/cli.h"
 #include "cli/commands.h"
+#include "cli/flags.h"
 #include "harness/experiment.h"
 #include "harness/runner.h"
 #include "store/store.h"
+#include "util/status.h"
 
-static void run_usage(FILE *f) {
-    fprintf(f,
-            "usage: routebench run FILE.yaml [options]\n"
-            "Validates the experiment file (every problem reported as FILE:LINE:COL: KEY: message, exit 2,\n"
-            "nothing run or written), expands its sweep and runs the trials into an SQLite database.\n"
-            "Rerunning the same command resumes: done trials are skipped, failed and interrupted ones\n"
-            "run again. Ctrl-C marks the trial in flight interrupted and exits 130 (twice: at once).\n\n"
-            "options:\n"
-            "  --db PATH        database (default results/NAME.db)\n"
-            "  --threads T      threads for everything (default: all cores)\n"
-            "  --shard I/N      run only the trials whose index modulo N is I (0 <= I < N); give each\n"
-            "                   shard its own --db and fold them with `routebench merge`\n"
-            "  --filter PAT     run only trials whose name (e.g. routing-s4096-k64-w64) contains PAT,\n"
-            "                   or matches it as a glob when it has * ? or [\n"
-            "  --dry-run        print the expanded trials (count, key, seed, name, parameters) and exit\n"
-            "  --no-sgemm       do not measure the sgemm ceiling at the start (saves a second or two)\n"
-            "  --quiet          no progress on stderr\n"
-            "exit status: 0 every trial done, 1 a trial failed, 2 bad input, 130 interrupted\n\n"
-            "%s",
-            exp_help_text);
-}
+static const char run_about[] =
+    "Validates the experiment file (every problem reported as FILE:LINE:COL: KEY: message, exit 2,\n"
+    "nothing run or written), expands its sweep and runs the trials into an SQLite database.\n"
+    "Rerunning the same command resumes: done trials are skipped, failed and interrupted ones\n"
+    "run again. Ctrl-C marks the trial in flight interrupted and exits 130 (twice: at once).";
 
 static int parse_shard(const char *v, int *i, int *n) {
     char *end;
@@ -49,54 +34,47 @@ static int parse_shard(const char *v, int *i, int *n) {
     return 0;
 }
 
+/* Flags into o; the experiment file into *file. -1 to go on, else an exit status. */
+static int parse_run(int argc, char **argv, run_options *o, const char **file, int *dry) {
+    const char *shard = NULL;
+    int no_sgemm = 0;
+    const cli_flag flags[] = {
+        {"--db", NULL, FL_STR, &o->db_path, "PATH", 0, 0, NULL, "database (default results/NAME.db)"},
+        {"--threads", NULL, FL_INT, &o->threads, "T", 1, 4096, NULL, "threads for everything (default: all cores)"},
+        {"--shard", NULL, FL_STR, &shard, "I/N", 0, 0, NULL,
+         "run only the trials whose index modulo N is I (0 <= I < N); give each\n"
+         "shard its own --db and fold them with `routebench merge`"},
+        {"--filter", NULL, FL_STR, &o->filter, "PAT", 0, 0, NULL,
+         "run only trials whose name (e.g. routing-n4096-k64-w64) contains PAT,\n"
+         "or matches it as a glob when it has * ? or ["},
+        {"--dry-run", NULL, FL_SWITCH, dry, NULL, 0, 0, NULL,
+         "print the expanded trials (count, key, seed, name, parameters) and exit"},
+        {"--no-sgemm", NULL, FL_SWITCH, &no_sgemm, NULL, 0, 0, NULL,
+         "do not measure the sgemm ceiling at the start (saves a second or two)"},
+        {"--quiet", "-q", FL_SWITCH, &o->quiet, NULL, 0, 0, NULL, "no progress on stderr"},
+    };
+    const cli_spec spec = {.cmd = "run", .synopsis = "FILE.yaml [options]", .about = run_about, .flags = flags,
+                           .nflags = (int)(sizeof flags / sizeof flags[0]), .positional = "FILE.yaml",
+                           .min_pos = 1, .max_pos = 1,
+                           .epilog = "exit status: 0 every trial done, 1 a trial failed, 2 bad input, 130 interrupted\n",
+                           .more_help = exp_help};
+    int rc = cli_parse(&spec, argc, argv, file, NULL);
+    if (rc != CLI_OK) return cli_exit(rc);
+    if (shard && parse_shard(shard, &o->shard_i, &o->shard_n)) {
+        fprintf(stderr, "routebench run: --shard wants I/N with 0 <= I < N (got '%s')\n", shard);
+        return RB_EXIT_USAGE;
+    }
+    o->measure_sgemm = !no_sgemm;
+    return -1;
+}
+
 int cmd_run(int argc, char **argv) {
     run_options o;
     memset(&o, 0, sizeof o);
-    o.measure_sgemm = 1;
     const char *file = NULL;
     int dry = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            run_usage(stdout);
-            return 0;
-        } else if (!strcmp(f, "--db")) {
-            if (!val || !*val) {
-                fprintf(stderr, "routebench run: --db needs a path\n");
-                return 2;
-            }
-            o.db_path = val, i++;
-        } else if (!strcmp(f, "--threads")) {
-            if (cli_int(f, val, 1, 4096, &o.threads)) return 2;
-            i++;
-        } else if (!strcmp(f, "--shard")) {
-            if (parse_shard(val, &o.shard_i, &o.shard_n)) {
-                fprintf(stderr, "routebench run: --shard wants I/N with 0 <= I < N (got '%s')\n", val ? val : "");
-                return 2;
-            }
-            i++;
-        } else if (!strcmp(f, "--filter")) {
-            if (!val) {
-                fprintf(stderr, "routebench run: --filter needs a pattern\n");
-                return 2;
-            }
-            o.filter = val, i++;
-        } else if (!strcmp(f, "--dry-run")) dry = 1;
-        else if (!strcmp(f, "--no-sgemm")) o.measure_sgemm = 0;
-        else if (!strcmp(f, "--quiet") || !strcmp(f, "-q")) o.quiet = 1;
-        else if (f[0] == '-' && f[1]) {
-            fprintf(stderr, "routebench run: unknown option '%s'\n", f);
-            run_usage(stderr);
-            return 2;
-        } else if (file) {
-            fprintf(stderr, "routebench run: one experiment file at a time (got '%s' and '%s')\n", file, f);
-            return 2;
-        } else file = f;
-    }
-    if (!file) {
-        fprintf(stderr, "routebench run: which experiment file? (routebench run FILE.yaml; --help for the format)\n");
-        return 2;
-    }
+    int prc = parse_run(argc, argv, &o, &file, &dry);
+    if (prc >= 0) return prc;
     static experiment e;
     static exp_errors errs;
     if (exp_load(&e, file, &errs) != 0) {
@@ -105,6 +83,7 @@ int cmd_run(int argc, char **argv) {
                 errs.n + errs.dropped == 1 ? "" : "s");
         return 2;
     }
+    for (int i = 0; i < e.nnotes; i++) fprintf(stderr, "note: %s\n", e.notes[i]);
     char dbbuf[600];
     if (!o.db_path) {
         snprintf(dbbuf, sizeof dbbuf, "results/%s.db", e.name);
@@ -156,28 +135,22 @@ int cmd_run(int argc, char **argv) {
 }
 
 int cmd_merge(int argc, char **argv) {
-    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        printf("usage: routebench merge OUT.db IN.db...\n"
-               "Folds shard databases of one experiment into OUT.db (created if missing). Every input must\n"
-               "hold the same experiment (name and YAML hash of its latest run); one copy of each trial\n"
-               "(key, seed) is kept, a done one over any other. Inputs are only read.\n");
-        return 0;
-    }
-    if (argc < 3) {
-        fprintf(stderr, "usage: routebench merge OUT.db IN.db...\n");
-        return 2;
-    }
-    for (int i = 1; i < argc; i++)
-        if (argv[i][0] == '-') {
-            fprintf(stderr, "routebench merge: unknown option '%s'\nusage: routebench merge OUT.db IN.db...\n", argv[i]);
-            return 2;
-        }
+    const char *pos[4096];
+    int npos = 0;
+    const cli_spec spec = {.cmd = "merge", .synopsis = "OUT.db IN.db...",
+                           .about = "Folds shard databases of one experiment into OUT.db (created if missing). Every\n"
+                                    "input must hold the same experiment (name and YAML hash of its latest run); one\n"
+                                    "copy of each trial (key, seed) is kept, a done one over any other. Inputs are\n"
+                                    "only read.",
+                           .positional = "OUT.db IN.db...", .min_pos = 2, .max_pos = 4096};
+    int rc = cli_parse(&spec, argc, argv, pos, &npos);
+    if (rc != CLI_OK) return cli_exit(rc);
     char err[1024];
     int copied, kept;
-    if (store_merge(argv[1], (const char *const *)argv + 2, argc - 2, &copied, &kept, err, sizeof err) != 0) {
+    if (store_merge(pos[0], pos + 1, npos - 1, &copied, &kept, err, sizeof err) != 0) {
         fprintf(stderr, "routebench merge: %s\n", err);
-        return 2;
+        return RB_EXIT_USAGE;
     }
-    fprintf(stderr, "routebench merge: %s: %d trials copied, %d already there kept\n", argv[1], copied, kept);
-    return 0;
+    fprintf(stderr, "routebench merge: %s: %d trials copied, %d already there kept\n", pos[0], copied, kept);
+    return RB_EXIT_OK;
 }

@@ -11,17 +11,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
+#include "cli/flags.h"
 #include "cli/commands.h"
 #include "util/common.h"
 #include "model/tasks.h"
 #include "util/threads.h"
 #include "model/train.h"
-
-/* Hook for YAML input: the sweep runner's parser may define this (a weak
- * reference, so train builds without it). Fills c from a YAML file's train
- * options; 0, or -1 with a message. */
-int train_config_from_yaml(const char *path, train_config *c, char *err, size_t errlen) __attribute__((weak));
 
 static volatile sig_atomic_t stop_requested = 0;
 static void on_sigint(int sig) {
@@ -75,29 +70,6 @@ static int should_stop(void *ctx) {
     return stop_requested;
 }
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: routebench train [options]\n\n"
-               "Trains one transformer language model and prints its evaluation and timing.\n"
-               "Every option below is a flag taking one value (--d-model 256); dashes and\n"
-               "underscores are interchangeable.\n\n");
-    int n;
-    const train_config_key *k = train_config_keys(&n);
-    for (int i = 0; i < n; i++) {
-        char flag[64];
-        snprintf(flag, sizeof flag, "--%s", k[i].key);
-        for (char *c = flag + 2; *c; c++)
-            if (*c == '_') *c = '-';
-        fprintf(f, "  %-18s %s\n", flag, k[i].help);
-    }
-    fprintf(f, "  %-18s %s\n", "--threads N", "threads for our loops and BLAS (default: all cores)");
-    fprintf(f, "  %-18s %s\n", "--bench N", "time N whole training steps on random tokens (after 2 warm-up), no training");
-    fprintf(f, "  %-18s %s\n", "--log-every N", "progress line every N steps when stderr is not a terminal (default steps/20)");
-    fprintf(f, "  %-18s %s\n", "--config FILE", "read options from a YAML file first (flags after it override)");
-    fprintf(f, "  %-18s %s\n", "--help", "this text");
-    fprintf(f, "\nExit status: 0 done, 1 the run failed (e.g. the loss became NaN), 2 bad options.\n"
-               "Ctrl-C stops after the current step, saves (with --save) and evaluates.\n");
-}
-
 static void print_result(const train_config *c, const train_result *r, int bench) {
     printf("model: d_model %d, layers %d, heads %d, seq %d, vocab %d, %zu parameters; backends:", c->d_model,
            c->layers, c->heads, c->seq, c->vocab, r->params);
@@ -120,48 +92,36 @@ static void print_result(const train_config *c, const train_result *r, int bench
     for (int i = 0; i < r->nstats; i++) printf("stat %s: %.6g\n", r->stat_names[i], r->stat_values[i]);
 }
 
+static int set_train_param(void *target, const rb_param *d, const char *text, char *err, size_t errlen) {
+    return train_config_set(target, d->name, text, err, errlen);
+}
+
+static const char train_about[] =
+    "Trains one transformer language model and prints its evaluation and timing.\n"
+    "Every parameter below is a flag taking one value (--d-model 256); dashes and\n"
+    "underscores are interchangeable.";
+
+static const char train_epilog[] =
+    "Exit status: 0 done, 1 the run failed (e.g. the loss became NaN), 2 bad options.\n"
+    "Ctrl-C stops after the current step, saves (with --save) and evaluates.\n";
+
 int cmd_train(int argc, char **argv) {
     train_config c;
     train_config_default(&c);
     int threads = 0, bench = 0, log_every = 0;
     char err[1024];
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
-            usage(stdout);
-            return 0;
-        }
-        if (strncmp(f, "--", 2) != 0) {
-            fprintf(stderr, "routebench train: unexpected argument '%s'\n", f);
-            usage(stderr);
-            return 2;
-        }
-        int rc = 0;
-        if (strcmp(f, "--threads") == 0) rc = cli_int(f, val, 1, 4096, &threads);
-        else if (strcmp(f, "--bench") == 0) rc = cli_int(f, val, 1, 1 << 20, &bench);
-        else if (strcmp(f, "--log-every") == 0) rc = cli_int(f, val, 1, 1 << 30, &log_every);
-        else if (strcmp(f, "--config") == 0) {
-            if (!val) {
-                fprintf(stderr, "routebench train: --config needs a file\n");
-                return 2;
-            }
-            if (!train_config_from_yaml) {
-                fprintf(stderr, "routebench train: --config: YAML input is not built into this binary yet\n");
-                return 2;
-            }
-            if (train_config_from_yaml(val, &c, err, sizeof err)) {
-                fprintf(stderr, "routebench train: %s\n", err);
-                return 2;
-            }
-        } else if (train_config_set(&c, f + 2, val, err, sizeof err)) {
-            fprintf(stderr, "routebench train: %s\nusage: routebench train [--option value ...]; "
-                            "`routebench train --help` lists every option\n", err);
-            return 2;
-        }
-        if (rc) return 2;
-        i++; /* every flag takes one value */
-    }
+    const cli_flag flags[] = {
+        {"--threads", NULL, FL_INT, &threads, "N", 1, 4096, NULL, "threads for our loops and BLAS (default: all cores)"},
+        {"--bench", NULL, FL_INT, &bench, "N", 1, 1 << 20, NULL,
+         "time N whole training steps on random tokens (after 2 warm-up), no training"},
+        {"--log-every", NULL, FL_INT, &log_every, "N", 1, 1 << 30, NULL,
+         "progress line every N steps when stderr is not a terminal (default steps/20)"},
+    };
+    const cli_spec spec = {.cmd = "train", .about = train_about, .flags = flags,
+                           .nflags = (int)(sizeof flags / sizeof flags[0]), .params = CLI_PARAMS_MODEL,
+                           .set_param = set_train_param, .target = &c, .epilog = train_epilog};
+    int prc = cli_parse(&spec, argc, argv, NULL, NULL);
+    if (prc != CLI_OK) return cli_exit(prc);
     rb_set_threads(threads);
     if (train_config_check(&c, err, sizeof err)) {
         fprintf(stderr, "routebench train: %s\n", err);

@@ -31,6 +31,7 @@
 #define EXP_MAX_TRIALS 100000
 #define EXP_MAX_REPEAT 1000
 #define EXP_MAX_ERRORS 64   /* problems reported before giving up */
+#define EXP_MAX_NOTES 8     /* notes (old spellings) kept */
 
 enum { EXP_KIND_BENCH = 0, EXP_KIND_TRAIN = 1, EXP_KIND_ANALYZE = 2 /* train, then core/model/analyze.h */ };
 enum { EXP_BENCH_ATTN = 0, EXP_BENCH_MODEL = 1 };
@@ -72,7 +73,7 @@ typedef struct {
     int *vi;            /* [naxes] */
     uint64_t seed;
     char key[17];       /* hex hash of the resolved parameters without the seed */
-    char name[160];     /* readable: routing-s4096-k64-w64 */
+    char name[160];     /* readable: routing-n4096-k64-w64 */
     char backend[TRAIN_NAME_LEN];
     attn_params attn;   /* bench attn: resolved parameters (seed set) */
 } exp_trial;
@@ -98,6 +99,8 @@ typedef struct {
     int ntrials;
     exp_trial *trials;
     int *vi_pool;
+    int nnotes;         /* things worth saying that are not problems (old spellings) */
+    char notes[EXP_MAX_NOTES][800];
 } experiment;
 
 /* Collected problems: "file:line:col: key: message" lines. */
@@ -115,11 +118,6 @@ int exp_load_string(experiment *e, const char *text, size_t len, const char *pat
 void exp_free(experiment *e);
 void exp_errors_print(const exp_errors *errs, FILE *f);
 
-/* Resolved parameters of a trial as (key, value) pairs in a fixed order
- * (fixed parameters, then axes), without those that do not apply to the
- * trial's backend. Returns the count (at most max). */
-int exp_trial_params(const experiment *e, const exp_trial *t, exp_assign *out, int max);
-
 /* Build the train_config of a model-bench or train trial (set and checked).
  * 0, or -1 with a message. */
 int exp_trial_config(const experiment *e, const exp_trial *t, train_config *c, char *err, size_t errlen);
@@ -132,14 +130,8 @@ int exp_trial_json(const experiment *e, const exp_trial *t, char *out, size_t le
 const char *exp_kind_name(int kind);
 const char *exp_bench_name(int bench);
 
-/* The documentation of the file format (for --help). */
-extern const char exp_help_text[];
-
-/* 64-bit FNV-1a, printed as 16 hex digits. */
-uint64_t exp_hash64(const void *data, size_t len, uint64_t h);
-void exp_hex(char out[17], uint64_t h);
-
-/* Edit distance (closest-key suggestions). */
-int exp_levenshtein(const char *a, const char *b);
+/* The documentation of the file format, with every parameter of the
+ * table for each kind of trial (for `routebench run --help`). */
+void exp_help(FILE *f);
 
 #endif

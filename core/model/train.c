@@ -11,268 +11,112 @@
 
 #include "model/checkpoint.h"
 #include "util/common.h"
+#include "util/hash.h"
+#include "util/params.h"
 #include "util/kernels.h"
 #include "model/model.h"
 #include "model/tasks.h"
 
+/* ---- the parameter table (core/util/params.def) in a train_config ---- */
+
+/* Where each params.def row lives in train_config (NO_FIELD: not in a
+ * model, e.g. head_dim, which the model derives) and its size (text fields). */
+#define NO_FIELD ((size_t)-1)
+#define MEMBER_SIZE(f) sizeof(((train_config *)0)->f)
+#define OFF_W_A(name, tf) NO_FIELD
+#define OFF_W_AA(name, tf) offsetof(train_config, attn) + offsetof(attn_params, name)
+#define OFF_W_AT(name, tf) offsetof(train_config, tf)
+#define OFF_W_T(name, tf) offsetof(train_config, tf)
+#define OFF_W_SEL(name, tf) offsetof(train_config, tf)
+#define SIZE_W_A(tf) 0
+#define SIZE_W_AA(tf) 0
+#define SIZE_W_AT(tf) MEMBER_SIZE(tf)
+#define SIZE_W_T(tf) MEMBER_SIZE(tf)
+#define SIZE_W_SEL(tf) MEMBER_SIZE(tf)
+static const struct {
+    size_t off, size;
+} fields[] = {
+#define PARAM(name, type, where, tfield, ...) {OFF_##where(name, tfield), SIZE_##where(tfield)},
+#define ALIAS(old, name)
+#include "util/params.def"
+#undef PARAM
+#undef ALIAS
+};
+
+void *train_config_field(train_config *c, const rb_param *d, size_t *size) {
+    int i = rb_param_index(d);
+    if (i < 0 || fields[i].off == NO_FIELD) return NULL;
+    if (size) *size = fields[i].size;
+    return (char *)c + fields[i].off;
+}
+
 void train_config_default(train_config *c) {
     memset(c, 0, sizeof *c);
-    c->vocab = 0;
-    c->d_model = 256;
-    c->layers = 4;
-    c->heads = 4;
-    c->mlp_mult = 4;
-    c->seq = 256;
-    c->pos = TRAIN_POS_LEARNED;
-    snprintf(c->backend, sizeof c->backend, "dense");
-    c->local_layers = 0;
-    attn_params_default(&c->attn);
-    c->attn.causal = 1;
-    c->commit_beta = 1e-4f;
-    c->batch = 8;
-    c->accum = 1;
-    c->steps = 100;
-    c->warmup = -1;
-    c->lr = 3e-4f;
-    c->min_lr = -1;
-    c->weight_decay = 0.1f;
-    c->clip = 1.0f;
-    c->beta1 = 0.9f;
-    c->beta2 = 0.95f;
-    c->eps = 1e-8f;
-    c->eval_every = 0;
-    c->eval_batches = 8;
-    snprintf(c->task, sizeof c->task, "text");
-    snprintf(c->data, sizeof c->data, "data/kjv.txt");
-    c->train_frac = 0.9;
-    c->val_frac = 0.05;
-    c->copy_vocab = 16;
-    c->recall_keys = 16;
-    c->recall_values = 16;
-    c->random_vocab = 256;
-    c->seed = 1;
-}
-
-/* ---- set by name ---- */
-
-enum { K_INT, K_FLOAT, K_DOUBLE, K_STR, K_U64, K_POS, K_CLUSTERS, K_ASSIGN, K_NORM };
-
-typedef struct {
-    const char *key;
-    int type;
-    size_t off, len;
-    long lo, hi;
-    const char *help;
-} key_def;
-
-#define I(k, f, lo, hi, h) {k, K_INT, offsetof(train_config, f), 0, lo, hi, h}
-#define FL(k, f, h) {k, K_FLOAT, offsetof(train_config, f), 0, 0, 0, h}
-#define DB(k, f, h) {k, K_DOUBLE, offsetof(train_config, f), 0, 0, 0, h}
-#define S(k, f, h) {k, K_STR, offsetof(train_config, f), sizeof(((train_config *)0)->f), 0, 0, h}
-
-static const key_def keys[] = {
-    I("vocab", vocab, 0, 1 << 24, "vocabulary size (default 0: the task's)"),
-    I("d_model", d_model, 1, 1 << 16, "model width (default 256)"),
-    I("layers", layers, 1, TRAIN_MAX_LAYERS, "transformer blocks (default 4)"),
-    I("heads", heads, 1, 1024, "attention heads; must divide d_model (default 4)"),
-    I("mlp_mult", mlp_mult, 1, 64, "MLP hidden width as a multiple of d_model (default 4)"),
-    I("seq", seq, 1, 1 << 22, "tokens per sequence (default 256)"),
-    {"pos", K_POS, offsetof(train_config, pos), 0, 0, 0, "positions: learned|sinusoidal (default learned)"},
-    S("backend", backend, "attention backend of every layer (default dense)"),
-    S("layer_backends", layer_backends, "per-layer backends, comma separated, one per layer (default: none)"),
-    I("local_layers", local_layers, 0, TRAIN_MAX_LAYERS, "the first N layers use local attention (default 0)"),
-    I("window", attn.window, 0, 1 << 22, "local block / routing cluster size (default 0: backend's)"),
-    {"clusters", K_CLUSTERS, offsetof(train_config, attn.clusters), 0, 0, 0,
-     "routing centroids per head, N|auto (default auto = sqrt(seq))"},
-    I("local_heads", attn.local_heads, -1, 1024, "hybrid: local heads, the rest routing (default -1: heads/2)"),
-    I("share_qk", attn.share_qk, -1, 1, "routing: keys = queries, -1|0|1 (default -1: shared when causal)"),
-    {"assign", K_ASSIGN, offsetof(train_config, attn.assign), 0, 0, 0, "routing: topk|argmax (default topk)"},
-    {"norm", K_NORM, offsetof(train_config, attn.norm), 0, 0, 0, "routing vectors: l2|layernorm (default l2)"},
-    FL("decay", attn.decay, "routing: k-means EMA decay (default 0.999)"),
-    I("kmeans_iters", attn.kmeans_iters, 0, 1000, "routing: Lloyd iterations at init (default 3)"),
-    FL("commit_beta", commit_beta, "weight of the routing commitment loss (default 1e-4)"),
-    I("batch", batch, 1, 1 << 20, "sequences per micro-batch (default 8)"),
-    I("accum", accum, 1, 1 << 20, "micro-batches per optimiser step (default 1)"),
-    I("steps", steps, 0, 1 << 30, "optimiser steps (default 100)"),
-    I("warmup", warmup, -1, 1 << 30, "linear warm-up steps (default -1: min(100, steps/10))"),
-    FL("lr", lr, "peak learning rate (default 3e-4)"),
-    FL("min_lr", min_lr, "final learning rate of the cosine decay (default -1: lr/10)"),
-    FL("weight_decay", weight_decay, "AdamW weight decay on matrices and embeddings (default 0.1)"),
-    FL("clip", clip, "global gradient-norm clip, 0 = off (default 1.0)"),
-    FL("beta1", beta1, "AdamW beta1 (default 0.9)"),
-    FL("beta2", beta2, "AdamW beta2 (default 0.95)"),
-    FL("eps", eps, "AdamW epsilon (default 1e-8)"),
-    I("eval_every", eval_every, 0, 1 << 30, "evaluate every N steps, 0 = only at the end (default 0)"),
-    I("eval_batches", eval_batches, 1, 1 << 20, "micro-batches per evaluation (default 8)"),
-    S("task", task, "text|copy|recall|random (default text)"),
-    S("data", data, "corpus of the text task (default data/kjv.txt; `make data` writes it)"),
-    DB("train_frac", train_frac, "training share of the data (default 0.9)"),
-    DB("val_frac", val_frac, "validation share; test is the rest (default 0.05)"),
-    I("copy_vocab", copy_vocab, 2, 1 << 20, "copy: symbols 1..V-1 and the separator 0 (default 16)"),
-    I("recall_keys", recall_keys, 1, 1 << 20, "recall: distinct keys (default 16)"),
-    I("recall_values", recall_values, 1, 1 << 20, "recall: distinct values (default 16)"),
-    I("random_vocab", random_vocab, 1, 1 << 24, "random: vocabulary (default 256)"),
-    {"seed", K_U64, offsetof(train_config, seed), 0, 0, 0, "random seed (default 1)"},
-    S("load", load, "resume from this checkpoint (default none)"),
-    S("save", save, "write a checkpoint here at the end (default none)"),
-    I("save_every", save_every, 0, 1 << 30, "also save every N steps (default 0: only at the end)"),
-    I("stop_after", stop_after, 0, 1 << 30, "stop after step N although steps is larger (default 0: off)"),
-};
-#define NKEYS ((int)(sizeof keys / sizeof keys[0]))
-
-const train_config_key *train_config_keys(int *n) {
-    static train_config_key out[NKEYS];
-    for (int i = 0; i < NKEYS; i++) out[i] = (train_config_key){keys[i].key, keys[i].help};
-    *n = NKEYS;
-    return out;
-}
-
-static int key_eq(const char *a, const char *b) {
-    for (; *a && *b; a++, b++) {
-        char x = *a == '-' ? '_' : *a, y = *b == '-' ? '_' : *b;
-        if (x != y) return 0;
+    attn_params_default(&c->attn); /* the fields a model derives keep the layer defaults */
+    for (int i = 0; i < rb_param_count(); i++) {
+        const rb_param *d = rb_param_at(i);
+        size_t size = 0;
+        void *f = train_config_field(c, d, &size);
+        rb_pval v;
+        if (f && rb_param_parse_default(d, d->tdef, &v) == 0) rb_param_put(d, f, size, &v);
     }
-    return *a == *b;
 }
 
-static int parse_long(const char *v, long *out) {
-    char *end;
-    if (!v || !*v) return -1;
-    long x = strtol(v, &end, 10);
-    if (*end) return -1;
-    *out = x;
-    return 0;
-}
-
-static int parse_double(const char *v, double *out) {
-    char *end;
-    if (!v || !*v) return -1;
-    double x = strtod(v, &end);
-    if (*end || !isfinite(x)) return -1;
-    *out = x;
-    return 0;
+/* Each item of a comma-separated list of backends is a registered name. */
+static int check_backends(const char *list, char *err, size_t errlen) {
+    char item[TRAIN_NAME_LEN + 1];
+    for (const char *p = list;;) {
+        while (*p == ' ') p++;
+        size_t n = strcspn(p, ",");
+        while (n > 0 && p[n - 1] == ' ') n--;
+        if (n == 0 || n >= sizeof item) return rb_fail(err, errlen, "expected backend names separated by commas, got '%s'", list);
+        memcpy(item, p, n);
+        item[n] = 0;
+        if (!attn_find(item)) return attn_fail_unknown(item, err, errlen);
+        p = strchr(p, ',');
+        if (!p) return 0;
+        p++;
+    }
 }
 
 int train_config_set(train_config *c, const char *key, const char *value, char *err, size_t errlen) {
-    const key_def *k = NULL;
-    for (int i = 0; i < NKEYS; i++)
-        if (key_eq(keys[i].key, key)) k = &keys[i];
-    if (!k) return rb_fail(err, errlen, "unknown training option '%s'", key);
-    if (!value) return rb_fail(err, errlen, "%s needs a value", k->key);
-    char *field = (char *)c + k->off;
-    long l;
-    double d;
-    switch (k->type) {
-    case K_INT:
-        if (parse_long(value, &l)) return rb_fail(err, errlen, "%s: '%s' is not an integer", k->key, value);
-        if (l < k->lo || l > k->hi)
-            return rb_fail(err, errlen, "%s: %ld is out of range [%ld, %ld]", k->key, l, k->lo, k->hi);
-        *(int *)field = (int)l;
-        return 0;
-    case K_FLOAT:
-    case K_DOUBLE:
-        if (parse_double(value, &d)) return rb_fail(err, errlen, "%s: '%s' is not a number", k->key, value);
-        if (k->type == K_FLOAT) *(float *)field = (float)d;
-        else *(double *)field = d;
-        return 0;
-    case K_STR:
-        if (strlen(value) >= k->len)
-            return rb_fail(err, errlen, "%s: '%s' is too long (at most %zu characters)", k->key, value, k->len - 1);
-        snprintf(field, k->len, "%s", value);
-        return 0;
-    case K_U64: {
-        char *end;
-        if (!*value || value[0] == '-') return rb_fail(err, errlen, "%s: '%s' is not a non-negative integer", k->key, value);
-        unsigned long long x = strtoull(value, &end, 10);
-        if (*end) return rb_fail(err, errlen, "%s: '%s' is not a non-negative integer", k->key, value);
-        *(uint64_t *)field = x;
-        return 0;
+    const rb_param *d = rb_param_find(key);
+    size_t size = 0;
+    void *f = d ? train_config_field(c, d, &size) : NULL;
+    if (!f) return rb_fail(err, errlen, "unknown training option '%s'", key);
+    rb_pval v;
+    char msg[300];
+    if (rb_param_parse(d, value, &v, msg, sizeof msg) != 0) return rb_fail(err, errlen, "%s: %s", d->name, msg);
+    if (d->type == PT_BACKEND && !attn_find(value)) {
+        attn_fail_unknown(value, msg, sizeof msg);
+        return rb_fail(err, errlen, "%s: %s", d->name, msg);
     }
-    case K_POS:
-        if (strcmp(value, "learned") == 0) *(int *)field = TRAIN_POS_LEARNED;
-        else if (strcmp(value, "sinusoidal") == 0) *(int *)field = TRAIN_POS_SINUSOIDAL;
-        else return rb_fail(err, errlen, "pos must be learned or sinusoidal (got '%s')", value);
-        return 0;
-    case K_CLUSTERS:
-        if (strcmp(value, "auto") == 0) {
-            *(int *)field = 0;
-            return 0;
-        }
-        if (parse_long(value, &l) || l < 0 || l > (1 << 22))
-            return rb_fail(err, errlen, "clusters must be a positive integer or auto (got '%s')", value);
-        *(int *)field = (int)l;
-        return 0;
-    case K_ASSIGN:
-        if (strcmp(value, "topk") == 0) *(int *)field = ATTN_ASSIGN_TOPK;
-        else if (strcmp(value, "argmax") == 0) *(int *)field = ATTN_ASSIGN_ARGMAX;
-        else return rb_fail(err, errlen, "assign must be topk or argmax (got '%s')", value);
-        return 0;
-    case K_NORM:
-        if (strcmp(value, "l2") == 0) *(int *)field = ATTN_NORM_L2;
-        else if (strcmp(value, "layernorm") == 0) *(int *)field = ATTN_NORM_LAYERNORM;
-        else return rb_fail(err, errlen, "norm must be l2 or layernorm (got '%s')", value);
-        return 0;
-    }
-    return rb_fail(err, errlen, "internal: key type");
+    if (d->type == PT_BACKENDS && *value && check_backends(value, msg, sizeof msg) != 0)
+        return rb_fail(err, errlen, "%s: %s", d->name, msg);
+    if (rb_param_put(d, f, size, &v) != 0)
+        return rb_fail(err, errlen, "%s: '%s' is too long (at most %zu characters)", d->name, value, size - 1);
+    return 0;
 }
 
-/* Every key as it would be given to train_config_set. Floats and doubles are
- * written with as few digits as read back as the same value (at most 9 and
- * 17), so the configuration hash survives the round trip exactly. */
+/* Every key as it would be given to train_config_set, numbers with the
+ * shortest text that reads back as the same value, so the configuration
+ * hash survives the round trip exactly. */
 int train_config_to_text(const train_config *c, char *out, size_t len) {
     size_t off = 0;
     if (len) out[0] = 0;
-    for (int i = 0; i < NKEYS; i++) {
-        const key_def *k = &keys[i];
-        const char *field = (const char *)c + k->off;
+    for (int i = 0; i < rb_param_count(); i++) {
+        const rb_param *d = rb_param_at(i);
+        const void *f = train_config_field((train_config *)c, d, NULL);
+        if (!f) continue;
         char v[TRAIN_PATH_LEN + 32];
-        int x = k->type == K_INT || k->type == K_POS || k->type == K_CLUSTERS || k->type == K_ASSIGN ||
-                        k->type == K_NORM
-                    ? *(const int *)field
-                    : 0;
-        switch (k->type) {
-        case K_INT: snprintf(v, sizeof v, "%d", x); break;
-        case K_FLOAT: { /* the shortest text that reads back as the same float: 0.999, not 0.999000013 */
-            float f = *(const float *)field;
-            for (int p = 6; p <= 9; p++) {
-                snprintf(v, sizeof v, "%.*g", p, (double)f);
-                if (strtof(v, NULL) == f) break;
-            }
-            break;
+        if (d->type == PT_STR && strchr((const char *)f, '\n')) return -1; /* one line per key */
+        if (d->type == PT_ENUM) {
+            int x = *(const int *)f, n = 1;
+            for (const char *p = d->choices; *p; p++) n += *p == '|';
+            if (x < 0 || x >= n) return -1;
         }
-        case K_DOUBLE: {
-            double d = *(const double *)field;
-            for (int p = 15; p <= 17; p++) {
-                snprintf(v, sizeof v, "%.*g", p, d);
-                if (strtod(v, NULL) == d) break;
-            }
-            break;
-        }
-        case K_STR:
-            if (strlen(field) >= k->len || strchr(field, '\n')) return -1; /* one line per key */
-            snprintf(v, sizeof v, "%s", field);
-            break;
-        case K_U64: snprintf(v, sizeof v, "%llu", (unsigned long long)*(const uint64_t *)field); break;
-        case K_POS:
-            if (x != TRAIN_POS_LEARNED && x != TRAIN_POS_SINUSOIDAL) return -1;
-            snprintf(v, sizeof v, "%s", x == TRAIN_POS_SINUSOIDAL ? "sinusoidal" : "learned");
-            break;
-        case K_CLUSTERS:
-            if (x < 0) return -1;
-            if (x == 0) snprintf(v, sizeof v, "auto");
-            else snprintf(v, sizeof v, "%d", x);
-            break;
-        case K_ASSIGN:
-            if (x != ATTN_ASSIGN_TOPK && x != ATTN_ASSIGN_ARGMAX) return -1;
-            snprintf(v, sizeof v, "%s", x == ATTN_ASSIGN_TOPK ? "topk" : "argmax");
-            break;
-        case K_NORM:
-            if (x != ATTN_NORM_L2 && x != ATTN_NORM_LAYERNORM) return -1;
-            snprintf(v, sizeof v, "%s", x == ATTN_NORM_L2 ? "l2" : "layernorm");
-            break;
-        default: return -1;
-        }
-        int n = snprintf(off < len ? out + off : NULL, off < len ? len - off : 0, "%s=%s\n", k->key, v);
+        rb_param_format(d, f, RB_FMT_TEXT, v, sizeof v);
+        int n = snprintf(off < len ? out + off : NULL, off < len ? len - off : 0, "%s=%s\n", d->name, v);
         if (n < 0) return -1;
         off += (size_t)n;
     }
@@ -342,73 +186,90 @@ static attn_params layer_params(const train_config *c) {
     return p;
 }
 
-int train_config_check(train_config *c, char *err, size_t errlen) {
-    int tv = task_vocab(c, err, errlen);
-    if (tv < 0) return -1;
-    if (c->vocab == 0) c->vocab = tv;
-    else if (c->vocab < tv)
-        return rb_fail(err, errlen, "vocab %d is smaller than the %s task needs (%d)", c->vocab, c->task, tv);
+/* The checks that involve several fields (single fields' ranges are the
+ * table's, checked when set). */
+static int check_model(train_config *c, rb_err *e) {
     if (c->d_model < 1 || c->layers < 1 || c->layers > TRAIN_MAX_LAYERS || c->heads < 1 || c->mlp_mult < 1 ||
         c->seq < 1 || c->batch < 1 || c->accum < 1 || c->steps < 0)
-        return rb_fail(err, errlen, "sizes must be positive (d_model %d, layers %d (max %d), heads %d, seq %d, "
-                                    "batch %d, accum %d)",
-                       c->d_model, c->layers, TRAIN_MAX_LAYERS, c->heads, c->seq, c->batch, c->accum);
+        return rb_err_set(e, RB_EINVAL, "", "sizes must be positive (d_model %d, layers %d (max %d), heads %d, seq %d, "
+                          "batch %d, accum %d)", c->d_model, c->layers, TRAIN_MAX_LAYERS, c->heads, c->seq, c->batch,
+                          c->accum);
     if (c->d_model % c->heads)
-        return rb_fail(err, errlen, "heads (%d) must divide d_model (%d)", c->heads, c->d_model);
-    if (c->pos != TRAIN_POS_LEARNED && c->pos != TRAIN_POS_SINUSOIDAL) return rb_fail(err, errlen, "bad pos");
+        return rb_err_set(e, RB_EINVAL, "heads", "heads (%d) must divide d_model (%d)", c->heads, c->d_model);
+    if (c->pos != TRAIN_POS_LEARNED && c->pos != TRAIN_POS_SINUSOIDAL) return rb_err_set(e, RB_EINVAL, "pos", "bad pos");
     if (c->local_layers < 0 || c->local_layers > c->layers)
-        return rb_fail(err, errlen, "local_layers %d must be in [0, layers = %d]", c->local_layers, c->layers);
-    if (!(c->lr > 0)) return rb_fail(err, errlen, "lr must be positive (got %g)", c->lr);
-    if (c->warmup < 0) c->warmup = RB_MIN(100, c->steps / 10);
-    if (c->min_lr < 0) c->min_lr = c->lr / 10;
-    if (c->min_lr > c->lr) return rb_fail(err, errlen, "min_lr %g exceeds lr %g", c->min_lr, c->lr);
-    if (!(c->beta1 >= 0 && c->beta1 < 1 && c->beta2 >= 0 && c->beta2 < 1 && c->eps > 0))
-        return rb_fail(err, errlen, "AdamW needs 0 <= beta1, beta2 < 1 and eps > 0");
-    if (c->weight_decay < 0 || c->clip < 0 || c->commit_beta < 0)
-        return rb_fail(err, errlen, "weight_decay, clip and commit_beta must not be negative");
-    if (c->eval_batches < 1) return rb_fail(err, errlen, "eval_batches must be at least 1");
-    if (!(c->train_frac > 0 && c->val_frac > 0 && c->train_frac + c->val_frac < 1))
-        return rb_fail(err, errlen, "split fractions must be positive and leave a test split (train %g, val %g)",
-                       c->train_frac, c->val_frac);
+        return rb_err_set(e, RB_EINVAL, "local_layers", "local_layers %d must be in [0, layers = %d]", c->local_layers,
+                          c->layers);
     if (c->layer_backends[0]) {
         int items = 1;
         for (const char *p = c->layer_backends; *p; p++) items += *p == ',';
         if (items != c->layers)
-            return rb_fail(err, errlen, "layer_backends lists %d backends for %d layers", items, c->layers);
-    }
-    for (int l = 0; l < c->layers; l++) {
-        const char *name = train_layer_backend(c, l);
-        const attn_backend *be = attn_find(name);
-        if (!be) return rb_fail(err, errlen, "layer %d: unknown backend '%s' (known: %s)", l, name, attn_names());
-        attn_params p = layer_params(c);
-        char e2[256];
-        if (attn_params_check_sizes(&p, e2, sizeof e2) || be->validate(&p, e2, sizeof e2))
-            return rb_fail(err, errlen, "layer %d (%s): %s", l, name, e2);
+            return rb_err_set(e, RB_EINVAL, "layer_backends", "layer_backends lists %d backends for %d layers", items,
+                              c->layers);
     }
     return 0;
 }
 
-static uint64_t hmix(uint64_t h, const void *p, size_t n) {
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 0x100000001b3ull;
+static int check_optimiser(train_config *c, rb_err *e) {
+    if (!(c->lr > 0)) return rb_err_set(e, RB_EINVAL, "lr", "lr must be positive (got %g)", c->lr);
+    if (c->warmup < 0) c->warmup = RB_MIN(100, c->steps / 10);
+    if (c->min_lr < 0) c->min_lr = c->lr / 10;
+    if (c->min_lr > c->lr) return rb_err_set(e, RB_EINVAL, "min_lr", "min_lr %g exceeds lr %g", c->min_lr, c->lr);
+    if (!(c->beta1 >= 0 && c->beta1 < 1 && c->beta2 >= 0 && c->beta2 < 1 && c->eps > 0))
+        return rb_err_set(e, RB_EINVAL, "eps", "AdamW needs 0 <= beta1, beta2 < 1 and eps > 0");
+    if (c->weight_decay < 0 || c->clip < 0 || c->commit_beta < 0)
+        return rb_err_set(e, RB_EINVAL, "", "weight_decay, clip and commit_weight must not be negative");
+    if (c->eval_batches < 1) return rb_err_set(e, RB_EINVAL, "eval_batches", "eval_batches must be at least 1");
+    if (!(c->train_frac > 0 && c->val_frac > 0 && c->train_frac + c->val_frac < 1))
+        return rb_err_set(e, RB_EINVAL, "val_frac",
+                          "split fractions must be positive and leave a test split (train %g, val %g)", c->train_frac,
+                          c->val_frac);
+    return 0;
+}
+
+int train_config_check_e(train_config *c, rb_err *e) {
+    char msg[sizeof e->msg];
+    rb_err_clear(e);
+    int tv = task_vocab(c, msg, sizeof msg);
+    if (tv < 0) return rb_err_set(e, RB_EINVAL, "task", "%s", msg);
+    if (c->vocab == 0) c->vocab = tv;
+    else if (c->vocab < tv)
+        return rb_err_set(e, RB_EINVAL, "vocab", "vocab %d is smaller than the %s task needs (%d)", c->vocab, c->task, tv);
+    if (check_model(c, e) != 0 || check_optimiser(c, e) != 0) return -1;
+    for (int l = 0; l < c->layers; l++) {
+        const char *name = train_layer_backend(c, l);
+        const attn_backend *be = attn_find(name);
+        if (!be) {
+            char names[1024];
+            return rb_err_set(e, RB_EINVAL, c->layer_backends[0] ? "layer_backends" : "backend",
+                              "layer %d: unknown backend '%s' (known: %s)", l, name, attn_names(names, sizeof names));
+        }
+        attn_params p = layer_params(c);
+        rb_err sub;
+        if (attn_validate(be, &p, &sub) != 0)
+            return rb_err_set(e, sub.code, sub.key, "layer %d (%s): %s", l, name, sub.msg);
     }
-    return h;
+    return 0;
+}
+
+int train_config_check(train_config *c, char *err, size_t errlen) {
+    rb_err e;
+    if (train_config_check_e(c, &e) == 0) return 0;
+    return rb_fail(err, errlen, "%s", e.msg);
 }
 
 uint64_t train_config_hash(const train_config *c) {
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = RB_FNV_BASIS;
     int ints[] = {c->vocab,          c->d_model,        c->layers,        c->heads,          c->mlp_mult,
                   c->seq,            c->pos,            c->attn.window,   c->attn.clusters,  c->attn.local_heads,
                   c->attn.share_qk,  c->attn.assign,    c->attn.norm,     c->attn.kmeans_iters};
-    h = hmix(h, ints, sizeof ints);
-    h = hmix(h, &c->attn.decay, sizeof(float));
+    h = rb_fnv1a(h, ints, sizeof ints);
+    h = rb_fnv1a(h, &c->attn.decay, sizeof(float));
     for (int l = 0; l < c->layers; l++) {
         const char *n = train_layer_backend(c, l);
-        h = hmix(h, n, strlen(n) + 1);
+        h = rb_fnv1a(h, n, strlen(n) + 1);
     }
-    h = hmix(h, c->task, strlen(c->task) + 1);
+    h = rb_fnv1a(h, c->task, strlen(c->task) + 1);
     return h;
 }
 
@@ -422,7 +283,7 @@ double train_flops_per_step(const train_config *c) {
         if (!be) continue;
         attn_params p = layer_params(c);
         char e2[256];
-        if (be->validate(&p, e2, sizeof e2)) continue;
+        if (attn_validate_msg(be, &p, e2, sizeof e2)) continue;
         f += c->accum * (be->flops(&p, ATTN_PASS_FWD) + be->flops(&p, ATTN_PASS_BWD));
     }
     return f;

@@ -80,23 +80,16 @@ typedef struct {
 void train_config_default(train_config *c);
 
 /* Set one field by name from a string, e.g. ("d_model", "256"),
- * ("backend", "routing"), ("clusters", "auto"), ("pos", "sinusoidal").
- * Names are the field names above plus the attention parameters (window,
- * clusters, local_heads, share_qk, assign, norm, decay, kmeans_iters) and
- * "threads" is NOT one (threads are the caller's, rb_set_threads). Dashes and
- * underscores are interchangeable. 0, or -1 with a message (unknown key, bad
- * value). */
+ * ("backend", "routing"), ("clusters", "auto"), ("pos", "sinusoidal"): the
+ * parameters of core/util/params.def that live in a model (rb_param_in_model;
+ * old spellings and dashes accepted). 0, or -1 with "key: message". */
 int train_config_set(train_config *c, const char *key, const char *value, char *err, size_t errlen);
 
-/* The keys train_config_set accepts with a one-line description and the
- * default, for --help and the YAML docs. */
-typedef struct {
-    const char *key;
-    const char *help;
-} train_config_key;
-const train_config_key *train_config_keys(int *n);
+/* The field of parameter d in c (NULL when d is not in a model) and, for
+ * text fields, its size. */
+void *train_config_field(train_config *c, const rb_param *d, size_t *size);
 
-/* c as text, one `key=value` line per key of train_config_keys(), which
+/* c as text, one `key=value` line per model parameter of params.def, which
  * train_config_from_text (train_config_set per line) applied to a default
  * config turns back into a config with the same train_config_hash (floats are
  * written to read back bit for bit). Returns the length written (without the
@@ -113,6 +106,8 @@ int train_config_from_text(train_config *c, const char *text, char *err, size_t 
  * backends) and validate everything, including each layer's backend
  * validate(). Does not read the data file. 0, or -1 with a message. */
 int train_config_check(train_config *c, char *err, size_t errlen);
+/* The same with the parameter at fault in e->key ("" when none is). */
+int train_config_check_e(train_config *c, rb_err *e);
 
 /* Name of layer l's backend after train_config_check. */
 const char *train_layer_backend(const train_config *c, int l);

@@ -29,6 +29,15 @@ void *rb_calloc_check(size_t n, size_t size, const char *file, int line) {
     return p;
 }
 
+void *rb_realloc_check(void *old, size_t size, const char *file, int line) {
+    void *p = realloc(old, size ? size : 1);
+    if (!p) {
+        fprintf(stderr, "error: out of memory reallocating %zu bytes at %s:%d\n", size, file, line);
+        exit(1);
+    }
+    return p;
+}
+
 FILE *rb_fopen_check(const char *path, const char *mode, const char *file, int line) {
     FILE *f = fopen(path, mode);
     if (!f) {

@@ -15,9 +15,11 @@
 
 void *rb_malloc_check(size_t size, const char *file, int line);
 void *rb_calloc_check(size_t n, size_t size, const char *file, int line);
+void *rb_realloc_check(void *old, size_t size, const char *file, int line);
 FILE *rb_fopen_check(const char *path, const char *mode, const char *file, int line);
 #define mallocCheck(size) rb_malloc_check((size), __FILE__, __LINE__)
 #define callocCheck(n, size) rb_calloc_check((n), (size), __FILE__, __LINE__)
+#define reallocCheck(p, size) rb_realloc_check((p), (size), __FILE__, __LINE__)
 #define fopenCheck(path, mode) rb_fopen_check((path), (mode), __FILE__, __LINE__)
 
 /* 64-byte aligned allocation (vector loads, cache lines); free with free().

@@ -22,7 +22,7 @@
 
 #define RB_JW_MAX_DEPTH 32
 
-typedef struct {
+typedef struct rb_jw {
     char *buf;          /* NULL: write to f */
     size_t len, off;
     FILE *f;

@@ -21,6 +21,7 @@
 #include "report/report.h"
 #include "store/store.h"
 #include "tap.h"
+#include "testutil.h"
 
 static char tmpdir[256];
 
@@ -29,17 +30,19 @@ static char tmpdir[256];
 
 typedef struct {
     const char *backend;
-    int seq, clusters, window; /* STORE_NA: does not apply */
+    int seq, clusters, window; /* NA: does not apply */
     int nseeds;
     const char *status[3];     /* per seed */
     const char *error;
     double loss[3], time_ms[3], gflops, rss_mib;
 } cfg;
 
+#define NA (-1) /* a parameter that does not apply */
+
 /* The known configurations (G0..G5). */
 static const cfg known[] = {
-    {"dense", 128, STORE_NA, STORE_NA, 3, {ST_DONE, ST_DONE, ST_DONE}, NULL, {2.0, 2.1, 2.2}, {10, 12, 11}, 50, 100},
-    {"dense", 256, STORE_NA, STORE_NA, 3, {ST_DONE, ST_DONE, ST_DONE}, NULL, {1.8, 1.9, 2.3}, {40, 41, 39}, 60, 200},
+    {"dense", 128, NA, NA, 3, {ST_DONE, ST_DONE, ST_DONE}, NULL, {2.0, 2.1, 2.2}, {10, 12, 11}, 50, 100},
+    {"dense", 256, NA, NA, 3, {ST_DONE, ST_DONE, ST_DONE}, NULL, {1.8, 1.9, 2.3}, {40, 41, 39}, 60, 200},
     {"routing", 256, 4, 64, 3, {ST_DONE, ST_DONE, ST_FAILED}, "boom: out of memory", {1.7, 1.75, 0}, {20, 22, 0}, 30, 150},
     {"routing", 256, 8, 32, 3, {ST_FAILED, ST_FAILED, ST_FAILED}, "loss diverged", {0}, {0}, 0, 0},
     {"routing", 128, 4, 32, 1, {ST_UNSUPPORTED}, "needs 9.00 GiB", {0}, {0}, 0, 0},
@@ -88,10 +91,9 @@ static store_trial base_trial(void) {
     store_trial t;
     memset(&t, 0, sizeof t);
     t.kind = "train";
-    t.heads = 2, t.head_dim = 16, t.batch = 1, t.causal = 1, t.d_model = 32, t.layers = 1, t.steps = 20;
-    t.window = t.clusters = t.local_heads = t.share_qk = t.kmeans_iters = STORE_NA;
-    t.decay = t.commit_weight = NAN, t.lr = 0.001;
-    t.task = "copy";
+    tu_col(&t, "heads", "2"), tu_col(&t, "head_dim", "16"), tu_col(&t, "batch", "1"), tu_col(&t, "causal", "1");
+    tu_col(&t, "d_model", "32"), tu_col(&t, "layers", "1"), tu_col(&t, "steps", "20"), tu_col(&t, "lr", "0.001");
+    tu_col(&t, "task", "copy");
     return t;
 }
 
@@ -106,7 +108,7 @@ static void make_known(const char *path, double time_factor, int fail_g1) {
         char key[64], name[128], json[512];
         snprintf(key, sizeof key, "key-%s-%d-%d-%d", c->backend, c->seq, c->clusters, c->window);
         snprintf(name, sizeof name, "%s-s%d", c->backend, c->seq);
-        if (c->clusters != STORE_NA)
+        if (c->clusters != NA)
             snprintf(json, sizeof json,
                      "{\"kind\":\"train\",\"backend\":\"%s\",\"d_model\":32,\"heads\":2,\"seq\":%d,\"window\":%d,"
                      "\"clusters\":%d,\"task\":\"copy\"}",
@@ -119,7 +121,9 @@ static void make_known(const char *path, double time_factor, int fail_g1) {
             store_trial t = base_trial();
             t.key = key, t.name = name, t.backend = c->backend, t.params_json = json;
             t.seed = (uint64_t)sd + 1, t.idx = idx++;
-            t.seq = c->seq, t.clusters = c->clusters, t.window = c->window;
+            tu_coli(&t, "seq", c->seq);
+            if (c->clusters != NA) tu_coli(&t, "clusters", c->clusters);
+            if (c->window != NA) tu_coli(&t, "window", c->window);
             const char *status = c->status[sd], *error = c->error;
             if (fail_g1 && g == 1) status = ST_FAILED, error = "injected failure";
             store_metric m[64];
@@ -162,9 +166,11 @@ static void make_power(const char *path) {
             snprintf(json, sizeof json, "{\"kind\":\"bench\",\"bench\":\"attn\",\"backend\":\"%s\",\"seq\":%d}", be[b], seq);
             for (int sd = 0; sd < 3; sd++) {
                 store_trial t = base_trial();
-                t.kind = "bench", t.bench = "attn", t.task = NULL, t.d_model = t.layers = t.steps = STORE_NA;
-                t.lr = NAN;
-                t.key = key, t.name = name, t.backend = be[b], t.params_json = json, t.seq = seq;
+                t.kind = "bench", t.bench = "attn";
+                tu_col(&t, "task", NULL), tu_col(&t, "d_model", NULL), tu_col(&t, "layers", NULL);
+                tu_col(&t, "steps", NULL), tu_col(&t, "lr", NULL);
+                t.key = key, t.name = name, t.backend = be[b], t.params_json = json;
+                tu_coli(&t, "seq", seq);
                 t.seed = (uint64_t)sd + 1, t.idx = idx++;
                 double n = seq;
                 double ms = b == 0 ? 2e-4 * pow(n, K_DENSE) : 3e-3 * pow(n, K_LOCAL);
@@ -274,7 +280,7 @@ static int csv_row(const csv *c, const char *backend, int seq, int clusters, int
     int cb = csv_col(c, "backend"), cs = csv_col(c, "seq"), ck = csv_col(c, "clusters"), cw = csv_col(c, "window");
     char sq[32], k[32], w[32];
     snprintf(sq, sizeof sq, "%d", seq);
-    if (clusters == STORE_NA) k[0] = 0, w[0] = 0;
+    if (clusters == NA) k[0] = 0, w[0] = 0;
     else snprintf(k, sizeof k, "%d", clusters), snprintf(w, sizeof w, "%d", window);
     for (int r = 1; r < c->nrow; r++)
         if (!strcmp(c->f[r][cb], backend) && !strcmp(c->f[r][cs], sq) && !strcmp(c->f[r][ck], k) &&

@@ -11,8 +11,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "harness/experiment.h"
 #include "store/store.h"
 #include "tap.h"
+#include "testutil.h"
 
 static char dir[256];
 
@@ -43,10 +45,8 @@ static store_trial trow(const char *key, uint64_t seed, const char *name) {
     memset(&t, 0, sizeof t);
     t.key = key, t.seed = seed, t.name = name, t.kind = "bench", t.bench = "attn", t.backend = "dense";
     t.params_json = "{}";
-    t.seq = 64, t.heads = 1, t.head_dim = 8, t.batch = 1, t.causal = 1;
-    t.window = t.clusters = t.local_heads = t.share_qk = t.kmeans_iters = STORE_NA;
-    t.d_model = t.layers = t.steps = STORE_NA;
-    t.decay = t.commit_weight = t.lr = 0.0 / 0.0;
+    tu_col(&t, "seq", "64"), tu_col(&t, "heads", "1"), tu_col(&t, "head_dim", "8"), tu_col(&t, "batch", "1");
+    tu_col(&t, "causal", "1");
     return t;
 }
 
@@ -87,6 +87,72 @@ static int make_db(const char *path, const char *name, const char *hash, int n, 
     return 0;
 }
 
+/* A schema-1 database as routebench wrote it before the parameter table:
+ * the old trials columns (no kmeans_iters here, to see a missing column
+ * added), a model trial whose JSON has the old order and commit_beta. */
+static void make_v1(const char *path, const char *params, const char *key) {
+    sqlite3 *db;
+    char *sql = sqlite3_mprintf(
+        "CREATE TABLE experiments(id INTEGER PRIMARY KEY, name TEXT NOT NULL, description TEXT, kind TEXT, bench TEXT,"
+        " yaml TEXT NOT NULL, yaml_hash TEXT NOT NULL, path TEXT, git_commit TEXT, host TEXT, cpu TEXT, blas TEXT,"
+        " threads INTEGER, sgemm_gflops REAL, shard TEXT, filter TEXT, argv TEXT, started_at TEXT, ended_at TEXT,"
+        " status TEXT, uid TEXT UNIQUE);"
+        "CREATE TABLE trials(id INTEGER PRIMARY KEY, experiment_id INTEGER, key TEXT NOT NULL, seed INTEGER NOT NULL,"
+        " name TEXT NOT NULL, idx INTEGER, kind TEXT, bench TEXT, backend TEXT, seq INTEGER, heads INTEGER,"
+        " head_dim INTEGER, batch INTEGER, causal INTEGER, window INTEGER, clusters INTEGER, local_heads INTEGER,"
+        " share_qk INTEGER, assign TEXT, norm TEXT, decay REAL, commit_weight REAL, d_model INTEGER,"
+        " layers INTEGER, steps INTEGER, lr REAL, task TEXT, params TEXT NOT NULL, status TEXT NOT NULL,"
+        " error TEXT, attempts INTEGER NOT NULL DEFAULT 0, runner TEXT, started_at TEXT, ended_at TEXT,"
+        " seconds REAL, UNIQUE(key, seed));"
+        "CREATE TABLE metrics(trial_id INTEGER NOT NULL, step INTEGER, name TEXT NOT NULL, value REAL);"
+        "INSERT INTO experiments(id, name, yaml, yaml_hash) VALUES (1, 't', 'name: t', 'h');"
+        "INSERT INTO trials(experiment_id, key, seed, name, kind, backend, params, status)"
+        " VALUES (1, %Q, 1, 'routing-s128', 'train', 'routing', %Q, 'done');"
+        "PRAGMA user_version=1;",
+        key, params);
+    sqlite3_open(path, &db);
+    sqlite3_exec(db, sql, NULL, NULL, NULL);
+    sqlite3_free(sql);
+    sqlite3_close(db);
+}
+
+/* Opening a schema-1 database re-keys its model trials, so the trial an
+ * experiment file expands to today is found done (resume works across the
+ * upgrade), and adds the parameter columns it lacks. */
+static void test_migration(const char *dir) {
+    static const char yaml[] = "name: t\nkind: train\nparams: {backend: routing, d_model: 64, layers: 2, heads: 4,"
+                               " seq: 128, clusters: 4, commit_beta: 0.001, steps: 10, task: copy}\n";
+    experiment e;
+    exp_errors errs;
+    if (exp_load_string(&e, yaml, strlen(yaml), "t.yaml", &errs) != 0) {
+        exp_errors_print(&errs, stderr);
+        ok(0, "the experiment loads");
+        return;
+    }
+    char p[512], err[512] = "", key[64] = "";
+    snprintf(p, sizeof p, "%s/v1.db", dir);
+    make_v1(p, "{\"kind\":\"train\",\"backend\":\"routing\",\"d_model\":64,\"layers\":2,\"heads\":4,\"seq\":128,"
+               "\"clusters\":4,\"commit_beta\":0.001,\"steps\":10,\"task\":\"copy\"}",
+            "0123456789abcdef");
+    rb_store *s;
+    ok(store_open(&s, p, 0, err, sizeof err) == 0, "a schema-1 database opens (upgraded): %s", err);
+    store_close(s);
+    ok(q1(p, "PRAGMA user_version") == STORE_SCHEMA_VERSION, "its schema version is now %d", STORE_SCHEMA_VERSION);
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    sqlite3_open_v2(p, &db, SQLITE_OPEN_READONLY, NULL);
+    if (sqlite3_prepare_v2(db, "SELECT key FROM trials", -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        snprintf(key, sizeof key, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    ok(e.ntrials == 1 && strcmp(key, e.trials[0].key) == 0,
+       "the old trial's key is today's key of the same file (%s, expected %s)", key, e.trials[0].key);
+    ok(q1(p, "SELECT count(*) FROM pragma_table_info('trials') WHERE name = 'kmeans_iters'") == 1,
+       "a missing parameter column is added");
+    ok(q1(p, "SELECT count(*) FROM trials WHERE params LIKE '%commit_beta%'") == 0, "old spellings are renamed");
+    exp_free(&e);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/rb_test_store_XXXXXX");
     if (!mkdtemp(dir)) {
@@ -121,7 +187,7 @@ int main(void) {
     int64_t eid, id;
     ok(store_begin_experiment(s, &x, &eid, err, sizeof err) == 0, "a run is recorded");
     store_trial t[3] = {trow("aaaa", 1, "dense-n64"), trow("aaaa", 2, "dense-n64"), trow("bbbb", 1, "dense-n128")};
-    t[2].seq = 128;
+    tu_col(&t[2], "seq", "128");
     ok(store_register_trials(s, t, 3, eid, err, sizeof err) == 0, "three trials registered");
     ok(store_register_trials(s, t, 3, eid, err, sizeof err) == 0, "registering again is harmless");
     ok(q1(p, "SELECT count(*) FROM trials") == 3 && q1(p, "SELECT count(*) FROM trials WHERE status='pending'") == 3,
@@ -227,6 +293,8 @@ int main(void) {
     long long before = q1(o, "SELECT count(*) FROM metrics");
     rc = store_merge(o, in3, 1, &copied, &kept, err, sizeof err);
     ok(rc != 0 && q1(o, "SELECT count(*) FROM metrics") == before, "merging another experiment into an output refused, rows kept: %s", err);
+
+    test_migration(dir);
 
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -20,6 +20,10 @@
 #include "model/checkpoint.h"
 #include "cli/cli.h"
 #include "cli/commands.h"
+#include "harness/columns.h"
+#include "util/hash.h"
+#include "util/json.h"
+#include "util/params.h"
 #include "util/common.h"
 #include "report/report.h"
 #include "store/store.h"
@@ -77,18 +81,6 @@ static void usage(FILE *f) {
             "                 kept_mass.dat and kept_mass.gp beside it (default --out plots/out/NAME)\n");
 }
 
-static void json_add(char *out, size_t len, size_t *off, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void json_add(char *out, size_t len, size_t *off, const char *fmt, ...) {
-    if (*off >= len) return;
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(out + *off, len - *off, fmt, ap);
-    va_end(ap);
-    if (k > 0) *off += (size_t)k;
-}
-
-/* The layer whose parameters describe the trial: the first one whose
- * backend uses clusters, else the first using a window, else layer 0. */
 static int describing_layer(const analyze_acc *acc) {
     for (int pass = 0; pass < 2; pass++)
         for (int l = 0; l < acc->L; l++) {
@@ -119,34 +111,32 @@ static int write_db(const char *db, const char *exp_name, const train_config *c,
     unsigned u = be ? be->uses : 0;
     const char *backend = c->layer_backends[0] ? c->layer_backends : c->backend;
     char json[4096];
-    size_t off = 0;
-    json_add(json, sizeof json, &off,
-             "{\"kind\":\"analyze\",\"backend\":\"%s\",\"task\":\"%s\",\"seq\":%d,\"d_model\":%d,\"layers\":%d,"
-             "\"heads\":%d,\"steps\":%d",
-             backend, c->task, c->seq, c->d_model, c->layers, c->heads, c->steps);
-    if (u & ATTN_USES_WINDOW) json_add(json, sizeof json, &off, ",\"window\":%d", p->window);
-    if (u & ATTN_USES_CLUSTERS) json_add(json, sizeof json, &off, ",\"clusters\":%d", p->clusters);
-    if (u & ATTN_USES_LOCAL_HEADS) json_add(json, sizeof json, &off, ",\"local_heads\":%d", p->local_heads);
-    if (u & ATTN_USES_SHARE_QK) json_add(json, sizeof json, &off, ",\"share_qk\":%d", p->share_qk);
-    json_add(json, sizeof json, &off, ",\"checkpoint\":\"%s\",\"batches\":%d,\"batch\":%d,\"split\":\"%s\"}", ckpt,
-             batches, c->batch, split == TASK_TEST ? "test" : "val");
-    if (off >= sizeof json) {
+    rb_jw w;
+    rb_jw_init_buf(&w, json, sizeof json);
+    rb_jw_obj(&w);
+    rb_jw_kstr(&w, "kind", "analyze"), rb_jw_kstr(&w, "backend", backend), rb_jw_kstr(&w, "task", c->task);
+    rb_jw_kint(&w, "seq", c->seq), rb_jw_kint(&w, "d_model", c->d_model), rb_jw_kint(&w, "layers", c->layers);
+    rb_jw_kint(&w, "heads", c->heads), rb_jw_kint(&w, "steps", c->steps);
+    if (u & ATTN_USES_WINDOW) rb_jw_kint(&w, "window", p->window);
+    if (u & ATTN_USES_CLUSTERS) rb_jw_kint(&w, "clusters", p->clusters);
+    if (u & ATTN_USES_LOCAL_HEADS) rb_jw_kint(&w, "local_heads", p->local_heads);
+    if (u & ATTN_USES_SHARE_QK) rb_jw_kint(&w, "share_qk", p->share_qk);
+    rb_jw_kstr(&w, "checkpoint", ckpt), rb_jw_kint(&w, "batches", batches), rb_jw_kint(&w, "batch", c->batch);
+    rb_jw_kstr(&w, "split", split == TASK_TEST ? "test" : "val");
+    rb_jw_obj_end(&w);
+    if (w.overflow) {
         store_close(s);
         return rb_fail(err, errlen, "trial parameters too long (checkpoint path?)");
     }
-    char key[17], name[160], yaml[4400];
+    char key[17], name[160], yaml[4400], yhash[17];
     /* the key covers the configuration and what was analysed, so a rerun replaces its own trial */
     uint64_t h = train_config_hash(c);
-    for (const char *q = json; *q; q++) h = (h ^ (unsigned char)*q) * 0x100000001b3ull;
-    snprintf(key, sizeof key, "%016llx", (unsigned long long)h);
-    snprintf(name, sizeof name, "analyze-%.60s-s%d", backend, c->seq);
+    snprintf(key, sizeof key, "%016llx", (unsigned long long)rb_fnv1a(h, json, strlen(json)));
+    snprintf(name, sizeof name, "analyze-%.60s-%s%d", backend, rb_param_short("seq"), c->seq);
     if (u & ATTN_USES_CLUSTERS) snprintf(name + strlen(name), sizeof name - strlen(name), "-k%d", p->clusters);
     if (u & ATTN_USES_WINDOW) snprintf(name + strlen(name), sizeof name - strlen(name), "-w%d", p->window);
     snprintf(yaml, sizeof yaml, "# routebench analyze (no experiment file)\nkind: analyze\nparams: %s\n", json);
-    char yhash[17];
-    uint64_t yh = 0xcbf29ce484222325ull;
-    for (const char *q = yaml; *q; q++) yh = (yh ^ (unsigned char)*q) * 0x100000001b3ull;
-    snprintf(yhash, sizeof yhash, "%016llx", (unsigned long long)yh);
+    snprintf(yhash, sizeof yhash, "%016llx", (unsigned long long)rb_fnv1a(RB_FNV_BASIS, yaml, strlen(yaml)));
 
     rb_sysinfo si;
     rb_sysinfo_read(&si, 0);
@@ -157,19 +147,8 @@ static int write_db(const char *db, const char *exp_name, const train_config *c,
     store_trial t = {0};
     t.key = key, t.name = name, t.kind = "analyze", t.bench = NULL, t.backend = backend, t.params_json = json;
     t.seed = c->seed, t.idx = 0;
-    t.seq = c->seq, t.heads = c->heads, t.head_dim = c->d_model / c->heads, t.batch = c->batch, t.causal = 1;
-    t.window = u & ATTN_USES_WINDOW ? p->window : STORE_NA;
-    t.clusters = u & ATTN_USES_CLUSTERS ? p->clusters : STORE_NA;
-    t.local_heads = u & ATTN_USES_LOCAL_HEADS ? p->local_heads : STORE_NA;
-    t.share_qk = u & ATTN_USES_SHARE_QK ? p->share_qk : STORE_NA;
-    t.kmeans_iters = u & ATTN_USES_KMEANS ? p->kmeans_iters : STORE_NA;
-    t.d_model = c->d_model, t.layers = c->layers, t.steps = c->steps;
-    t.assign = u & ATTN_USES_ASSIGN ? (p->assign == ATTN_ASSIGN_TOPK ? "topk" : "argmax") : NULL;
-    t.norm = u & ATTN_USES_NORM ? (p->norm == ATTN_NORM_L2 ? "l2" : "layernorm") : NULL;
-    t.task = c->task;
-    t.decay = u & ATTN_USES_KMEANS ? p->decay : NAN;
-    t.commit_weight = u & ATTN_USES_KMEANS ? p->commit_weight : NAN;
-    t.lr = c->lr;
+    trial_colbuf cb;
+    columns_from_model(c, &cb, t.colv);
     char status[32], runner[200];
     snprintf(runner, sizeof runner, "%s:%ld", si.host, (long)getpid());
     if (rc == 0) rc = store_register_trials(s, &t, 1, exp_id, err, errlen);

@@ -12,6 +12,7 @@
  * create time) is `failed` and is retried on resume. Configurations a backend
  * refuses in validate() never get this far: they are validation errors. */
 #include "harness/runner.h"
+#include "harness/columns.h"
 
 #include <errno.h>
 #include <fnmatch.h>
@@ -323,10 +324,11 @@ int runner_selected(const run_options *o, const exp_trial *t) {
     return 1;
 }
 
-/* The trial's row: identity, the resolved parameters as columns (NA where a
- * parameter does not apply), the canonical JSON. */
-static int trial_row(const experiment *e, const exp_trial *t, store_trial *r, char *json, size_t jlen, char *err,
-                     size_t errlen) {
+/* The trial's row: identity, the resolved parameters as columns (NULL where
+ * a parameter does not apply), the canonical JSON. json and cb hold the
+ * texts r points at. */
+static int trial_row(const experiment *e, const exp_trial *t, store_trial *r, char *json, size_t jlen,
+                     trial_colbuf *cb, char *err, size_t errlen) {
     memset(r, 0, sizeof *r);
     r->key = t->key, r->name = t->name, r->seed = t->seed, r->idx = t->index;
     r->kind = exp_kind_name(e->kind);
@@ -334,44 +336,16 @@ static int trial_row(const experiment *e, const exp_trial *t, store_trial *r, ch
     r->backend = t->backend;
     if (exp_trial_json(e, t, json, jlen) != 0) return rb_fail(err, errlen, "%s: parameters too long", t->name);
     r->params_json = json;
-    r->decay = r->commit_weight = r->lr = NAN;
-    r->window = r->clusters = r->local_heads = r->share_qk = r->kmeans_iters = STORE_NA;
-    r->d_model = r->layers = r->steps = STORE_NA;
     if (e->kind == EXP_KIND_BENCH && e->bench == EXP_BENCH_ATTN) {
-        const attn_params *p = &t->attn;
         const attn_backend *be = attn_find(t->backend);
-        unsigned u = be ? be->uses : 0;
-        r->seq = p->seq, r->heads = p->heads, r->head_dim = p->head_dim, r->batch = p->batch, r->causal = p->causal;
-        if (u & ATTN_USES_WINDOW) r->window = p->window;
-        if (u & ATTN_USES_CLUSTERS) r->clusters = p->clusters;
-        if (u & ATTN_USES_LOCAL_HEADS) r->local_heads = p->local_heads;
-        if (u & ATTN_USES_SHARE_QK) r->share_qk = p->share_qk;
-        if (u & ATTN_USES_ASSIGN) r->assign = p->assign ? "argmax" : "topk";
-        if (u & ATTN_USES_NORM) r->norm = p->norm ? "layernorm" : "l2";
-        if (u & ATTN_USES_KMEANS) r->decay = p->decay, r->commit_weight = p->commit_weight, r->kmeans_iters = p->kmeans_iters;
+        columns_from_attn(&t->attn, be ? be->uses : 0, cb, r->colv);
         return 0;
     }
-    static train_config c; /* large; one trial at a time */
-    if (exp_trial_config(e, t, &c, err, errlen) != 0) return -1;
-    unsigned u = 0;
-    for (int l = 0; l < c.layers; l++) {
-        const attn_backend *be = attn_find(train_layer_backend(&c, l));
-        if (be) u |= be->uses;
-    }
-    r->seq = c.seq, r->heads = c.heads, r->head_dim = c.heads ? c.d_model / c.heads : 0, r->batch = c.batch;
-    r->causal = 1;
-    if ((u & ATTN_USES_WINDOW) && c.attn.window > 0) r->window = c.attn.window;
-    if (u & ATTN_USES_CLUSTERS) r->clusters = c.attn.clusters > 0 ? c.attn.clusters : (int)lround(sqrt((double)c.seq));
-    if (u & ATTN_USES_LOCAL_HEADS) r->local_heads = c.attn.local_heads >= 0 ? c.attn.local_heads : c.heads / 2;
-    if (u & ATTN_USES_SHARE_QK) r->share_qk = c.attn.share_qk;
-    if (u & ATTN_USES_ASSIGN) r->assign = c.attn.assign ? "argmax" : "topk";
-    if (u & ATTN_USES_NORM) r->norm = c.attn.norm ? "layernorm" : "l2";
-    if (u & ATTN_USES_KMEANS) r->decay = c.attn.decay, r->kmeans_iters = c.attn.kmeans_iters;
-    r->d_model = c.d_model, r->layers = c.layers, r->steps = c.steps, r->lr = c.lr;
-    static char task[TRAIN_NAME_LEN];
-    snprintf(task, sizeof task, "%s", c.task);
-    r->task = task;
-    return 0;
+    train_config *c = mallocCheck(sizeof *c);
+    int rc = exp_trial_config(e, t, c, err, errlen);
+    if (rc == 0) columns_from_model(c, cb, r->colv);
+    free(c);
+    return rc;
 }
 
 static void git_commit(char *out, size_t len) {
@@ -425,19 +399,15 @@ int runner_run(const experiment *e, const run_options *o, char *err, size_t errl
         if (runner_selected(o, &e->trials[i])) sel[nsel++] = i;
     store_trial *rows = mallocCheck(sizeof *rows * (size_t)(nsel ? nsel : 1));
     char (*json)[4096] = mallocCheck(sizeof *json * (size_t)(nsel ? nsel : 1));
+    trial_colbuf *cols = mallocCheck(sizeof *cols * (size_t)(nsel ? nsel : 1));
     int rc = RUN_OK;
-    for (int i = 0; i < nsel && rc == RUN_OK; i++) {
-        /* task strings live in a static buffer: copy them per row */
-        if (trial_row(e, &e->trials[sel[i]], &rows[i], json[i], sizeof json[i], err, errlen) != 0) rc = RUN_BAD_INPUT;
-        else if (rows[i].task) {
-            size_t l = strlen(json[i]);
-            snprintf(json[i] + l + 1, sizeof json[i] - l - 1, "%s", rows[i].task);
-            rows[i].task = json[i] + l + 1;
-        }
-    }
+    for (int i = 0; i < nsel && rc == RUN_OK; i++)
+        if (trial_row(e, &e->trials[sel[i]], &rows[i], json[i], sizeof json[i], &cols[i], err, errlen) != 0)
+            rc = RUN_BAD_INPUT;
     if (rc == RUN_OK && store_register_trials(s, rows, nsel, exp_id, err, errlen) != 0) rc = RUN_BAD_INPUT;
     free(rows);
     free(json);
+    free(cols);
     char host[160], runner[200];
     snprintf(host, sizeof host, "%s", si.host);
     snprintf(runner, sizeof runner, "%s:%ld", host, (long)getpid());

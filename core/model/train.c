@@ -227,6 +227,14 @@ static int check_optimiser(train_config *c, rb_err *e) {
     return 0;
 }
 
+int train_layer_params(const train_config *c, int l, attn_params *p) {
+    const attn_backend *be = attn_find(train_layer_backend(c, l));
+    if (!be) return -1;
+    *p = layer_params(c);
+    rb_err e;
+    return attn_validate(be, p, &e);
+}
+
 int train_config_check_e(train_config *c, rb_err *e) {
     char msg[sizeof e->msg];
     rb_err_clear(e);

@@ -109,6 +109,10 @@ int train_config_check(train_config *c, char *err, size_t errlen);
 /* The same with the parameter at fault in e->key ("" when none is). */
 int train_config_check_e(train_config *c, rb_err *e);
 
+/* Layer l's attention parameters as its backend sees them, validated (auto
+ * values resolved). 0, or -1. */
+int train_layer_params(const train_config *c, int l, attn_params *p);
+
 /* Name of layer l's backend after train_config_check. */
 const char *train_layer_backend(const train_config *c, int l);
 

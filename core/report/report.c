@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "util/common.h"
+#include "util/params.h"
 #include "store/store.h"
 
 #define RPT_MAX_PARAMS 128
@@ -34,12 +35,22 @@ static int sql_fail(const rpt_db *d, const char *what, char *err, size_t errlen)
     return rb_fail(err, errlen, "%s: %s: %s", d->path, what, sqlite3_errmsg(d->db));
 }
 
-/* Parameter columns of the trials table: resolved values (clusters=auto has
- * become a number there), laid over the params JSON. */
-static const char *const param_cols[] = {"seq", "heads", "head_dim", "batch", "causal", "window", "clusters",
-                                         "local_heads", "share_qk", "assign", "norm", "decay", "commit_weight",
-                                         "kmeans_iters", "d_model", "layers", "steps", "lr", "task"};
-#define NPARAM_COLS ((int)(sizeof param_cols / sizeof param_cols[0]))
+/* Parameter columns of the trials table (store_col: the PF_COLUMN rows of
+ * params.def) that this database has: resolved values (clusters=auto has
+ * become a number there), laid over the params JSON. A database made before
+ * a parameter was added lacks its column. */
+static int param_columns(rpt_db *d, const char **cols, int max) {
+    int n = 0;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(d->db, "SELECT name FROM pragma_table_info('trials')", -1, &st, NULL) != SQLITE_OK) return 0;
+    while (sqlite3_step(st) == SQLITE_ROW && n < max) {
+        const char *c = col_text(st, 0);
+        int k = c ? store_col_index(c) : -1;
+        if (k >= 0) cols[n++] = store_col(k)->name;
+    }
+    sqlite3_finalize(st);
+    return n;
+}
 
 static int param_slot(rpt_db *d, const char *name) {
     int i = rpt_param_index(d, name);
@@ -150,10 +161,12 @@ int rpt_open(rpt_db *d, const char *path, const char *where, char *err, size_t e
     /* The trials. `where` is the user's condition on trials' own columns, so
      * it runs in a subquery where no joined column can make it ambiguous. */
     char sql[8192];
+    const char *param_cols[STORE_MAX_COLS];
+    int npc = param_columns(d, param_cols, STORE_MAX_COLS);
     int off = snprintf(sql, sizeof sql,
                        "SELECT t.id, t.experiment_id, t.idx, t.seed, t.key, t.name, t.backend, t.status, t.error, "
                        "t.kind, e.sgemm_gflops, t.params");
-    for (int i = 0; i < NPARAM_COLS; i++) off += snprintf(sql + off, sizeof sql - off, ", t.\"%s\"", param_cols[i]);
+    for (int i = 0; i < npc; i++) off += snprintf(sql + off, sizeof sql - off, ", t.\"%s\"", param_cols[i]);
     if (where && *where && strlen(where) > 4000) {
         rb_fail(err, errlen, "--where: condition too long");
         goto fail;
@@ -216,6 +229,8 @@ int rpt_open(rpt_db *d, const char *path, const char *where, char *err, size_t e
             while (sqlite3_step(js) == SQLITE_ROW) {
                 const char *k = col_text(js, 0), *v = col_text(js, 1);
                 if (!k || !strcmp(k, "seed")) continue;
+                const rb_param *pd = rb_param_find(k); /* an old spelling under today's name */
+                if (pd) k = pd->name;
                 int slot = param_slot(d, k);
                 if (slot < 0) {
                     rb_fail(err, errlen, "%s: more than %d distinct parameters", path, RPT_MAX_PARAMS);
@@ -226,7 +241,7 @@ int rpt_open(rpt_db *d, const char *path, const char *where, char *err, size_t e
             }
         }
         set_param(t, param_slot(d, "backend"), t->backend);
-        for (int i = 0; i < NPARAM_COLS; i++) {
+        for (int i = 0; i < npc; i++) {
             int ty = sqlite3_column_type(st, 12 + i);
             if (ty == SQLITE_NULL) continue;
             char buf[64];
@@ -520,13 +535,8 @@ void rpt_varying(const rpt_db *d, const rpt_group *g, int ng, int *varying) {
     }
 }
 
-/* Short names for the common parameters, as in trial names. */
-const char *rpt_param_short(const char *p) {
-    static const char *const map[][2] = {{"seq", "n"}, {"clusters", "k"}, {"window", "w"}, {"local_heads", "lh"}};
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (strcmp(map[i][0], p) == 0) return map[i][1];
-    return p;
-}
+/* Short names, as in trial names (params.def's abbr). */
+const char *rpt_param_short(const char *p) { return rb_param_short(p); }
 
 void rpt_group_label(const rpt_db *d, const rpt_group *g, const int *varying, char *out, size_t len) {
     const rpt_trial *t = &d->t[g->first];

@@ -16,13 +16,16 @@
 #include <unistd.h>
 
 #include "util/common.h"
+#include "util/hash.h"
 
 struct rb_store {
     sqlite3 *db;
     char path[1024];
 };
 
-static const char schema_sql[] =
+/* The schema, with the trials table's parameter columns (the PF_COLUMN rows
+ * of params.def) between the fixed columns; results/README.md describes it. */
+static const char schema_head[] =
     "CREATE TABLE experiments(\n"
     "  id INTEGER PRIMARY KEY,\n"
     "  name TEXT NOT NULL, description TEXT, kind TEXT, bench TEXT,\n"
@@ -35,11 +38,8 @@ static const char schema_sql[] =
     "  id INTEGER PRIMARY KEY,\n"
     "  experiment_id INTEGER REFERENCES experiments(id),\n"
     "  key TEXT NOT NULL, seed INTEGER NOT NULL, name TEXT NOT NULL, idx INTEGER,\n"
-    "  kind TEXT, bench TEXT, backend TEXT,\n"
-    "  seq INTEGER, heads INTEGER, head_dim INTEGER, batch INTEGER, causal INTEGER,\n"
-    "  window INTEGER, clusters INTEGER, local_heads INTEGER, share_qk INTEGER,\n"
-    "  assign TEXT, norm TEXT, decay REAL, commit_weight REAL, kmeans_iters INTEGER,\n"
-    "  d_model INTEGER, layers INTEGER, steps INTEGER, lr REAL, task TEXT,\n"
+    "  kind TEXT, bench TEXT, backend TEXT,\n";
+static const char schema_tail[] =
     "  params TEXT NOT NULL,\n"
     "  status TEXT NOT NULL CHECK (status IN ('pending','running','done','failed','interrupted','unsupported')),\n"
     "  error TEXT, attempts INTEGER NOT NULL DEFAULT 0, runner TEXT,\n"
@@ -55,14 +55,32 @@ static const char schema_sql[] =
     "  FROM trials t JOIN metrics m ON m.trial_id = t.id\n"
     "  WHERE t.status = 'done' AND m.step IS NULL;\n";
 
-/* Columns of trials copied by merge (all but id and experiment_id). */
-static const char trial_cols[] =
-    "key, seed, name, idx, kind, bench, backend, seq, heads, head_dim, batch, causal, window, clusters, "
-    "local_heads, share_qk, assign, norm, decay, commit_weight, kmeans_iters, d_model, layers, steps, lr, task, "
-    "params, status, error, attempts, runner, started_at, ended_at, seconds";
 static const char exp_cols[] =
     "name, description, kind, bench, yaml, yaml_hash, path, git_commit, host, cpu, blas, threads, sgemm_gflops, "
     "shard, filter, argv, started_at, ended_at, status, uid";
+
+int store_ncols(void) {
+    int n = 0;
+    for (int i = 0; i < rb_param_count(); i++) n += (rb_param_at(i)->flags & PF_COLUMN) != 0;
+    return n;
+}
+
+const rb_param *store_col(int k) {
+    for (int i = 0; i < rb_param_count(); i++)
+        if ((rb_param_at(i)->flags & PF_COLUMN) && k-- == 0) return rb_param_at(i);
+    return NULL;
+}
+
+int store_col_index(const char *name) {
+    for (int i = 0; i < store_ncols(); i++)
+        if (strcmp(store_col(i)->name, name) == 0) return i;
+    return -1;
+}
+
+static const char *col_sqltype(const rb_param *d) {
+    return d->type == PT_FLOAT || d->type == PT_DOUBLE ? "REAL" : rb_param_integral(d) && d->type != PT_ENUM ? "INTEGER"
+                                                                                                           : "TEXT";
+}
 
 void store_now(char *buf, size_t len) {
     time_t t = time(NULL);
@@ -70,8 +88,6 @@ void store_now(char *buf, size_t len) {
     gmtime_r(&t, &tm);
     strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
-
-const char *store_path(const rb_store *s) { return s->path; }
 
 /* One message for a failed SQLite call, with a hint for the common cases. */
 static int db_fail(rb_store *s, int rc, const char *what, char *err, size_t errlen) {
@@ -124,8 +140,104 @@ static int check_magic(const char *path, char *err, size_t errlen) {
     return 0;
 }
 
-/* Migrations from older schema versions: migrate[v] brings v to v+1. */
-static const char *const migrate[STORE_SCHEMA_VERSION] = {NULL};
+static int migrate_v1(rb_store *s, char *err, size_t errlen);
+
+/* Migrations from older schema versions: migrate[v] brings v to v+1 inside
+ * one transaction. */
+static int (*const migrate[STORE_SCHEMA_VERSION])(rb_store *, char *, size_t) = {NULL, migrate_v1};
+
+static int create_schema(rb_store *s, char *err, size_t errlen) {
+    size_t cap = sizeof schema_head + sizeof schema_tail + 64 * (size_t)store_ncols() + 128, off;
+    char *sql = mallocCheck(cap);
+    off = (size_t)snprintf(sql, cap, "BEGIN IMMEDIATE;\n%s", schema_head);
+    for (int i = 0; i < store_ncols(); i++)
+        off += (size_t)snprintf(sql + off, cap - off, "  \"%s\" %s,\n", store_col(i)->name, col_sqltype(store_col(i)));
+    snprintf(sql + off, cap - off, "%sPRAGMA user_version=%d;\nCOMMIT;", schema_tail, STORE_SCHEMA_VERSION);
+    int rc = exec(s, sql, "creating the schema", err, errlen);
+    free(sql);
+    if (rc) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+static int upgrade(rb_store *s, long long ver, char *err, size_t errlen) {
+    for (long long v = ver; v < STORE_SCHEMA_VERSION; v++) {
+        if (!migrate[v])
+            return rb_fail(err, errlen, "%s: schema version %lld cannot be upgraded by this routebench", s->path, v);
+        char sql[64];
+        if (exec(s, "BEGIN IMMEDIATE", "upgrading the schema", err, errlen)) return -1;
+        snprintf(sql, sizeof sql, "PRAGMA user_version=%lld", v + 1);
+        if (migrate[v](s, err, errlen) || exec(s, sql, "upgrading the schema", err, errlen) ||
+            exec(s, "COMMIT", "upgrading the schema", err, errlen)) {
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* 1 when table (in schema, e.g. "main") has column col. */
+static int has_column(rb_store *s, const char *schema, const char *table, const char *col) {
+    char *q = sqlite3_mprintf("SELECT 1 FROM pragma_table_info(%Q, %Q) WHERE name = %Q", table, schema, col);
+    sqlite3_stmt *st;
+    int found = 0;
+    if (sqlite3_prepare_v2(s->db, q, -1, &st, NULL) == SQLITE_OK) {
+        found = sqlite3_step(st) == SQLITE_ROW;
+        sqlite3_finalize(st);
+    }
+    sqlite3_free(q);
+    return found;
+}
+
+/* A parameter added to params.def since the database was made gets its
+ * column (NULL in the rows already there). */
+static int ensure_columns(rb_store *s, char *err, size_t errlen) {
+    for (int i = 0; i < store_ncols(); i++) {
+        const rb_param *d = store_col(i);
+        if (has_column(s, "main", "trials", d->name)) continue;
+        char sql[160];
+        snprintf(sql, sizeof sql, "ALTER TABLE trials ADD COLUMN \"%s\" %s", d->name, col_sqltype(d));
+        if (exec(s, sql, "adding a parameter column", err, errlen)) return -1;
+    }
+    return 0;
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v) {
+    if (v) sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
+    else sqlite3_bind_null(st, i);
+}
+
+/* 1 -> 2: every trial's parameter JSON in params.def order and spelling,
+ * its key re-hashed (util/hash.h), so resumed sweeps find their trials. */
+static int migrate_v1(rb_store *s, char *err, size_t errlen) {
+    sqlite3_stmt *sel, *up;
+    /* `routebench analyze --db` trials hash their own way (no experiment file): left alone */
+    int rc = sqlite3_prepare_v2(s->db,
+                                "SELECT t.id, t.params FROM trials t JOIN experiments e ON e.id = t.experiment_id "
+                                "WHERE e.yaml NOT LIKE '# routebench analyze%'",
+                                -1, &sel, NULL);
+    if (rc != SQLITE_OK) return db_fail(s, rc, "upgrading the schema", err, errlen);
+    rc = sqlite3_prepare_v2(s->db, "UPDATE trials SET params=?, key=? WHERE id=?", -1, &up, NULL);
+    if (rc != SQLITE_OK) {
+        sqlite3_finalize(sel);
+        return db_fail(s, rc, "upgrading the schema", err, errlen);
+    }
+    while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
+        const char *json = (const char *)sqlite3_column_text(sel, 1);
+        char canon[8192], key[17];
+        if (!json || store_rekey_json(json, canon, sizeof canon) != 0 || strcmp(canon, json) == 0) continue;
+        rb_key_hex(key, canon);
+        sqlite3_reset(up);
+        bind_text(up, 1, canon);
+        bind_text(up, 2, key);
+        sqlite3_bind_int64(up, 3, sqlite3_column_int64(sel, 0));
+        if (sqlite3_step(up) != SQLITE_DONE) break;
+    }
+    int ok = rc == SQLITE_DONE;
+    if (!ok) db_fail(s, rc == SQLITE_ROW ? sqlite3_errcode(s->db) : rc, "upgrading the schema", err, errlen);
+    sqlite3_finalize(sel);
+    sqlite3_finalize(up);
+    return ok ? 0 : -1;
+}
 
 static int check_schema(rb_store *s, int writable, char *err, size_t errlen) {
     long long ver, ntables;
@@ -133,14 +245,7 @@ static int check_schema(rb_store *s, int writable, char *err, size_t errlen) {
     if (query_int(s, "SELECT count(*) FROM sqlite_master", &ntables, err, errlen)) return -1;
     if (ver == 0 && ntables == 0) {
         if (!writable) return rb_fail(err, errlen, "%s: empty database (no routebench results in it)", s->path);
-        char sql[sizeof schema_sql + 64];
-        snprintf(sql, sizeof sql, "BEGIN IMMEDIATE;\n%sPRAGMA user_version=%d;\nCOMMIT;", schema_sql,
-                 STORE_SCHEMA_VERSION);
-        if (exec(s, sql, "creating the schema", err, errlen)) {
-            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-            return -1;
-        }
-        return 0;
+        return create_schema(s, err, errlen);
     }
     if (ver == 0)
         return rb_fail(err, errlen,
@@ -155,17 +260,9 @@ static int check_schema(rb_store *s, int writable, char *err, size_t errlen) {
         if (!writable)
             return rb_fail(err, errlen, "%s: schema version %lld is older than %d; run `routebench run` on it once to upgrade",
                            s->path, ver, STORE_SCHEMA_VERSION);
-        for (long long v = ver; v < STORE_SCHEMA_VERSION; v++) {
-            if (!migrate[v])
-                return rb_fail(err, errlen, "%s: schema version %lld cannot be upgraded by this routebench", s->path, v);
-            char sql[4096];
-            snprintf(sql, sizeof sql, "BEGIN IMMEDIATE;\n%s\nPRAGMA user_version=%lld;\nCOMMIT;", migrate[v], v + 1);
-            if (exec(s, sql, "upgrading the schema", err, errlen)) {
-                sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-                return -1;
-            }
-        }
+        if (upgrade(s, ver, err, errlen)) return -1;
     }
+    if (writable && ensure_columns(s, err, errlen)) return -1;
     /* a cheap integrity probe: damage in the pages we will touch shows up here */
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(s->db, "PRAGMA quick_check(1)", -1, &st, NULL);
@@ -259,14 +356,6 @@ int store_latest_hash(rb_store *s, char *hash, size_t len, char *err, size_t err
     return query_text(s, "SELECT yaml_hash FROM experiments ORDER BY id DESC LIMIT 1", hash, len, err, errlen);
 }
 
-static void bind_text(sqlite3_stmt *st, int i, const char *v) {
-    if (v) sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
-    else sqlite3_bind_null(st, i);
-}
-static void bind_int(sqlite3_stmt *st, int i, long long v) {
-    if (v <= STORE_NA) sqlite3_bind_null(st, i);
-    else sqlite3_bind_int64(st, i, v);
-}
 static void bind_real(sqlite3_stmt *st, int i, double v) {
     if (isfinite(v)) sqlite3_bind_double(st, i, v);
     else sqlite3_bind_null(st, i);
@@ -320,22 +409,35 @@ int store_end_experiment(rb_store *s, int64_t id, const char *status, char *err,
     return 0;
 }
 
+/* A parameter column's value, given as text in the trial-key form. */
+static void bind_col(sqlite3_stmt *st, int i, const rb_param *d, const char *v) {
+    if (!v) sqlite3_bind_null(st, i);
+    else if (strcmp(col_sqltype(d), "INTEGER") == 0) sqlite3_bind_int64(st, i, strtoll(v, NULL, 10));
+    else if (strcmp(col_sqltype(d), "REAL") == 0) bind_real(st, i, strtod(v, NULL));
+    else sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
+}
+
+static sqlite3_stmt *prepare_insert(rb_store *s, char *err, size_t errlen) {
+    char sql[4096];
+    int nc = store_ncols();
+    size_t off = (size_t)snprintf(sql, sizeof sql,
+                                  "INSERT OR IGNORE INTO trials(experiment_id, key, seed, name, idx, kind, bench, "
+                                  "backend, params, status");
+    for (int i = 0; i < nc; i++) off += (size_t)snprintf(sql + off, sizeof sql - off, ", \"%s\"", store_col(i)->name);
+    off += (size_t)snprintf(sql + off, sizeof sql - off, ") VALUES (?,?,?,?,?,?,?,?,?,'pending'");
+    for (int i = 0; i < nc; i++) off += (size_t)snprintf(sql + off, sizeof sql - off, ",?");
+    snprintf(sql + off, sizeof sql - off, ")");
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK) return db_fail(s, rc, "registering trials", err, errlen), NULL;
+    return st;
+}
+
 int store_register_trials(rb_store *s, const store_trial *t, int n, int64_t exp_id, char *err, size_t errlen) {
     if (exec(s, "BEGIN IMMEDIATE", "registering trials", err, errlen)) return -1;
-    sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(
-        s->db,
-        "INSERT OR IGNORE INTO trials(experiment_id, key, seed, name, idx, kind, bench, backend, seq, heads, "
-        "head_dim, batch, causal, window, clusters, local_heads, share_qk, assign, norm, decay, commit_weight, "
-        "kmeans_iters, d_model, layers, steps, lr, task, params, status) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'pending')",
-        -1, &st, NULL);
-    if (rc != SQLITE_OK) {
-        db_fail(s, rc, "registering trials", err, errlen);
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-        return -1;
-    }
-    for (int i = 0; i < n; i++) {
+    sqlite3_stmt *st = prepare_insert(s, err, errlen);
+    int rc = st ? SQLITE_OK : SQLITE_ERROR;
+    for (int i = 0; i < n && rc == SQLITE_OK; i++) {
         const store_trial *x = &t[i];
         sqlite3_reset(st);
         sqlite3_bind_int64(st, 1, exp_id);
@@ -346,30 +448,13 @@ int store_register_trials(rb_store *s, const store_trial *t, int n, int64_t exp_
         bind_text(st, 6, x->kind);
         bind_text(st, 7, x->bench);
         bind_text(st, 8, x->backend);
-        int ints[] = {x->seq, x->heads, x->head_dim, x->batch, x->causal, x->window, x->clusters, x->local_heads,
-                      x->share_qk};
-        for (int j = 0; j < 9; j++) bind_int(st, 9 + j, ints[j]);
-        bind_text(st, 18, x->assign);
-        bind_text(st, 19, x->norm);
-        bind_real(st, 20, x->decay);
-        bind_real(st, 21, x->commit_weight);
-        bind_int(st, 22, x->kmeans_iters);
-        bind_int(st, 23, x->d_model);
-        bind_int(st, 24, x->layers);
-        bind_int(st, 25, x->steps);
-        bind_real(st, 26, x->lr);
-        bind_text(st, 27, x->task);
-        bind_text(st, 28, x->params_json);
-        rc = sqlite3_step(st);
-        if (rc != SQLITE_DONE) {
-            db_fail(s, rc, "registering trials", err, errlen);
-            sqlite3_finalize(st);
-            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-            return -1;
-        }
+        bind_text(st, 9, x->params_json);
+        for (int c = 0; c < store_ncols(); c++) bind_col(st, 10 + c, store_col(c), x->colv[c]);
+        rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
+        if (rc != SQLITE_OK) db_fail(s, rc, "registering trials", err, errlen);
     }
     sqlite3_finalize(st);
-    if (exec(s, "COMMIT", "registering trials", err, errlen)) {
+    if (rc != SQLITE_OK || exec(s, "COMMIT", "registering trials", err, errlen)) {
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         return -1;
     }
@@ -521,12 +606,29 @@ static int status_rank(const char *st) {
     return 1;
 }
 
+/* The trial columns (all but id and experiment_id) that both main and src
+ * have: an input made before a parameter was added lacks its column. */
+static void shared_trial_cols(rb_store *o, char *out, size_t len) {
+    sqlite3_stmt *st;
+    size_t off = 0;
+    out[0] = 0;
+    if (sqlite3_prepare_v2(o->db, "SELECT name FROM pragma_table_info('trials', 'src')", -1, &st, NULL) != SQLITE_OK)
+        return;
+    while (sqlite3_step(st) == SQLITE_ROW && off < len) {
+        const char *c = (const char *)sqlite3_column_text(st, 0);
+        if (!c || !strcmp(c, "id") || !strcmp(c, "experiment_id") || !has_column(o, "main", "trials", c)) continue;
+        off += (size_t)snprintf(out + off, len - off, "%s\"%s\"", off ? ", " : "", c);
+    }
+    sqlite3_finalize(st);
+}
+
 static int merge_one(rb_store *o, const char *in, int *copied, int *kept, char *err, size_t errlen) {
-    char sql[2048];
+    char sql[2048], trial_cols[4096];
     char *q = sqlite3_mprintf("ATTACH DATABASE %Q AS src", in);
     int rc = exec(o, q, "attaching an input", err, errlen);
     sqlite3_free(q);
     if (rc) return -1;
+    shared_trial_cols(o, trial_cols, sizeof trial_cols);
     if (exec(o, "BEGIN IMMEDIATE", "merging", err, errlen)) goto detach;
     /* runs: each experiments row once (same start, host, shard and hash) */
     snprintf(sql, sizeof sql,
@@ -556,7 +658,7 @@ static int merge_one(rb_store *o, const char *in, int *copied, int *kept, char *
             (*kept)++;
             continue;
         }
-        char s2[2048];
+        char s2[10240];
         int bad = 0;
         if (have) {
             snprintf(s2, sizeof s2, "DELETE FROM main.metrics WHERE trial_id=%lld; DELETE FROM main.trials WHERE id=%lld;",

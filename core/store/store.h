@@ -14,8 +14,11 @@
 #include <stdint.h>
 
 #include "util/metric.h"
+#include "util/params.h"
 
-#define STORE_SCHEMA_VERSION 1
+/* 2: trial keys of model trials re-hashed in params.def order (old
+ * spellings renamed); a column per PF_COLUMN parameter, added when missing. */
+#define STORE_SCHEMA_VERSION 2
 
 typedef struct rb_store rb_store;
 
@@ -36,18 +39,28 @@ typedef struct {
     double sgemm_gflops; /* 0 = not measured (stored as NULL) */
 } store_experiment;
 
-/* A trial's identity and resolved parameters. Integers < -1000 and NaN reals
- * and NULL strings are stored as NULL (a parameter that does not apply). */
-#define STORE_NA (-1000000)
+/* A trial's identity and resolved parameters. The parameter columns are the
+ * PF_COLUMN rows of core/util/params.def in table order (store_col); their
+ * values come as text in the trial-key form (integers, booleans 0/1, reals,
+ * enum names), NULL for a parameter that does not apply to the trial. */
+#define STORE_MAX_COLS 64
 typedef struct {
     const char *key, *name, *kind, *bench, *backend, *params_json;
     uint64_t seed;
     int idx;
-    int seq, heads, head_dim, batch, causal, window, clusters, local_heads, share_qk, kmeans_iters;
-    int d_model, layers, steps;
-    const char *assign, *norm, *task;
-    double decay, commit_weight, lr;
+    const char *colv[STORE_MAX_COLS];
 } store_trial;
+
+/* A trial's parameter JSON in today's canonical order and spelling (the
+ * text its key hashes; rekey.c). 0, or -1 when in is not a JSON object or
+ * out is too small. */
+int store_rekey_json(const char *in, char *out, size_t len);
+
+/* The parameter columns of the trials table: how many, and the i-th. */
+int store_ncols(void);
+const rb_param *store_col(int i);
+/* The index of column name (store_col order), or -1. */
+int store_col_index(const char *name);
 
 /* Open (create = 1: create if missing) and check the file: SQLite, a
  * routebench schema this version can read (migrating an older one), not
@@ -56,7 +69,6 @@ int store_open(rb_store **out, const char *path, int create, char *err, size_t e
 /* Read-only open (merge inputs). */
 int store_open_readonly(rb_store **out, const char *path, char *err, size_t errlen);
 void store_close(rb_store *s);
-const char *store_path(const rb_store *s);
 
 /* The experiment name this database holds ("" when new). 0 or -1. */
 int store_experiment_name(rb_store *s, char *name, size_t len, char *err, size_t errlen);

@@ -13,10 +13,12 @@
 
 #include "attn/attn.h"
 #include "model/checkpoint.h"
-#include "cli/cmd_npy.h"
+#include "attn/attn_npy.h"
+#include "model/model_npy.h"
 #include "model/model.h"
 #include "model/train.h"
 #include "util/common.h"
+#include "util/fsutil.h"
 #include "util/npy.h"
 #include "tap.h"
 
@@ -455,7 +457,7 @@ static void test_attn_round_trip(void) {
                "%s %s: --load takes the sizes from q.npy and writes as many arrays%s%s", be->name, mname,
                r ? ": " : "", r ? err : "");
             /* load in place: only the inputs (and starting centroids) copied to C */
-            npy_mkdirs(c, err, sizeof err);
+            rb_mkdir_p(c, err, sizeof err);
             for (int f = 0; f < NPASS_FILES; f++) {
                 int is_input = f < 4 || strcmp(pass_files[f], "centroids_before") == 0;
                 snprintf(pa, sizeof pa, "%s/%s.npy", a, pass_files[f]);
@@ -549,14 +551,14 @@ static void test_attn_round_trip(void) {
     ok(r == -1 && strstr(err, "q.npy: shape (2, 2, 64, 16), expected (1, 2, 32, 8)"),
        "--load with sizes other than q.npy's is refused: %s", err);
     snprintf(b, sizeof b, "%s/empty", tmpdir);
-    npy_mkdirs(b, err, sizeof err);
+    rb_mkdir_p(b, err, sizeof err);
     attn_params_default(&p);
     r = attn_npy_pass("dense", &p, ATTN_TRAIN, b, NULL, NULL, err, sizeof err);
     ok(r == -1 && strstr(err, "q.npy") && strstr(err, "cannot open"), "--load from a directory without q.npy: %s",
        err);
     /* a dout of the wrong dtype */
     snprintf(c, sizeof c, "%s/badin", tmpdir);
-    npy_mkdirs(c, err, sizeof err);
+    rb_mkdir_p(c, err, sizeof err);
     const char *in[3] = {"q", "k", "v"};
     for (int t = 0; t < 3; t++) {
         snprintf(pa, sizeof pa, "%s/%s.npy", a, in[t]);

@@ -6,7 +6,8 @@
 
 #include "attn/attn.h"
 #include "attn/bench.h"
-#include "cli/cmd_npy.h"
+#include "attn/attn_npy.h"
+#include "model/model_npy.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "util/json.h"

@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "util/common.h"
+#include "util/fsutil.h"
+#include "util/json.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
                "npy.c copies little-endian data as is; a big-endian host needs byte swapping here");
@@ -387,4 +389,37 @@ int npy_read(const char *path, const char *want_dtype, const int *want_shape, in
 int npy_read_into(const char *path, const char *dtype, const int *shape, int ndim, void *dst, char *err,
                   size_t errlen) {
     return read_impl(path, dtype, shape, ndim, NULL, NULL, NULL, dst, err, errlen);
+}
+
+int npy_list_put(npy_list *l, const char *dir, const char *name, const char *dtype, const int *shape, int ndim,
+                 const void *data, char *err, size_t errlen) {
+    char path[4096], file[128];
+    snprintf(file, sizeof file, "%s.npy", name);
+    if (npy_write(rb_path_join(path, sizeof path, dir, file), dtype, shape, ndim, data, err, errlen) != 0) return -1;
+    if (l->n < NPY_LIST_MAX) {
+        snprintf(l->a[l->n].name, sizeof l->a[l->n].name, "%s", name);
+        memcpy(l->a[l->n].dtype, dtype, 4);
+        l->a[l->n].ndim = ndim;
+        memcpy(l->a[l->n].shape, shape, (size_t)ndim * sizeof(int));
+        l->n++;
+    }
+    return 0;
+}
+
+void npy_list_json(struct rb_jw *w, const npy_list *l) {
+    rb_jw_key(w, "arrays");
+    rb_jw_obj(w);
+    for (int i = 0; i < l->n; i++) {
+        char file[128];
+        snprintf(file, sizeof file, "%s.npy", l->a[i].name);
+        rb_jw_key(w, l->a[i].name);
+        rb_jw_obj(w);
+        rb_jw_kstr(w, "file", file), rb_jw_kstr(w, "dtype", l->a[i].dtype);
+        rb_jw_key(w, "shape");
+        rb_jw_arr(w);
+        for (int d = 0; d < l->a[i].ndim; d++) rb_jw_int(w, l->a[i].shape[d]);
+        rb_jw_arr_end(w);
+        rb_jw_obj_end(w);
+    }
+    rb_jw_obj_end(w);
 }

@@ -38,4 +38,24 @@ int npy_read_into(const char *path, const char *dtype, const int *shape, int ndi
 /* "(2, 3)" / "(5,)" / "()" into buf, for messages and manifests. Returns buf. */
 char *npy_shape_str(char *buf, size_t buflen, const int *shape, int ndim);
 
+/* A directory of .npy files being written, remembered for its manifest's
+ * "arrays" object (name -> file, dtype, shape). */
+#define NPY_LIST_MAX 4096
+typedef struct {
+    int n;
+    struct {
+        char name[96];
+        char dtype[4];
+        int ndim;
+        int shape[NPY_MAX_DIMS];
+    } a[NPY_LIST_MAX];
+} npy_list;
+
+/* Write dir/name.npy and remember it. 0 or -1 with a message. */
+int npy_list_put(npy_list *l, const char *dir, const char *name, const char *dtype, const int *shape, int ndim,
+                 const void *data, char *err, size_t errlen);
+/* The "arrays" member: {"q": {"file": "q.npy", "dtype": "<f4", "shape": [...]}, ...}. */
+struct rb_jw;
+void npy_list_json(struct rb_jw *w, const npy_list *l);
+
 #endif

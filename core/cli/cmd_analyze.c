@@ -18,7 +18,9 @@
 #include "model/analyze.h"
 #include "report/analysis.h"
 #include "model/checkpoint.h"
-#include "cli/cli.h"
+#include "cli/flags.h"
+#include "util/fsutil.h"
+#include "util/status.h"
 #include "cli/commands.h"
 #include "harness/columns.h"
 #include "util/hash.h"
@@ -32,54 +34,28 @@
 #include "util/threads.h"
 #include "model/train.h"
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: routebench analyze CHECKPOINT [--db DB] [--batches N] [--split val|test] [--threads N]\n"
-            "                          [--KEY VALUE ...]\n"
-            "       routebench analyze --report DB [--format md|csv|tex]\n"
-            "       routebench analyze --plot DB [--out DIR] [--format png|svg|pdf] [--dumb]\n\n"
-            "Runs N micro-batches (default: eval_batches) of the checkpoint's task's held-out data (validation\n"
-            "split by default, the sequences training evaluated on) through the model in evaluation mode and\n"
-            "reads every head's attention distribution through its backend's own forward (the code path\n"
-            "training uses: routes of the model's pass kept, V one-hot), then prints:\n"
-            "  - per layer and head: entropy of each query's distribution (nats);\n"
-            "  - per sparse head (local or routing): the share of the dense causal softmax mass (from the\n"
-            "    head's own q and k; k = q when the backend shares QK) on the keys the head lets each query\n"
-            "    see, averaged over queries (1.0 = nothing dense attention weighs was lost), and the same\n"
-            "    for a seeded random key set of the same size per query (the floor);\n"
-            "  - per layer: mean Jensen-Shannon divergence (nats, <= ln 2) between the distributions of\n"
-            "    every pair of heads, grouped local-local, local-routing, routing-routing (mean ± std over\n"
-            "    the pairs);\n"
-            "  - the backend's statistics (cluster sizes, unrouted and multi-routed shares, k-means\n"
-            "    objective), averaged over the batches.\n"
-            "Queries a routing head routes to no cluster (an all-zero row) are left out of every average\n"
-            "and counted in the `unrouted` column.\n\n"
-            "Cost: it computes dense attention, O(seq^2) per head: ceil(seq / head_dim) extra forwards of\n"
-            "each layer's backend, O(batch * heads * seq^2 * head_dim) for the dense softmax (double),\n"
-            "O(batch * heads^2 * seq^2) for the divergences, and batch * heads * seq^2 floats of memory.\n"
-            "Meant for evaluation-sized inputs (seq up to a few thousand).\n\n"
-            "The model's configuration is read from the checkpoint; --KEY VALUE options (those of\n"
-            "`routebench train`) given on top replace single keys: --batch (sequences per micro-batch)\n"
-            "or --data may differ from training's, options that change the model are refused by the\n"
-            "checkpoint's configuration hash. A checkpoint of format version 1 (written before\n"
-            "checkpoints held their configuration) needs every option `routebench train` was given.\n\n"
-            "  --db DB        also write the measures as metrics of one trial (kind analyze) into DB\n"
-            "                 (created if missing; a database of another experiment is refused); metric\n"
-            "                 names: analyze.L<l>.H<h>.entropy|kept_mass|random_mass|rows|unrouted_rows,\n"
-            "                 analyze.L<l>.kept_mass.<kind>, analyze.L<l>.jsd.<pair>[.std],\n"
-            "                 analyze.L<l>.<backend statistic>, analyze.kept_mass.<kind>,\n"
-            "                 analyze.random_mass.<kind>, analyze.jsd.<pair>[.std], analyze.eval_loss\n"
-            "  --name NAME    experiment name in DB (default: analyze)\n"
-            "  --batches N    evaluation micro-batches (default: the eval_batches option, 8)\n"
-            "  --split S      val (default) or test\n"
-            "  --threads N    threads (default: all cores)\n\n"
-            "From a results database holding analyze trials (written with --db, or by an analyze sweep):\n"
-            "  --report DB    print the JSD table in the paper's form (rows: configuration and layer;\n"
-            "                 columns: local-local, local-routing, routing-routing) as md, csv or tex\n"
-            "  --plot DB      draw kept_mass.png: kept dense mass against clusters (routing heads) or\n"
-            "                 window (local heads), one line per backend, the random floor dashed;\n"
-            "                 kept_mass.dat and kept_mass.gp beside it (default --out plots/out/NAME)\n");
-}
+static const char analyze_about[] =
+    "Runs N micro-batches (default: eval_batches) of the checkpoint's task's held-out data (validation\n"
+    "split by default, the sequences training evaluated on) through the model in evaluation mode and\n"
+    "reads every head's attention distribution through its backend's own forward (the code path\n"
+    "training uses: routes of the model's pass kept, V one-hot), then prints:\n"
+    "  - per layer and head: entropy of each query's distribution (nats);\n"
+    "  - per sparse head (local or routing): the share of the dense causal softmax mass (from the\n"
+    "    head's own q and k; k = q when the backend shares QK) on the keys the head lets each query\n"
+    "    see, averaged over queries (1.0 = nothing dense attention weighs was lost), and the same\n"
+    "    for a seeded random key set of the same size per query (the floor);\n"
+    "  - per layer: mean Jensen-Shannon divergence (nats, <= ln 2) between the distributions of\n"
+    "    every pair of heads, grouped local-local, local-routing, routing-routing (mean ± std over\n"
+    "    the pairs);\n"
+    "  - the backend's statistics (cluster sizes, unrouted and multi-routed shares, k-means\n"
+    "    objective), averaged over the batches.\n"
+    "Queries a routing head routes to no cluster (an all-zero row) are left out of every average\n"
+    "and counted in the `unrouted` column.\n"
+    "\n"
+    "Cost: it computes dense attention, O(seq^2) per head: ceil(seq / head_dim) extra forwards of\n"
+    "each layer's backend, O(batch * heads * seq^2 * head_dim) for the dense softmax (double),\n"
+    "O(batch * heads^2 * seq^2) for the divergences, and batch * heads * seq^2 floats of memory.\n"
+    "Meant for evaluation-sized inputs (seq up to a few thousand).";
 
 static int describing_layer(const analyze_acc *acc) {
     for (int pass = 0; pass < 2; pass++)
@@ -195,19 +171,10 @@ static int from_db(const char *report, const char *plot, const char *format, con
         char dir[1024];
         if (out) snprintf(dir, sizeof dir, "%s", out);
         else snprintf(dir, sizeof dir, "plots/out/%s", d.exp_name[0] ? d.exp_name : "analyze");
-        char cmd[1200];
-        /* one level or a few: mkdir -p without a shell */
-        snprintf(cmd, sizeof cmd, "%s", dir);
-        for (char *p = cmd + 1; *p; p++)
-            if (*p == '/') {
-                *p = 0;
-                mkdir(cmd, 0777);
-                *p = '/';
-            }
-        if (mkdir(cmd, 0777) != 0 && errno != EEXIST) {
-            fprintf(stderr, "routebench analyze: cannot create %s: %s\n", dir, strerror(errno));
+        if (rb_mkdir_p(dir, err, sizeof err) != 0) {
+            fprintf(stderr, "routebench analyze: %s\n", err);
             rpt_close(&d);
-            return 2;
+            return RB_EXIT_USAGE;
         }
         if (analyze_plot_kept(&d, dir, format ? format : "png", dumb, 0, err, sizeof err) != 0) {
             fprintf(stderr, "routebench analyze: %s\n", err);
@@ -218,97 +185,63 @@ static int from_db(const char *report, const char *plot, const char *format, con
     return rc;
 }
 
+static const char analyze_epilog[] =
+    "The model's configuration is read from the checkpoint; parameters (those of `routebench\n"
+    "train`) given on top replace single keys: --batch (sequences per micro-batch) or --data may\n"
+    "differ from training's, options that change the model are refused by the checkpoint's\n"
+    "configuration hash. A checkpoint of format version 1 (written before checkpoints held their\n"
+    "configuration) needs every option `routebench train` was given.\n"
+    "Metric names with --db: analyze.L<l>.H<h>.entropy|kept_mass|random_mass|rows|unrouted_rows,\n"
+    "analyze.L<l>.kept_mass.<kind>, analyze.L<l>.jsd.<pair>[.std], analyze.L<l>.<backend statistic>,\n"
+    "analyze.kept_mass.<kind>, analyze.random_mass.<kind>, analyze.jsd.<pair>[.std], analyze.eval_loss\n";
+
 int cmd_analyze(int argc, char **argv) {
     train_config c;
     train_config_default(&c);
     const char *ckpt = NULL, *db = NULL, *exp_name = "analyze";
     const char *report = NULL, *plot = NULL, *format = NULL, *out = NULL;
-    int threads = 0, batches = 0, split = TASK_VAL, dumb = 0, nkv = 0;
+    int threads = 0, batches = 0, split = 0, dumb = 0, npos = 0;
     char err[2048];
-    /* the --KEY VALUE options, applied on top of the checkpoint's configuration once it is read */
-    const char **kv = mallocCheck((size_t)(argc + 1) * sizeof *kv);
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
-            usage(stdout);
-            free(kv);
-            return 0;
-        }
-        if (strcmp(f, "--dumb") == 0) {
-            dumb = 1;
-            continue;
-        }
-        if (strncmp(f, "--", 2) != 0) {
-            if (ckpt) {
-                fprintf(stderr, "routebench analyze: unexpected argument '%s'\n", f);
-                usage(stderr);
-                free(kv);
-                return 2;
-            }
-            ckpt = f;
-            continue;
-        }
-        if (!val) {
-            fprintf(stderr, "routebench analyze: %s needs a value\n", f);
-            free(kv);
-            return 2;
-        }
-        i++;
-        if (strcmp(f, "--threads") == 0) {
-            if (cli_int(f, val, 1, 4096, &threads)) {
-                free(kv);
-                return 2;
-            }
-        } else if (strcmp(f, "--batches") == 0) {
-            if (cli_int(f, val, 1, 1 << 20, &batches)) {
-                free(kv);
-                return 2;
-            }
-        } else if (strcmp(f, "--db") == 0) {
-            db = val;
-        } else if (strcmp(f, "--report") == 0) {
-            report = val;
-        } else if (strcmp(f, "--plot") == 0) {
-            plot = val;
-        } else if (strcmp(f, "--format") == 0) {
-            format = val;
-        } else if (strcmp(f, "--out") == 0) {
-            out = val;
-        } else if (strcmp(f, "--name") == 0) {
-            exp_name = val;
-        } else if (strcmp(f, "--split") == 0) {
-            if (strcmp(val, "val") == 0) split = TASK_VAL;
-            else if (strcmp(val, "test") == 0) split = TASK_TEST;
-            else {
-                fprintf(stderr, "routebench analyze: --split: expected val or test, got '%s'\n", val);
-                free(kv);
-                return 2;
-            }
-        } else if (train_config_set(&c, f + 2, val, err, sizeof err) != 0) { /* refused now, not later */
-            fprintf(stderr, "routebench analyze: %s\n", err);
-            free(kv);
-            return 2;
-        } else {
-            kv[2 * nkv] = f + 2, kv[2 * nkv + 1] = val, nkv++;
-        }
-    }
-    if (ckpt && !report && !plot && checkpoint_config_with(ckpt, &c, kv, nkv, err, sizeof err) != 0) {
+    cli_kv kv;
+    cli_kv_init(&kv, argc);
+    const cli_flag flags[] = {
+        {"--db", NULL, FL_STR, &db, "DB", 0, 0, NULL,
+         "also write the measures as metrics of one trial (kind analyze) into DB\n"
+         "(created if missing; a database of another experiment is refused)"},
+        {"--name", NULL, FL_STR, &exp_name, "NAME", 0, 0, NULL, "experiment name in DB (default: analyze)"},
+        {"--batches", NULL, FL_INT, &batches, "N", 1, 1 << 20, NULL,
+         "evaluation micro-batches (default: the eval_batches parameter, 8)"},
+        {"--split", NULL, FL_CHOICE, &split, "val|test", 0, 0, "val|test", "val (default) or test"},
+        {"--threads", NULL, FL_INT, &threads, "N", 1, 4096, NULL, "threads (default: all cores)"},
+        {"--report", NULL, FL_STR, &report, "DB", 0, 0, NULL,
+         "instead: print the JSD table in the paper's form from DB's analyze trials\n"
+         "(rows: configuration and layer; columns: local-local, local-routing, routing-routing)"},
+        {"--plot", NULL, FL_STR, &plot, "DB", 0, 0, NULL,
+         "instead: draw kept_mass.png from DB: kept dense mass against clusters (routing\n"
+         "heads) or window (local heads), one line per backend, the random floor dashed"},
+        {"--format", NULL, FL_STR, &format, "F", 0, 0, NULL, "md|csv|tex with --report, png|svg|pdf with --plot"},
+        {"--out", NULL, FL_STR, &out, "DIR", 0, 0, NULL, "with --plot: the output directory"},
+        {"--dumb", NULL, FL_SWITCH, &dumb, NULL, 0, 0, NULL, "with --plot: draw in the terminal"},
+    };
+    const cli_spec spec = {.cmd = "analyze", .synopsis = "CHECKPOINT [options] | --report DB | --plot DB",
+                           .about = analyze_about, .flags = flags, .nflags = (int)(sizeof flags / sizeof flags[0]),
+                           .params = CLI_PARAMS_MODEL, .set_param = cli_kv_remember, .target = &kv,
+                           .positional = "CHECKPOINT", .max_pos = 1, .epilog = analyze_epilog};
+    int prc = cli_parse(&spec, argc, argv, &ckpt, &npos);
+    if (prc == CLI_OK && (report || plot) && (ckpt || (report && plot))) {
+        fprintf(stderr, "routebench analyze: --report and --plot take a database and no checkpoint, one at a time\n");
+        prc = CLI_BAD;
+    } else if (prc == CLI_OK && !report && !plot && !ckpt) {
+        fprintf(stderr, "routebench analyze: which checkpoint? (`routebench analyze --help`)\n");
+        prc = CLI_BAD;
+    } else if (prc == CLI_OK && ckpt && checkpoint_config_with(ckpt, &c, kv.kv, kv.n, err, sizeof err) != 0) {
         fprintf(stderr, "routebench analyze: %s\n", err);
-        free(kv);
-        return 2;
+        prc = CLI_BAD;
     }
-    free(kv);
-    if (report || plot) {
-        if (ckpt || (report && plot)) {
-            fprintf(stderr, "routebench analyze: --report and --plot take a database and no checkpoint, one at a time\n");
-            return 2;
-        }
-        return from_db(report, plot, format, out, dumb);
-    }
-    if (!ckpt) {
-        usage(stderr);
-        return 2;
-    }
+    cli_kv_free(&kv);
+    if (prc != CLI_OK) return cli_exit(prc);
+    if (report || plot) return from_db(report, plot, format, out, dumb);
+    split = split == 1 ? TASK_TEST : TASK_VAL;
     rb_set_threads(threads);
     analyze_options o = {batches > 0 ? batches : c.eval_batches, split};
     analyze_acc *acc;

@@ -12,21 +12,6 @@
 #include "util/status.h"
 #include "util/threads.h"
 
-/* --KEY VALUE options are applied on top of the checkpoint's configuration
- * once it is read: remembered here, checked now. */
-typedef struct {
-    train_config check;  /* a default config the options are tried on */
-    const char **kv;     /* [2 * n] */
-    int n;
-} kv_opts;
-
-static int remember_kv(void *target, const rb_param *d, const char *text, char *err, size_t errlen) {
-    kv_opts *o = target;
-    if (train_config_set(&o->check, d->name, text, err, errlen) != 0) return -1; /* refused now, not later */
-    o->kv[2 * o->n] = d->name, o->kv[2 * o->n + 1] = text, o->n++;
-    return 0;
-}
-
 static const char export_about[] =
     "Writes every parameter of the model in CHECKPOINT as DIR/<name>.npy (float32, C order;\n"
     "names like wte.weight, h.0.attn.qkv.weight, h.0.attn.centroids, ln_f.bias) and\n"
@@ -37,15 +22,15 @@ static const char export_about[] =
     "train` was given (--d-model 128 --layers 2 --backend routing ...).";
 
 int cmd_export(int argc, char **argv) {
-    kv_opts o = {.kv = mallocCheck((size_t)(argc + 1) * sizeof(char *))};
-    train_config_default(&o.check);
+    cli_kv o;
+    cli_kv_init(&o, argc);
     const char *pos[2];
     int threads = 0;
     const cli_flag flags[] = {
         {"--threads", NULL, FL_INT, &threads, "N", 1, 4096, NULL, "threads (default: all cores)"},
     };
     const cli_spec spec = {.cmd = "export", .synopsis = "CHECKPOINT DIR [--KEY VALUE ...]", .about = export_about,
-                           .flags = flags, .nflags = 1, .params = CLI_PARAMS_MODEL, .set_param = remember_kv,
+                           .flags = flags, .nflags = 1, .params = CLI_PARAMS_MODEL, .set_param = cli_kv_remember,
                            .target = &o, .positional = "CHECKPOINT DIR", .min_pos = 2, .max_pos = 2};
     int rc = cli_parse(&spec, argc, argv, pos, NULL);
     char err[2048];
@@ -55,7 +40,7 @@ int cmd_export(int argc, char **argv) {
         fprintf(stderr, "routebench export: %s\n", err);
         rc = CLI_BAD;
     }
-    free(o.kv);
+    cli_kv_free(&o);
     if (rc != CLI_OK) return cli_exit(rc);
     rb_set_threads(threads);
     int n;

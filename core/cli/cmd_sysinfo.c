@@ -2,30 +2,24 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli/flags.h"
 #include "cli/commands.h"
 #include "util/sysinfo.h"
 #include "util/threads.h"
 
 int cmd_sysinfo(int argc, char **argv) {
     int json = 0, threads = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) json = 1;
-        else if (strcmp(argv[i], "--threads") == 0) {
-            if (cli_int("--threads", i + 1 < argc ? argv[i + 1] : NULL, 1, 4096, &threads)) return 2;
-            i++;
-        } else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: routebench sysinfo [--threads T] [--json]\n"
-                   "CPU model, cores, threads in use, BLAS and its threading, and the sgemm GFLOP/s\n"
-                   "(2048-cube product, median of 7) with that thread count: the ceiling every\n"
-                   "benchmark is compared with.\n");
-            return 0;
-        } else {
-            fprintf(stderr, "routebench sysinfo: unknown option '%s'\n"
-                            "usage: routebench sysinfo [--threads T] [--json]\n", argv[i]);
-            return 2;
-        }
-    }
+    const cli_flag flags[] = {
+        {"--threads", NULL, FL_INT, &threads, "T", 1, 4096, NULL, "threads (default: all cores)"},
+        {"--json", NULL, FL_SWITCH, &json, NULL, 0, 0, NULL, "print one JSON object"},
+    };
+    const cli_spec spec = {.cmd = "sysinfo", .synopsis = "[--threads T] [--json]",
+                           .about = "CPU model, cores, threads in use, BLAS and its threading, and the sgemm GFLOP/s\n"
+                                    "(2048-cube product, median of 7) with that thread count: the ceiling every\n"
+                                    "benchmark is compared with.",
+                           .flags = flags, .nflags = 2};
+    int rc = cli_parse(&spec, argc, argv, NULL, NULL);
+    if (rc != CLI_OK) return cli_exit(rc);
     rb_set_threads(threads);
     rb_sysinfo s;
     rb_sysinfo_read(&s, 1);

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/train.h"
+#include "util/common.h"
 #include "util/status.h"
 
 const char *cli_param_flag(const rb_param *d, char *buf, size_t len) {
@@ -210,4 +212,26 @@ int cli_parse(const cli_spec *s, int argc, char **argv, const char **pos, int *n
     if (np < s->min_pos) return bad(s, "missing %s%s", s->positional ? s->positional : "argument", "");
     if (npos) *npos = np;
     return CLI_OK;
+}
+
+/* ---- parameters applied over a checkpoint's configuration ---- */
+
+void cli_kv_init(cli_kv *k, int argc) {
+    train_config *c = mallocCheck(sizeof *c);
+    train_config_default(c);
+    k->check = c;
+    k->kv = mallocCheck((size_t)(2 * argc + 2) * sizeof *k->kv);
+    k->n = 0;
+}
+
+int cli_kv_remember(void *target, const rb_param *d, const char *text, char *err, size_t errlen) {
+    cli_kv *k = target;
+    if (train_config_set(k->check, d->name, text, err, errlen) != 0) return -1; /* refused now, not later */
+    k->kv[2 * k->n] = d->name, k->kv[2 * k->n + 1] = text, k->n++;
+    return 0;
+}
+
+void cli_kv_free(cli_kv *k) {
+    free(k->check), free(k->kv);
+    memset(k, 0, sizeof *k);
 }

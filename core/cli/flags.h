@@ -65,4 +65,17 @@ void cli_usage(const cli_spec *spec, FILE *f);
 /* The parameter table's flag for d ("--d-model") into buf. */
 const char *cli_param_flag(const rb_param *d, char *buf, size_t len);
 
+/* Model parameters given on the command line of a command that reads a
+ * checkpoint (export, analyze): checked at once on a default configuration,
+ * remembered as key/value pairs to apply on top of the checkpoint's own
+ * (checkpoint_config_with). Use cli_kv_remember as cli_spec.set_param. */
+typedef struct {
+    void *check;        /* a train_config */
+    const char **kv;    /* [2 * n] */
+    int n;
+} cli_kv;
+void cli_kv_init(cli_kv *k, int argc);
+int cli_kv_remember(void *target, const rb_param *d, const char *text, char *err, size_t errlen);
+void cli_kv_free(cli_kv *k);
+
 #endif

@@ -642,8 +642,7 @@ static void md_escape(char *out, size_t len, const char *s) {
     out[o] = 0;
 }
 
-/* Text cell in the format's escaping (CSV quoting happens at write time). */
-static void text_cell(char *out, size_t len, const char *s, int format) {
+void rpt_text_cell(char *out, size_t len, const char *s, int format) {
     if (format == RPT_TEX) tex_escape(out, len, s);
     else if (format == RPT_MD) md_escape(out, len, s);
     else {
@@ -813,7 +812,7 @@ int rpt_table_build(rpt_table *tb, const rpt_db *d, const rpt_table_opts *o, cha
         if (!col[p]) continue;
         if (F == RPT_CSV) head[nh] = d->pnames[p];
         else {
-            text_cell(hbuf[nb], sizeof hbuf[nb], d->pnames[p], F);
+            rpt_text_cell(hbuf[nb], sizeof hbuf[nb], d->pnames[p], F);
             head[nh] = hbuf[nb++];
         }
         align[nh++] = strcmp(d->pnames[p], "backend") == 0 ? 'l' : 'r';
@@ -835,7 +834,7 @@ int rpt_table_build(rpt_table *tb, const rpt_db *d, const rpt_table_opts *o, cha
             snprintf(hbuf[nb], sizeof hbuf[nb], "%s_n", ms[i]);
             head[nh] = hbuf[nb++], align[nh++] = 'r';
         } else {
-            text_cell(hbuf[nb], sizeof hbuf[nb], rpt_measure_label(ms[i]), F);
+            rpt_text_cell(hbuf[nb], sizeof hbuf[nb], rpt_measure_label(ms[i]), F);
             head[nh] = hbuf[nb++], align[nh++] = 'r';
         }
     }
@@ -856,7 +855,7 @@ int rpt_table_build(rpt_table *tb, const rpt_db *d, const rpt_table_opts *o, cha
         int c = 0;
         for (int p = 0; p < d->np; p++) {
             if (!col[p]) continue;
-            if (t0->pv[p]) text_cell(cells[c], sizeof cells[c], t0->pv[p], F);
+            if (t0->pv[p]) rpt_text_cell(cells[c], sizeof cells[c], t0->pv[p], F);
             else snprintf(cells[c], sizeof cells[c], "%s", na);
             c++;
         }
@@ -883,7 +882,7 @@ int rpt_table_build(rpt_table *tb, const rpt_db *d, const rpt_table_opts *o, cha
                 continue;
             }
             if (x->ndone == 0) {
-                text_cell(cells[c++], sizeof cells[0], group_status(d, x), F);
+                rpt_text_cell(cells[c++], sizeof cells[0], group_status(d, x), F);
             } else if (s.n == 0) {
                 snprintf(cells[c++], sizeof cells[0], "%s", F == RPT_TEX ? "n/a" : "n/a");
             } else if (mean && s.n > 1) {
@@ -899,7 +898,7 @@ int rpt_table_build(rpt_table *tb, const rpt_db *d, const rpt_table_opts *o, cha
             char note[900];
             rpt_group_note(d, x, note, sizeof note);
             if (F != RPT_CSV && strlen(note) > 72) strcpy(note + 69, "...");
-            text_cell(cells[c++], sizeof cells[0], note, F);
+            rpt_text_cell(cells[c++], sizeof cells[0], note, F);
         }
         for (int i = 0; i < nh; i++) row[i] = cells[i];
         rpt_table_add_row(tb, row);
@@ -951,7 +950,7 @@ int rpt_table_build(rpt_table *tb, const rpt_db *d, const rpt_table_opts *o, cha
                 off += snprintf(cap + off, sizeof cap - off, ". sgemm ceiling %.1f GFLOP/s", d->sgemm_latest);
             else off += snprintf(cap + off, sizeof cap - off, ". sgemm ceiling not measured");
         }
-        text_cell(tb->caption, sizeof tb->caption, cap, F);
+        rpt_text_cell(tb->caption, sizeof tb->caption, cap, F);
         size_t cl = strlen(tb->caption);
         snprintf(tb->caption + cl, sizeof tb->caption - cl,
                  ". Quality: mean %s std over seeds (n: trials done); timings, throughput and memory: median over "

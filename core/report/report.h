@@ -126,6 +126,10 @@ void rpt_table_init(rpt_table *tb, int ncol, const char *const *head, const char
 void rpt_table_write(FILE *f, const rpt_table *tb, int format);
 void rpt_table_free(rpt_table *tb);
 
+/* s as a text cell in format's escaping (LaTeX specials, Markdown's |; CSV
+ * quoting happens at write time). */
+void rpt_text_cell(char *out, size_t len, const char *s, int format);
+
 /* "md" / "csv" / "tex" to RPT_*; -1 when unknown. */
 int rpt_format_parse(const char *s);
 

@@ -106,6 +106,136 @@ static int load_metrics(rpt_db *d, char *err, size_t errlen) {
     return 0;
 }
 
+/* Is it ours, and a version we can read? Then the experiment's name and
+ * kind and the latest sgemm ceiling. */
+static int read_header(rpt_db *d, char *err, size_t errlen) {
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(d->db, "SELECT (SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN "
+                                  "('experiments','trials','metrics')), (SELECT user_version FROM pragma_user_version)",
+                           -1, &st, NULL) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return rb_fail(err, errlen, "%s: not a routebench results database (%s)", d->path, sqlite3_errmsg(d->db));
+    }
+    int ntables = sqlite3_column_int(st, 0), ver = sqlite3_column_int(st, 1);
+    sqlite3_finalize(st);
+    if (ntables != 3)
+        return rb_fail(err, errlen, "%s: not a routebench results database (no experiments/trials/metrics tables)",
+                       d->path);
+    if (ver > STORE_SCHEMA_VERSION)
+        return rb_fail(err, errlen, "%s: written by a newer routebench (schema %d, this one reads up to %d)", d->path,
+                       ver, STORE_SCHEMA_VERSION);
+    if (sqlite3_prepare_v2(d->db, "SELECT name, kind, bench FROM experiments ORDER BY id LIMIT 1", -1, &st, NULL) !=
+        SQLITE_OK)
+        return sql_fail(d, "reading experiments", err, errlen);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const char *a = col_text(st, 0), *b = col_text(st, 1), *c = col_text(st, 2);
+        snprintf(d->exp_name, sizeof d->exp_name, "%s", a ? a : "");
+        snprintf(d->exp_kind, sizeof d->exp_kind, "%s", b ? b : "");
+        snprintf(d->exp_bench, sizeof d->exp_bench, "%s", c ? c : "");
+    }
+    sqlite3_finalize(st), st = NULL;
+    if (sqlite3_prepare_v2(d->db, "SELECT sgemm_gflops FROM experiments WHERE sgemm_gflops > 0 ORDER BY id DESC LIMIT 1",
+                           -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        d->sgemm_latest = sqlite3_column_double(st, 0);
+    sqlite3_finalize(st);
+    return 0;
+}
+
+/* The trials query: `where` is the user's condition on trials' own columns,
+ * so it runs in a subquery where no joined column can make it ambiguous. */
+static int prepare_trials(rpt_db *d, const char *where, const char *const *cols, int ncols, sqlite3_stmt **out,
+                          char *err, size_t errlen) {
+    char sql[8192];
+    if (where && *where && strlen(where) > 4000) return rb_fail(err, errlen, "--where: condition too long");
+    int off = snprintf(sql, sizeof sql,
+                       "SELECT t.id, t.experiment_id, t.idx, t.seed, t.key, t.name, t.backend, t.status, t.error, "
+                       "t.kind, e.sgemm_gflops, t.params");
+    for (int i = 0; i < ncols; i++) off += snprintf(sql + off, sizeof sql - off, ", t.\"%s\"", cols[i]);
+    snprintf(sql + off, sizeof sql - off,
+             " FROM (SELECT * FROM trials WHERE (%s)) t LEFT JOIN experiments e ON e.id = t.experiment_id "
+             "ORDER BY t.idx, t.seed, t.id",
+             where && *where ? where : "1");
+    const char *tail = NULL;
+    int rc = sqlite3_prepare_v2(d->db, sql, -1, out, &tail);
+    while (rc == SQLITE_OK && tail && isspace((unsigned char)*tail)) tail++;
+    if (rc == SQLITE_OK && tail && *tail) { /* a second statement smuggled in through --where */
+        sqlite3_finalize(*out), *out = NULL;
+        return rb_fail(err, errlen, "--where '%s': one condition, not several statements", where ? where : "");
+    }
+    if (rc == SQLITE_OK) return 0;
+    if (where && *where)
+        return rb_fail(err, errlen, "--where '%s': %s (an SQL condition on the trials table's columns, e.g. "
+                                    "\"backend='routing' AND seq>=1024\")",
+                       where, sqlite3_errmsg(d->db));
+    return sql_fail(d, "reading trials", err, errlen);
+}
+
+/* One row of the trials query into t: identity, then its parameters, the
+ * params JSON first (js reads it) with the resolved columns laid over it. */
+static int load_trial(rpt_db *d, rpt_trial *t, sqlite3_stmt *st, sqlite3_stmt *js, const char *const *cols, int ncols,
+                      char *err, size_t errlen) {
+    memset(t, 0, sizeof *t);
+    t->pv = callocCheck(RPT_MAX_PARAMS, sizeof *t->pv);
+    t->id = sqlite3_column_int64(st, 0);
+    t->exp_id = sqlite3_column_int64(st, 1);
+    t->idx = sqlite3_column_int(st, 2);
+    t->seed = (uint64_t)sqlite3_column_int64(st, 3);
+    t->key = xstrdup(col_text(st, 4) ? col_text(st, 4) : "");
+    t->name = xstrdup(col_text(st, 5) ? col_text(st, 5) : "");
+    t->backend = xstrdup(col_text(st, 6) ? col_text(st, 6) : "");
+    t->status = xstrdup(col_text(st, 7) ? col_text(st, 7) : "");
+    t->error = xstrdup(col_text(st, 8));
+    t->kind = xstrdup(col_text(st, 9) ? col_text(st, 9) : "");
+    t->sgemm = sqlite3_column_type(st, 10) == SQLITE_NULL ? 0 : sqlite3_column_double(st, 10);
+    const char *json = col_text(st, 11);
+    sqlite3_reset(js);
+    sqlite3_bind_text(js, 1, json ? json : "{}", -1, SQLITE_TRANSIENT);
+    while (sqlite3_step(js) == SQLITE_ROW) {
+        const char *k = col_text(js, 0), *v = col_text(js, 1);
+        if (!k || !strcmp(k, "seed")) continue;
+        const rb_param *pd = rb_param_find(k); /* an old spelling under today's name */
+        int slot = param_slot(d, pd ? pd->name : k);
+        if (slot < 0) return rb_fail(err, errlen, "%s: more than %d distinct parameters", d->path, RPT_MAX_PARAMS);
+        set_param(t, slot, v);
+    }
+    set_param(t, param_slot(d, "backend"), t->backend);
+    for (int i = 0; i < ncols; i++) {
+        int ty = sqlite3_column_type(st, 12 + i);
+        if (ty == SQLITE_NULL) continue;
+        char buf[64];
+        const char *v = col_text(st, 12 + i);
+        if (ty == SQLITE_FLOAT) {
+            /* reals went through float32 (decay 0.999 is stored as 0.999000012874603): 7 digits say it */
+            snprintf(buf, sizeof buf, "%.7g", sqlite3_column_double(st, 12 + i));
+            v = buf;
+        }
+        set_param(t, param_slot(d, cols[i]), v);
+    }
+    return 0;
+}
+
+static int read_trials(rpt_db *d, const char *where, char *err, size_t errlen) {
+    const char *cols[STORE_MAX_COLS];
+    int ncols = param_columns(d, cols, STORE_MAX_COLS), rc, cap = 0;
+    sqlite3_stmt *st = NULL, *js = NULL;
+    if (prepare_trials(d, where, cols, ncols, &st, err, errlen)) return -1;
+    if (sqlite3_prepare_v2(d->db, "SELECT key, value FROM json_each(?)", -1, &js, NULL) != SQLITE_OK) {
+        sqlite3_finalize(st);
+        return sql_fail(d, "reading parameters", err, errlen);
+    }
+    param_slot(d, "backend");
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (d->nt == cap) cap = cap ? 2 * cap : 64, d->t = reallocCheck(d->t, (size_t)cap * sizeof *d->t);
+        if (load_trial(d, &d->t[d->nt++], st, js, cols, ncols, err, errlen)) break;
+    }
+    sqlite3_finalize(js), sqlite3_finalize(st);
+    if (rc == SQLITE_ROW) return -1; /* load_trial's message */
+    if (rc != SQLITE_DONE) return sql_fail(d, "reading trials", err, errlen);
+    return 0;
+}
+
 int rpt_open(rpt_db *d, const char *path, const char *where, char *err, size_t errlen) {
     memset(d, 0, sizeof *d);
     snprintf(d->path, sizeof d->path, "%s", path);
@@ -118,154 +248,11 @@ int rpt_open(rpt_db *d, const char *path, const char *where, char *err, size_t e
     sqlite3_busy_timeout(d->db, 10000);
     sqlite3_exec(d->db, "PRAGMA query_only=1", NULL, NULL, NULL);
     d->pnames = callocCheck(RPT_MAX_PARAMS, sizeof *d->pnames);
-    sqlite3_stmt *st = NULL;
-    int rc;
-    /* Is it ours, and a version we can read? */
-    if (sqlite3_prepare_v2(d->db, "SELECT (SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN "
-                                  "('experiments','trials','metrics')), (SELECT user_version FROM pragma_user_version)",
-                           -1, &st, NULL) != SQLITE_OK ||
-        sqlite3_step(st) != SQLITE_ROW) {
-        rb_fail(err, errlen, "%s: not a routebench results database (%s)", path, sqlite3_errmsg(d->db));
-        goto fail;
+    if (read_header(d, err, errlen) || read_trials(d, where, err, errlen) || load_metrics(d, err, errlen)) {
+        rpt_close(d);
+        return -1;
     }
-    int ntables = sqlite3_column_int(st, 0), ver = sqlite3_column_int(st, 1);
-    sqlite3_finalize(st), st = NULL;
-    if (ntables != 3) {
-        rb_fail(err, errlen, "%s: not a routebench results database (no experiments/trials/metrics tables)", path);
-        goto fail;
-    }
-    if (ver > STORE_SCHEMA_VERSION) {
-        rb_fail(err, errlen, "%s: written by a newer routebench (schema %d, this one reads up to %d)", path, ver,
-                STORE_SCHEMA_VERSION);
-        goto fail;
-    }
-    if (sqlite3_prepare_v2(d->db, "SELECT name, kind, bench FROM experiments ORDER BY id LIMIT 1", -1, &st, NULL) !=
-        SQLITE_OK) {
-        sql_fail(d, "reading experiments", err, errlen);
-        goto fail;
-    }
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        const char *a = col_text(st, 0), *b = col_text(st, 1), *c = col_text(st, 2);
-        snprintf(d->exp_name, sizeof d->exp_name, "%s", a ? a : "");
-        snprintf(d->exp_kind, sizeof d->exp_kind, "%s", b ? b : "");
-        snprintf(d->exp_bench, sizeof d->exp_bench, "%s", c ? c : "");
-    }
-    sqlite3_finalize(st), st = NULL;
-    if (sqlite3_prepare_v2(d->db,
-                           "SELECT sgemm_gflops FROM experiments WHERE sgemm_gflops > 0 ORDER BY id DESC LIMIT 1", -1,
-                           &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
-        d->sgemm_latest = sqlite3_column_double(st, 0);
-    sqlite3_finalize(st), st = NULL;
-
-    /* The trials. `where` is the user's condition on trials' own columns, so
-     * it runs in a subquery where no joined column can make it ambiguous. */
-    char sql[8192];
-    const char *param_cols[STORE_MAX_COLS];
-    int npc = param_columns(d, param_cols, STORE_MAX_COLS);
-    int off = snprintf(sql, sizeof sql,
-                       "SELECT t.id, t.experiment_id, t.idx, t.seed, t.key, t.name, t.backend, t.status, t.error, "
-                       "t.kind, e.sgemm_gflops, t.params");
-    for (int i = 0; i < npc; i++) off += snprintf(sql + off, sizeof sql - off, ", t.\"%s\"", param_cols[i]);
-    if (where && *where && strlen(where) > 4000) {
-        rb_fail(err, errlen, "--where: condition too long");
-        goto fail;
-    }
-    snprintf(sql + off, sizeof sql - off,
-             " FROM (SELECT * FROM trials WHERE (%s)) t LEFT JOIN experiments e ON e.id = t.experiment_id "
-             "ORDER BY t.idx, t.seed, t.id",
-             where && *where ? where : "1");
-    const char *tail = NULL;
-    rc = sqlite3_prepare_v2(d->db, sql, -1, &st, &tail);
-    while (rc == SQLITE_OK && tail && isspace((unsigned char)*tail)) tail++;
-    if (rc == SQLITE_OK && tail && *tail) {
-        /* a second statement smuggled in through --where: refuse it */
-        rb_fail(err, errlen, "--where '%s': one condition, not several statements", where ? where : "");
-        goto fail;
-    }
-    if (rc != SQLITE_OK) {
-        if (where && *where)
-            rb_fail(err, errlen, "--where '%s': %s (an SQL condition on the trials table's columns, e.g. "
-                                 "\"backend='routing' AND seq>=1024\")",
-                    where, sqlite3_errmsg(d->db));
-        else sql_fail(d, "reading trials", err, errlen);
-        goto fail;
-    }
-    sqlite3_stmt *js = NULL;
-    if (sqlite3_prepare_v2(d->db, "SELECT key, value FROM json_each(?)", -1, &js, NULL) != SQLITE_OK) {
-        sql_fail(d, "reading parameters", err, errlen);
-        goto fail;
-    }
-    param_slot(d, "backend");
-    int cap = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (d->nt == cap) {
-            cap = cap ? 2 * cap : 64;
-            rpt_trial *nt = realloc(d->t, (size_t)cap * sizeof *nt);
-            if (!nt) {
-                fprintf(stderr, "error: out of memory reading trials\n");
-                exit(1);
-            }
-            d->t = nt;
-        }
-        rpt_trial *t = &d->t[d->nt++];
-        memset(t, 0, sizeof *t);
-        t->pv = callocCheck(RPT_MAX_PARAMS, sizeof *t->pv);
-        t->id = sqlite3_column_int64(st, 0);
-        t->exp_id = sqlite3_column_int64(st, 1);
-        t->idx = sqlite3_column_int(st, 2);
-        t->seed = (uint64_t)sqlite3_column_int64(st, 3);
-        t->key = xstrdup(col_text(st, 4) ? col_text(st, 4) : "");
-        t->name = xstrdup(col_text(st, 5) ? col_text(st, 5) : "");
-        t->backend = xstrdup(col_text(st, 6) ? col_text(st, 6) : "");
-        t->status = xstrdup(col_text(st, 7) ? col_text(st, 7) : "");
-        t->error = xstrdup(col_text(st, 8));
-        t->kind = xstrdup(col_text(st, 9) ? col_text(st, 9) : "");
-        t->sgemm = sqlite3_column_type(st, 10) == SQLITE_NULL ? 0 : sqlite3_column_double(st, 10);
-        const char *json = col_text(st, 11);
-        if (json) {
-            sqlite3_reset(js);
-            sqlite3_bind_text(js, 1, json, -1, SQLITE_TRANSIENT);
-            while (sqlite3_step(js) == SQLITE_ROW) {
-                const char *k = col_text(js, 0), *v = col_text(js, 1);
-                if (!k || !strcmp(k, "seed")) continue;
-                const rb_param *pd = rb_param_find(k); /* an old spelling under today's name */
-                if (pd) k = pd->name;
-                int slot = param_slot(d, k);
-                if (slot < 0) {
-                    rb_fail(err, errlen, "%s: more than %d distinct parameters", path, RPT_MAX_PARAMS);
-                    sqlite3_finalize(js);
-                    goto fail;
-                }
-                set_param(t, slot, v);
-            }
-        }
-        set_param(t, param_slot(d, "backend"), t->backend);
-        for (int i = 0; i < npc; i++) {
-            int ty = sqlite3_column_type(st, 12 + i);
-            if (ty == SQLITE_NULL) continue;
-            char buf[64];
-            const char *v = col_text(st, 12 + i);
-            if (ty == SQLITE_FLOAT) {
-                /* reals went through float32 (decay 0.999 is stored as 0.999000012874603): 7 digits say it */
-                snprintf(buf, sizeof buf, "%.7g", sqlite3_column_double(st, 12 + i));
-                v = buf;
-            }
-            set_param(t, param_slot(d, param_cols[i]), v);
-        }
-    }
-    sqlite3_finalize(js);
-    if (rc != SQLITE_DONE) {
-        sql_fail(d, "reading trials", err, errlen);
-        goto fail;
-    }
-    sqlite3_finalize(st), st = NULL;
-    if (load_metrics(d, err, errlen)) goto fail;
     return 0;
-fail:
-    sqlite3_finalize(st);
-    rpt_close(d);
-    return -1;
 }
 
 void rpt_close(rpt_db *d) {
@@ -758,207 +745,219 @@ static int count_status(const rpt_db *d, const char *st) {
     return c;
 }
 
-int rpt_table_build(rpt_table *tb, const rpt_db *d, const rpt_table_opts *o, char *err, size_t errlen) {
-    memset(tb, 0, sizeof *tb);
-    const int F = o->format;
+/* What rpt_table_build works out before it writes: the groups, the measure
+ * columns, which parameters are columns, fixed, or pooled over. */
+typedef struct {
+    const rpt_db *d;
+    int F;
     rpt_group *g;
     int ng;
-    if (rpt_group_trials(d, o->by, &g, &ng, err, errlen)) return -1;
-
-    /* measures */
     char ms[64][64];
-    int nms = 0;
-    if (o->metrics && *o->metrics) {
-        nms = split_list(o->metrics, ms, 64);
-        for (int i = 0; i < nms; i++) {
-            /* split_list maps '-' to '_'; metric names never hold '-' */
-            char e2[1536];
-            if (rpt_measure_check(d, ms[i], e2, sizeof e2)) {
-                rpt_groups_free(g, ng);
-                return rb_fail(err, errlen, "--metric: %s", e2);
-            }
-        }
-    } else {
+    int nms;
+    int *varying, *col, *pooled; /* [np] */
+    int any_note;
+} tbuild;
+
+static int pick_measures(tbuild *b, const char *metrics, char *err, size_t errlen) {
+    if (!metrics || !*metrics) {
         for (size_t i = 0; i < sizeof default_measures / sizeof default_measures[0]; i++)
-            if (rpt_measure_present(d, default_measures[i])) snprintf(ms[nms++], 64, "%s", default_measures[i]);
+            if (rpt_measure_present(b->d, default_measures[i])) snprintf(b->ms[b->nms++], 64, "%s", default_measures[i]);
+        return 0;
     }
-
-    /* parameter columns: --by names, or the parameters that vary between rows */
-    int *varying = callocCheck((size_t)(d->np ? d->np : 1), sizeof *varying);
-    int *col = callocCheck((size_t)(d->np ? d->np : 1), sizeof *col);
-    int *pooled = callocCheck((size_t)(d->np ? d->np : 1), sizeof *pooled);
-    rpt_varying(d, g, ng, varying);
-    if (o->by && *o->by) {
-        char bn[32][64];
-        int nb = split_list(o->by, bn, 32);
-        for (int i = 0; i < nb; i++) col[rpt_param_index(d, bn[i])] = 1;
-        /* parameters that differ inside a group are pooled over */
-        for (int p = 0; p < d->np; p++) {
-            if (col[p]) continue;
-            for (int k = 0; k < ng && !pooled[p]; k++)
-                for (int i = 1; i < g[k].n; i++)
-                    if (!str_eq(d->t[g[k].ti[i]].pv[p], d->t[g[k].ti[0]].pv[p])) pooled[p] = 1;
-        }
-    } else {
-        for (int p = 0; p < d->np; p++) col[p] = varying[p];
+    b->nms = split_list(metrics, b->ms, 64);
+    for (int i = 0; i < b->nms; i++) { /* split_list maps '-' to '_'; metric names never hold '-' */
+        char e2[1536];
+        if (rpt_measure_check(b->d, b->ms[i], e2, sizeof e2)) return rb_fail(err, errlen, "--metric: %s", e2);
     }
+    return 0;
+}
 
-    /* header */
-    const char *head[RPT_MAX_PARAMS + 3 * 64 + 4];
-    char align[RPT_MAX_PARAMS + 3 * 64 + 4];
-    char hbuf[3 * 64 + 4][96];
-    int nh = 0, nb = 0;
+/* Parameter columns: the --by names, or the parameters that vary between
+ * rows; with --by, parameters that differ inside a group are pooled over. */
+static void pick_columns(tbuild *b, const char *by) {
+    const rpt_db *d = b->d;
+    size_t np = (size_t)(d->np ? d->np : 1);
+    b->varying = callocCheck(np, sizeof(int)), b->col = callocCheck(np, sizeof(int));
+    b->pooled = callocCheck(np, sizeof(int));
+    rpt_varying(d, b->g, b->ng, b->varying);
+    if (!by || !*by) {
+        for (int p = 0; p < d->np; p++) b->col[p] = b->varying[p];
+        return;
+    }
+    char bn[32][64];
+    int nb = split_list(by, bn, 32);
+    for (int i = 0; i < nb; i++) b->col[rpt_param_index(d, bn[i])] = 1;
     for (int p = 0; p < d->np; p++) {
-        if (!col[p]) continue;
-        if (F == RPT_CSV) head[nh] = d->pnames[p];
-        else {
-            rpt_text_cell(hbuf[nb], sizeof hbuf[nb], d->pnames[p], F);
-            head[nh] = hbuf[nb++];
-        }
-        align[nh++] = strcmp(d->pnames[p], "backend") == 0 ? 'l' : 'r';
+        if (b->col[p]) continue;
+        for (int k = 0; k < b->ng && !b->pooled[p]; k++)
+            for (int i = 1; i < b->g[k].n; i++)
+                if (!str_eq(d->t[b->g[k].ti[i]].pv[p], d->t[b->g[k].ti[0]].pv[p])) b->pooled[p] = 1;
     }
-    if (F == RPT_CSV) {
-        head[nh] = "n", align[nh++] = 'r';
-        head[nh] = "trials", align[nh++] = 'r';
-        head[nh] = "status", align[nh++] = 'l';
-    } else {
-        head[nh] = "n", align[nh++] = 'r';
+}
+
+static void build_header(tbuild *b, rpt_table *tb) {
+    const char *head[RPT_MAX_PARAMS + 3 * 64 + 4];
+    char align[RPT_MAX_PARAMS + 3 * 64 + 4], hbuf[RPT_MAX_PARAMS + 3 * 64 + 4][96];
+    int nh = 0, F = b->F;
+    for (int p = 0; p < b->d->np; p++) {
+        if (!b->col[p]) continue;
+        rpt_text_cell(hbuf[nh], sizeof hbuf[nh], b->d->pnames[p], F == RPT_CSV ? RPT_CSV : F);
+        head[nh] = hbuf[nh], align[nh++] = strcmp(b->d->pnames[p], "backend") == 0 ? 'l' : 'r';
     }
-    for (int i = 0; i < nms; i++) {
-        if (F == RPT_CSV) {
-            head[nh] = ms[i], align[nh++] = 'r';
-            if (rpt_measure_agg(ms[i]) == RPT_AGG_MEAN) {
-                snprintf(hbuf[nb], sizeof hbuf[nb], "%s_std", ms[i]);
-                head[nh] = hbuf[nb++], align[nh++] = 'r';
-            }
-            snprintf(hbuf[nb], sizeof hbuf[nb], "%s_n", ms[i]);
-            head[nh] = hbuf[nb++], align[nh++] = 'r';
-        } else {
-            rpt_text_cell(hbuf[nb], sizeof hbuf[nb], rpt_measure_label(ms[i]), F);
-            head[nh] = hbuf[nb++], align[nh++] = 'r';
+    head[nh] = "n", align[nh++] = 'r';
+    if (F == RPT_CSV) head[nh] = "trials", align[nh++] = 'r', head[nh] = "status", align[nh++] = 'l';
+    for (int i = 0; i < b->nms; i++) {
+        if (F != RPT_CSV) {
+            rpt_text_cell(hbuf[nh], sizeof hbuf[nh], rpt_measure_label(b->ms[i]), F);
+            head[nh] = hbuf[nh], align[nh++] = 'r';
+            continue;
         }
+        head[nh] = b->ms[i], align[nh++] = 'r';
+        if (rpt_measure_agg(b->ms[i]) == RPT_AGG_MEAN)
+            snprintf(hbuf[nh], sizeof hbuf[nh], "%s_std", b->ms[i]), head[nh] = hbuf[nh], align[nh++] = 'r';
+        snprintf(hbuf[nh], sizeof hbuf[nh], "%s_n", b->ms[i]), head[nh] = hbuf[nh], align[nh++] = 'r';
     }
     /* the note column only when some row has something to say (always in CSV) */
-    int any_note = F == RPT_CSV;
-    for (int k = 0; k < ng && !any_note; k++) any_note = g[k].ndone < g[k].n;
-    if (any_note) head[nh] = "note", align[nh++] = 'l';
+    b->any_note = F == RPT_CSV;
+    for (int k = 0; k < b->ng && !b->any_note; k++) b->any_note = b->g[k].ndone < b->g[k].n;
+    if (b->any_note) head[nh] = "note", align[nh++] = 'l';
     align[nh] = 0;
     rpt_table_init(tb, nh, head, align);
+}
 
-    /* rows */
-    char (*cells)[1024] = mallocCheck((size_t)nh * sizeof *cells);
-    const char *row[RPT_MAX_PARAMS + 3 * 64 + 4];
+/* The cells of measure m for group x from cells[c]; returns the next c. */
+static int measure_cells(const tbuild *b, const rpt_group *x, const char *m, char (*cells)[1024], int c) {
+    const int F = b->F;
+    rpt_stat s = rpt_group_stat(b->d, x, m);
+    int mean = rpt_measure_agg(m) == RPT_AGG_MEAN;
+    if (F == RPT_CSV) {
+        if (s.n) snprintf(cells[c++], 1024, "%.17g", mean ? s.mean : s.median);
+        else cells[c++][0] = 0;
+        if (mean) {
+            if (s.n > 1) snprintf(cells[c++], 1024, "%.17g", s.std);
+            else cells[c++][0] = 0;
+        }
+        snprintf(cells[c++], 1024, "%d", s.n);
+    } else if (x->ndone == 0) {
+        rpt_text_cell(cells[c++], 1024, group_status(b->d, x), F);
+    } else if (s.n == 0) {
+        snprintf(cells[c++], 1024, "n/a");
+    } else if (mean && s.n > 1) {
+        char a[64], sd[64];
+        fmt_display(a, sizeof a, m, s.mean, F);
+        fmt_display(sd, sizeof sd, m, s.std, F);
+        snprintf(cells[c++], 1024, F == RPT_TEX ? "%s $\\pm$ %s" : "%s ± %s", a, sd);
+    } else {
+        fmt_display(cells[c++], 1024, m, mean ? s.mean : s.median, F);
+    }
+    return c;
+}
+
+static void build_row(const tbuild *b, const rpt_group *x, rpt_table *tb, char (*cells)[1024]) {
+    const int F = b->F;
+    const rpt_trial *t0 = &b->d->t[x->first];
     const char *na = F == RPT_CSV ? "" : F == RPT_TEX ? "--" : "–";
-    for (int k = 0; k < ng; k++) {
-        const rpt_group *x = &g[k];
-        const rpt_trial *t0 = &d->t[x->first];
-        int c = 0;
-        for (int p = 0; p < d->np; p++) {
-            if (!col[p]) continue;
-            if (t0->pv[p]) rpt_text_cell(cells[c], sizeof cells[c], t0->pv[p], F);
-            else snprintf(cells[c], sizeof cells[c], "%s", na);
-            c++;
-        }
-        if (F == RPT_CSV) {
-            snprintf(cells[c++], sizeof cells[0], "%d", x->ndone);
-            snprintf(cells[c++], sizeof cells[0], "%d", x->n);
-            snprintf(cells[c++], sizeof cells[0], "%s", x->ndone == x->n ? ST_DONE : group_status(d, x));
-        } else if (x->ndone == x->n) {
-            snprintf(cells[c++], sizeof cells[0], "%d", x->n);
-        } else {
-            snprintf(cells[c++], sizeof cells[0], "%d/%d", x->ndone, x->n);
-        }
-        for (int i = 0; i < nms; i++) {
-            rpt_stat s = rpt_group_stat(d, x, ms[i]);
-            int mean = rpt_measure_agg(ms[i]) == RPT_AGG_MEAN;
-            if (F == RPT_CSV) {
-                if (s.n) snprintf(cells[c++], sizeof cells[0], "%.17g", mean ? s.mean : s.median);
-                else cells[c++][0] = 0;
-                if (mean) {
-                    if (s.n > 1) snprintf(cells[c++], sizeof cells[0], "%.17g", s.std);
-                    else cells[c++][0] = 0;
-                }
-                snprintf(cells[c++], sizeof cells[0], "%d", s.n);
-                continue;
-            }
-            if (x->ndone == 0) {
-                rpt_text_cell(cells[c++], sizeof cells[0], group_status(d, x), F);
-            } else if (s.n == 0) {
-                snprintf(cells[c++], sizeof cells[0], "%s", F == RPT_TEX ? "n/a" : "n/a");
-            } else if (mean && s.n > 1) {
-                char a[64], b[64];
-                fmt_display(a, sizeof a, ms[i], s.mean, F);
-                fmt_display(b, sizeof b, ms[i], s.std, F);
-                snprintf(cells[c++], sizeof cells[0], F == RPT_TEX ? "%s $\\pm$ %s" : "%s ± %s", a, b);
-            } else {
-                fmt_display(cells[c++], sizeof cells[0], ms[i], mean ? s.mean : s.median, F);
-            }
-        }
-        if (any_note) {
-            char note[900];
-            rpt_group_note(d, x, note, sizeof note);
-            if (F != RPT_CSV && strlen(note) > 72) strcpy(note + 69, "...");
-            rpt_text_cell(cells[c++], sizeof cells[0], note, F);
-        }
-        for (int i = 0; i < nh; i++) row[i] = cells[i];
-        rpt_table_add_row(tb, row);
+    int c = 0;
+    for (int p = 0; p < b->d->np; p++) {
+        if (!b->col[p]) continue;
+        if (t0->pv[p]) rpt_text_cell(cells[c], 1024, t0->pv[p], F);
+        else snprintf(cells[c], 1024, "%s", na);
+        c++;
     }
+    if (F == RPT_CSV) {
+        snprintf(cells[c++], 1024, "%d", x->ndone);
+        snprintf(cells[c++], 1024, "%d", x->n);
+        snprintf(cells[c++], 1024, "%s", x->ndone == x->n ? ST_DONE : group_status(b->d, x));
+    } else if (x->ndone == x->n) {
+        snprintf(cells[c++], 1024, "%d", x->n);
+    } else {
+        snprintf(cells[c++], 1024, "%d/%d", x->ndone, x->n);
+    }
+    for (int i = 0; i < b->nms; i++) c = measure_cells(b, x, b->ms[i], cells, c);
+    if (b->any_note) {
+        char note[900];
+        rpt_group_note(b->d, x, note, sizeof note);
+        if (F != RPT_CSV && strlen(note) > 72) strcpy(note + 69, "...");
+        rpt_text_cell(cells[c++], 1024, note, F);
+    }
+    const char *row[RPT_MAX_PARAMS + 3 * 64 + 4];
+    for (int i = 0; i < c; i++) row[i] = cells[i];
+    rpt_table_add_row(tb, row);
+}
 
-    /* caption: what the table is, what was held fixed, how cells summarise */
-    if (F != RPT_CSV) {
-        char cap[2048], part[1024];
-        int off = 0;
-        off += snprintf(cap + off, sizeof cap - off, "%s (%s%s%s): %d configurations, %d trials",
-                        d->exp_name[0] ? d->exp_name : "experiment", d->exp_kind, d->exp_bench[0] ? " " : "",
-                        d->exp_bench, ng, d->nt);
-        static const char *const st[] = {ST_DONE, ST_FAILED, ST_UNSUPPORTED, ST_INTERRUPTED, ST_RUNNING, ST_PENDING};
-        int first = 1;
-        for (size_t s = 0; s < sizeof st / sizeof st[0]; s++) {
-            int n = count_status(d, st[s]);
-            if (!n || off >= (int)sizeof cap) continue;
-            off += snprintf(cap + off, sizeof cap - off, "%s%d %s", first ? " (" : ", ", n, st[s]);
-            first = 0;
+/* "name=value, ..." of the parameters set to one value in every
+ * configuration (where = 0) or only where they apply (where = 1). */
+static int fixed_params(const tbuild *b, int where, char *part, size_t len) {
+    const rpt_db *d = b->d;
+    int fo = 0, nf = 0;
+    part[0] = 0;
+    for (int p = 0; p < d->np && b->ng > 0; p++) {
+        if (b->col[p] || b->pooled[p] || b->varying[p] || fo >= (int)len) continue;
+        const char *v = NULL;
+        int nna = 0;
+        for (int k = 0; k < b->ng; k++) {
+            const char *x = d->t[b->g[k].first].pv[p];
+            if (x) v = x;
+            else nna++;
         }
-        if (!first && off < (int)sizeof cap) off += snprintf(cap + off, sizeof cap - off, ")");
-        for (int where = 0; where < 2; where++) {
-            /* where 0: set in every configuration; 1: only where it applies */
-            int fo = 0, nf = 0;
-            part[0] = 0;
-            for (int p = 0; p < d->np && ng > 0; p++) {
-                if (col[p] || pooled[p] || varying[p] || fo >= (int)sizeof part) continue;
-                const char *v = NULL;
-                int nna = 0;
-                for (int k = 0; k < ng; k++) {
-                    const char *x = d->t[g[k].first].pv[p];
-                    if (x) v = x;
-                    else nna++;
-                }
-                if (!v || (nna > 0) != where) continue;
-                fo += snprintf(part + fo, sizeof part - fo, "%s%s=%s", nf++ ? ", " : "", d->pnames[p], v);
-            }
-            if (nf && off < (int)sizeof cap)
-                off += snprintf(cap + off, sizeof cap - off, ". %s: %s", where ? "Fixed where they apply" : "Fixed", part);
-        }
-        int fo = 0, nf = 0;
-        fo = 0, nf = 0;
-        for (int p = 0; p < d->np; p++)
-            if ((pooled[p] || (varying[p] && !col[p])) && fo < (int)sizeof part)
-                fo += snprintf(part + fo, sizeof part - fo, "%s%s", nf++ ? ", " : "", d->pnames[p]);
-        if (nf && off < (int)sizeof cap) off += snprintf(cap + off, sizeof cap - off, ". Pooled over: %s", part);
-        if (off < (int)sizeof cap) {
-            if (d->sgemm_latest > 0)
-                off += snprintf(cap + off, sizeof cap - off, ". sgemm ceiling %.1f GFLOP/s", d->sgemm_latest);
-            else off += snprintf(cap + off, sizeof cap - off, ". sgemm ceiling not measured");
-        }
-        rpt_text_cell(tb->caption, sizeof tb->caption, cap, F);
-        size_t cl = strlen(tb->caption);
-        snprintf(tb->caption + cl, sizeof tb->caption - cl,
-                 ". Quality: mean %s std over seeds (n: trials done); timings, throughput and memory: median over "
-                 "seeds.",
-                 F == RPT_TEX ? "$\\pm$" : "±");
+        if (!v || (nna > 0) != where) continue;
+        fo += snprintf(part + fo, len - fo, "%s%s=%s", nf++ ? ", " : "", d->pnames[p], v);
     }
+    return nf;
+}
+
+/* The caption: what the table is, what was held fixed, how cells summarise. */
+static void build_caption(const tbuild *b, rpt_table *tb) {
+    const rpt_db *d = b->d;
+    char cap[2048], part[1024];
+    int off = snprintf(cap, sizeof cap, "%s (%s%s%s): %d configurations, %d trials",
+                       d->exp_name[0] ? d->exp_name : "experiment", d->exp_kind, d->exp_bench[0] ? " " : "",
+                       d->exp_bench, b->ng, d->nt);
+    static const char *const st[] = {ST_DONE, ST_FAILED, ST_UNSUPPORTED, ST_INTERRUPTED, ST_RUNNING, ST_PENDING};
+    int first = 1;
+    for (size_t s = 0; s < sizeof st / sizeof st[0]; s++) {
+        int n = count_status(d, st[s]);
+        if (!n || off >= (int)sizeof cap) continue;
+        off += snprintf(cap + off, sizeof cap - off, "%s%d %s", first ? " (" : ", ", n, st[s]);
+        first = 0;
+    }
+    if (!first && off < (int)sizeof cap) off += snprintf(cap + off, sizeof cap - off, ")");
+    for (int where = 0; where < 2; where++)
+        if (fixed_params(b, where, part, sizeof part) && off < (int)sizeof cap)
+            off += snprintf(cap + off, sizeof cap - off, ". %s: %s", where ? "Fixed where they apply" : "Fixed", part);
+    int fo = 0, nf = 0;
+    for (int p = 0; p < d->np; p++)
+        if ((b->pooled[p] || (b->varying[p] && !b->col[p])) && fo < (int)sizeof part)
+            fo += snprintf(part + fo, sizeof part - fo, "%s%s", nf++ ? ", " : "", d->pnames[p]);
+    if (nf && off < (int)sizeof cap) off += snprintf(cap + off, sizeof cap - off, ". Pooled over: %s", part);
+    if (off < (int)sizeof cap) {
+        if (d->sgemm_latest > 0) snprintf(cap + off, sizeof cap - off, ". sgemm ceiling %.1f GFLOP/s", d->sgemm_latest);
+        else snprintf(cap + off, sizeof cap - off, ". sgemm ceiling not measured");
+    }
+    rpt_text_cell(tb->caption, sizeof tb->caption, cap, b->F);
+    size_t cl = strlen(tb->caption);
+    snprintf(tb->caption + cl, sizeof tb->caption - cl,
+             ". Quality: mean %s std over seeds (n: trials done); timings, throughput and memory: median over seeds.",
+             b->F == RPT_TEX ? "$\\pm$" : "±");
+}
+
+int rpt_table_build(rpt_table *tb, const rpt_db *d, const rpt_table_opts *o, char *err, size_t errlen) {
+    memset(tb, 0, sizeof *tb);
+    tbuild b;
+    memset(&b, 0, sizeof b);
+    b.d = d, b.F = o->format;
+    if (rpt_group_trials(d, o->by, &b.g, &b.ng, err, errlen)) return -1;
+    if (pick_measures(&b, o->metrics, err, errlen)) {
+        rpt_groups_free(b.g, b.ng);
+        return -1;
+    }
+    pick_columns(&b, o->by);
+    build_header(&b, tb);
+    char (*cells)[1024] = mallocCheck((size_t)tb->ncol * sizeof *cells);
+    for (int k = 0; k < b.ng; k++) build_row(&b, &b.g[k], tb, cells);
+    if (b.F != RPT_CSV) build_caption(&b, tb);
     free(cells);
-    free(varying), free(col), free(pooled);
-    rpt_groups_free(g, ng);
+    free(b.varying), free(b.col), free(b.pooled);
+    rpt_groups_free(b.g, b.ng);
     return 0;
 }

@@ -108,126 +108,132 @@ static int gather_routes(const attn_backend *be, const attn *a, int keys, int **
     return width;
 }
 
+/* With --load and no --seq, q.npy decides the sizes. */
+static int sizes_from_q(const char *load_dir, attn_params *p, char *err, size_t errlen) {
+    char path[4096], msg[1024];
+    void *d = NULL;
+    int sh[NPY_MAX_DIMS], nd;
+    if (npy_read(rb_path_join(path, sizeof path, load_dir, "q.npy"), "<f4", NULL, 4, &d, sh, &nd, msg, sizeof msg) != 0)
+        return rb_fail(err, errlen, "%s (q must be [batch, heads, seq, head_dim])", msg);
+    free(d);
+    p->batch = sh[0], p->heads = sh[1], p->seq = sh[2], p->head_dim = sh[3];
+    return 0;
+}
+
+static const char *const in_names[4] = {"q", "k", "v", "dout"};
+
+/* The eight tensors, the inputs read from load_dir or drawn exactly as
+ * `routebench attn` draws them (bench.c: N(0,1) from the seed, q, k, v, dout). */
+static int pass_inputs(pass_bufs *B, const attn_params *p, const char *load_dir, char *err, size_t errlen) {
+    size_t n = (size_t)p->batch * p->heads * p->seq * p->head_dim;
+    float **all[] = {&B->q, &B->k, &B->v, &B->dout, &B->out, &B->dq, &B->dk, &B->dv};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (!(*all[i] = rb_aligned_alloc(n * sizeof(float))))
+            return rb_fail(err, errlen, "out of memory: 8 tensors of %zu bytes", n * sizeof(float));
+        memset(*all[i], 0, n * sizeof(float));
+    }
+    float *ins[4] = {B->q, B->k, B->v, B->dout};
+    int shape[4] = {p->batch, p->heads, p->seq, p->head_dim};
+    if (!load_dir) {
+        rb_rng r;
+        rb_rng_seed(&r, p->seed);
+        for (int t = 0; t < 4; t++)
+            for (size_t i = 0; i < n; i++) ins[t][i] = rb_rng_normal(&r);
+        return 0;
+    }
+    for (int t = 0; t < 4; t++) {
+        char file[32], path[4096], msg[1024];
+        snprintf(file, sizeof file, "%s.npy", in_names[t]);
+        if (npy_read_into(rb_path_join(path, sizeof path, load_dir, file), "<f4", shape, 4, ins[t], msg, sizeof msg))
+            return rb_fail(err, errlen, "%s (inputs are [batch, heads, seq, head_dim] = [%d, %d, %d, %d])", msg,
+                           p->batch, p->heads, p->seq, p->head_dim);
+    }
+    return 0;
+}
+
+/* The centroids the pass starts from: load_dir/centroids_before.npy when
+ * there (*loaded = 1), else initialised from the data by an evaluation pass,
+ * which does not move them, so loading them back reproduces the pass. */
+static int pass_centroids(pass_bufs *B, const attn_backend *be, attn *a, const char *load_dir, int *loaded, char *err,
+                          size_t errlen) {
+    const attn_params *p = &a->p;
+    char path[4096], msg[1024];
+    int cshape[3] = {p->heads, p->clusters, p->head_dim};
+    size_t ncen = (size_t)p->heads * p->clusters * p->head_dim;
+    B->cen_before = mallocCheck(ncen * sizeof(float));
+    B->cen_after = mallocCheck(ncen * sizeof(float));
+    *loaded = 0;
+    if (load_dir && rb_exists(rb_path_join(path, sizeof path, load_dir, "centroids_before.npy"))) {
+        if (npy_read_into(path, "<f4", cshape, 3, B->cen_before, msg, sizeof msg) != 0)
+            return rb_fail(err, errlen, "%s (centroids are [heads, clusters, head_dim] = [%d, %d, %d])", msg,
+                           cshape[0], cshape[1], cshape[2]);
+        memcpy(be->centroids(a), B->cen_before, ncen * sizeof(float));
+        *loaded = 1;
+        return 0;
+    }
+    be->forward(a, B->out, B->q, B->k, B->v, ATTN_EVAL);
+    memcpy(B->cen_before, be->centroids(a), ncen * sizeof(float));
+    return 0;
+}
+
+/* Every array of the pass into out_dir (the inputs too unless they came from
+ * there), then the manifest. */
+static int pass_write(const pass_bufs *B, pass_manifest *m, const char *out_dir, char *err, size_t errlen) {
+    const attn_params *p = m->p;
+    npy_list *L = (npy_list *)m->arrays;
+    char path[4096];
+    int shape[4] = {p->batch, p->heads, p->seq, p->head_dim}, cshape[3] = {p->heads, p->clusters, p->head_dim};
+    int rc = 0, same_dir = m->load_dir && strcmp(m->load_dir, out_dir) == 0;
+    const float *arrays[8] = {B->q, B->k, B->v, B->dout, B->out, B->dq, B->dk, B->dv};
+    static const char *const names[8] = {"q", "k", "v", "dout", "out", "dq", "dk", "dv"};
+    for (int t = same_dir ? 4 : 0; t < 8 && rc == 0; t++)
+        rc = npy_list_put(L, out_dir, names[t], "<f4", shape, 4, arrays[t], err, errlen);
+    if (m->has_cen && rc == 0 && !(same_dir && m->cen_loaded))
+        rc = npy_list_put(L, out_dir, "centroids_before", "<f4", cshape, 3, B->cen_before, err, errlen);
+    if (m->has_cen && rc == 0) rc = npy_list_put(L, out_dir, "centroids_after", "<f4", cshape, 3, B->cen_after, err, errlen);
+    int mshape[4] = {p->batch, p->heads, p->clusters, m->width};
+    if (m->width > 0 && rc == 0) rc = npy_list_put(L, out_dir, "members", "<i4", mshape, 4, B->members, err, errlen);
+    mshape[3] = m->width_k;
+    if (m->width_k > 0 && rc == 0) rc = npy_list_put(L, out_dir, "members_k", "<i4", mshape, 4, B->members_k, err, errlen);
+    if (rc == 0) rc = write_manifest(rb_path_join(path, sizeof path, out_dir, "manifest.json"), m, err, errlen);
+    return rc;
+}
+
 int attn_npy_pass(const char *backend, attn_params *p, int flags, const char *load_dir, const char *out_dir,
                   int *narrays, char *err, size_t errlen) {
-    char path[4096], msg[1024];
+    char msg[1024];
     if (narrays) *narrays = 0;
     if (!out_dir) out_dir = load_dir;
     if (!out_dir) return rb_fail(err, errlen, "no directory to write to");
     const attn_backend *be = attn_find(backend);
     if (!be) return attn_fail_unknown(backend, err, errlen);
-
-    /* With --load and no --seq, q.npy decides the sizes. */
-    if (load_dir && p->seq == 0) {
-        void *d = NULL;
-        int sh[NPY_MAX_DIMS], nd;
-        if (npy_read(rb_path_join(path, sizeof path, load_dir, "q.npy"), "<f4", NULL, 4, &d, sh, &nd, msg, sizeof msg) != 0)
-            return rb_fail(err, errlen, "%s (q must be [batch, heads, seq, head_dim])", msg);
-        free(d);
-        p->batch = sh[0], p->heads = sh[1], p->seq = sh[2], p->head_dim = sh[3];
-    }
-    if (attn_validate_msg(be, p, msg, sizeof msg) != 0)
-        return rb_fail(err, errlen, "%s: %s", backend, msg);
+    if (load_dir && p->seq == 0 && sizes_from_q(load_dir, p, err, errlen) != 0) return -1;
+    if (attn_validate_msg(be, p, msg, sizeof msg) != 0) return rb_fail(err, errlen, "%s: %s", backend, msg);
     if (rb_mkdir_p(out_dir, err, errlen) != 0) return -1;
-
-    size_t n = (size_t)p->batch * p->heads * p->seq * p->head_dim;
     pass_bufs B;
     memset(&B, 0, sizeof B);
-    float **all[] = {&B.q, &B.k, &B.v, &B.dout, &B.out, &B.dq, &B.dk, &B.dv};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        *all[i] = rb_aligned_alloc(n * sizeof(float));
-        if (!*all[i]) {
-            pass_free(&B);
-            return rb_fail(err, errlen, "out of memory: 8 tensors of %zu bytes", n * sizeof(float));
-        }
-        memset(*all[i], 0, n * sizeof(float));
-    }
-    int shape[4] = {p->batch, p->heads, p->seq, p->head_dim};
-    const char *in_names[4] = {"q", "k", "v", "dout"};
-    float *ins[4] = {B.q, B.k, B.v, B.dout};
-    if (load_dir) {
-        for (int t = 0; t < 4; t++) {
-            char file[32];
-            snprintf(file, sizeof file, "%s.npy", in_names[t]);
-            if (npy_read_into(rb_path_join(path, sizeof path, load_dir, file), "<f4", shape, 4, ins[t], msg, sizeof msg) != 0) {
-                pass_free(&B);
-                return rb_fail(err, errlen, "%s (inputs are [batch, heads, seq, head_dim] = [%d, %d, %d, %d])", msg,
-                               p->batch, p->heads, p->seq, p->head_dim);
-            }
-        }
-    } else {
-        /* the same draws, in the same order, as `routebench attn` (bench.c) */
-        rb_rng r;
-        rb_rng_seed(&r, p->seed);
-        for (int t = 0; t < 4; t++)
-            for (size_t i = 0; i < n; i++) ins[t][i] = rb_rng_normal(&r);
-    }
-
-    attn *a = be->create(p, msg, sizeof msg);
-    if (!a) {
-        pass_free(&B);
-        return rb_fail(err, errlen, "%s: %s", backend, msg);
-    }
-    int cshape[3] = {p->heads, p->clusters, p->head_dim};
-    size_t ncen = (size_t)p->heads * (p->clusters > 0 ? p->clusters : 0) * p->head_dim;
-    int has_cen = be->centroids != NULL && ncen > 0;
-    int cen_loaded = 0;
-    if (has_cen) {
-        B.cen_before = mallocCheck(ncen * sizeof(float));
-        B.cen_after = mallocCheck(ncen * sizeof(float));
-        if (load_dir && rb_exists(rb_path_join(path, sizeof path, load_dir, "centroids_before.npy"))) {
-            if (npy_read_into(path, "<f4", cshape, 3, B.cen_before, msg, sizeof msg) != 0) {
-                be->destroy(a), pass_free(&B);
-                return rb_fail(err, errlen, "%s (centroids are [heads, clusters, head_dim] = [%d, %d, %d])", msg,
-                               cshape[0], cshape[1], cshape[2]);
-            }
-            memcpy(be->centroids(a), B.cen_before, ncen * sizeof(float));
-            cen_loaded = 1;
-        } else {
-            /* An evaluation pass initialises the centroids from the data
-             * without moving them: those are the centroids the pass starts
-             * from, and loading them back reproduces the pass. */
-            be->forward(a, B.out, B.q, B.k, B.v, ATTN_EVAL);
-            memcpy(B.cen_before, be->centroids(a), ncen * sizeof(float));
-        }
-    } else if (load_dir && rb_exists(rb_path_join(path, sizeof path, load_dir, "centroids_before.npy"))) {
-        fprintf(stderr, "routebench: note: %s has no centroids; %s ignored\n", backend, path);
-    }
-
-    be->forward(a, B.out, B.q, B.k, B.v, flags & ATTN_TRAIN);
-    be->backward(a, B.dq, B.dk, B.dv, B.dout, B.q, B.k, B.v, B.out);
-    if (has_cen) memcpy(B.cen_after, be->centroids(a), ncen * sizeof(float));
-    int width = 0, width_k = 0;
-    if (be->routes) {
-        width = gather_routes(be, a, 0, &B.members);
-        int share = p->share_qk == 1;
-        if (!share) width_k = gather_routes(be, a, 1, &B.members_k);
-    }
-    attn_stat stats[64];
-    int nstats = be->stats ? be->stats(a, stats, 64) : 0;
-
+    attn *a = NULL;
     npy_list *L = callocCheck(1, sizeof *L);
-    int rc = 0, same_dir = load_dir && strcmp(load_dir, out_dir) == 0;
-    if (!same_dir)
-        for (int t = 0; t < 4 && rc == 0; t++) rc = npy_list_put(L, out_dir, in_names[t], "<f4", shape, 4, ins[t], err, errlen);
-    const char *out_names[4] = {"out", "dq", "dk", "dv"};
-    float *outs[4] = {B.out, B.dq, B.dk, B.dv};
-    for (int t = 0; t < 4 && rc == 0; t++) rc = npy_list_put(L, out_dir, out_names[t], "<f4", shape, 4, outs[t], err, errlen);
-    if (has_cen && rc == 0 && !(same_dir && cen_loaded))
-        rc = npy_list_put(L, out_dir, "centroids_before", "<f4", cshape, 3, B.cen_before, err, errlen);
-    if (has_cen && rc == 0) rc = npy_list_put(L, out_dir, "centroids_after", "<f4", cshape, 3, B.cen_after, err, errlen);
-    int mshape[4] = {p->batch, p->heads, p->clusters, width};
-    if (width > 0 && rc == 0) rc = npy_list_put(L, out_dir, "members", "<i4", mshape, 4, B.members, err, errlen);
-    mshape[3] = width_k;
-    if (width_k > 0 && rc == 0) rc = npy_list_put(L, out_dir, "members_k", "<i4", mshape, 4, B.members_k, err, errlen);
-
+    attn_stat stats[64];
+    pass_manifest m = {backend, p, flags, load_dir, be->centroids && p->clusters > 0, 0, 0, 0, stats, 0, L};
+    int rc = pass_inputs(&B, p, load_dir, err, errlen);
+    if (rc == 0 && !(a = be->create(p, msg, sizeof msg))) rc = rb_fail(err, errlen, "%s: %s", backend, msg);
+    if (rc == 0 && m.has_cen) rc = pass_centroids(&B, be, a, load_dir, &m.cen_loaded, err, errlen);
+    char path[4096];
+    if (rc == 0 && !m.has_cen && load_dir && rb_exists(rb_path_join(path, sizeof path, load_dir, "centroids_before.npy")))
+        fprintf(stderr, "routebench: note: %s has no centroids; %s ignored\n", backend, path);
     if (rc == 0) {
-        pass_manifest m = {backend, p, flags, load_dir, has_cen, cen_loaded, width, width_k, stats, nstats, L};
-        rc = write_manifest(rb_path_join(path, sizeof path, out_dir, "manifest.json"), &m, err, errlen);
+        be->forward(a, B.out, B.q, B.k, B.v, flags & ATTN_TRAIN);
+        be->backward(a, B.dq, B.dk, B.dv, B.dout, B.q, B.k, B.v, B.out);
+        if (m.has_cen) memcpy(B.cen_after, be->centroids(a), (size_t)p->heads * p->clusters * p->head_dim * sizeof(float));
+        if (be->routes) m.width = gather_routes(be, a, 0, &B.members);
+        if (be->routes && p->share_qk != 1) m.width_k = gather_routes(be, a, 1, &B.members_k);
+        m.nstats = be->stats ? be->stats(a, stats, 64) : 0;
+        rc = pass_write(&B, &m, out_dir, err, errlen);
     }
     if (narrays) *narrays = L->n;
     free(L);
-    be->destroy(a);
+    if (a) be->destroy(a);
     pass_free(&B);
     return rc;
 }

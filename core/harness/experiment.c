@@ -488,108 +488,122 @@ static void read_sweep(experiment *e, const ynode *sw, exp_errors *errs) {
     if (only) read_filters(e, only, "only", &e->only, &e->nonly, errs);
 }
 
+/* kind and bench first: they decide which parameters exist. */
+static void read_kind(experiment *e, const ynode *root, exp_errors *errs) {
+    for (int i = 0; i < root->n; i += 2) {
+        const ynode *k = root->kids[i], *v = root->kids[i + 1];
+        if (k->type != Y_SCALAR || strcmp(k->s, "kind") != 0) continue;
+        if (v->type == Y_SCALAR && strcmp(v->s, "bench") == 0) e->kind = EXP_KIND_BENCH;
+        else if (v->type == Y_SCALAR && strcmp(v->s, "train") == 0) e->kind = EXP_KIND_TRAIN;
+        else if (v->type == Y_SCALAR && strcmp(v->s, "analyze") == 0) e->kind = EXP_KIND_ANALYZE;
+        else
+            exp_add_err(errs, e->path, v->line, v->col, "kind", "expected bench, train or analyze, got %s",
+                        v->type == Y_SCALAR ? v->s : yt_type_name(v));
+    }
+    for (int i = 0; i < root->n; i += 2) {
+        const ynode *k = root->kids[i], *v = root->kids[i + 1];
+        if (k->type != Y_SCALAR || strcmp(k->s, "bench") != 0) continue;
+        if (e->kind != EXP_KIND_BENCH)
+            exp_add_err(errs, e->path, k->line, k->col, "bench", "only for kind: bench (this experiment is kind: %s)",
+                        exp_kind_name(e->kind));
+        else if (v->type == Y_SCALAR && strcmp(v->s, "attn") == 0) e->bench = EXP_BENCH_ATTN;
+        else if (v->type == Y_SCALAR && strcmp(v->s, "model") == 0) e->bench = EXP_BENCH_MODEL;
+        else
+            exp_add_err(errs, e->path, v->line, v->col, "bench", "expected attn or model, got %s",
+                        v->type == Y_SCALAR ? v->s : yt_type_name(v));
+    }
+}
+
+static void read_name(experiment *e, const ynode *v, exp_errors *errs) {
+    exp_scalar s;
+    if (get_scalar(e, v, "name", &s, errs)) return;
+    int okname = s.s[0] != 0 && s.s[0] != '.' && strlen(s.s) < sizeof e->name;
+    for (const char *c = s.s; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' ||
+              *c == '-' || *c == '.'))
+            okname = 0;
+    if (!okname)
+        exp_add_err(errs, e->path, v->line, v->col, "name",
+                    "'%s': use 1-63 letters, digits, '_', '-' or '.' (it names results/NAME.db)", s.s);
+    else snprintf(e->name, sizeof e->name, "%.*s", (int)sizeof e->name - 1, s.s);
+}
+
+static void read_timing(experiment *e, const ynode *k, const ynode *v, exp_errors *errs) {
+    long long x;
+    if (v->type != Y_MAP) {
+        exp_add_err(errs, e->path, v->line, v->col, "timing", "expected a mapping {runs: N, warmup: N}, got %s",
+                    yt_type_name(v));
+        return;
+    }
+    if (e->kind != EXP_KIND_BENCH)
+        exp_add_err(errs, e->path, k->line, k->col, "timing", "only for kind: bench (train trials time every step)");
+    check_dups(e, v, errs);
+    for (int j = 0; j < v->n; j += 2) {
+        const ynode *tk = v->kids[j], *tv = v->kids[j + 1];
+        if (tk->type != Y_SCALAR) continue;
+        if (strcmp(tk->s, "runs") == 0) {
+            if (get_int(e, tv, "timing.runs", 1, 100000, &x, errs) == 0) e->timing_runs = (int)x;
+        } else if (strcmp(tk->s, "warmup") == 0) {
+            if (get_int(e, tv, "timing.warmup", 0, 100000, &x, errs) == 0) e->timing_warmup = (int)x;
+        } else {
+            const char *sug = rb_closest(tk->s, timing_keys, 2);
+            exp_add_err(errs, e->path, tk->line, tk->col, tk->s, "unknown key under timing%s%s%s",
+                        sug ? " (did you mean '" : " (known: runs, warmup)", sug ? sug : "", sug ? "'?)" : "");
+        }
+    }
+}
+
+static void unknown_top(experiment *e, const ynode *k, exp_errors *errs) {
+    const char *key = k->s, *sug = rb_closest(key, top_keys, (int)(sizeof top_keys / sizeof top_keys[0]));
+    if (exp_param(e, key))
+        exp_add_err(errs, e->path, k->line, k->col, key,
+                    "a parameter at the top level; put it under `params:` (or a list under `sweep:`)");
+    else if (sug) exp_add_err(errs, e->path, k->line, k->col, key, "unknown key (did you mean '%s'?)", sug);
+    else
+        exp_add_err(errs, e->path, k->line, k->col, key,
+                    "unknown key (known: name, description, kind, bench, repeat, seed, timing, params, sweep)");
+}
+
+static void read_params(experiment *e, const ynode *params, exp_errors *errs) {
+    if (params->type != Y_MAP) {
+        exp_add_err(errs, e->path, params->line, params->col, "params",
+                    "expected a mapping of parameter: value, got %s", yt_type_name(params));
+        return;
+    }
+    check_dups(e, params, errs);
+    for (int j = 0; j < params->n; j += 2)
+        if (params->kids[j]->type == Y_SCALAR) add_fixed(e, params->kids[j], params->kids[j + 1], errs);
+}
+
 static void read_top(experiment *e, const ynode *root, exp_errors *errs) {
     if (root->type != Y_MAP) {
-        exp_add_err(errs, e->path, root->line, root->col, NULL, "expected a mapping of keys (name:, sweep:, ...), got %s",
-                yt_type_name(root));
+        exp_add_err(errs, e->path, root->line, root->col, NULL,
+                    "expected a mapping of keys (name:, sweep:, ...), got %s", yt_type_name(root));
         return;
     }
     check_dups(e, root, errs);
+    read_kind(e, root, errs);
     const ynode *params = NULL, *sweep = NULL, *name = NULL;
-    /* kind and bench first: they decide which parameters exist */
     for (int i = 0; i < root->n; i += 2) {
         const ynode *k = root->kids[i], *v = root->kids[i + 1];
-        if (k->type != Y_SCALAR) continue;
-        if (strcmp(k->s, "kind") == 0) {
-            if (v->type == Y_SCALAR && strcmp(v->s, "bench") == 0) e->kind = EXP_KIND_BENCH;
-            else if (v->type == Y_SCALAR && strcmp(v->s, "train") == 0) e->kind = EXP_KIND_TRAIN;
-            else if (v->type == Y_SCALAR && strcmp(v->s, "analyze") == 0) e->kind = EXP_KIND_ANALYZE;
-            else exp_add_err(errs, e->path, v->line, v->col, "kind", "expected bench, train or analyze, got %s", v->type == Y_SCALAR ? v->s : yt_type_name(v));
-        }
-    }
-    for (int i = 0; i < root->n; i += 2) {
-        const ynode *k = root->kids[i], *v = root->kids[i + 1];
-        if (k->type != Y_SCALAR) continue;
-        if (strcmp(k->s, "bench") == 0) {
-            if (e->kind != EXP_KIND_BENCH)
-                exp_add_err(errs, e->path, k->line, k->col, "bench", "only for kind: bench (this experiment is kind: %s)",
-                        exp_kind_name(e->kind));
-            else if (v->type == Y_SCALAR && strcmp(v->s, "attn") == 0) e->bench = EXP_BENCH_ATTN;
-            else if (v->type == Y_SCALAR && strcmp(v->s, "model") == 0) e->bench = EXP_BENCH_MODEL;
-            else exp_add_err(errs, e->path, v->line, v->col, "bench", "expected attn or model, got %s", v->type == Y_SCALAR ? v->s : yt_type_name(v));
-        }
-    }
-    for (int i = 0; i < root->n; i += 2) {
-        const ynode *k = root->kids[i], *v = root->kids[i + 1];
-        if (k->type != Y_SCALAR) continue;
-        const char *key = k->s;
         long long x;
-        if (strcmp(key, "kind") == 0 || strcmp(key, "bench") == 0) continue;
-        if (strcmp(key, "name") == 0) {
-            name = v;
-            exp_scalar s;
-            if (get_scalar(e, v, key, &s, errs)) continue;
-            int okname = s.s[0] != 0 && strlen(s.s) < sizeof e->name;
-            for (const char *c = s.s; *c; c++)
-                if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' ||
-                      *c == '-' || *c == '.'))
-                    okname = 0;
-            if (!okname || s.s[0] == '.')
-                exp_add_err(errs, e->path, v->line, v->col, key,
-                        "'%s': use 1-63 letters, digits, '_', '-' or '.' (it names results/NAME.db)", s.s);
-            else snprintf(e->name, sizeof e->name, "%.*s", (int)sizeof e->name - 1, s.s);
-        } else if (strcmp(key, "description") == 0) {
-            if (v->type != Y_SCALAR) exp_add_err(errs, e->path, v->line, v->col, key, "expected text, got %s", yt_type_name(v));
+        if (k->type != Y_SCALAR || strcmp(k->s, "kind") == 0 || strcmp(k->s, "bench") == 0) continue;
+        if (strcmp(k->s, "name") == 0) read_name(e, name = v, errs);
+        else if (strcmp(k->s, "description") == 0) {
+            if (v->type != Y_SCALAR)
+                exp_add_err(errs, e->path, v->line, v->col, k->s, "expected text, got %s", yt_type_name(v));
             else snprintf(e->description, sizeof e->description, "%s", v->s);
-        } else if (strcmp(key, "repeat") == 0) {
-            if (get_int(e, v, key, 1, EXP_MAX_REPEAT, &x, errs) == 0) e->repeat = (int)x;
-        } else if (strcmp(key, "seed") == 0) {
-            if (get_int(e, v, key, 0, LLONG_MAX / 2, &x, errs) == 0) e->seed = (uint64_t)x;
-        } else if (strcmp(key, "timing") == 0) {
-            if (v->type != Y_MAP) {
-                exp_add_err(errs, e->path, v->line, v->col, key, "expected a mapping {runs: N, warmup: N}, got %s", yt_type_name(v));
-                continue;
-            }
-            if (e->kind != EXP_KIND_BENCH)
-                exp_add_err(errs, e->path, k->line, k->col, key, "only for kind: bench (train trials time every step)");
-            check_dups(e, v, errs);
-            for (int j = 0; j < v->n; j += 2) {
-                const ynode *tk = v->kids[j], *tv = v->kids[j + 1];
-                if (tk->type != Y_SCALAR) continue;
-                if (strcmp(tk->s, "runs") == 0) {
-                    if (get_int(e, tv, "timing.runs", 1, 100000, &x, errs) == 0) e->timing_runs = (int)x;
-                } else if (strcmp(tk->s, "warmup") == 0) {
-                    if (get_int(e, tv, "timing.warmup", 0, 100000, &x, errs) == 0) e->timing_warmup = (int)x;
-                } else {
-                    const char *sug = rb_closest(tk->s, timing_keys, 2);
-                    exp_add_err(errs, e->path, tk->line, tk->col, tk->s, "unknown key under timing%s%s%s",
-                            sug ? " (did you mean '" : " (known: runs, warmup)", sug ? sug : "", sug ? "'?)" : "");
-                }
-            }
-        } else if (strcmp(key, "params") == 0) params = v;
-        else if (strcmp(key, "sweep") == 0) sweep = v;
-        else {
-            const char *sug = rb_closest(key, top_keys, (int)(sizeof top_keys / sizeof top_keys[0]));
-            if (exp_param(e, key))
-                exp_add_err(errs, e->path, k->line, k->col, key, "a parameter at the top level; put it under `params:` (or a list under `sweep:`)");
-            else if (sug)
-                exp_add_err(errs, e->path, k->line, k->col, key, "unknown key (did you mean '%s'?)", sug);
-            else
-                exp_add_err(errs, e->path, k->line, k->col, key,
-                        "unknown key (known: name, description, kind, bench, repeat, seed, timing, params, sweep)");
-        }
+        } else if (strcmp(k->s, "repeat") == 0) {
+            if (get_int(e, v, k->s, 1, EXP_MAX_REPEAT, &x, errs) == 0) e->repeat = (int)x;
+        } else if (strcmp(k->s, "seed") == 0) {
+            if (get_int(e, v, k->s, 0, LLONG_MAX / 2, &x, errs) == 0) e->seed = (uint64_t)x;
+        } else if (strcmp(k->s, "timing") == 0) read_timing(e, k, v, errs);
+        else if (strcmp(k->s, "params") == 0) params = v;
+        else if (strcmp(k->s, "sweep") == 0) sweep = v;
+        else unknown_top(e, k, errs);
     }
     if (!name) exp_add_err(errs, e->path, root->line, root->col, "name", "missing (every experiment needs a name)");
-    if (params) {
-        if (params->type != Y_MAP)
-            exp_add_err(errs, e->path, params->line, params->col, "params", "expected a mapping of parameter: value, got %s",
-                    yt_type_name(params));
-        else {
-            check_dups(e, params, errs);
-            for (int j = 0; j < params->n; j += 2)
-                if (params->kids[j]->type == Y_SCALAR) add_fixed(e, params->kids[j], params->kids[j + 1], errs);
-        }
-    }
+    if (params) read_params(e, params, errs);
     if (sweep) read_sweep(e, sweep, errs);
 }
 

@@ -362,148 +362,159 @@ static void git_commit(char *out, size_t len) {
 
 /* ------------------------------------------------------------------ */
 
-int runner_run(const experiment *e, const run_options *o, char *err, size_t errlen) {
-    trial_exec exec = o->exec ? o->exec : runner_exec_default;
+/* One invocation of runner_run. */
+typedef struct {
+    const experiment *e;
+    const run_options *o;
+    trial_exec exec;
     rb_store *s;
-    if (store_open(&s, o->db_path, 1, err, errlen) != 0) return RUN_BAD_INPUT;
-    char have[128];
-    if (store_experiment_name(s, have, sizeof have, err, errlen) != 0) {
-        store_close(s);
-        return RUN_BAD_INPUT;
-    }
-    if (have[0] && strcmp(have, e->name) != 0) {
-        rb_fail(err, errlen, "%s: holds results of experiment '%s', not '%s' (use --db to choose another file)",
-                o->db_path, have, e->name);
-        store_close(s);
-        return RUN_BAD_INPUT;
-    }
-    rb_set_threads(o->threads);
+    int64_t exp_id;
     rb_sysinfo si;
-    rb_sysinfo_read(&si, o->measure_sgemm);
+    char runner[200]; /* host:pid, in the trials we claim */
+    int *sel, nsel;   /* the selected trials (indices into e->trials) */
+    int stale;        /* trials of killed runs found and marked interrupted */
+    run_progress pr;
+    metric_list ml;
+    int nfailed, interrupted;
+} run_ctx;
+
+/* Open the database (it must hold this experiment or nothing), measure the
+ * machine, record the run. */
+static int open_run(run_ctx *r, char *err, size_t errlen) {
+    const experiment *e = r->e;
+    const run_options *o = r->o;
+    char have[128];
+    if (store_open(&r->s, o->db_path, 1, err, errlen) != 0) return RUN_BAD_INPUT;
+    if (store_experiment_name(r->s, have, sizeof have, err, errlen) != 0) return RUN_BAD_INPUT;
+    if (have[0] && strcmp(have, e->name) != 0)
+        return rb_fail(err, errlen, "%s: holds results of experiment '%s', not '%s' (use --db to choose another file)",
+                       o->db_path, have, e->name),
+               RUN_BAD_INPUT;
+    rb_set_threads(o->threads);
+    rb_sysinfo_read(&r->si, o->measure_sgemm);
     char commit[128], shard[32];
     git_commit(commit, sizeof commit);
     if (o->shard_n > 1) snprintf(shard, sizeof shard, "%d/%d", o->shard_i, o->shard_n);
     store_experiment x = {e->name, e->description, exp_kind_name(e->kind),
                           e->kind == EXP_KIND_BENCH ? exp_bench_name(e->bench) : NULL,
-                          e->yaml, e->hash, e->path, commit, si.host, si.cpu, si.blas,
-                          o->shard_n > 1 ? shard : NULL, o->filter, o->argv, rb_threads(), si.sgemm_gflops};
-    int64_t exp_id;
-    if (store_begin_experiment(s, &x, &exp_id, err, errlen) != 0) {
-        store_close(s);
-        return RUN_BAD_INPUT;
-    }
-    /* register the selected trials as pending */
-    int nsel = 0;
-    int *sel = mallocCheck(sizeof(int) * (size_t)(e->ntrials ? e->ntrials : 1));
-    for (int i = 0; i < e->ntrials; i++)
-        if (runner_selected(o, &e->trials[i])) sel[nsel++] = i;
-    store_trial *rows = mallocCheck(sizeof *rows * (size_t)(nsel ? nsel : 1));
-    char (*json)[4096] = mallocCheck(sizeof *json * (size_t)(nsel ? nsel : 1));
-    trial_colbuf *cols = mallocCheck(sizeof *cols * (size_t)(nsel ? nsel : 1));
-    int rc = RUN_OK;
-    for (int i = 0; i < nsel && rc == RUN_OK; i++)
-        if (trial_row(e, &e->trials[sel[i]], &rows[i], json[i], sizeof json[i], &cols[i], err, errlen) != 0)
-            rc = RUN_BAD_INPUT;
-    if (rc == RUN_OK && store_register_trials(s, rows, nsel, exp_id, err, errlen) != 0) rc = RUN_BAD_INPUT;
-    free(rows);
-    free(json);
-    free(cols);
-    char host[160], runner[200];
-    snprintf(host, sizeof host, "%s", si.host);
-    snprintf(runner, sizeof runner, "%s:%ld", host, (long)getpid());
-    int stale = rc == RUN_OK ? store_reset_stale(s, host, err, errlen) : 0;
-    if (stale < 0) rc = RUN_BAD_INPUT;
-    if (rc != RUN_OK) {
-        store_end_experiment(s, exp_id, "failed", NULL, 0);
-        store_close(s);
-        free(sel);
-        return rc;
-    }
+                          e->yaml, e->hash, e->path, commit, r->si.host, r->si.cpu, r->si.blas,
+                          o->shard_n > 1 ? shard : NULL, o->filter, o->argv, rb_threads(), r->si.sgemm_gflops};
+    if (store_begin_experiment(r->s, &x, &r->exp_id, err, errlen) != 0) return RUN_BAD_INPUT;
+    snprintf(r->runner, sizeof r->runner, "%.150s:%ld", r->si.host, (long)getpid());
+    return RUN_OK;
+}
 
-    /* what is left to do */
-    run_progress pr;
-    memset(&pr, 0, sizeof pr);
-    pr.tty = isatty(2), pr.quiet = o->quiet, pr.total = nsel;
-    char status[32], other[200];
+/* Register the selected trials as pending (those already there keep their
+ * state), and mark trials left running by killed processes interrupted. */
+static int register_selected(run_ctx *r, char *err, size_t errlen) {
+    const experiment *e = r->e;
+    r->sel = mallocCheck(sizeof(int) * (size_t)(e->ntrials ? e->ntrials : 1));
+    for (int i = 0; i < e->ntrials; i++)
+        if (runner_selected(r->o, &e->trials[i])) r->sel[r->nsel++] = i;
+    size_t n = (size_t)(r->nsel ? r->nsel : 1);
+    store_trial *rows = mallocCheck(sizeof *rows * n);
+    char (*json)[4096] = mallocCheck(sizeof *json * n);
+    trial_colbuf *cols = mallocCheck(sizeof *cols * n);
+    int rc = RUN_OK;
+    for (int i = 0; i < r->nsel && rc == RUN_OK; i++)
+        if (trial_row(e, &e->trials[r->sel[i]], &rows[i], json[i], sizeof json[i], &cols[i], err, errlen) != 0)
+            rc = RUN_BAD_INPUT;
+    if (rc == RUN_OK && store_register_trials(r->s, rows, r->nsel, r->exp_id, err, errlen) != 0) rc = RUN_BAD_INPUT;
+    free(rows), free(json), free(cols);
+    if (rc == RUN_OK && (r->stale = store_reset_stale(r->s, r->si.host, err, errlen)) < 0) rc = RUN_BAD_INPUT;
+    return rc;
+}
+
+/* How many selected trials are not done (nor unsupported). */
+static int count_to_run(run_ctx *r, char *err, size_t errlen) {
+    char status[32];
     int64_t id;
-    for (int i = 0; i < nsel; i++) {
-        const exp_trial *t = &e->trials[sel[i]];
-        if (store_trial_status(s, t->key, t->seed, status, sizeof status, &id, NULL, 0, err, errlen) != 0) {
-            rc = RUN_BAD_INPUT;
-            break;
-        }
-        if (strcmp(status, ST_DONE) && strcmp(status, ST_UNSUPPORTED)) pr.to_run++;
+    r->pr.to_run = 0;
+    for (int i = 0; i < r->nsel; i++) {
+        const exp_trial *t = &r->e->trials[r->sel[i]];
+        if (store_trial_status(r->s, t->key, t->seed, status, sizeof status, &id, NULL, 0, err, errlen) != 0)
+            return RUN_BAD_INPUT;
+        if (strcmp(status, ST_DONE) && strcmp(status, ST_UNSUPPORTED)) r->pr.to_run++;
     }
-    if (!o->quiet && rc == RUN_OK)
-        fprintf(stderr, "routebench run: %s: %d trials selected of %d, %d to run, database %s%s\n", e->name, nsel,
-                e->ntrials, pr.to_run, o->db_path, stale ? " (trials of a killed run marked interrupted)" : "");
-    pr.finished = nsel - pr.to_run;
-    int nfailed = 0, interrupted = 0;
-    metric_list ml = {0, 0, NULL};
-    for (int i = 0; i < nsel && rc == RUN_OK; i++) {
-        if (runner_should_stop()) {
-            interrupted = 1;
-            break;
-        }
-        const exp_trial *t = &e->trials[sel[i]];
-        if (store_trial_status(s, t->key, t->seed, status, sizeof status, &id, other, sizeof other, err, errlen) != 0) {
-            rc = RUN_BAD_INPUT;
-            break;
-        }
-        if (!strcmp(status, ST_DONE) || !strcmp(status, ST_UNSUPPORTED) || !status[0]) continue;
-        if (!strcmp(status, ST_RUNNING)) {
-            /* another live process has it (two runs on one database) */
-            if (!o->quiet) fprintf(stderr, "routebench run: %s seed %llu is being run by %s; skipped\n", t->name,
-                                   (unsigned long long)t->seed, other);
-            pr.to_run--;
-            continue;
-        }
-        int claimed = store_try_claim_trial(s, id, exp_id, runner, err, errlen);
-        if (claimed < 0) {
-            rc = RUN_BAD_INPUT;
-            break;
-        }
-        if (claimed == 1) { /* another process took it between the look and the claim */
-            pr.to_run--;
-            continue;
-        }
-        progress_start(&pr, t);
-        ml.n = 0;
-        char terr[1024] = "";
-        int out = exec(e, t, si.sgemm_gflops, &ml, &pr, terr, sizeof terr);
-        if (runner_should_stop()) out = TRIAL_INTERRUPTED; /* the trial in flight is not a clean measurement */
-        const char *st = out == TRIAL_DONE ? ST_DONE
-                         : out == TRIAL_UNSUPPORTED ? ST_UNSUPPORTED
-                         : out == TRIAL_INTERRUPTED ? ST_INTERRUPTED
-                                                    : ST_FAILED;
-        if (out == TRIAL_INTERRUPTED) snprintf(terr, sizeof terr, "interrupted by a signal");
-        if (out != TRIAL_DONE) ml.n = 0; /* a trial that did not finish leaves no metrics */
-        if (store_finish_trial(s, id, st, out == TRIAL_DONE ? NULL : terr, ml.m, ml.n, err, errlen) != 0) {
-            rc = RUN_BAD_INPUT;
-            break;
-        }
-        progress_end(&pr, t, st, out == TRIAL_DONE ? NULL : terr);
-        if (out == TRIAL_FAILED) nfailed++;
-        if (out == TRIAL_INTERRUPTED) interrupted = 1;
-        if (interrupted) break;
+    return RUN_OK;
+}
+
+static const char *trial_status(int out) {
+    return out == TRIAL_DONE ? ST_DONE : out == TRIAL_UNSUPPORTED ? ST_UNSUPPORTED
+                                     : out == TRIAL_INTERRUPTED   ? ST_INTERRUPTED
+                                                                  : ST_FAILED;
+}
+
+/* Claim trial t and run it, unless it is done, unsupported or running in
+ * another process. RUN_OK, or RUN_BAD_INPUT (the database refused). */
+static int run_one(run_ctx *r, const exp_trial *t, char *err, size_t errlen) {
+    char status[32], other[200], terr[1024] = "";
+    int64_t id;
+    if (store_trial_status(r->s, t->key, t->seed, status, sizeof status, &id, other, sizeof other, err, errlen) != 0)
+        return RUN_BAD_INPUT;
+    if (!strcmp(status, ST_DONE) || !strcmp(status, ST_UNSUPPORTED) || !status[0]) return RUN_OK;
+    int claimed = !strcmp(status, ST_RUNNING) ? 1 : store_try_claim_trial(r->s, id, r->exp_id, r->runner, err, errlen);
+    if (claimed < 0) return RUN_BAD_INPUT;
+    if (claimed == 1) { /* another live process has it (two runs on one database) */
+        if (!r->o->quiet)
+            fprintf(stderr, "routebench run: %s seed %llu is being run by %s; skipped\n", t->name,
+                    (unsigned long long)t->seed, other[0] ? other : "another process");
+        r->pr.to_run--;
+        return RUN_OK;
     }
-    free(ml.m);
-    free(sel);
-    if (pr.tty && !o->quiet) fprintf(stderr, "\n");
-    const char *end = rc != RUN_OK ? "failed" : interrupted ? "interrupted" : "done";
+    progress_start(&r->pr, t);
+    r->ml.n = 0;
+    int out = r->exec(r->e, t, r->si.sgemm_gflops, &r->ml, &r->pr, terr, sizeof terr);
+    if (runner_should_stop()) out = TRIAL_INTERRUPTED; /* the trial in flight is not a clean measurement */
+    if (out == TRIAL_INTERRUPTED) snprintf(terr, sizeof terr, "interrupted by a signal");
+    if (out != TRIAL_DONE) r->ml.n = 0; /* a trial that did not finish leaves no metrics */
+    if (store_finish_trial(r->s, id, trial_status(out), out == TRIAL_DONE ? NULL : terr, r->ml.m, r->ml.n, err,
+                           errlen) != 0)
+        return RUN_BAD_INPUT;
+    progress_end(&r->pr, t, trial_status(out), out == TRIAL_DONE ? NULL : terr);
+    r->nfailed += out == TRIAL_FAILED;
+    r->interrupted |= out == TRIAL_INTERRUPTED;
+    return RUN_OK;
+}
+
+/* Record how the run ended and say so; the exit status. */
+static int end_run(run_ctx *r, int rc, char *err, size_t errlen) {
+    const run_options *o = r->o;
+    if (r->pr.tty && !o->quiet) fprintf(stderr, "\n");
+    const char *end = rc != RUN_OK ? "failed" : r->interrupted ? "interrupted" : "done";
     char err2[512];
-    if (store_end_experiment(s, exp_id, end, err2, sizeof err2) != 0 && rc == RUN_OK) {
+    if (r->s && store_end_experiment(r->s, r->exp_id, end, err2, sizeof err2) != 0 && rc == RUN_OK) {
         snprintf(err, errlen, "%s", err2);
         rc = RUN_BAD_INPUT;
     }
-    store_close(s);
+    store_close(r->s);
+    free(r->ml.m), free(r->sel);
     if (rc != RUN_OK) return rc;
-    if (interrupted) {
+    if (r->interrupted) {
         if (!o->quiet) fprintf(stderr, "routebench run: interrupted; rerun the same command to resume\n");
         return RUN_INTERRUPTED;
     }
     if (!o->quiet)
-        fprintf(stderr, "routebench run: %s: %d run in this invocation, %d failed; results in %s\n", e->name, pr.ran,
-                nfailed, o->db_path);
-    return nfailed ? RUN_SOME_FAILED : RUN_OK;
+        fprintf(stderr, "routebench run: %s: %d run in this invocation, %d failed; results in %s\n", r->e->name,
+                r->pr.ran, r->nfailed, o->db_path);
+    return r->nfailed ? RUN_SOME_FAILED : RUN_OK;
+}
+
+int runner_run(const experiment *e, const run_options *o, char *err, size_t errlen) {
+    run_ctx r;
+    memset(&r, 0, sizeof r);
+    r.e = e, r.o = o, r.exec = o->exec ? o->exec : runner_exec_default;
+    int rc = open_run(&r, err, errlen);
+    if (rc == RUN_OK) rc = register_selected(&r, err, errlen);
+    if (rc == RUN_OK) rc = count_to_run(&r, err, errlen);
+    r.pr.tty = isatty(2), r.pr.quiet = o->quiet, r.pr.total = r.nsel, r.pr.finished = r.nsel - r.pr.to_run;
+    if (rc == RUN_OK && !o->quiet)
+        fprintf(stderr, "routebench run: %s: %d trials selected of %d, %d to run, database %s%s\n", e->name, r.nsel,
+                e->ntrials, r.pr.to_run, o->db_path, r.stale ? " (trials of a killed run marked interrupted)" : "");
+    for (int i = 0; i < r.nsel && rc == RUN_OK && !r.interrupted; i++) {
+        if (runner_should_stop()) r.interrupted = 1;
+        else rc = run_one(&r, &e->trials[r.sel[i]], err, errlen);
+    }
+    if (rc != RUN_OK && r.s == NULL) return rc;
+    return end_run(&r, rc, err, errlen);
 }

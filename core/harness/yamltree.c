@@ -50,6 +50,85 @@ void yt_offset_mark(const char *text, size_t len, size_t off, int *line, int *co
  * never needed in an experiment file and an alias bomb (billion laughs) is
  * then impossible. NULL on error (reported). *empty = 1 for a file with no
  * document. */
+typedef struct {
+    const char *path;
+    exp_errors *errs;
+    ynode *stack[EXP_MAX_DEPTH + 1];
+    int depth, ndocs, nodes;
+    ynode *root;
+} yt_state;
+
+static int yt_fail(yt_state *y, yaml_mark_t m, const char *fmt, const char *arg) {
+    exp_add_err(y->errs, y->path, (int)m.line + 1, (int)m.column + 1, NULL, fmt, arg);
+    return -1;
+}
+
+/* A scalar, or the start of a list or mapping: a node of the tree. */
+static int yt_node(yt_state *y, const yaml_event_t *ev) {
+    yaml_mark_t m = ev->start_mark;
+    int scalar = ev->type == YAML_SCALAR_EVENT, seq = ev->type == YAML_SEQUENCE_START_EVENT;
+    const yaml_char_t *anchor = scalar ? ev->data.scalar.anchor
+                                : seq  ? ev->data.sequence_start.anchor
+                                       : ev->data.mapping_start.anchor;
+    const yaml_char_t *tag = scalar ? ev->data.scalar.tag : seq ? ev->data.sequence_start.tag : ev->data.mapping_start.tag;
+    if (anchor) return yt_fail(y, m, "YAML anchors (&%s) are not supported in experiment files", (const char *)anchor);
+    if (tag)
+        return yt_fail(y, m, "YAML tags (%s) are not supported in experiment files: write the value plainly",
+                       (const char *)tag);
+    if (++y->nodes > EXP_MAX_NODES) return yt_fail(y, m, "more than %s YAML nodes", "100000");
+    ynode *node = ynode_new(scalar ? Y_SCALAR : seq ? Y_SEQ : Y_MAP, m);
+    if (scalar) {
+        node->slen = ev->data.scalar.length;
+        node->s = mallocCheck(node->slen + 1);
+        memcpy(node->s, ev->data.scalar.value, node->slen);
+        node->s[node->slen] = 0;
+        node->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
+    }
+    if (y->depth > 0) ynode_add(y->stack[y->depth - 1], node);
+    else if (!y->root) y->root = node;
+    else yt_free(node); /* cannot happen in one document; keeps the tree's owner clear */
+    if (scalar) return 0;
+    if (y->depth >= EXP_MAX_DEPTH) return yt_fail(y, m, "nested deeper than %s levels", "16");
+    y->stack[y->depth++] = node;
+    return 0;
+}
+
+/* One event; 1 at the end of the stream, -1 on a problem (reported). */
+static int yt_event(yt_state *y, const yaml_event_t *ev) {
+    switch (ev->type) {
+    case YAML_STREAM_END_EVENT: return 1;
+    case YAML_DOCUMENT_START_EVENT:
+        if (++y->ndocs > 1)
+            return yt_fail(y, ev->start_mark, "more than one YAML document; an experiment file holds one%s", "");
+        return 0;
+    case YAML_ALIAS_EVENT:
+        return yt_fail(y, ev->start_mark, "YAML aliases (*%s) are not supported in experiment files",
+                       (const char *)ev->data.alias.anchor);
+    case YAML_SCALAR_EVENT:
+    case YAML_SEQUENCE_START_EVENT:
+    case YAML_MAPPING_START_EVENT: return yt_node(y, ev);
+    case YAML_SEQUENCE_END_EVENT:
+    case YAML_MAPPING_END_EVENT:
+        if (y->depth > 0) y->depth--;
+        return 0;
+    default: return 0;
+    }
+}
+
+static void yt_syntax_error(const yaml_parser_t *parser, const char *text, size_t len, const char *path,
+                            exp_errors *errs) {
+    int line, col;
+    if (parser->error == YAML_READER_ERROR) yt_offset_mark(text, len, parser->problem_offset, &line, &col);
+    else line = (int)parser->problem_mark.line + 1, col = (int)parser->problem_mark.column + 1;
+    const char *what = parser->error == YAML_READER_ERROR ? "invalid input" : "YAML syntax error";
+    if (parser->context)
+        exp_add_err(errs, path, line, col, NULL, "%s: %s %s", what, parser->problem ? parser->problem : "?",
+                    parser->context);
+    else exp_add_err(errs, path, line, col, NULL, "%s: %s", what, parser->problem ? parser->problem : "?");
+}
+
+/* Parse text into a tree. NULL on error (reported). *empty = 1 for a file
+ * with no document. */
 ynode *yt_read(const char *text, size_t len, const char *path, exp_errors *errs, int *empty) {
     yaml_parser_t parser;
     yaml_event_t ev;
@@ -59,100 +138,26 @@ ynode *yt_read(const char *text, size_t len, const char *path, exp_errors *errs,
         return NULL;
     }
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-    ynode *stack[EXP_MAX_DEPTH + 1];
-    int depth = 0, ndocs = 0, nodes = 0, done = 0, failed = 0;
-    ynode *root = NULL;
-    while (!done && !failed) {
+    yt_state y;
+    memset(&y, 0, sizeof y);
+    y.path = path, y.errs = errs;
+    int rc = 0;
+    while (rc == 0) {
         if (!yaml_parser_parse(&parser, &ev)) {
-            int line, col;
-            if (parser.error == YAML_READER_ERROR) yt_offset_mark(text, len, parser.problem_offset, &line, &col);
-            else line = (int)parser.problem_mark.line + 1, col = (int)parser.problem_mark.column + 1;
-            const char *what = parser.error == YAML_READER_ERROR ? "invalid input" : "YAML syntax error";
-            if (parser.context)
-                exp_add_err(errs, path, line, col, NULL, "%s: %s %s", what, parser.problem ? parser.problem : "?",
-                        parser.context);
-            else exp_add_err(errs, path, line, col, NULL, "%s: %s", what, parser.problem ? parser.problem : "?");
-            failed = 1;
+            yt_syntax_error(&parser, text, len, path, errs);
+            rc = -1;
             break;
         }
-        yaml_mark_t m = ev.start_mark;
-        ynode *node = NULL;
-        switch (ev.type) {
-        case YAML_STREAM_END_EVENT: done = 1; break;
-        case YAML_DOCUMENT_START_EVENT:
-            if (++ndocs > 1) {
-                exp_add_err(errs, path, (int)m.line + 1, (int)m.column + 1, NULL,
-                        "more than one YAML document; an experiment file holds one");
-                failed = 1;
-            }
-            break;
-        case YAML_ALIAS_EVENT:
-            exp_add_err(errs, path, (int)m.line + 1, (int)m.column + 1, NULL,
-                    "YAML aliases (*%s) are not supported in experiment files", (char *)ev.data.alias.anchor);
-            failed = 1;
-            break;
-        case YAML_SCALAR_EVENT:
-        case YAML_SEQUENCE_START_EVENT:
-        case YAML_MAPPING_START_EVENT: {
-            const yaml_char_t *anchor = ev.type == YAML_SCALAR_EVENT ? ev.data.scalar.anchor
-                                        : ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.anchor
-                                                                              : ev.data.mapping_start.anchor;
-            const yaml_char_t *tag = ev.type == YAML_SCALAR_EVENT ? ev.data.scalar.tag
-                                     : ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.tag
-                                                                           : ev.data.mapping_start.tag;
-            if (anchor || tag) {
-                exp_add_err(errs, path, (int)m.line + 1, (int)m.column + 1, NULL,
-                            anchor ? "YAML anchors (&%s) are not supported in experiment files"
-                                   : "YAML tags (%s) are not supported in experiment files: write the value plainly",
-                            (const char *)(anchor ? anchor : tag));
-                failed = 1;
-                break;
-            }
-            if (++nodes > EXP_MAX_NODES) {
-                exp_add_err(errs, path, (int)m.line + 1, (int)m.column + 1, NULL, "more than %d YAML nodes",
-                        EXP_MAX_NODES);
-                failed = 1;
-                break;
-            }
-            node = ynode_new(ev.type == YAML_SCALAR_EVENT ? Y_SCALAR
-                             : ev.type == YAML_SEQUENCE_START_EVENT ? Y_SEQ
-                                                                    : Y_MAP,
-                             m);
-            if (ev.type == YAML_SCALAR_EVENT) {
-                node->slen = ev.data.scalar.length;
-                node->s = mallocCheck(node->slen + 1);
-                memcpy(node->s, ev.data.scalar.value, node->slen);
-                node->s[node->slen] = 0;
-                node->quoted = ev.data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
-            }
-            if (depth > 0) ynode_add(stack[depth - 1], node);
-            else if (!root) root = node;
-            if (ev.type != YAML_SCALAR_EVENT) {
-                if (depth >= EXP_MAX_DEPTH) {
-                    exp_add_err(errs, path, node->line, node->col, NULL, "nested deeper than %d levels",
-                            EXP_MAX_DEPTH);
-                    failed = 1;
-                    break;
-                }
-                stack[depth++] = node;
-            }
-            break;
-        }
-        case YAML_SEQUENCE_END_EVENT:
-        case YAML_MAPPING_END_EVENT:
-            if (depth > 0) depth--;
-            break;
-        default: break;
-        }
+        rc = yt_event(&y, &ev);
         yaml_event_delete(&ev);
     }
     yaml_parser_delete(&parser);
-    if (failed) {
-        yt_free(root);
+    if (rc < 0) {
+        yt_free(y.root);
         return NULL;
     }
-    if (!root) *empty = 1;
-    return root;
+    if (!y.root) *empty = 1;
+    return y.root;
 }
 
 const char *yt_type_name(const ynode *n) {

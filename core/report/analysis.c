@@ -2,6 +2,7 @@
  * analyze.* metrics the analysis of core/model/analyze.c stored. */
 #include "report/analysis.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,30 +41,26 @@ static double group_metric(const rpt_db *d, const rpt_group *g, const char *name
     return m;
 }
 
-int analyze_jsd_table(rpt_table *tb, const rpt_db *d, int format, char *err, size_t errlen) {
-    rpt_group *g;
-    int ng;
-    if (rpt_group_trials(d, NULL, &g, &ng, err, errlen) != 0) return -1;
-    int *varying = callocCheck((size_t)(d->np ? d->np : 1), sizeof(int));
-    rpt_varying(d, g, ng, varying);
-    /* which pair groups appear at all */
-    int show[ANALYZE_NPAIRS] = {0}, any = 0, multi = 0;
-    char nm[64];
+/* Which pair groups have measures (show[p]), and whether any configuration
+ * has several trials (then spreads are over seeds). 0 when nothing at all. */
+static int jsd_present(const rpt_db *d, const rpt_group *g, int ng, int *show, int *multi) {
+    int any = 0;
+    *multi = 0;
     for (int gi = 0; gi < ng; gi++)
         for (int p = 0; p < ANALYZE_NPAIRS; p++) {
+            char nm[64];
             double sd;
             int n;
             snprintf(nm, sizeof nm, "analyze.jsd.%s", analyze_pair_name(p));
             group_metric(d, &g[gi], nm, &sd, &n);
             if (n > 0) show[p] = 1, any = 1;
-            if (n > 1) multi = 1;
+            if (n > 1) *multi = 1;
         }
-    if (!any) {
-        free(varying), rpt_groups_free(g, ng);
-        return rb_fail(err, errlen, "%s has no analyze measures (analyze.jsd.*): run `routebench analyze CHECKPOINT --db` "
-                                    "or an analyze sweep first", d->path);
-    }
     for (int p = 0; p <= ANALYZE_PAIR_RR; p++) show[p] = 1; /* the paper's three always */
+    return any;
+}
+
+static void jsd_header(rpt_table *tb, const int *show, int format, int multi) {
     const char *head[2 + 2 * ANALYZE_NPAIRS];
     char hbuf[ANALYZE_NPAIRS][2][64], align[2 + 2 * ANALYZE_NPAIRS + 1];
     int nc = 0;
@@ -76,8 +73,7 @@ int analyze_jsd_table(rpt_table *tb, const rpt_db *d, int format, char *err, siz
             if (*c == '_') *c = '-';
         head[nc] = hbuf[p][0], align[nc++] = 'r';
         if (format == RPT_CSV) {
-            memcpy(hbuf[p][1], hbuf[p][0], sizeof hbuf[p][0]);
-            strncat(hbuf[p][1], " std", sizeof hbuf[p][1] - strlen(hbuf[p][1]) - 1);
+            snprintf(hbuf[p][1], sizeof hbuf[p][1], "%.50s std", hbuf[p][0]);
             head[nc] = hbuf[p][1], align[nc++] = 'r';
         }
     }
@@ -88,8 +84,51 @@ int analyze_jsd_table(rpt_table *tb, const rpt_db *d, int format, char *err, siz
              "of heads, per layer, on held-out data: mean %s.",
              multi ? "± std over seeds (trials of the configuration)"
                    : "± std over the head pairs of the layer (one trial per configuration)");
+}
+
+/* The cells of pair p in layer ll (-1: all layers) from cells[c]; returns
+ * the next c; *have |= a measure was there. */
+static int jsd_cells(const rpt_db *d, const rpt_group *g, int ll, int p, int format, char (*cells)[300], int c,
+                     int *have) {
+    char nm[64];
+    double sd, dummy;
+    int n, n2;
+    if (ll < 0) snprintf(nm, sizeof nm, "analyze.jsd.%s", analyze_pair_name(p));
+    else snprintf(nm, sizeof nm, "analyze.L%d.jsd.%s", ll, analyze_pair_name(p));
+    double m = group_metric(d, g, nm, &sd, &n);
+    strncat(nm, ".std", sizeof nm - strlen(nm) - 1);
+    double psd = group_metric(d, g, nm, &dummy, &n2);
+    double spread = n > 1 ? sd : psd;
+    *have |= n > 0;
+    if (format == RPT_CSV) {
+        if (n > 0) snprintf(cells[c], 300, "%.6g", m);
+        else cells[c][0] = 0;
+        c++;
+        if (n > 0 && !isnan(spread)) snprintf(cells[c], 300, "%.6g", spread);
+        else cells[c][0] = 0;
+        return c + 1;
+    }
+    if (n == 0) snprintf(cells[c], 300, "-");
+    else if (isnan(spread)) snprintf(cells[c], 300, "%.4f", m);
+    else snprintf(cells[c], 300, format == RPT_TEX ? "%.4f $\\pm$ %.4f" : "%.4f ± %.4f", m, spread);
+    return c + 1;
+}
+
+int analyze_jsd_table(rpt_table *tb, const rpt_db *d, int format, char *err, size_t errlen) {
+    rpt_group *g;
+    int ng, show[ANALYZE_NPAIRS] = {0}, multi;
+    if (rpt_group_trials(d, NULL, &g, &ng, err, errlen) != 0) return -1;
+    if (!jsd_present(d, g, ng, show, &multi)) {
+        rpt_groups_free(g, ng);
+        return rb_fail(err, errlen, "%s has no analyze measures (analyze.jsd.*): run `routebench analyze CHECKPOINT "
+                                    "--db` or an analyze sweep first", d->path);
+    }
+    jsd_header(tb, show, format, multi);
+    int *varying = callocCheck((size_t)(d->np ? d->np : 1), sizeof(int));
+    rpt_varying(d, g, ng, varying);
     char cells[2 + 2 * ANALYZE_NPAIRS][300];
     const char *row[2 + 2 * ANALYZE_NPAIRS];
+    for (int i = 0; i < 2 + 2 * ANALYZE_NPAIRS; i++) row[i] = cells[i];
     int nlayers = layers_present(d);
     for (int gi = 0; gi < ng; gi++) {
         char label[256];
@@ -97,52 +136,17 @@ int analyze_jsd_table(rpt_table *tb, const rpt_db *d, int format, char *err, siz
         if (!label[0]) snprintf(label, sizeof label, "%s", d->t[g[gi].first].backend ? d->t[g[gi].first].backend : "");
         /* a layer is shown when it has any pair measure; ll = -1: all layers, last */
         for (int step = 0; step <= nlayers; step++) {
-            int ll = step < nlayers ? step : -1, have = 0, c = 0;
-            snprintf(cells[c], sizeof cells[c], "%s", label), row[c] = cells[c], c++;
-            if (ll < 0) snprintf(cells[c], sizeof cells[c], "all");
-            else snprintf(cells[c], sizeof cells[c], "%d", ll);
-            row[c] = cells[c], c++;
-            for (int p = 0; p < ANALYZE_NPAIRS; p++) {
-                if (!show[p]) continue;
-                double sd, dummy;
-                int n, n2;
-                if (ll < 0) snprintf(nm, sizeof nm, "analyze.jsd.%s", analyze_pair_name(p));
-                else snprintf(nm, sizeof nm, "analyze.L%d.jsd.%s", ll, analyze_pair_name(p));
-                double m = group_metric(d, &g[gi], nm, &sd, &n);
-                strncat(nm, ".std", sizeof nm - strlen(nm) - 1);
-                double psd = group_metric(d, &g[gi], nm, &dummy, &n2);
-                double spread = n > 1 ? sd : psd;
-                have |= n > 0;
-                if (format == RPT_CSV) {
-                    if (n > 0) snprintf(cells[c], sizeof cells[c], "%.6g", m);
-                    else cells[c][0] = 0;
-                    row[c] = cells[c], c++;
-                    if (n > 0 && !isnan(spread)) snprintf(cells[c], sizeof cells[c], "%.6g", spread);
-                    else cells[c][0] = 0;
-                    row[c] = cells[c], c++;
-                } else {
-                    if (n == 0) snprintf(cells[c], sizeof cells[c], "-");
-                    else if (isnan(spread)) snprintf(cells[c], sizeof cells[c], "%.4f", m);
-                    else snprintf(cells[c], sizeof cells[c], format == RPT_TEX ? "%.4f $\\pm$ %.4f" : "%.4f ± %.4f", m,
-                                  spread);
-                    row[c] = cells[c], c++;
-                }
-            }
+            int ll = step < nlayers ? step : -1, have = 0, c = 2;
+            snprintf(cells[0], sizeof cells[0], "%s", label);
+            if (ll < 0) snprintf(cells[1], sizeof cells[1], "all");
+            else snprintf(cells[1], sizeof cells[1], "%d", ll);
+            for (int p = 0; p < ANALYZE_NPAIRS; p++)
+                if (show[p]) c = jsd_cells(d, &g[gi], ll, p, format, cells, c, &have);
             if (have) rpt_table_add_row(tb, row);
         }
     }
     free(varying), rpt_groups_free(g, ng);
     return 0;
-}
-
-/* s inside a single-quoted gnuplot string */
-static void gp_quote(char *out, size_t len, const char *s) {
-    size_t o = 0;
-    for (; s && *s && o + 3 < len; s++) {
-        if (*s == '\'') out[o++] = '\'';
-        out[o++] = (unsigned char)*s < 32 ? ' ' : *s;
-    }
-    out[o] = 0;
 }
 
 typedef struct {
@@ -154,29 +158,37 @@ static int cmp_kept_pt(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-int analyze_plot_kept(const rpt_db *d, const char *dir, const char *format, int dumb, int quiet, char *err,
-                      size_t errlen) {
-    const char *term = NULL;
-    if (!dumb && !(term = plot_terminal(format, err, errlen))) return -1;
-    rpt_group *g;
-    int ng;
-    if (rpt_group_trials(d, NULL, &g, &ng, err, errlen) != 0) return -1;
+/* The kept-mass series of d: one per backend and head kind (and length when
+ * several), its points sorted by x. */
+typedef struct {
+    int n, cap_pts;
+    char (*label)[160];
+    kept_pt *pts; /* [n][cap_pts] */
+    int *np;
+} kept_series;
+
+static void add_point(kept_series *ks, const char *lb, kept_pt p) {
+    int s = 0;
+    while (s < ks->n && strcmp(ks->label[s], lb) != 0) s++;
+    if (s == ks->n) snprintf(ks->label[ks->n++], sizeof ks->label[0], "%s", lb);
+    ks->pts[(size_t)s * ks->cap_pts + ks->np[s]++] = p;
+}
+
+static void collect_kept(const rpt_db *d, const rpt_group *g, int ng, kept_series *ks) {
     int ix[ANALYZE_NKINDS] = {-1, rpt_param_index(d, "window"), rpt_param_index(d, "clusters")};
-    int iseq = rpt_param_index(d, "seq");
-    /* several sequence lengths split the lines */
-    int multi_seq = 0;
-    for (int gi = 1; gi < ng && iseq >= 0; gi++) {
+    int iseq = rpt_param_index(d, "seq"), multi_seq = 0;
+    for (int gi = 1; gi < ng && iseq >= 0; gi++) { /* several sequence lengths split the lines */
         const char *a = d->t[g[0].first].pv[iseq], *b = d->t[g[gi].first].pv[iseq];
         multi_seq |= (a && b && strcmp(a, b) != 0);
     }
-    int maxs = 2 * ng + 1, ns = 0;
-    char (*label)[160] = callocCheck((size_t)maxs, sizeof *label);
-    kept_pt *pts = callocCheck((size_t)maxs * (ng + 1), sizeof *pts);
-    int *np = callocCheck((size_t)maxs, sizeof(int));
+    ks->cap_pts = ng + 1;
+    ks->label = callocCheck((size_t)(2 * ng + 1), sizeof *ks->label);
+    ks->pts = callocCheck((size_t)(2 * ng + 1) * (size_t)ks->cap_pts, sizeof *ks->pts);
+    ks->np = callocCheck((size_t)(2 * ng + 1), sizeof(int));
     for (int gi = 0; gi < ng; gi++) {
         const rpt_trial *t0 = &d->t[g[gi].first];
         for (int k = ANALYZE_HEAD_LOCAL; k < ANALYZE_NKINDS; k++) {
-            char nm[64];
+            char nm[64], lb[160];
             double sd;
             int n;
             snprintf(nm, sizeof nm, "analyze.kept_mass.%s", analyze_kind_name(k));
@@ -188,66 +200,62 @@ int analyze_plot_kept(const rpt_db *d, const char *dir, const char *format, int 
             const char *xs = ix[k] >= 0 ? t0->pv[ix[k]] : NULL;
             if (isnan(x) && xs) x = atof(xs);
             if (isnan(kept) || isnan(x)) continue;
-            char lb[160];
             snprintf(lb, sizeof lb, "%.40s %s heads%s%.20s", t0->backend ? t0->backend : "?", analyze_kind_name(k),
                      multi_seq ? " n=" : "", multi_seq && t0->pv[iseq] ? t0->pv[iseq] : "");
-            int s = 0;
-            while (s < ns && strcmp(label[s], lb) != 0) s++;
-            if (s == ns) snprintf(label[ns++], sizeof label[0], "%s", lb);
-            pts[(size_t)s * (ng + 1) + np[s]++] = (kept_pt){x, kept, rnd};
+            add_point(ks, lb, (kept_pt){x, kept, rnd});
         }
     }
+    for (int s = 0; s < ks->n; s++) qsort(ks->pts + (size_t)s * ks->cap_pts, (size_t)ks->np[s], sizeof(kept_pt), cmp_kept_pt);
+}
+
+static void write_kept(FILE *df, FILE *gf, const kept_series *ks) {
+    char q[600];
+    fprintf(gf, "set title 'share of the dense attention mass each sparse head keeps (dashed: random pattern of the "
+                "same size)'\nset xlabel 'clusters (routing heads) / window (local heads)'\n"
+                "set ylabel 'kept dense mass'\nset yrange [0:1.05]\n");
+    if (ks->n == 0) {
+        fprintf(gf, "unset key\nunset xtics\nunset ytics\nset label 1 'no analyze measures in this database "
+                    "(routebench analyze --db, or an analyze sweep)' at graph 0.5, graph 0.5 center\n"
+                    "plot [0:1][0:1] -1 notitle\n");
+        return;
+    }
+    fprintf(gf, "set logscale x 2\nplot \\\n");
+    for (int s = 0; s < ks->n; s++) {
+        const kept_pt *ps = ks->pts + (size_t)s * ks->cap_pts;
+        fprintf(df, "%s# %s: x kept random\n", s ? "\n\n" : "", ks->label[s]);
+        for (int i = 0; i < ks->np[s]; i++) fprintf(df, "%g\t%.6f\t%.6f\n", ps[i].x, ps[i].kept, ps[i].rnd);
+        plot_quote(q, sizeof q, ks->label[s]);
+        fprintf(gf, "  'kept_mass.dat' index %d using 1:2 with linespoints lw 2 pt 7 lc %d title '%s', \\\n"
+                    "  'kept_mass.dat' index %d using 1:3 with linespoints dt 2 pt 6 lc %d title '%s random'%s\n",
+                s, s + 1, q, s, s + 1, q, s + 1 < ks->n ? ", \\" : "");
+    }
+}
+
+int analyze_plot_kept(const rpt_db *d, const char *dir, const char *format, int dumb, int quiet, char *err,
+                      size_t errlen) {
+    const char *term = NULL;
+    if (!dumb && !(term = plot_terminal(format, err, errlen))) return -1;
+    rpt_group *g;
+    int ng;
+    if (rpt_group_trials(d, NULL, &g, &ng, err, errlen) != 0) return -1;
+    kept_series ks = {0};
+    collect_kept(d, g, ng, &ks);
     char path[1200];
     snprintf(path, sizeof path, "%s/kept_mass.dat", dir);
     FILE *df = fopen(path, "w");
-    snprintf(path, sizeof path, "%s/kept_mass.gp", dir);
-    FILE *gf = fopen(path, "w");
-    int rc = 0;
-    if (!df || !gf) rc = rb_fail(err, errlen, "cannot write %s/kept_mass.dat and .gp", dir);
+    FILE *gf = df ? plot_script_open(dir, "kept_mass", term, format, d->path, err, errlen) : NULL;
+    int rc = df && gf ? 0 : df ? -1 : rb_fail(err, errlen, "cannot write %s: %s", path, strerror(errno));
     if (rc == 0) {
         fprintf(df, "# kept_mass.dat: kept dense attention mass against clusters (routing heads) or window (local "
-                    "heads), with the random floor (routebench plot, %s)\n",
-                d->path);
-        char q[600];
-        gp_quote(q, sizeof q, d->path);
-        fprintf(gf, "# kept_mass.gp: written by `routebench plot` from %s.\n# Edit it and rerun `gnuplot kept_mass.gp` in "
-                    "this directory; the data is in kept_mass.dat.\n", q);
-        if (dumb) fprintf(gf, "set terminal dumb size 110,32\n");
-        else if (!strcmp(term, "pngcairo")) fprintf(gf, "set terminal pngcairo size 900,600 noenhanced font ',10'\n");
-        else if (!strcmp(term, "svg")) fprintf(gf, "set terminal svg size 900,600 noenhanced background rgb 'white'\n");
-        else fprintf(gf, "set terminal %s noenhanced\n", term);
-        if (!dumb) fprintf(gf, "set output 'kept_mass.%s'\n", format);
-        fprintf(gf, "set termoption noenhanced\nset grid lc rgb '#dddddd'\nset key outside right top box\n"
-                    "set title 'share of the dense attention mass each sparse head keeps (dashed: random pattern of the "
-                    "same size)'\n"
-                    "set xlabel 'clusters (routing heads) / window (local heads)'\nset ylabel 'kept dense mass'\n"
-                    "set yrange [0:1.05]\n");
-        if (ns == 0) {
-            fprintf(gf, "unset key\nunset xtics\nunset ytics\nset label 1 'no analyze measures in this database "
-                        "(routebench analyze --db, or an analyze sweep)' at graph 0.5, graph 0.5 center\n"
-                        "plot [0:1][0:1] -1 notitle\n");
-        } else {
-            fprintf(gf, "set logscale x 2\nplot \\\n");
-            for (int s = 0; s < ns; s++) {
-                kept_pt *ps = pts + (size_t)s * (ng + 1);
-                qsort(ps, (size_t)np[s], sizeof *ps, cmp_kept_pt);
-                fprintf(df, "%s# %s: x kept random\n", s ? "\n\n" : "", label[s]);
-                for (int i = 0; i < np[s]; i++) fprintf(df, "%g\t%.6f\t%.6f\n", ps[i].x, ps[i].kept, ps[i].rnd);
-                gp_quote(q, sizeof q, label[s]);
-                fprintf(gf, "  'kept_mass.dat' index %d using 1:2 with linespoints lw 2 pt 7 lc %d title '%s', \\\n"
-                            "  'kept_mass.dat' index %d using 1:3 with linespoints dt 2 pt 6 lc %d title '%s random'%s\n",
-                        s, s + 1, q, s, s + 1, q, s + 1 < ns ? ", \\" : "");
-            }
-        }
+                    "heads), with the random floor (routebench plot, %s)\n", d->path);
+        write_kept(df, gf, &ks);
     }
     if (df && fclose(df) != 0 && rc == 0) rc = rb_fail(err, errlen, "%s/kept_mass.dat: write error", dir);
     if (gf && fclose(gf) != 0 && rc == 0) rc = rb_fail(err, errlen, "%s/kept_mass.gp: write error", dir);
-    if (rc == 0) {
-        if (dumb) printf("\n== kept_mass ==\n");
-        rc = plot_run_gnuplot(dir, "kept_mass.gp", err, errlen);
-    }
+    if (rc == 0 && dumb) printf("\n== kept_mass ==\n");
+    if (rc == 0) rc = plot_run_gnuplot(dir, "kept_mass.gp", err, errlen);
     if (rc == 0 && !dumb && !quiet) printf("wrote %s/kept_mass.%s\n", dir, format);
-    free(label), free(pts), free(np);
+    free(ks.label), free(ks.pts), free(ks.np);
     rpt_groups_free(g, ng);
     return rc;
 }

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "util/common.h"
+#include "util/fsutil.h"
 #include "report/analysis.h"
 #include "store/store.h"
 
@@ -119,9 +120,7 @@ int plot_run_gnuplot(const char *dir, const char *script, char *err, size_t errl
     return rb_fail(err, errlen, "%s %s (in %s) failed with status %d", gnuplot_prog(), script, dir, rc);
 }
 
-/* s as the inside of a single-quoted gnuplot string: ' doubled, control
- * characters (newlines) turned into spaces. */
-static void gq(char *out, size_t len, const char *s) {
+void plot_quote(char *out, size_t len, const char *s) {
     size_t o = 0;
     for (; s && *s && o + 3 < len; s++) {
         if (*s == '\'') out[o++] = '\'';
@@ -138,22 +137,6 @@ static void dq(char *out, size_t len, const char *s) {
     out[o] = 0;
 }
 
-static int mkdir_p(const char *dir, char *err, size_t errlen) {
-    char p[1024];
-    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) return rb_fail(err, errlen, "%s: path too long", dir);
-    for (char *c = p + 1; *c; c++) {
-        if (*c != '/') continue;
-        *c = 0;
-        if (mkdir(p, 0777) != 0 && errno != EEXIST)
-            return rb_fail(err, errlen, "cannot create directory %s: %s", p, strerror(errno));
-        *c = '/';
-    }
-    if (mkdir(p, 0777) != 0 && errno != EEXIST)
-        return rb_fail(err, errlen, "cannot create directory %s: %s", p, strerror(errno));
-    struct stat sb;
-    if (stat(p, &sb) != 0 || !S_ISDIR(sb.st_mode)) return rb_fail(err, errlen, "%s is not a directory", p);
-    return 0;
-}
 
 static double num(const char *s) {
     if (!s) return NAN;
@@ -210,28 +193,29 @@ static void path_in(char *out, size_t len, const char *dir, const char *name, co
     snprintf(out, len, "%s/%s.%s", dir, name, ext);
 }
 
-/* Open NAME.gp and write what every script starts with. */
-static FILE *script_open(const fig *f, const char *name, char *err, size_t errlen) {
-    char p[1200];
-    path_in(p, sizeof p, f->o->out_dir, name, "gp");
+FILE *plot_script_open(const char *dir, const char *name, const char *term, const char *format, const char *source,
+                       char *err, size_t errlen) {
+    char p[1200], src[1100];
+    snprintf(p, sizeof p, "%s/%s.gp", dir, name);
     FILE *s = fopen(p, "w");
-    if (!s) {
-        rb_fail(err, errlen, "cannot write %s: %s", p, strerror(errno));
-        return NULL;
-    }
-    char db[1100];
-    gq(db, sizeof db, f->d->path);
+    if (!s) return rb_fail(err, errlen, "cannot write %s: %s", p, strerror(errno)), NULL;
+    plot_quote(src, sizeof src, source);
     fprintf(s, "# %s.gp: written by `routebench plot` from %s.\n# Edit it and rerun `gnuplot %s.gp` in this directory; "
                "the data is in the .dat file beside it.\n",
-            name, db, name);
-    if (f->o->dumb) fprintf(s, "set terminal dumb size 110,32\n");
-    else if (!strcmp(f->term, "pngcairo")) fprintf(s, "set terminal pngcairo size 900,600 noenhanced font ',10'\n");
-    else if (!strcmp(f->term, "png")) fprintf(s, "set terminal png size 900,600 noenhanced\n");
-    else if (!strcmp(f->term, "svg")) fprintf(s, "set terminal svg size 900,600 noenhanced background rgb 'white'\n");
-    else fprintf(s, "set terminal %s size 6in,4in noenhanced font ',9'\n", f->term);
-    if (!f->o->dumb) fprintf(s, "set output '%s.%s'\n", name, f->o->format);
+            name, src, name);
+    if (!term) fprintf(s, "set terminal dumb size 110,32\n");
+    else if (!strcmp(term, "pngcairo")) fprintf(s, "set terminal pngcairo size 900,600 noenhanced font ',10'\n");
+    else if (!strcmp(term, "png")) fprintf(s, "set terminal png size 900,600 noenhanced\n");
+    else if (!strcmp(term, "svg")) fprintf(s, "set terminal svg size 900,600 noenhanced background rgb 'white'\n");
+    else fprintf(s, "set terminal %s size 6in,4in noenhanced font ',9'\n", term);
+    if (term) fprintf(s, "set output '%s.%s'\n", name, format);
     fprintf(s, "set termoption noenhanced\nset grid lc rgb '#dddddd'\nset key outside right top box\n");
     return s;
+}
+
+/* Open NAME.gp and write what every script starts with. */
+static FILE *script_open(const fig *f, const char *name, char *err, size_t errlen) {
+    return plot_script_open(f->o->out_dir, name, f->o->dumb ? NULL : f->term, f->o->format, f->d->path, err, errlen);
 }
 
 static FILE *data_open(const fig *f, const char *name, const char *what, char *err, size_t errlen) {
@@ -248,8 +232,8 @@ static FILE *data_open(const fig *f, const char *name, const char *what, char *e
 
 static void title(FILE *s, const fig *f, const char *what) {
     char a[1100], b[1100];
-    gq(a, sizeof a, f->d->exp_name[0] ? f->d->exp_name : f->d->path);
-    gq(b, sizeof b, what);
+    plot_quote(a, sizeof a, f->d->exp_name[0] ? f->d->exp_name : f->d->path);
+    plot_quote(b, sizeof b, what);
     fprintf(s, "set title '%s: %s'\n", a, b);
 }
 
@@ -257,7 +241,7 @@ static void missing_label(FILE *s, const missing *m) {
     if (!m->n) return;
     char t[1400], q[2900];
     snprintf(t, sizeof t, "missing (%d): %s%s", m->n, m->text, m->n > MAX_MISSING_SHOWN ? ", ..." : "");
-    gq(q, sizeof q, t);
+    plot_quote(q, sizeof q, t);
     fprintf(s, "set bmargin 6\nset label 900 '%s' at screen 0.01, screen 0.02 left font ',8' textcolor rgb '#aa0000'\n",
             q);
 }
@@ -265,7 +249,7 @@ static void missing_label(FILE *s, const missing *m) {
 /* A frame that says why there is nothing to draw. */
 static void placeholder(FILE *s, const char *why) {
     char q[1100];
-    gq(q, sizeof q, why);
+    plot_quote(q, sizeof q, why);
     fprintf(s,
             "unset key\nunset xtics\nunset ytics\nunset grid\n"
             "set label 1 '%s' at graph 0.5, graph 0.5 center\n"
@@ -392,7 +376,7 @@ static int fig_scaling(const fig *f, const char *name, const char *measure, doub
         char t[700], q[1400];
         if (fitted) snprintf(t, sizeof t, "%s: ~n^%.3f", label, k);
         else snprintf(t, sizeof t, "%s (%d point%s, no fit)", label, np, np == 1 ? "" : "s");
-        gq(q, sizeof q, t);
+        plot_quote(q, sizeof q, t);
         int lc = block % 8 + 1;
         if (fitted)
             fprintf(s, "k%d = %.9g\nc%d = %.9g\nf%d(x) = c%d * x**k%d\n", block, k, block, c, block, block, block);
@@ -411,7 +395,7 @@ static int fig_scaling(const fig *f, const char *name, const char *measure, doub
         placeholder(s, why);
     } else {
         char yl[256];
-        gq(yl, sizeof yl, ylabel);
+        plot_quote(yl, sizeof yl, ylabel);
         fprintf(s, "set logscale xy\nset xlabel 'sequence length n'\nset ylabel '%s'\n", yl);
         missing_label(s, &m);
         fprintf(s, "plot ");
@@ -547,7 +531,7 @@ static int fig_curves(const fig *f, int want_step, int want_time, char *err, siz
             fprintf(s, "plot ");
             for (int b = 0; b < nb; b++) {
                 char q[1300];
-                gq(q, sizeof q, labels[b]);
+                plot_quote(q, sizeof q, labels[b]);
                 fprintf(s, "%s'curves.dat' index %d using %d:2 with linespoints lc %d pt 7 ps 0.6 title '%s'",
                         b ? ", \\\n     " : "", b, which == 0 ? 1 : 3, b % 8 + 1, q);
             }
@@ -677,14 +661,14 @@ static int fig_heatmap(const fig *f, char *err, size_t errlen) {
     fclose(dat);
     char q[600];
     fprintf(s, "unset key\nset xrange [-0.5:%d.5]\nset yrange [-0.5:%d.5]\n", nx - 1, ny - 1);
-    gq(q, sizeof q, xn);
+    plot_quote(q, sizeof q, xn);
     fprintf(s, "set xlabel '%s'\n", q);
-    gq(q, sizeof q, yn);
+    plot_quote(q, sizeof q, yn);
     fprintf(s, "set ylabel '%s'\nset xtics (", q);
-    for (int i = 0; i < nx; i++) gq(q, sizeof q, xv[i]), fprintf(s, "%s'%s' %d", i ? ", " : "", q, i);
+    for (int i = 0; i < nx; i++) plot_quote(q, sizeof q, xv[i]), fprintf(s, "%s'%s' %d", i ? ", " : "", q, i);
     fprintf(s, ")\nset ytics (");
-    for (int j = 0; j < ny; j++) gq(q, sizeof q, yv[j]), fprintf(s, "%s'%s' %d", j ? ", " : "", q, j);
-    gq(q, sizeof q, rpt_measure_label(meas));
+    for (int j = 0; j < ny; j++) plot_quote(q, sizeof q, yv[j]), fprintf(s, "%s'%s' %d", j ? ", " : "", q, j);
+    plot_quote(q, sizeof q, rpt_measure_label(meas));
     fprintf(s, ")\nunset grid\nset cblabel '%s'\nset palette rgbformulae 33,13,10\n", q);
     if (nval) {
         double lo = INFINITY, hi = -INFINITY;
@@ -764,7 +748,7 @@ static int fig_tradeoff(const fig *f, const char *tmeas, const char *mmeas, char
         }
         if (!np) continue;
         char q[600];
-        gq(q, sizeof q, be);
+        plot_quote(q, sizeof q, be);
         snprintf(plot[nb], sizeof plot[0], "'tradeoff.dat' index %d using 1:2:3 with points pt 7 ps variable lc %d title '%s'",
                  nb, nb % 8 + 1, q);
         nb++;
@@ -821,7 +805,7 @@ int plot_all(const rpt_db *d, const plot_opts *o, int *nmade, char *err, size_t 
     if (o->heat_metric && rpt_measure_check(d, o->heat_metric, err, errlen)) return -1;
     fig f = {d, o, NULL, NULL, 0, NULL};
     if (!o->dumb && !(f.term = plot_terminal(o->format, err, errlen))) return -1;
-    if (mkdir_p(o->out_dir, err, errlen)) return -1;
+    if (rb_mkdir_p(o->out_dir, err, errlen)) return -1;
     if (rpt_group_trials(d, NULL, &f.g, &f.ng, err, errlen)) return -1;
     f.varying = callocCheck((size_t)(d->np ? d->np : 1), sizeof *f.varying);
     rpt_varying(d, f.g, f.ng, f.varying);

@@ -50,6 +50,18 @@ int plot_fit_power(const double *x, const double *y, int n, double *expo, double
  * checked against the installed gnuplot; NULL with a message when it has none. */
 const char *plot_terminal(const char *format, char *err, size_t errlen);
 
+/* s as the inside of a single-quoted gnuplot string: ' doubled, control
+ * characters (newlines) turned into spaces. */
+void plot_quote(char *out, size_t len, const char *s);
+
+/* DIR/NAME.gp opened for writing, with what every script starts with: where
+ * it came from (source), the terminal (term as plot_terminal gave it; NULL
+ * for gnuplot's dumb terminal) and output NAME.FORMAT, the grid and key.
+ * NULL with a message. */
+#include <stdio.h>
+FILE *plot_script_open(const char *dir, const char *name, const char *term, const char *format, const char *source,
+                       char *err, size_t errlen);
+
 /* Run gnuplot (RB_GNUPLOT in the environment overrides the program) on
  * `script` with `dir` as its working directory. 0 when it exits 0. */
 int plot_run_gnuplot(const char *dir, const char *script, char *err, size_t errlen);

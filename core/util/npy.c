@@ -257,6 +257,102 @@ static int dtype_refusal(const char *path, const char *have, const char *want, c
                    dtype_name(want), want);
 }
 
+/* The preamble and header of the open file f: *h parsed, *data_off where
+ * the data starts. 0, or -1 with a message. */
+static int read_header(FILE *f, const char *path, hparse *h, size_t *data_off, char *err, size_t errlen) {
+    unsigned char pre[12];
+    size_t got = fread(pre, 1, 10, f), hlen, pre_len;
+    if (got < 8 || memcmp(pre, npy_magic, 6) != 0)
+        return rb_fail(err, errlen, "%s: not a .npy file (it does not start with \\x93NUMPY)", path);
+    int major = pre[6], minor = pre[7];
+    if (got < 10) return rb_fail(err, errlen, "%s: truncated: the file ends inside the .npy header", path);
+    if (major == 1 && minor == 0) {
+        hlen = (size_t)pre[8] | (size_t)pre[9] << 8;
+        pre_len = 10;
+    } else if ((major == 2 || major == 3) && minor == 0) {
+        if (fread(pre + 10, 1, 2, f) != 2)
+            return rb_fail(err, errlen, "%s: truncated: the file ends inside the .npy header", path);
+        hlen = (size_t)pre[8] | (size_t)pre[9] << 8 | (size_t)pre[10] << 16 | (size_t)pre[11] << 24;
+        pre_len = 12;
+    } else {
+        return rb_fail(err, errlen, "%s: .npy format version %d.%d is not supported (1.0, 2.0, 3.0 are)", path, major,
+                       minor);
+    }
+    if (hlen > NPY_MAX_HEADER)
+        return rb_fail(err, errlen, "%s: header length %zu is implausible (corrupt file?)", path, hlen);
+    char *hbuf = mallocCheck(hlen + 1);
+    if (fread(hbuf, 1, hlen, f) != hlen) {
+        free(hbuf);
+        return rb_fail(err, errlen, "%s: truncated: the file ends inside the .npy header", path);
+    }
+    hbuf[hlen] = '\0';
+    memset(h, 0, sizeof *h);
+    h->s = hbuf, h->end = hbuf + hlen;
+    int pr = hp_dict(h);
+    h->s = h->end = NULL;
+    free(hbuf);
+    if (pr != 0) return rb_fail(err, errlen, "%s: bad .npy header: %s", path, h->msg);
+    *data_off = pre_len + hlen;
+    return 0;
+}
+
+/* The header against what the caller wants: dtype, C order, shape. */
+static int check_header(const char *path, const hparse *h, const char *want_dtype, const int *want_shape,
+                        int want_ndim, char *err, size_t errlen) {
+    char s1[NPY_MAX_DIMS * 16], s2[NPY_MAX_DIMS * 16];
+    if (strcmp(h->descr, want_dtype) != 0) return dtype_refusal(path, h->descr, want_dtype, err, errlen);
+    if (h->fortran) {
+        /* Fortran and C order are the same bytes when at most one dimension
+         * is longer than 1, so only refuse when they differ. */
+        int long_dims = 0;
+        for (int i = 0; i < h->ndim; i++) long_dims += h->shape[i] > 1;
+        if (long_dims > 1)
+            return rb_fail(err, errlen,
+                           "%s: array of shape %s is in Fortran order; save np.ascontiguousarray(arr) (C order)", path,
+                           npy_shape_str(s1, sizeof s1, h->shape, h->ndim));
+    }
+    if (!want_shape && want_ndim < 0) return 0;
+    int match = want_ndim < 0 || h->ndim == want_ndim;
+    if (match && want_shape)
+        for (int i = 0; i < h->ndim; i++) match &= h->shape[i] == want_shape[i];
+    if (match) return 0;
+    if (want_shape)
+        return rb_fail(err, errlen, "%s: shape %s, expected %s", path, npy_shape_str(s1, sizeof s1, h->shape, h->ndim),
+                       npy_shape_str(s2, sizeof s2, want_shape, want_ndim));
+    return rb_fail(err, errlen, "%s: shape %s has %d dimensions, expected %d", path,
+                   npy_shape_str(s1, sizeof s1, h->shape, h->ndim), h->ndim, want_ndim);
+}
+
+/* The data after the header: exactly the bytes the shape promises (checked
+ * against the file's size before anything is allocated), into dst or a new
+ * buffer *out. */
+static int read_data(FILE *f, const char *path, const hparse *h, size_t data_off, void *dst, void **out, char *err,
+                     size_t errlen) {
+    char s1[NPY_MAX_DIMS * 16];
+    size_t count = shape_count(h->shape, h->ndim);
+    if (count == SIZE_MAX)
+        return rb_fail(err, errlen, "%s: shape %s is too large", path, npy_shape_str(s1, sizeof s1, h->shape, h->ndim));
+    size_t bytes = count * 4;
+    if (fseeko(f, 0, SEEK_END) != 0) return rb_fail(err, errlen, "%s: cannot seek: %s", path, strerror(errno));
+    off_t fsize = ftello(f);
+    size_t have = fsize > (off_t)data_off ? (size_t)fsize - data_off : 0;
+    if (have < bytes)
+        return rb_fail(err, errlen, "%s: truncated: shape %s of %s needs %zu bytes of data, the file has %zu", path,
+                       npy_shape_str(s1, sizeof s1, h->shape, h->ndim), h->descr, bytes, have);
+    if (have > bytes)
+        return rb_fail(err, errlen, "%s: %zu bytes after the data of shape %s (corrupt or not one array?)", path,
+                       have - bytes, npy_shape_str(s1, sizeof s1, h->shape, h->ndim));
+    void *buf = dst;
+    if (!dst && bytes && !(buf = rb_aligned_alloc(bytes)))
+        return rb_fail(err, errlen, "%s: out of memory for %zu bytes", path, bytes);
+    if (fseeko(f, (off_t)data_off, SEEK_SET) != 0 || (bytes && fread(buf, 1, bytes, f) != bytes)) {
+        if (!dst) free(buf);
+        return rb_fail(err, errlen, "%s: read error", path);
+    }
+    if (out) *out = dst ? NULL : buf;
+    return 0;
+}
+
 static int read_impl(const char *path, const char *want_dtype, const int *want_shape, int want_ndim, void **data,
                      int *shape, int *ndim, void *dst, char *err, size_t errlen) {
     if (data) *data = NULL;
@@ -264,121 +360,16 @@ static int read_impl(const char *path, const char *want_dtype, const int *want_s
         return rb_fail(err, errlen, "%s: cannot read as dtype '%s' (only <f4, <i4)", path, want_dtype);
     FILE *f = fopen(path, "rb");
     if (!f) return rb_fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
-    unsigned char pre[12];
-    size_t got = fread(pre, 1, 10, f);
-    if (got < 8 || memcmp(pre, npy_magic, 6) != 0) {
-        fclose(f);
-        return rb_fail(err, errlen, "%s: not a .npy file (it does not start with \\x93NUMPY)", path);
-    }
-    int major = pre[6], minor = pre[7];
-    size_t hlen, pre_len;
-    if (major == 1 && minor == 0) {
-        if (got < 10) goto truncated_header;
-        hlen = (size_t)pre[8] | (size_t)pre[9] << 8;
-        pre_len = 10;
-    } else if ((major == 2 || major == 3) && minor == 0) {
-        if (got < 10 || fread(pre + 10, 1, 2, f) != 2) goto truncated_header;
-        hlen = (size_t)pre[8] | (size_t)pre[9] << 8 | (size_t)pre[10] << 16 | (size_t)pre[11] << 24;
-        pre_len = 12;
-    } else {
-        fclose(f);
-        return rb_fail(err, errlen, "%s: .npy format version %d.%d is not supported (1.0, 2.0, 3.0 are)", path, major,
-                       minor);
-    }
-    if (hlen > NPY_MAX_HEADER) {
-        fclose(f);
-        return rb_fail(err, errlen, "%s: header length %zu is implausible (corrupt file?)", path, hlen);
-    }
-    char *hbuf = mallocCheck(hlen + 1);
-    if (fread(hbuf, 1, hlen, f) != hlen) {
-        free(hbuf);
-        goto truncated_header;
-    }
-    hbuf[hlen] = '\0';
     hparse h;
-    memset(&h, 0, sizeof h);
-    h.s = hbuf, h.end = hbuf + hlen;
-    int pr = hp_dict(&h);
-    free(hbuf);
-    if (pr != 0) {
-        fclose(f);
-        return rb_fail(err, errlen, "%s: bad .npy header: %s", path, h.msg);
-    }
-    if (strcmp(h.descr, want_dtype) != 0) {
-        fclose(f);
-        return dtype_refusal(path, h.descr, want_dtype, err, errlen);
-    }
-    char s1[NPY_MAX_DIMS * 16], s2[NPY_MAX_DIMS * 16];
-    if (h.fortran) {
-        /* Fortran and C order are the same bytes when at most one dimension
-         * is longer than 1, so only refuse when they differ. */
-        int long_dims = 0;
-        for (int i = 0; i < h.ndim; i++) long_dims += h.shape[i] > 1;
-        if (long_dims > 1) {
-            fclose(f);
-            return rb_fail(err, errlen,
-                           "%s: array of shape %s is in Fortran order; save np.ascontiguousarray(arr) (C order)", path,
-                           npy_shape_str(s1, sizeof s1, h.shape, h.ndim));
-        }
-    }
-    if (want_shape || want_ndim >= 0) {
-        int match = want_ndim < 0 || h.ndim == want_ndim;
-        if (match && want_shape)
-            for (int i = 0; i < h.ndim; i++) match &= h.shape[i] == want_shape[i];
-        if (!match) {
-            fclose(f);
-            if (want_shape)
-                return rb_fail(err, errlen, "%s: shape %s, expected %s", path, npy_shape_str(s1, sizeof s1, h.shape, h.ndim),
-                               npy_shape_str(s2, sizeof s2, want_shape, want_ndim));
-            return rb_fail(err, errlen, "%s: shape %s has %d dimensions, expected %d", path,
-                           npy_shape_str(s1, sizeof s1, h.shape, h.ndim), h.ndim, want_ndim);
-        }
-    }
-    size_t count = shape_count(h.shape, h.ndim);
-    if (count == SIZE_MAX) {
-        fclose(f);
-        return rb_fail(err, errlen, "%s: shape %s is too large", path, npy_shape_str(s1, sizeof s1, h.shape, h.ndim));
-    }
-    size_t bytes = count * 4;
-    /* Compare the promised data with what the file holds before allocating. */
-    if (fseeko(f, 0, SEEK_END) != 0) {
-        fclose(f);
-        return rb_fail(err, errlen, "%s: cannot seek: %s", path, strerror(errno));
-    }
-    off_t fsize = ftello(f);
-    size_t have = fsize > (off_t)(pre_len + hlen) ? (size_t)fsize - pre_len - hlen : 0;
-    if (have < bytes) {
-        fclose(f);
-        return rb_fail(err, errlen, "%s: truncated: shape %s of %s needs %zu bytes of data, the file has %zu", path,
-                       npy_shape_str(s1, sizeof s1, h.shape, h.ndim), h.descr, bytes, have);
-    }
-    if (have > bytes) {
-        fclose(f);
-        return rb_fail(err, errlen, "%s: %zu bytes after the data of shape %s (corrupt or not one array?)", path,
-                       have - bytes, npy_shape_str(s1, sizeof s1, h.shape, h.ndim));
-    }
-    void *buf = dst;
-    if (!dst && bytes) {
-        buf = rb_aligned_alloc(bytes);
-        if (!buf) {
-            fclose(f);
-            return rb_fail(err, errlen, "%s: out of memory for %zu bytes", path, bytes);
-        }
-    }
-    if (fseeko(f, (off_t)(pre_len + hlen), SEEK_SET) != 0 || (bytes && fread(buf, 1, bytes, f) != bytes)) {
-        if (!dst) free(buf);
-        fclose(f);
-        return rb_fail(err, errlen, "%s: read error", path);
-    }
+    size_t data_off = 0;
+    int rc = read_header(f, path, &h, &data_off, err, errlen);
+    if (rc == 0) rc = check_header(path, &h, want_dtype, want_shape, want_ndim, err, errlen);
+    if (rc == 0) rc = read_data(f, path, &h, data_off, dst, data, err, errlen);
     fclose(f);
-    if (data) *data = dst ? NULL : buf;
+    if (rc != 0) return -1;
     if (shape) memcpy(shape, h.shape, (size_t)h.ndim * sizeof(int));
     if (ndim) *ndim = h.ndim;
     return 0;
-
-truncated_header:
-    fclose(f);
-    return rb_fail(err, errlen, "%s: truncated: the file ends inside the .npy header", path);
 }
 
 int npy_read(const char *path, const char *want_dtype, const int *want_shape, int want_ndim, void **data,

@@ -185,6 +185,19 @@ static int from_db(const char *report, const char *plot, const char *format, con
     return rc;
 }
 
+static void print_summary(const char *ckpt, const train_config *c, const analyze_acc *acc, const analyze_options *o,
+                          double seconds) {
+    printf("analyze %s: %d layers x %d heads, %d batches of %d sequences of %d tokens (%s split), "
+           "eval loss %.4f nats/token, %.1f s\n",
+           ckpt, acc->L, acc->H, o->batches, c->batch, c->seq, o->split == TASK_TEST ? "test" : "validation",
+           acc->loss_batches ? acc->loss_sum / acc->loss_batches : NAN, seconds);
+    for (int l = 0; l < acc->L; l++)
+        printf("  layer %d: %s (window %d, clusters %d, local_heads %d, share_qk %d)\n", l, acc->layer_backend[l],
+               acc->layer_p[l].window, acc->layer_p[l].clusters, acc->layer_p[l].local_heads, acc->layer_p[l].share_qk);
+    printf("\n");
+    analyze_print(stdout, acc);
+}
+
 static const char analyze_epilog[] =
     "The model's configuration is read from the checkpoint; parameters (those of `routebench\n"
     "train`) given on top replace single keys: --batch (sequences per micro-batch) or --data may\n"
@@ -250,23 +263,11 @@ int cmd_analyze(int argc, char **argv) {
         fprintf(stderr, "routebench analyze: %s\n", err);
         return 2;
     }
-    printf("analyze %s: %d layers x %d heads, %d batches of %d sequences of %d tokens (%s split), "
-           "eval loss %.4f nats/token, %.1f s\n",
-           ckpt, acc->L, acc->H, o.batches, c.batch, c.seq, split == TASK_TEST ? "test" : "validation",
-           acc->loss_batches ? acc->loss_sum / acc->loss_batches : NAN, rb_now() - t0);
-    for (int l = 0; l < acc->L; l++)
-        printf("  layer %d: %s (window %d, clusters %d, local_heads %d, share_qk %d)\n", l, acc->layer_backend[l],
-               acc->layer_p[l].window, acc->layer_p[l].clusters, acc->layer_p[l].local_heads, acc->layer_p[l].share_qk);
-    printf("\n");
-    analyze_print(stdout, acc);
+    print_summary(ckpt, &c, acc, &o, rb_now() - t0);
     int rc = 0;
     if (db) {
-        /* the command line, recorded */
         char line[2048];
-        size_t off = 0;
-        line[0] = 0;
-        for (int i = 0; i < argc && off < sizeof line; i++)
-            off += (size_t)snprintf(line + off, sizeof line - off, "%s%s", i ? " " : "routebench ", argv[i]);
+        cli_argv_text(argc, argv, line, sizeof line);
         if (write_db(db, exp_name, &c, ckpt, o.batches, split, acc, line, err, sizeof err) != 0) {
             fprintf(stderr, "routebench analyze: %s\n", err);
             rc = 2;

@@ -121,10 +121,7 @@ int cmd_run(int argc, char **argv) {
         return 2;
     }
     char args[1024];
-    size_t off = 0;
-    args[0] = 0;
-    for (int i = 0; i < argc && off < sizeof args; i++)
-        off += (size_t)snprintf(args + off, sizeof args - off, "%s%s", i ? " " : "routebench ", argv[i]);
+    cli_argv_text(argc, argv, args, sizeof args);
     o.argv = args;
     runner_install_signals();
     char err[1024];

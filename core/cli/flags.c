@@ -17,6 +17,13 @@ const char *cli_param_flag(const rb_param *d, char *buf, size_t len) {
     return buf;
 }
 
+void cli_argv_text(int argc, char **argv, char *out, size_t len) {
+    size_t off = 0;
+    if (len) out[0] = 0;
+    for (int i = 0; i < argc && off < len; i++)
+        off += (size_t)snprintf(out + off, len - off, "%s%s", i ? " " : "routebench ", argv[i]);
+}
+
 static int takes_param(const cli_spec *s, const rb_param *d) {
     if (s->params == CLI_PARAMS_ATTN) return rb_param_in_attn(d);
     if (s->params == CLI_PARAMS_MODEL) return rb_param_in_model(d);

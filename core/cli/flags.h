@@ -62,6 +62,9 @@ int cli_parse(const cli_spec *spec, int argc, char **argv, const char **pos, int
 int cli_exit(int rc); /* CLI_HELP -> 0, CLI_BAD -> 2 */
 void cli_usage(const cli_spec *spec, FILE *f);
 
+/* "routebench CMD ARGS..." of a command's argv, to record with its results. */
+void cli_argv_text(int argc, char **argv, char *out, size_t len);
+
 /* The parameter table's flag for d ("--d-model") into buf. */
 const char *cli_param_flag(const rb_param *d, char *buf, size_t len);
 

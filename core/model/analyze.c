@@ -182,24 +182,90 @@ static void add_stats(analyze_acc *acc, int l, const attn *a) {
     }
 }
 
-int analyze_layer(analyze_acc *acc, int l, attn *a, const float *q, const float *k, char *err, size_t errlen) {
-    assert(l >= 0 && l < acc->L && a->p.heads == acc->H);
-    int B = a->p.batch, H = a->p.heads, n = a->p.seq, d = a->p.head_dim, causal = a->p.causal;
-    size_t BH = (size_t)B * H, nn = (size_t)n * n;
+/* The scratch of one layer's analysis, grown to its sizes. */
+static int layer_scratch(analyze_acc *acc, const attn_params *p, char *err, size_t errlen) {
+    size_t BH = (size_t)p->batch * p->heads, nn = (size_t)p->seq * p->seq;
     int nthr = omp_get_max_threads();
-    size_t io = BH * n * d, pfl = BH * nn, pdd = (size_t)nthr * nn;
+    size_t io = BH * p->seq * p->head_dim, pfl = BH * nn, pdd = (size_t)nthr * nn;
     if (grow((void **)&acc->P, &acc->P_floats, pfl, sizeof(float)) ||
         grow((void **)&acc->pd, &acc->pd_doubles, pdd, sizeof(double)))
         return rb_fail(err, errlen, "out of memory: the analysis holds %.1f MB of probabilities (batch * heads * seq^2)",
                        (pfl * 4.0 + pdd * 8.0) / 1e6);
-    if (acc->io_floats < io) {
-        free(acc->vbuf), free(acc->obuf), free(acc->idx);
-        acc->vbuf = rb_aligned_alloc(io * sizeof(float));
-        acc->obuf = rb_aligned_alloc(io * sizeof(float));
-        acc->idx = rb_aligned_alloc((size_t)nthr * n * sizeof(int));
-        acc->io_floats = acc->vbuf && acc->obuf && acc->idx ? io : 0;
-        if (!acc->io_floats) return rb_fail(err, errlen, "out of memory for the analysis buffers");
+    if (acc->io_floats >= io) return 0;
+    free(acc->vbuf), free(acc->obuf), free(acc->idx);
+    acc->vbuf = rb_aligned_alloc(io * sizeof(float));
+    acc->obuf = rb_aligned_alloc(io * sizeof(float));
+    acc->idx = rb_aligned_alloc((size_t)nthr * p->seq * sizeof(int));
+    acc->io_floats = acc->vbuf && acc->obuf && acc->idx ? io : 0;
+    return acc->io_floats ? 0 : rb_fail(err, errlen, "out of memory for the analysis buffers");
+}
+
+/* Per (batch, head) bh of layer l: entropy, kept and random mass, rows and
+ * unrouted rows summed into o[0..4]. rng is seeded per (layer, call, bh), so
+ * the numbers do not depend on the thread count. */
+static void head_measures(const analyze_acc *acc, int l, long call, const attn *a, const int *kinds, size_t bh,
+                          const float *q, const float *k, double *o) {
+    int H = a->p.heads, n = a->p.seq, d = a->p.head_dim, causal = a->p.causal;
+    int h = (int)(bh % H), t = omp_get_thread_num();
+    double *pd = acc->pd + (size_t)t * n * n;
+    int *idx = acc->idx + (size_t)t * n;
+    const float *qh = q + bh * n * d, *kh = (analyze_head_shares_qk(a, kinds[h]) ? q : k) + bh * n * d;
+    int sparse = kinds[h] != ANALYZE_HEAD_DENSE;
+    rb_rng rng;
+    rb_rng_seed(&rng, acc->seed * 0x9E3779B97F4A7C15ull +
+                          (((uint64_t)l * 1000003u + (uint64_t)call) * 1000033u + bh) * 2654435761u + 12345u);
+    if (sparse) analyze_dense_probs(pd, qh, kh, n, d, causal);
+    double ent = 0, kept = 0, rnd = 0, rows = 0, unr = 0;
+    for (int i = 0; i < n; i++) {
+        const float *row = acc->P + (bh * n + i) * n;
+        double e = analyze_entropy(row, n);
+        if (isnan(e)) {
+            unr++;
+            continue;
+        }
+        rows++;
+        ent += e;
+        if (!sparse) continue;
+        int size = 0;
+        for (int j = 0; j < n; j++) size += row[j] > 0.0f;
+        kept += analyze_kept_mass(row, pd + (size_t)i * n, n);
+        rnd += analyze_random_mass(pd + (size_t)i * n, causal ? i + 1 : n, size, idx, &rng);
     }
+    o[0] = ent, o[1] = kept, o[2] = rnd, o[3] = rows, o[4] = unr;
+}
+
+/* Every pair of heads of layer l, over the rows both route: JSD sums. */
+static void pair_measures(analyze_acc *acc, int l, const attn_params *p) {
+    int B = p->batch, H = p->heads, n = p->seq, npairs = H * (H - 1) / 2;
+    if (npairs <= 0) return;
+    const float *P = acc->P;
+    double *js = callocCheck(2 * (size_t)npairs, sizeof(double));
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int pi = 0; pi < npairs; pi++) {
+        int h1 = 0, r = pi;
+        while (r >= H - 1 - h1) r -= H - 1 - h1, h1++;
+        int h2 = h1 + 1 + r;
+        double s = 0, c = 0;
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < n; i++) {
+                double v = analyze_jsd(P + (((size_t)b * H + h1) * n + i) * n, P + (((size_t)b * H + h2) * n + i) * n, n);
+                if (!isnan(v)) s += v, c++;
+            }
+        js[2 * pi] = s, js[2 * pi + 1] = c;
+    }
+    for (int h1 = 0, pi = 0; h1 < H; h1++) /* reduced in a fixed order */
+        for (int h2 = h1 + 1; h2 < H; h2++, pi++) {
+            size_t o = ((size_t)l * H + h1) * H + h2;
+            acc->jsd_sum[o] += js[2 * pi], acc->jsd_rows[o] += js[2 * pi + 1];
+        }
+    free(js);
+}
+
+int analyze_layer(analyze_acc *acc, int l, attn *a, const float *q, const float *k, char *err, size_t errlen) {
+    assert(l >= 0 && l < acc->L && a->p.heads == acc->H);
+    int H = a->p.heads;
+    size_t BH = (size_t)a->p.batch * H;
+    if (layer_scratch(acc, &a->p, err, errlen) != 0) return -1;
     int *kinds = acc->kinds + (size_t)l * H;
     analyze_head_kinds(a, kinds);
     acc->analysed[l] = 1;
@@ -207,75 +273,18 @@ int analyze_layer(analyze_acc *acc, int l, attn *a, const float *q, const float 
     acc->layer_backend[l] = a->be->name;
     long call = acc->stat_batches[l];
     add_stats(acc, l, a); /* the model's pass; before our passes replace the instance's state */
-
     analyze_probs(acc->P, acc->vbuf, acc->obuf, a, q, k);
-
-    /* per (b,h): entropy, kept and random mass, rows, unrouted */
     double *part = callocCheck(5 * BH, sizeof(double));
-    const float *P = acc->P;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (size_t bh = 0; bh < BH; bh++) {
-        int h = (int)(bh % H), t = omp_get_thread_num();
-        double *pd = acc->pd + (size_t)t * nn;
-        int *idx = acc->idx + (size_t)t * n;
-        const float *qh = q + bh * n * d, *kh = (analyze_head_shares_qk(a, kinds[h]) ? q : k) + bh * n * d;
-        int sparse = kinds[h] != ANALYZE_HEAD_DENSE;
-        rb_rng rng;
-        rb_rng_seed(&rng, acc->seed * 0x9E3779B97F4A7C15ull + (((uint64_t)l * 1000003u + (uint64_t)call) * 1000033u +
-                                                                 bh) * 2654435761u + 12345u);
-        if (sparse) analyze_dense_probs(pd, qh, kh, n, d, causal);
-        double ent = 0, kept = 0, rnd = 0, rows = 0, unr = 0;
-        for (int i = 0; i < n; i++) {
-            const float *row = P + (bh * n + i) * n;
-            double e = analyze_entropy(row, n);
-            if (isnan(e)) {
-                unr++;
-                continue;
-            }
-            rows++;
-            ent += e;
-            if (sparse) {
-                int size = 0;
-                for (int j = 0; j < n; j++) size += row[j] > 0.0f;
-                kept += analyze_kept_mass(row, pd + (size_t)i * n, n);
-                rnd += analyze_random_mass(pd + (size_t)i * n, causal ? i + 1 : n, size, idx, &rng);
-            }
-        }
-        double *o = part + 5 * bh;
-        o[0] = ent, o[1] = kept, o[2] = rnd, o[3] = rows, o[4] = unr;
-    }
-    for (size_t bh = 0; bh < BH; bh++) {
+    for (size_t bh = 0; bh < BH; bh++) head_measures(acc, l, call, a, kinds, bh, q, k, part + 5 * bh);
+    for (size_t bh = 0; bh < BH; bh++) { /* reduced in a fixed order */
         size_t lh = (size_t)l * H + bh % H;
         const double *o = part + 5 * bh;
         acc->ent_sum[lh] += o[0], acc->kept_sum[lh] += o[1], acc->rand_sum[lh] += o[2];
         acc->rows[lh] += o[3], acc->unrouted[lh] += o[4];
     }
     free(part);
-
-    /* every pair of heads, over the rows both route */
-    int npairs = H * (H - 1) / 2;
-    if (npairs > 0) {
-        double *js = callocCheck(2 * (size_t)npairs, sizeof(double));
-#pragma omp parallel for schedule(dynamic, 1)
-        for (int pi = 0; pi < npairs; pi++) {
-            int h1 = 0, r = pi;
-            while (r >= H - 1 - h1) r -= H - 1 - h1, h1++;
-            int h2 = h1 + 1 + r;
-            double s = 0, c = 0;
-            for (int b = 0; b < B; b++)
-                for (int i = 0; i < n; i++) {
-                    double v = analyze_jsd(P + (((size_t)b * H + h1) * n + i) * n, P + (((size_t)b * H + h2) * n + i) * n, n);
-                    if (!isnan(v)) s += v, c++;
-                }
-            js[2 * pi] = s, js[2 * pi + 1] = c;
-        }
-        for (int h1 = 0, pi = 0; h1 < H; h1++)
-            for (int h2 = h1 + 1; h2 < H; h2++, pi++) {
-                size_t o = ((size_t)l * H + h1) * H + h2;
-                acc->jsd_sum[o] += js[2 * pi], acc->jsd_rows[o] += js[2 * pi + 1];
-            }
-        free(js);
-    }
+    pair_measures(acc, l, &a->p);
     return 0;
 }
 

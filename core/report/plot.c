@@ -314,6 +314,59 @@ static void series_label(const fig *f, const rpt_trial *t, const int *split, cha
             o += snprintf(out + o, len - o, " %s=%s", rpt_param_short(d->pnames[p]), t->pv[p]);
 }
 
+/* The points of the series that group a belongs to (the groups with its
+ * label), marked done; configurations without a value go to m. Sorted by x. */
+static int series_points(const fig *f, int a, int xp, const int *split, const char *measure, double yscale, int *done,
+                         pt *pts, missing *m) {
+    const rpt_db *d = f->d;
+    char label[512], lb[512];
+    series_label(f, &d->t[f->g[a].first], split, label, sizeof label);
+    int np = 0;
+    for (int b = a; b < f->ng; b++) {
+        if (done[b]) continue;
+        const rpt_trial *tb = &d->t[f->g[b].first];
+        series_label(f, tb, split, lb, sizeof lb);
+        if (strcmp(lb, label) != 0) continue;
+        done[b] = 1;
+        double x = num(tb->pv[xp]), y = rpt_group_value(d, &f->g[b], measure) * yscale;
+        if (x > 0 && y > 0 && isfinite(y)) {
+            pts[np++] = (pt){x, y};
+            continue;
+        }
+        char gl[600], why[64];
+        rpt_group_label(d, &f->g[b], f->varying, gl, sizeof gl);
+        why_missing(f, &f->g[b], measure, why, sizeof why);
+        missing_add(m, gl, why);
+    }
+    qsort(pts, (size_t)np, sizeof *pts, cmp_pt);
+    return np;
+}
+
+/* One series: its data block, its fitted power law (defined in the script)
+ * and its plot clause into clause. */
+static void series_block(const fig *f, FILE *s, FILE *dat, const char *name, int block, const char *label, const pt *pts,
+                         int np, char *clause, size_t clen) {
+    double *xs = mallocCheck((size_t)np * sizeof *xs), *ys = mallocCheck((size_t)np * sizeof *ys);
+    for (int i = 0; i < np; i++) xs[i] = pts[i].x, ys[i] = pts[i].y;
+    double k = NAN, c = NAN;
+    int fitted = plot_fit_power(xs, ys, np, &k, &c) == 0;
+    free(xs), free(ys);
+    (void)f;
+    if (block) fprintf(dat, "\n\n");
+    fprintf(dat, "# block %d: %s\n", block, label);
+    if (fitted) fprintf(dat, "# fit %s: exponent %.6f coefficient %.9g (least squares of log value on log seq)\n", label, k, c);
+    for (int i = 0; i < np; i++) fprintf(dat, "%.17g\t%.17g\n", pts[i].x, pts[i].y);
+    char t[700], q[1400];
+    if (fitted) snprintf(t, sizeof t, "%s: ~n^%.3f", label, k);
+    else snprintf(t, sizeof t, "%s (%d point%s, no fit)", label, np, np == 1 ? "" : "s");
+    plot_quote(q, sizeof q, t);
+    int lc = block % 8 + 1;
+    if (fitted) fprintf(s, "k%d = %.9g\nc%d = %.9g\nf%d(x) = c%d * x**k%d\n", block, k, block, c, block, block, block);
+    int o = snprintf(clause, clen, "'%s.dat' index %d using 1:2 with linespoints lc %d pt 7 ps 0.8 title '%s'", name,
+                     block, lc, q);
+    if (fitted && o < (int)clen) snprintf(clause + o, clen - o, ", f%d(x) with lines lc %d dt 2 notitle", block, lc);
+}
+
 /* Log-log figure of `measure` against seq, one line per series. */
 static int fig_scaling(const fig *f, const char *name, const char *measure, double yscale, const char *ylabel,
                        const char *what, char *err, size_t errlen) {
@@ -330,75 +383,31 @@ static int fig_scaling(const fig *f, const char *name, const char *measure, doub
     FILE *dat = data_open(f, name, what, err, errlen);
     if (!dat) return fclose(s), -1;
     fprintf(dat, "# one block per line of the figure (gnuplot index 0, 1, ...); columns: seq  value (%s)  "
-                 "configurations pooled: none (median over seeds)\n",
-            ylabel);
-    int *split = callocCheck((size_t)d->np, sizeof *split);
-    pick_series_params(f, xp, split);
-    int *done = callocCheck((size_t)f->ng, sizeof *done);
+                 "configurations pooled: none (median over seeds)\n", ylabel);
+    int *split = callocCheck((size_t)d->np, sizeof *split), *done = callocCheck((size_t)f->ng, sizeof *done);
     pt *pts = mallocCheck((size_t)f->ng * sizeof *pts);
     missing m = {0};
     char (*plot)[2000] = mallocCheck((size_t)f->ng * sizeof *plot);
-    int nplot = 0, block = 0;
+    int nplot = 0;
+    pick_series_params(f, xp, split);
     for (int a = 0; a < f->ng; a++) {
         if (done[a]) continue;
-        const rpt_trial *ta = &d->t[f->g[a].first];
         char label[512];
-        series_label(f, ta, split, label, sizeof label);
-        int np = 0;
-        for (int b = a; b < f->ng; b++) {
-            if (done[b]) continue;
-            const rpt_trial *tb = &d->t[f->g[b].first];
-            char lb[512];
-            series_label(f, tb, split, lb, sizeof lb);
-            if (strcmp(lb, label) != 0) continue;
-            done[b] = 1;
-            double x = num(tb->pv[xp]), y = rpt_group_value(d, &f->g[b], measure) * yscale;
-            if (!(x > 0) || !(y > 0) || !isfinite(y)) {
-                char gl[600], why[64];
-                rpt_group_label(d, &f->g[b], f->varying, gl, sizeof gl);
-                why_missing(f, &f->g[b], measure, why, sizeof why);
-                missing_add(&m, gl, why);
-                continue;
-            }
-            pts[np++] = (pt){x, y};
-        }
-        if (!np) continue;
-        qsort(pts, (size_t)np, sizeof *pts, cmp_pt);
-        double *xs = mallocCheck((size_t)np * sizeof *xs), *ys = mallocCheck((size_t)np * sizeof *ys);
-        for (int i = 0; i < np; i++) xs[i] = pts[i].x, ys[i] = pts[i].y;
-        double k = NAN, c = NAN;
-        int fitted = plot_fit_power(xs, ys, np, &k, &c) == 0;
-        free(xs), free(ys);
-        if (block) fprintf(dat, "\n\n");
-        fprintf(dat, "# block %d: %s\n", block, label);
-        if (fitted) fprintf(dat, "# fit %s: exponent %.6f coefficient %.9g (least squares of log value on log seq)\n", label, k, c);
-        for (int i = 0; i < np; i++) fprintf(dat, "%.17g\t%.17g\n", pts[i].x, pts[i].y);
-        char t[700], q[1400];
-        if (fitted) snprintf(t, sizeof t, "%s: ~n^%.3f", label, k);
-        else snprintf(t, sizeof t, "%s (%d point%s, no fit)", label, np, np == 1 ? "" : "s");
-        plot_quote(q, sizeof q, t);
-        int lc = block % 8 + 1;
-        if (fitted)
-            fprintf(s, "k%d = %.9g\nc%d = %.9g\nf%d(x) = c%d * x**k%d\n", block, k, block, c, block, block, block);
-        int o = snprintf(plot[nplot++], sizeof plot[0], "'%s.dat' index %d using 1:2 with linespoints lc %d pt 7 ps 0.8 title '%s'",
-                         name, block, lc, q);
-        if (fitted)
-            snprintf(plot[nplot - 1] + o, sizeof plot[0] - o, ", f%d(x) with lines lc %d dt 2 notitle", block, lc);
-        block++;
+        series_label(f, &d->t[f->g[a].first], split, label, sizeof label);
+        int np = series_points(f, a, xp, split, measure, yscale, done, pts, &m);
+        if (np) series_block(f, s, dat, name, nplot, label, pts, np, plot[nplot], sizeof plot[0]), nplot++;
     }
     if (m.n) fprintf(dat, "# missing (%d): %s%s\n", m.n, m.text, m.n > MAX_MISSING_SHOWN ? ", ..." : "");
     fclose(dat);
+    missing_label(s, &m);
     if (nplot == 0) {
         char why[1200];
         snprintf(why, sizeof why, "no configuration has a %s value", measure);
-        missing_label(s, &m);
         placeholder(s, why);
     } else {
         char yl[256];
         plot_quote(yl, sizeof yl, ylabel);
-        fprintf(s, "set logscale xy\nset xlabel 'sequence length n'\nset ylabel '%s'\n", yl);
-        missing_label(s, &m);
-        fprintf(s, "plot ");
+        fprintf(s, "set logscale xy\nset xlabel 'sequence length n'\nset ylabel '%s'\nplot ", yl);
         for (int i = 0; i < nplot; i++) fprintf(s, "%s%s", i ? ", \\\n     " : "", plot[i]);
         fprintf(s, "\n");
     }

@@ -13,6 +13,7 @@
 #include "harness/experiment.h"
 #include "harness/runner.h"
 #include "store/store.h"
+#include "util/common.h"
 #include "util/status.h"
 
 static const char run_about[] =
@@ -68,6 +69,61 @@ static int parse_run(int argc, char **argv, run_options *o, const char **file, i
     return -1;
 }
 
+/* --dry-run: the selected trials, one line each. */
+static void print_trials(const experiment *e, const run_options *o) {
+    int n = 0;
+    for (int i = 0; i < e->ntrials; i++) n += runner_selected(o, &e->trials[i]);
+    printf("%s: %d trials (%d in the sweep), database %s\n", e->name, n, e->ntrials, o->db_path);
+    char json[4096];
+    for (int i = 0; i < e->ntrials; i++) {
+        const exp_trial *t = &e->trials[i];
+        if (!runner_selected(o, t)) continue;
+        exp_trial_json(e, t, json, sizeof json);
+        printf("%5d  %s  seed %-4llu %-32s %s\n", t->index, t->key, (unsigned long long)t->seed, t->name, json);
+    }
+}
+
+/* The rest of cmd_run, with the experiment loaded. */
+static int run_loaded(experiment *e, run_options *o, int dry, int argc, char **argv) {
+    for (int i = 0; i < e->nnotes; i++) fprintf(stderr, "note: %s\n", e->notes[i]);
+    char dbbuf[600];
+    if (!o->db_path) {
+        snprintf(dbbuf, sizeof dbbuf, "results/%s.db", e->name);
+        o->db_path = dbbuf;
+    }
+    if (o->filter) {
+        int any = 0;
+        run_options all = *o;
+        all.shard_n = 0;
+        for (int i = 0; i < e->ntrials && !any; i++) any = runner_selected(&all, &e->trials[i]);
+        if (!any) {
+            fprintf(stderr, "routebench run: --filter '%s' matches none of the %d trial names (see --dry-run)\n",
+                    o->filter, e->ntrials);
+            exp_free(e);
+            return 2;
+        }
+    }
+    if (dry) {
+        print_trials(e, o);
+        exp_free(e);
+        return RB_EXIT_OK;
+    }
+    if (o->db_path == dbbuf && mkdir("results", 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "routebench run: cannot create the directory results/: %s (use --db)\n", strerror(errno));
+        exp_free(e);
+        return 2;
+    }
+    char args[1024];
+    cli_argv_text(argc, argv, args, sizeof args);
+    o->argv = args;
+    runner_install_signals();
+    char err[1024];
+    int rc = runner_run(e, o, err, sizeof err);
+    if (rc == RUN_BAD_INPUT) fprintf(stderr, "routebench run: %s\n", err);
+    exp_free(e);
+    return rc;
+}
+
 int cmd_run(int argc, char **argv) {
     run_options o;
     memset(&o, 0, sizeof o);
@@ -75,59 +131,18 @@ int cmd_run(int argc, char **argv) {
     int dry = 0;
     int prc = parse_run(argc, argv, &o, &file, &dry);
     if (prc >= 0) return prc;
-    static experiment e;
-    static exp_errors errs;
-    if (exp_load(&e, file, &errs) != 0) {
-        exp_errors_print(&errs, stderr);
-        fprintf(stderr, "routebench run: %s: %d problem%s; nothing was run\n", file, errs.n + errs.dropped,
-                errs.n + errs.dropped == 1 ? "" : "s");
-        return 2;
+    experiment *ep = mallocCheck(sizeof *ep); /* both are large */
+    exp_errors *errs = mallocCheck(sizeof *errs);
+    int rc = exp_load(ep, file, errs);
+    if (rc != 0) {
+        exp_errors_print(errs, stderr);
+        fprintf(stderr, "routebench run: %s: %d problem%s; nothing was run\n", file, errs->n + errs->dropped,
+                errs->n + errs->dropped == 1 ? "" : "s");
     }
-    for (int i = 0; i < e.nnotes; i++) fprintf(stderr, "note: %s\n", e.notes[i]);
-    char dbbuf[600];
-    if (!o.db_path) {
-        snprintf(dbbuf, sizeof dbbuf, "results/%s.db", e.name);
-        o.db_path = dbbuf;
-    }
-    if (o.filter) {
-        int any = 0;
-        run_options all = o;
-        all.shard_n = 0;
-        for (int i = 0; i < e.ntrials && !any; i++) any = runner_selected(&all, &e.trials[i]);
-        if (!any) {
-            fprintf(stderr, "routebench run: --filter '%s' matches none of the %d trial names (see --dry-run)\n",
-                    o.filter, e.ntrials);
-            exp_free(&e);
-            return 2;
-        }
-    }
-    if (dry) {
-        int n = 0;
-        for (int i = 0; i < e.ntrials; i++) n += runner_selected(&o, &e.trials[i]);
-        printf("%s: %d trials (%d in the sweep), database %s\n", e.name, n, e.ntrials, o.db_path);
-        char json[4096];
-        for (int i = 0; i < e.ntrials; i++) {
-            const exp_trial *t = &e.trials[i];
-            if (!runner_selected(&o, t)) continue;
-            exp_trial_json(&e, t, json, sizeof json);
-            printf("%5d  %s  seed %-4llu %-32s %s\n", t->index, t->key, (unsigned long long)t->seed, t->name, json);
-        }
-        exp_free(&e);
-        return 0;
-    }
-    if (o.db_path == dbbuf && mkdir("results", 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "routebench run: cannot create the directory results/: %s (use --db)\n", strerror(errno));
-        exp_free(&e);
-        return 2;
-    }
-    char args[1024];
-    cli_argv_text(argc, argv, args, sizeof args);
-    o.argv = args;
-    runner_install_signals();
-    char err[1024];
-    int rc = runner_run(&e, &o, err, sizeof err);
-    if (rc == RUN_BAD_INPUT) fprintf(stderr, "routebench run: %s\n", err);
-    exp_free(&e);
+    free(errs);
+    if (rc == 0) rc = run_loaded(ep, &o, dry, argc, argv);
+    else rc = RB_EXIT_USAGE;
+    free(ep);
     return rc;
 }
 

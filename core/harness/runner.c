@@ -53,7 +53,6 @@ void runner_install_signals(void) {
 }
 
 int runner_should_stop(void) { return g_stop != 0; }
-void runner_reset_stop(void) { g_stop = 0; }
 
 /* ------------------------------------------------------------------ */
 /* metrics and progress                                                */
@@ -61,12 +60,7 @@ void runner_reset_stop(void) { g_stop = 0; }
 void metric_add(metric_list *l, int step, const char *name, double value) {
     if (l->n == l->cap) {
         l->cap = l->cap ? 2 * l->cap : 64;
-        store_metric *m = realloc(l->m, (size_t)l->cap * sizeof *m);
-        if (!m) {
-            fprintf(stderr, "error: out of memory recording metrics\n");
-            exit(1);
-        }
-        l->m = m;
+        l->m = reallocCheck(l->m, (size_t)l->cap * sizeof *l->m);
     }
     store_metric *x = &l->m[l->n++];
     x->step = step;

@@ -61,6 +61,5 @@ int runner_run(const experiment *e, const run_options *o, char *err, size_t errl
 /* Signal handling: install SIGINT/SIGTERM handlers; the flag they set. */
 void runner_install_signals(void);
 int runner_should_stop(void);
-void runner_reset_stop(void); /* tests */
 
 #endif

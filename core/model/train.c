@@ -164,13 +164,20 @@ static int list_item(const char *list, int l, char *out, size_t outlen) {
     return 0;
 }
 
-const char *train_layer_backend(const train_config *c, int l) {
-    static _Thread_local char buf[TRAIN_NAME_LEN];
+/* Layer l's backend name as written (the list item, "local" for the first
+ * local_layers, else backend) into buf; "" when the list is too short. */
+static const char *layer_backend_text(const train_config *c, int l, char *buf, size_t len) {
     if (c->layer_backends[0]) {
-        if (list_item(c->layer_backends, l, buf, sizeof buf)) buf[0] = 0;
+        if (list_item(c->layer_backends, l, buf, len)) buf[0] = 0;
         return buf;
     }
     return l < c->local_layers ? "local" : c->backend;
+}
+
+const char *train_layer_backend(const train_config *c, int l) {
+    char item[TRAIN_NAME_LEN * 2];
+    const attn_backend *be = attn_find(layer_backend_text(c, l, item, sizeof item));
+    return be ? be->name : ""; /* the registry's string, valid as long as the program runs */
 }
 
 /* The attention parameters layer l's backend sees. */
@@ -245,7 +252,8 @@ int train_config_check_e(train_config *c, rb_err *e) {
         return rb_err_set(e, RB_EINVAL, "vocab", "vocab %d is smaller than the %s task needs (%d)", c->vocab, c->task, tv);
     if (check_model(c, e) != 0 || check_optimiser(c, e) != 0) return -1;
     for (int l = 0; l < c->layers; l++) {
-        const char *name = train_layer_backend(c, l);
+        char item[TRAIN_NAME_LEN * 2];
+        const char *name = layer_backend_text(c, l, item, sizeof item);
         const attn_backend *be = attn_find(name);
         if (!be) {
             char names[1024];

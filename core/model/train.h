@@ -113,7 +113,9 @@ int train_config_check_e(train_config *c, rb_err *e);
  * values resolved). 0, or -1. */
 int train_layer_params(const train_config *c, int l, attn_params *p);
 
-/* Name of layer l's backend after train_config_check. */
+/* Name of layer l's backend: the registry's own string (valid for the
+ * program's life), "" when the configuration names no registered backend
+ * for that layer (train_config_check says which). */
 const char *train_layer_backend(const train_config *c, int l);
 
 /* 64-bit hash of what defines the model and its state (shapes, backends,

@@ -83,10 +83,6 @@ const char *plot_terminal(const char *format, char *err, size_t errlen) {
     } t[] = {{"png", {"pngcairo", "png"}}, {"svg", {"svg", NULL}}, {"pdf", {"pdfcairo", NULL}}};
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         if (strcmp(format, t[i].format) != 0) continue;
-        /* ask gnuplot once per process and program */
-        static char cached_prog[3][256];
-        static const char *cached[3];
-        if (cached[i] && !strcmp(cached_prog[i], gnuplot_prog())) return cached[i];
         for (int j = 0; j < 2 && t[i].term[j]; j++) {
             char cmd[64];
             snprintf(cmd, sizeof cmd, "set terminal %s", t[i].term[j]);
@@ -97,10 +93,7 @@ const char *plot_terminal(const char *format, char *err, size_t errlen) {
                         gnuplot_prog());
                 return NULL;
             }
-            if (rc == 0) {
-                snprintf(cached_prog[i], sizeof cached_prog[i], "%s", gnuplot_prog());
-                return cached[i] = t[i].term[j];
-            }
+            if (rc == 0) return t[i].term[j];
         }
         rb_fail(err, errlen, "this gnuplot has no %s terminal%s", format,
                 strcmp(format, "pdf") == 0 ? " (pdfcairo; install gnuplot-qt or gnuplot-x11 for it, or use --format "
@@ -437,12 +430,8 @@ static int load_curve(const rpt_db *d, int64_t trial, const char *name, curve *c
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (c->n == cap) {
             cap = cap ? 2 * cap : 64;
-            c->step = realloc(c->step, (size_t)cap * sizeof *c->step);
-            c->v = realloc(c->v, (size_t)cap * sizeof *c->v);
-            if (!c->step || !c->v) {
-                fprintf(stderr, "error: out of memory reading curves\n");
-                exit(1);
-            }
+            c->step = reallocCheck(c->step, (size_t)cap * sizeof *c->step);
+            c->v = reallocCheck(c->v, (size_t)cap * sizeof *c->v);
         }
         c->step[c->n] = sqlite3_column_int(st, 0);
         c->v[c->n++] = sqlite3_column_double(st, 1);

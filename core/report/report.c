@@ -86,13 +86,8 @@ static int load_metrics(rpt_db *d, char *err, size_t errlen) {
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             if (t->nm == cap) {
                 cap = cap ? 2 * cap : 32;
-                char **mn = realloc(t->mname, (size_t)cap * sizeof *mn);
-                double *mv = realloc(t->mval, (size_t)cap * sizeof *mv);
-                if (!mn || !mv) {
-                    fprintf(stderr, "error: out of memory reading metrics\n");
-                    exit(1);
-                }
-                t->mname = mn, t->mval = mv;
+                t->mname = reallocCheck(t->mname, (size_t)cap * sizeof *t->mname);
+                t->mval = reallocCheck(t->mval, (size_t)cap * sizeof *t->mval);
             }
             const char *n = col_text(st, 0);
             t->mname[t->nm] = xstrdup(n ? n : "");
@@ -579,12 +574,7 @@ void rpt_table_init(rpt_table *tb, int ncol, const char *const *head, const char
 void rpt_table_add_row(rpt_table *tb, const char *const *cells) {
     if (tb->nrow == tb->cap) {
         tb->cap = tb->cap ? 2 * tb->cap : 16;
-        char **c = realloc(tb->cell, (size_t)tb->cap * tb->ncol * sizeof *c);
-        if (!c) {
-            fprintf(stderr, "error: out of memory building a table\n");
-            exit(1);
-        }
-        tb->cell = c;
+        tb->cell = reallocCheck(tb->cell, (size_t)tb->cap * tb->ncol * sizeof *tb->cell);
     }
     for (int i = 0; i < tb->ncol; i++) tb->cell[(size_t)tb->nrow * tb->ncol + i] = xstrdup(cells[i] ? cells[i] : "");
     tb->nrow++;

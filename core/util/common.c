@@ -92,16 +92,6 @@ int rb_reset_peak_rss(void) {
     return fclose(f) == 0 && ok ? 0 : -1;
 }
 
-size_t rb_current_rss(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (!f) return 0;
-    unsigned long size = 0, resident = 0;
-    int n = fscanf(f, "%lu %lu", &size, &resident);
-    fclose(f);
-    if (n != 2) return 0;
-    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
-}
-
 static uint64_t splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;

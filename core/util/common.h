@@ -43,8 +43,6 @@ size_t rb_peak_rss(void);
  * an earlier trial's peak. Returns 0, or -1 where the kernel cannot (the peak
  * then stays process-wide). */
 int rb_reset_peak_rss(void);
-/* Current resident set size in bytes (/proc/self/statm), 0 if unknown. */
-size_t rb_current_rss(void);
 
 /* Reproducible random numbers. */
 typedef struct { uint64_t s; } rb_rng;

@@ -62,6 +62,6 @@ void rb_sysinfo_read(rb_sysinfo *s, int measure) {
     if (gethostname(s->host, sizeof s->host - 1) != 0) snprintf(s->host, sizeof s->host, "unknown");
     s->cores = rb_cores();
     s->threads = rb_threads();
-    snprintf(s->blas, sizeof s->blas, "%s", rb_blas_name());
+    rb_blas_name(s->blas, sizeof s->blas);
     s->sgemm_gflops = measure ? rb_sgemm_gflops(2048, 7) : 0.0;
 }

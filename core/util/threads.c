@@ -40,10 +40,9 @@ void rb_par_end(void) {
     if (openblas_get_parallel() == 1) openblas_set_num_threads(rb_threads());
 }
 
-const char *rb_blas_name(void) {
-    static char buf[256];
+const char *rb_blas_name(char *buf, size_t len) {
     const char *kind[] = {"sequential", "pthreads", "openmp"};
     int p = openblas_get_parallel();
-    snprintf(buf, sizeof buf, "%s (%s)", openblas_get_config(), (p >= 0 && p <= 2) ? kind[p] : "?");
+    snprintf(buf, len, "%s (%s)", openblas_get_config(), (p >= 0 && p <= 2) ? kind[p] : "?");
     return buf;
 }

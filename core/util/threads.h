@@ -7,6 +7,8 @@
 #ifndef RB_THREADS_H
 #define RB_THREADS_H
 
+#include <stddef.h>
+
 void rb_set_threads(int n); /* n <= 0: all cores */
 int rb_threads(void);       /* threads in use */
 int rb_cores(void);         /* online cores */
@@ -16,6 +18,6 @@ void rb_par_begin(void);
 void rb_par_end(void);
 
 /* "OpenBLAS 0.3.21 (openmp)" and the like, for sysinfo and the results db. */
-const char *rb_blas_name(void);
+const char *rb_blas_name(char *buf, size_t len);
 
 #endif

@@ -17,8 +17,13 @@
  * (routing: distances to centroids, 2*n*K*d per head and pass) is added in
  * the same convention. Softmax exponentials are not counted.
  *
- * Nothing in core/ may switch on a backend's name: new behaviour goes through
- * an optional method here (NULL = not supported; callers check).
+ * Nothing in core/ switches on a backend's name: new behaviour goes through
+ * an optional method here (NULL = not supported; callers check), and which
+ * parameters a backend reads through its `uses` bits. Two names are known to
+ * core/, on purpose: "dense" is the reference (attn_check and the tests
+ * compare with it) and the default backend (params.def), and the model's
+ * local_layers parameter puts "local" in the first layers (the paper's
+ * sparsity_skip_first).
  */
 #ifndef RB_ATTN_H
 #define RB_ATTN_H

@@ -1,5 +1,6 @@
-/* main.c: the routebench command line: a table of subcommands. Each lives in
- * its own core/cmd_*.c; adding one is a line here and one in commands.h. */
+/* main.c: the routebench command line: a table of subcommands. Each is a
+ * cmd_x function in core/cli/cmd_*.c (several related commands may share a
+ * file); adding one is a line here and one in commands.h. */
 #include <stdio.h>
 #include <string.h>
 

@@ -41,7 +41,7 @@ static int filter_match(const experiment *e, const exp_filter *f, const int *vi)
 
 static const char *backend_of(const experiment *e, const int *vi) {
     const exp_scalar *b = combo_get(e, vi, "backend");
-    return b ? b->s : "dense";
+    return b ? b->s : rb_param_find("backend")->adef; /* params.def's default */
 }
 
 /* attn_params from the combination (values were checked at load). */

@@ -508,19 +508,14 @@ int analyze_checkpoint(const train_config *cin, const char *ckpt, const analyze_
     *out = NULL;
     train_config c = *cin;
     char msg[1024];
-    if (train_config_check(&c, msg, sizeof msg) != 0) return rb_fail(err, errlen, "configuration: %s", msg);
     if (o->batches < 1) return rb_fail(err, errlen, "batches must be at least 1 (got %d)", o->batches);
     if (o->split != TASK_VAL && o->split != TASK_TEST)
         return rb_fail(err, errlen, "the analysis reads held-out data: validation or test split");
-    model *m = model_create(&c, msg, sizeof msg);
-    if (!m) return rb_fail(err, errlen, "%s", msg);
-    int step = 0;
-    rb_rng rng;
-    rb_rng_seed(&rng, 0);
-    if (checkpoint_load(ckpt, m, &step, &rng, train_config_hash(&c), msg, sizeof msg) != 0) {
-        model_free(m);
-        return rb_fail(err, errlen, "%s (options that change the model's shape or backends do not apply to a checkpoint; a version-1 checkpoint needs every option it was trained with)", msg);
-    }
+    model *m = checkpoint_model(&c, ckpt, NULL,
+                                "options that change the model's shape or backends do not apply to a checkpoint; a "
+                                "version-1 checkpoint needs every option it was trained with",
+                                err, errlen);
+    if (!m) return -1;
     task *t = task_open(&c, msg, sizeof msg);
     if (!t) {
         model_free(m);
@@ -531,6 +526,7 @@ int analyze_checkpoint(const train_config *cin, const char *ckpt, const analyze_
     float *mask = mallocCheck(BT * sizeof(float));
     analyze_acc *acc = analyze_acc_create(m->L, m->H, c.seed);
     /* the same held-out sequences the training run's evaluation saw */
+    rb_rng rng;
     rb_rng_seed(&rng, task_stream_seed(c.seed, o->split, 1));
     int rc = 0;
     for (int i = 0; i < o->batches && rc == 0; i++) {

@@ -287,3 +287,19 @@ int checkpoint_config_with(const char *path, train_config *c, const char *const 
         if (train_config_set(c, kv[2 * i], kv[2 * i + 1], err, errlen) != 0) return -1;
     return 0;
 }
+
+model *checkpoint_model(train_config *c, const char *path, int *step, const char *hint, char *err, size_t errlen) {
+    char msg[1024];
+    if (train_config_check(c, msg, sizeof msg) != 0) return rb_fail(err, errlen, "configuration: %s", msg), NULL;
+    model *m = model_create(c, msg, sizeof msg);
+    if (!m) return rb_fail(err, errlen, "%s", msg), NULL;
+    int st = 0;
+    rb_rng rng;
+    rb_rng_seed(&rng, 0);
+    if (checkpoint_load(path, m, &st, &rng, train_config_hash(c), msg, sizeof msg) != 0) {
+        model_free(m);
+        return rb_fail(err, errlen, "%s (%s)", msg, hint), NULL;
+    }
+    if (step) *step = st;
+    return m;
+}

@@ -53,4 +53,10 @@ int checkpoint_read_config(const char *path, train_config *c, char *err, size_t 
 int checkpoint_config_with(const char *path, train_config *c, const char *const *kv, int n, char *err,
                            size_t errlen);
 
+/* The model of configuration *c (checked here, defaults resolved) with the
+ * weights of checkpoint path; the checkpoint's step in *step (may be NULL).
+ * NULL with a message (a bad configuration, a checkpoint of another
+ * configuration: hint says what to check). */
+model *checkpoint_model(train_config *c, const char *path, int *step, const char *hint, char *err, size_t errlen);
+
 #endif

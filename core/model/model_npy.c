@@ -139,17 +139,10 @@ int npy_export_model(const char *ckpt, const char *dir, const train_config *cin,
                      size_t errlen) {
     if (narrays) *narrays = 0;
     train_config c = *cin;
-    char msg[1024], path[4096];
-    if (train_config_check(&c, msg, sizeof msg) != 0) return rb_fail(err, errlen, "configuration: %s", msg);
-    model *m = model_create(&c, msg, sizeof msg);
-    if (!m) return rb_fail(err, errlen, "%s", msg);
+    char path[4096];
     int step = 0;
-    rb_rng rng;
-    rb_rng_seed(&rng, 0);
-    if (checkpoint_load(ckpt, m, &step, &rng, train_config_hash(&c), msg, sizeof msg) != 0) {
-        model_free(m);
-        return rb_fail(err, errlen, "%s (options given to export must not change the model)", msg);
-    }
+    model *m = checkpoint_model(&c, ckpt, &step, "options given to export must not change the model", err, errlen);
+    if (!m) return -1;
     if (rb_mkdir_p(dir, err, errlen) != 0) {
         model_free(m);
         return -1;

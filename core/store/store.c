@@ -33,7 +33,7 @@ static const char schema_head[] =
     "  git_commit TEXT, host TEXT, cpu TEXT, blas TEXT, threads INTEGER, sgemm_gflops REAL,\n"
     "  shard TEXT, filter TEXT, argv TEXT,\n"
     "  started_at TEXT, ended_at TEXT, status TEXT,\n"
-    "  uid TEXT UNIQUE);\n"
+    "  uid TEXT UNIQUE, sgemm_after REAL, overrides TEXT);\n"
     "CREATE TABLE trials(\n"
     "  id INTEGER PRIMARY KEY,\n"
     "  experiment_id INTEGER REFERENCES experiments(id),\n"
@@ -43,7 +43,7 @@ static const char schema_tail[] =
     "  params TEXT NOT NULL,\n"
     "  status TEXT NOT NULL CHECK (status IN ('pending','running','done','failed','interrupted','unsupported')),\n"
     "  error TEXT, attempts INTEGER NOT NULL DEFAULT 0, runner TEXT,\n"
-    "  started_at TEXT, ended_at TEXT, seconds REAL,\n"
+    "  started_at TEXT, ended_at TEXT, seconds REAL, noisy INTEGER, noise TEXT,\n"
     "  UNIQUE(key, seed));\n"
     "CREATE TABLE metrics(\n"
     "  trial_id INTEGER NOT NULL REFERENCES trials(id),\n"
@@ -55,9 +55,6 @@ static const char schema_tail[] =
     "  FROM trials t JOIN metrics m ON m.trial_id = t.id\n"
     "  WHERE t.status = 'done' AND m.step IS NULL;\n";
 
-static const char exp_cols[] =
-    "name, description, kind, bench, yaml, yaml_hash, path, git_commit, host, cpu, blas, threads, sgemm_gflops, "
-    "shard, filter, argv, started_at, ended_at, status, uid";
 
 int store_ncols(void) {
     int n = 0;
@@ -188,9 +185,26 @@ static int has_column(rb_store *s, const char *schema, const char *table, const 
     return found;
 }
 
+/* Columns added to schema 2 after it was first written (NULL in the rows
+ * already there): the measurement's noise mark, the sgemm ceiling measured
+ * at the end of a run, the --set overrides of a run. */
+static const struct {
+    const char *table, *col, *type;
+} late_cols[] = {
+    {"trials", "noisy", "INTEGER"}, {"trials", "noise", "TEXT"},
+    {"experiments", "sgemm_after", "REAL"}, {"experiments", "overrides", "TEXT"},
+};
+
 /* A parameter added to params.def since the database was made gets its
- * column (NULL in the rows already there). */
+ * column (NULL in the rows already there); so do late_cols. */
 static int ensure_columns(rb_store *s, char *err, size_t errlen) {
+    for (size_t i = 0; i < sizeof late_cols / sizeof late_cols[0]; i++) {
+        if (has_column(s, "main", late_cols[i].table, late_cols[i].col)) continue;
+        char sql[160];
+        snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN %s %s", late_cols[i].table, late_cols[i].col,
+                 late_cols[i].type);
+        if (exec(s, sql, "adding a column", err, errlen)) return -1;
+    }
     for (int i = 0; i < store_ncols(); i++) {
         const rb_param *d = store_col(i);
         if (has_column(s, "main", "trials", d->name)) continue;
@@ -606,29 +620,33 @@ static int status_rank(const char *st) {
     return 1;
 }
 
-/* The trial columns (all but id and experiment_id) that both main and src
- * have: an input made before a parameter was added lacks its column. */
-static void shared_trial_cols(rb_store *o, char *out, size_t len) {
+/* The columns of table (all but id and experiment_id) that both main and
+ * src have: an input made before a column was added lacks it. */
+static void shared_cols(rb_store *o, const char *table, char *out, size_t len) {
     sqlite3_stmt *st;
     size_t off = 0;
     out[0] = 0;
-    if (sqlite3_prepare_v2(o->db, "SELECT name FROM pragma_table_info('trials', 'src')", -1, &st, NULL) != SQLITE_OK)
-        return;
+    char *q = sqlite3_mprintf("SELECT name FROM pragma_table_info(%Q, 'src')", table);
+    int rc = sqlite3_prepare_v2(o->db, q, -1, &st, NULL);
+    sqlite3_free(q);
+    if (rc != SQLITE_OK) return;
     while (sqlite3_step(st) == SQLITE_ROW && off < len) {
         const char *c = (const char *)sqlite3_column_text(st, 0);
-        if (!c || !strcmp(c, "id") || !strcmp(c, "experiment_id") || !has_column(o, "main", "trials", c)) continue;
+        if (!c || !strcmp(c, "id") || !strcmp(c, "experiment_id") || !has_column(o, "main", table, c)) continue;
         off += (size_t)snprintf(out + off, len - off, "%s\"%s\"", off ? ", " : "", c);
     }
     sqlite3_finalize(st);
 }
 
 static int merge_one(rb_store *o, const char *in, int *copied, int *kept, char *err, size_t errlen) {
-    char sql[2048], trial_cols[4096];
+    char sql[4096], trial_cols[4096];
     char *q = sqlite3_mprintf("ATTACH DATABASE %Q AS src", in);
     int rc = exec(o, q, "attaching an input", err, errlen);
     sqlite3_free(q);
     if (rc) return -1;
-    shared_trial_cols(o, trial_cols, sizeof trial_cols);
+    char exp_cols[1024];
+    shared_cols(o, "trials", trial_cols, sizeof trial_cols);
+    shared_cols(o, "experiments", exp_cols, sizeof exp_cols);
     if (exec(o, "BEGIN IMMEDIATE", "merging", err, errlen)) goto detach;
     /* runs: each experiments row once (same start, host, shard and hash) */
     snprintf(sql, sizeof sql,

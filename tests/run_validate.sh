@@ -61,6 +61,10 @@ bad_zip_mapping.yaml 5:13 window
 bad_zip_wrong_type.yaml 5:14 window
 bad_zip_nested.yaml 5:14 window
 bad_zip_complex_key.yaml 5:7 -
+bad_tag_str.yaml 4:10 -
+bad_tag_int.yaml 4:11 -
+bad_tag_custom.yaml 3:8 -
+bad_tag_binary.yaml 4:14 -
 TABLE
 
 # every problem of a file at once, in file order

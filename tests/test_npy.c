@@ -717,6 +717,25 @@ static void test_export_import(void) {
     if (m2) model_free(m2);
 }
 
+/* A directory named like a .npy file, and a dtype string with a NUL inside
+ * (which a C-string comparison would read as '<f4'): both refused by name. */
+static void test_dir_and_nul(void) {
+    char err[512];
+    const char *d = tpath("dir.npy");
+    mkdir(d, 0777);
+    int sh[2] = {2, 3};
+    float buf[6];
+    ok(npy_read_into(d, "<f4", sh, 2, buf, err, sizeof err) != 0 && strstr(err, "is a directory"),
+       "a directory is refused as a directory: %s", err);
+    static const char hdr[] = "{'descr': '<f4\0x', 'fortran_order': False, 'shape': (2, 3), }\n";
+    const char *p = tpath("nul.npy");
+    FILE *f = fopen(p, "wb");
+    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(sizeof hdr - 1), 0};
+    fwrite(pre, 1, 10, f), fwrite(hdr, 1, sizeof hdr - 1, f), fwrite(buf, 1, sizeof buf, f), fclose(f);
+    ok(npy_read_into(p, "<f4", sh, 2, buf, err, sizeof err) != 0 && strstr(err, "control character"),
+       "a NUL inside the dtype string is refused: %s", err);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_npy.XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -727,6 +746,7 @@ int main(void) {
     test_round_trip();
     test_good_headers();
     test_bad_files();
+    test_dir_and_nul();
     test_attn_round_trip();
     test_export_import();
     char cmd[300];

@@ -12,6 +12,11 @@
 #include <unistd.h>
 
 #include "cli/flags.h"
+#include "harness/experiment.h"
+#include "model/checkpoint.h"
+#include "util/fsutil.h"
+#include "util/params.h"
+#include "util/status.h"
 #include "cli/commands.h"
 #include "util/common.h"
 #include "model/tasks.h"
@@ -92,25 +97,125 @@ static void print_result(const train_config *c, const train_result *r, int bench
     for (int i = 0; i < r->nstats; i++) printf("stat %s: %.6g\n", r->stat_names[i], r->stat_values[i]);
 }
 
-static int set_train_param(void *target, const rb_param *d, const char *text, char *err, size_t errlen) {
-    return train_config_set(target, d->name, text, err, errlen);
-}
-
 static const char train_about[] =
     "Trains one transformer language model and prints its evaluation and timing.\n"
     "Every parameter below is a flag taking one value (--d-model 256); dashes and\n"
     "underscores are interchangeable.";
 
 static const char train_epilog[] =
-    "Exit status: 0 done, 1 the run failed (e.g. the loss became NaN), 2 bad options.\n"
-    "Ctrl-C stops after the current step, saves (with --save) and evaluates.\n";
+    "With --load CKPT the checkpoint's own configuration is the starting point (the flags given\n"
+    "change single parameters on top; one that changes the model is refused by the checkpoint's\n"
+    "configuration hash), and training continues from its step.\n"
+    "Exit status: 0 done, 1 the run failed (e.g. the loss became NaN), 2 bad options or input (a\n"
+    "damaged checkpoint, a missing corpus, nowhere to save), 130 stopped by Ctrl-C (after the\n"
+    "current step, saving with --save and evaluating).\n";
+
+/* Say which parameters given on top of a checkpoint's configuration change
+ * it (the model-defining ones are then refused by the configuration hash). */
+static void say_changes(const char *ckpt, const train_config *from, const train_config *to) {
+    char line[2048], a[600], b[600];
+    size_t off = 0;
+    line[0] = 0;
+    for (int i = 0; i < rb_param_count() && off < sizeof line; i++) {
+        const rb_param *d = rb_param_at(i);
+        const void *fa = train_config_field((train_config *)from, d, NULL), *fb = train_config_field((train_config *)to, d, NULL);
+        if (!fa || (d->flags & PF_NOSWEEP)) continue;
+        rb_param_format(d, fa, RB_FMT_TEXT, a, sizeof a);
+        rb_param_format(d, fb, RB_FMT_TEXT, b, sizeof b);
+        if (strcmp(a, b)) off += (size_t)snprintf(line + off, sizeof line - off, "%s%s %s -> %s", off ? ", " : "", d->name, a, b);
+    }
+    fprintf(stderr, "train: resuming %s with its configuration%s%s\n", ckpt, off ? "; changed: " : " (nothing changed)", line);
+}
+
+/* The configuration: the defaults, or a checkpoint's own when --load names
+ * one that holds it; then --config FILE; then the flags (kv). 0, or an exit
+ * status. */
+static int build_config(train_config *c, const char *file, const cli_kv *kv, char *err, size_t errlen) {
+    const char *load = NULL;
+    for (int i = 0; i < kv->n; i++)
+        if (!strcmp(kv->kv[2 * i], "load")) load = kv->kv[2 * i + 1];
+    train_config_default(c);
+    train_config base;
+    int from_ckpt = 0;
+    if (load) {
+        int rc = checkpoint_read_config(load, &base, err, errlen);
+        if (rc != 0 && rc != CHECKPOINT_NO_CONFIG) return RB_EXIT_USAGE; /* damaged, foreign, missing: bad input */
+        if (rc == 0) *c = base, from_ckpt = 1;
+    }
+    if (file) {
+        exp_errors *errs = mallocCheck(sizeof *errs);
+        int rc = exp_train_config_file(file, c, errs);
+        if (rc != 0) exp_errors_print(errs, stderr);
+        free(errs);
+        if (rc != 0) return rb_fail(err, errlen, "%s: the configuration file has problems (above)", file), RB_EXIT_USAGE;
+    }
+    for (int i = 0; i < kv->n; i++)
+        if (train_config_set(c, kv->kv[2 * i], kv->kv[2 * i + 1], err, errlen) != 0) return RB_EXIT_USAGE;
+    if (from_ckpt) say_changes(load, &base, c);
+    return 0;
+}
+
+/* What must hold before the first step: a valid configuration, the corpus,
+ * a place to save. 0, or an exit status with the message printed. */
+static int preflight(train_config *c, int bench) {
+    char err[1024];
+    int bad = train_config_check(c, err, sizeof err) != 0;
+    if (!bad && !bench) { /* a missing corpus is bad input (exit 2), found before the model is built */
+        task *t = task_open(c, err, sizeof err);
+        bad = !t;
+        task_free(t);
+    }
+    if (!bad && !bench && c->save[0]) bad = rb_check_writable(c->save, err, sizeof err) != 0;
+    if (!bad) return 0;
+    fprintf(stderr, "routebench train: %s\n", err);
+    return RB_EXIT_USAGE;
+}
+
+static int bench_steps(const train_config *c, int bench) {
+    char err[1024];
+    train_result r;
+    fprintf(stderr, "timing %d training steps (after 2 warm-up) on %d thread%s...\n", bench, rb_threads(),
+            rb_threads() == 1 ? "" : "s");
+    if (train_bench_step(c, bench, 2, &r, err, sizeof err)) {
+        fprintf(stderr, "routebench train: %s\n", err);
+        return RB_EXIT_FAILED;
+    }
+    print_result(c, &r, 1);
+    return RB_EXIT_OK;
+}
+
+static int train_steps(const train_config *c, int log_every) {
+    char err[1024];
+    train_result r;
+    progress p = {isatty(2), c->steps, log_every > 0 ? log_every : RB_MAX(1, c->steps / 20), rb_now(), 0};
+    train_hooks h = {&p, on_step, on_eval, should_stop};
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, &old);
+    int rc = train_run(c, &h, &r, err, sizeof err);
+    sigaction(SIGINT, &old, NULL);
+    if (rc) {
+        if (p.pending) fputc('\n', stderr);
+        fprintf(stderr, "routebench train: %s\n", err);
+        return RB_EXIT_FAILED;
+    }
+    if (stop_requested) fprintf(stderr, "%sstopped by Ctrl-C after step %d\n", p.pending ? "\n" : "", r.steps_done);
+    print_result(c, &r, 0);
+    return stop_requested ? RB_EXIT_INTERRUPTED : RB_EXIT_OK;
+}
 
 int cmd_train(int argc, char **argv) {
     train_config c;
-    train_config_default(&c);
     int threads = 0, bench = 0, log_every = 0;
+    const char *file = NULL;
     char err[1024];
+    cli_kv kv;
+    cli_kv_init(&kv, argc);
     const cli_flag flags[] = {
+        {"--config", NULL, FL_STR, &file, "FILE", 0, 0, NULL,
+         "parameters from a YAML file (parameter: value lines, or under params:);\n"
+         "flags given beside it win"},
         {"--threads", NULL, FL_INT, &threads, "N", 1, 4096, NULL, "threads for our loops and BLAS (default: all cores)"},
         {"--bench", NULL, FL_INT, &bench, "N", 1, 1 << 20, NULL,
          "time N whole training steps on random tokens (after 2 warm-up), no training"},
@@ -119,47 +224,14 @@ int cmd_train(int argc, char **argv) {
     };
     const cli_spec spec = {.cmd = "train", .about = train_about, .flags = flags,
                            .nflags = (int)(sizeof flags / sizeof flags[0]), .params = CLI_PARAMS_MODEL,
-                           .set_param = set_train_param, .target = &c, .epilog = train_epilog};
-    int prc = cli_parse(&spec, argc, argv, NULL, NULL);
-    if (prc != CLI_OK) return cli_exit(prc);
+                           .set_param = cli_kv_remember, .target = &kv, .epilog = train_epilog};
+    int rc = cli_parse(&spec, argc, argv, NULL, NULL);
+    if (rc == CLI_OK && (rc = build_config(&c, file, &kv, err, sizeof err)) != 0)
+        fprintf(stderr, "routebench train: %s\n", err);
+    cli_kv_free(&kv);
+    if (rc == CLI_HELP || rc == CLI_BAD) return cli_exit(rc);
+    if (rc != 0) return rc;
     rb_set_threads(threads);
-    if (train_config_check(&c, err, sizeof err)) {
-        fprintf(stderr, "routebench train: %s\n", err);
-        return 2;
-    }
-    if (!bench) { /* a missing corpus is bad input (exit 2), found before the model is built */
-        task *t = task_open(&c, err, sizeof err);
-        if (!t) {
-            fprintf(stderr, "routebench train: %s\n", err);
-            return 2;
-        }
-        task_free(t);
-    }
-    train_result r;
-    if (bench) {
-        fprintf(stderr, "timing %d training steps (after 2 warm-up) on %d thread%s...\n", bench, rb_threads(),
-                rb_threads() == 1 ? "" : "s");
-        if (train_bench_step(&c, bench, 2, &r, err, sizeof err)) {
-            fprintf(stderr, "routebench train: %s\n", err);
-            return 1;
-        }
-        print_result(&c, &r, 1);
-        return 0;
-    }
-    progress p = {isatty(2), c.steps, log_every > 0 ? log_every : RB_MAX(1, c.steps / 20), rb_now(), 0};
-    train_hooks h = {&p, on_step, on_eval, should_stop};
-    struct sigaction sa, old;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sigaction(SIGINT, &sa, &old);
-    int rc = train_run(&c, &h, &r, err, sizeof err);
-    sigaction(SIGINT, &old, NULL);
-    if (rc) {
-        if (p.pending) fputc('\n', stderr);
-        fprintf(stderr, "routebench train: %s\n", err);
-        return 1;
-    }
-    if (stop_requested) fprintf(stderr, "%sstopped by Ctrl-C after step %d\n", p.pending ? "\n" : "", r.steps_done);
-    print_result(&c, &r, 0);
-    return 0;
+    if ((rc = preflight(&c, bench)) != 0) return rc;
+    return bench ? bench_steps(&c, bench) : train_steps(&c, log_every);
 }

@@ -240,7 +240,8 @@ static void report_refusal(const experiment *e, const int *vi, const rb_err *err
     const char *key;
     combo_desc(e, vi, d, sizeof d);
     blame(e, vi, err->key, &line, &col, &key);
-    exp_add_err(errs, e->path, line, col, key, "%s (%s): %s", backend_of(e, vi), d, err->msg);
+    if (d[0]) exp_add_err(errs, e->path, line, col, key, "%s (%s): %s", backend_of(e, vi), d, err->msg);
+    else exp_add_err(errs, e->path, line, col, key, "%s: %s", backend_of(e, vi), err->msg);
 }
 
 /* The combination as its backend(s) will see it: drops the axes that do not

@@ -16,6 +16,7 @@
 
 #include "harness/exp_internal.h"
 #include "util/common.h"
+#include "util/fsutil.h"
 #include "util/hash.h"
 
 const char *exp_kind_name(int kind) { return kind == EXP_KIND_ANALYZE ? "analyze" : kind == EXP_KIND_TRAIN ? "train" : "bench"; }
@@ -699,6 +700,58 @@ int exp_load(experiment *e, const char *path, exp_errors *errs) {
     int r = exp_load_string(e, buf, len, path, errs);
     free(buf);
     return r;
+}
+
+/* One parameter: value of a --config file into c. */
+static void config_pair(const char *path, const ynode *k, const ynode *v, train_config *c, exp_errors *errs) {
+    const rb_param *d = rb_param_find(k->s);
+    if (!d || !rb_param_in_model(d)) {
+        const char *cands[128];
+        int n = 0;
+        for (int i = 0; i < rb_param_count() && n < 128; i++)
+            if (rb_param_in_model(rb_param_at(i))) cands[n++] = rb_param_at(i)->name;
+        const char *sug = rb_closest(k->s, cands, n);
+        if (sug) exp_add_err(errs, path, k->line, k->col, k->s, "unknown parameter (did you mean '%s'?)", sug);
+        else exp_add_err(errs, path, k->line, k->col, k->s, "unknown parameter (`routebench train --help` lists them)");
+        return;
+    }
+    if (v->type != Y_SCALAR) {
+        exp_add_err(errs, path, v->line, v->col, d->name, "expected a single value, got %s", yt_type_name(v));
+        return;
+    }
+    char msg[512];
+    if (train_config_set(c, d->name, v->s, msg, sizeof msg) != 0) {
+        size_t skip = strlen(d->name) + 2; /* train_config_set's messages start with "name: " */
+        exp_add_err(errs, path, v->line, v->col, d->name, "%s", strncmp(msg, d->name, skip - 2) == 0 ? msg + skip : msg);
+    }
+}
+
+int exp_train_config_file(const char *path, train_config *c, exp_errors *errs) {
+    memset(errs, 0, sizeof *errs);
+    size_t len;
+    char msg[600], *text = rb_read_file(path, EXP_MAX_FILE, &len, msg, sizeof msg);
+    if (!text) return exp_add_err(errs, path, 0, 0, NULL, "%s", msg + strlen(path) + 2), -1;
+    int empty = 0;
+    ynode *root = yt_read(text, len, path, errs, &empty);
+    free(text);
+    if (!root && empty) exp_add_err(errs, path, 1, 1, NULL, "empty file (expected parameter: value lines)");
+    const ynode *m = root;
+    if (m && m->type == Y_MAP && m->n == 2 && m->kids[0]->type == Y_SCALAR && strcmp(m->kids[0]->s, "params") == 0)
+        m = m->kids[1];
+    if (m && m->type != Y_MAP)
+        exp_add_err(errs, path, m->line, m->col, NULL, "expected a mapping of parameter: value, got %s", yt_type_name(m));
+    for (int i = 0; m && m->type == Y_MAP && i < m->n; i += 2) {
+        const ynode *k = m->kids[i];
+        int dup = -1;
+        for (int j = 0; j < i && k->type == Y_SCALAR; j += 2)
+            if (m->kids[j]->type == Y_SCALAR && strcmp(m->kids[j]->s, k->s) == 0) dup = m->kids[j]->line;
+        if (k->type != Y_SCALAR) exp_add_err(errs, path, k->line, k->col, NULL, "a mapping key must be a plain name");
+        else if (dup >= 0) exp_add_err(errs, path, k->line, k->col, k->s, "set twice (also at line %d)", dup);
+        else config_pair(path, k, m->kids[i + 1], c, errs);
+    }
+    yt_free(root);
+    sort_errs(errs);
+    return errs->n ? -1 : 0;
 }
 
 static const char help_top[] =

@@ -126,6 +126,13 @@ int exp_trial_config(const experiment *e, const exp_trial *t, train_config *c, c
  * {"kind":"bench","bench":"attn","backend":"dense","seq":256,...}: JSON. */
 int exp_trial_json(const experiment *e, const exp_trial *t, char *out, size_t len);
 
+/* Model parameters from a YAML file for `routebench train --config`: a
+ * mapping of parameter: value (the keys of experiment files' train trials,
+ * plus the per-run ones: seed, load, save, ...), or such a mapping under
+ * `params:`, applied to c in file order. Every problem goes to errs as
+ * FILE:LINE:COL: KEY: message. 0, or -1. */
+int exp_train_config_file(const char *path, train_config *c, exp_errors *errs);
+
 /* "bench" / "train" and "attn" / "model" */
 const char *exp_kind_name(int kind);
 const char *exp_bench_name(int bench);

@@ -138,6 +138,7 @@ static int hp_string(hparse *h, char *out, size_t outlen) {
     const char *p = ++h->s;
     while (h->s < h->end && *h->s != q) {
         if (*h->s == '\\') return hp_fail(h, "escapes in header strings are not supported");
+        if (*h->s == '\0' || (unsigned char)*h->s < 0x20) return hp_fail(h, "a control character in a header string");
         h->s++;
     }
     if (h->s >= h->end) return hp_fail(h, "unterminated string in header");
@@ -358,6 +359,7 @@ static int read_impl(const char *path, const char *want_dtype, const int *want_s
     if (data) *data = NULL;
     if (!dtype_known(want_dtype))
         return rb_fail(err, errlen, "%s: cannot read as dtype '%s' (only <f4, <i4)", path, want_dtype);
+    if (rb_is_dir(path)) return rb_fail(err, errlen, "%s: is a directory, not a .npy file", path);
     FILE *f = fopen(path, "rb");
     if (!f) return rb_fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
     hparse h;

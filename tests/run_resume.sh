@@ -53,6 +53,9 @@ q "SELECT id, ended_at FROM trials WHERE id IN (SELECT id FROM trials) ORDER BY 
 ok $([ "$(cat "$tmp/kept")" = "$done1" ]; echo $?) "trials done before the kill were not rerun ($(cat "$tmp/kept") of $done1 unchanged)"
 ok $([ "$(q "SELECT count(*) FROM trials WHERE attempts = 2")" = "$running" ]; echo $?) "the interrupted trial ran twice, the others once"
 ok $([ "$(q "SELECT count(*) FROM experiments")" = 2 ]; echo $?) "both runs recorded in experiments"
+ok $([ "$(q "SELECT status FROM experiments ORDER BY id LIMIT 1")" = interrupted ] &&
+     [ "$(q "SELECT status FROM experiments ORDER BY id DESC LIMIT 1")" = done ]; echo $?) \
+   "the killed run's row says interrupted, the rerun's done ($(q "SELECT group_concat(status) FROM experiments"))"
 ok $([ "$(q "SELECT count(*) FROM experiments WHERE git_commit IS NOT NULL AND host IS NOT NULL AND yaml LIKE '%name: resume%'")" = 2 ]; echo $?) "runs carry the YAML, commit and host"
 
 "$RB" run "$Y/good_resume.yaml" --db "$db" --threads 1 --no-sgemm 2>"$tmp/log3"; rc=$?

@@ -47,6 +47,17 @@ run --db "$tmp/both.db" & p1=$!
 wait $p0; r0=$?; wait $p1; r1=$?
 ok $([ $r0 = 0 ] && [ $r1 = 0 ]; echo $?) "two processes on one database both exit 0 ($r0, $r1)"
 ok $([ "$(q "$tmp/both.db" "SELECT count(*) FROM trials WHERE status='done'")" = "$na" ] && [ "$(q "$tmp/both.db" "SELECT max(attempts) FROM trials")" = 1 ]; echo $?) "every trial done exactly once (max attempts $(q "$tmp/both.db" "SELECT max(attempts) FROM trials"))"
+# exit 0 means every selected trial is done, also for the first of two to
+# finish: two quick trials and a slow last one, so one process is left with
+# nothing to claim while the other still runs the slow trial
+printf 'name: race\ntiming: {runs: 40, warmup: 1}\nparams: {backend: dense, heads: 2}\nsweep:\n  seq: [32, 48, 2048]\n' >"$tmp/race.yaml"
+"$RB" run "$tmp/race.yaml" --threads 1 --no-sgemm --quiet --db "$tmp/race.db" --filter n32 >/dev/null 2>&1
+"$RB" run "$tmp/race.yaml" --threads 1 --no-sgemm --quiet --db "$tmp/race.db" & p0=$!
+"$RB" run "$tmp/race.yaml" --threads 1 --no-sgemm --quiet --db "$tmp/race.db" & p1=$!
+wait -n $p0 $p1; rfirst=$?
+dfirst=$(q "$tmp/race.db" "SELECT count(*) FROM trials WHERE status='done'")
+wait $p0 $p1 2>/dev/null
+ok $([ $rfirst = 0 ] && [ "$dfirst" = 3 ]; echo $?) "the first of two runs to exit 0 leaves every trial done ($dfirst of 3 at its exit)"
 
 # refusals: another experiment; the same name but an edited file
 "$RB" run "$Y/good_resume.yaml" --threads 1 --no-sgemm --quiet --db "$tmp/other.db" --filter 'dense-n256' >/dev/null 2>&1

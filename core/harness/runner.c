@@ -451,7 +451,7 @@ static int run_one(run_ctx *r, const exp_trial *t, char *err, size_t errlen) {
     if (claimed < 0) return RUN_BAD_INPUT;
     if (claimed == 1) { /* another live process has it (two runs on one database) */
         if (!r->o->quiet)
-            fprintf(stderr, "routebench run: %s seed %llu is being run by %s; skipped\n", t->name,
+            fprintf(stderr, "routebench run: %s seed %llu is being run by %s; waiting for it at the end\n", t->name,
                     (unsigned long long)t->seed, other[0] ? other : "another process");
         r->pr.to_run--;
         return RUN_OK;
@@ -469,6 +469,41 @@ static int run_one(run_ctx *r, const exp_trial *t, char *err, size_t errlen) {
     r->nfailed += out == TRIAL_FAILED;
     r->interrupted |= out == TRIAL_INTERRUPTED;
     return RUN_OK;
+}
+
+/* Trials another live process is running (two runs on one database): wait
+ * for them, so that exit 0 means every selected trial is done. A process
+ * that dies meanwhile leaves its trials interrupted (store_reset_stale), and
+ * then this run takes them. Ctrl-C stops the waiting. */
+static int wait_elsewhere(run_ctx *r, char *err, size_t errlen) {
+    double said = 0;
+    for (;;) {
+        int elsewhere = 0, rc = RUN_OK;
+        char status[32];
+        int64_t id;
+        if (store_reset_stale(r->s, r->si.host, err, errlen) < 0) return RUN_BAD_INPUT;
+        for (int i = 0; i < r->nsel && rc == RUN_OK && !r->interrupted; i++) {
+            const exp_trial *t = &r->e->trials[r->sel[i]];
+            if (store_trial_status(r->s, t->key, t->seed, status, sizeof status, &id, NULL, 0, err, errlen) != 0)
+                return RUN_BAD_INPUT;
+            if (!strcmp(status, ST_RUNNING)) elsewhere++;
+            else if (strcmp(status, ST_DONE) && strcmp(status, ST_UNSUPPORTED) && strcmp(status, ST_FAILED)) {
+                r->pr.to_run++; /* left by a process that died: ours now */
+                rc = run_one(r, t, err, errlen);
+            }
+        }
+        if (rc != RUN_OK || elsewhere == 0 || r->interrupted) return rc;
+        if (runner_should_stop()) {
+            r->interrupted = 1;
+            return RUN_OK;
+        }
+        if (!r->o->quiet && rb_now() - said > 30) {
+            fprintf(stderr, "routebench run: waiting for %d trial%s another process is running in %s\n", elsewhere,
+                    elsewhere == 1 ? "" : "s", r->o->db_path);
+            said = rb_now();
+        }
+        usleep(500 * 1000);
+    }
 }
 
 /* Record how the run ended and say so; the exit status. */
@@ -509,6 +544,7 @@ int runner_run(const experiment *e, const run_options *o, char *err, size_t errl
         if (runner_should_stop()) r.interrupted = 1;
         else rc = run_one(&r, &e->trials[r.sel[i]], err, errlen);
     }
+    if (rc == RUN_OK && !r.interrupted) rc = wait_elsewhere(&r, err, errlen);
     if (rc != RUN_OK && r.s == NULL) return rc;
     return end_run(&r, rc, err, errlen);
 }

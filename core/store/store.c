@@ -497,22 +497,52 @@ int store_trial_status(rb_store *s, const char *key, uint64_t seed, char *status
     return 0;
 }
 
+/* 1 unless the process pid of host rhost is known to be gone: only a process
+ * of this host can be checked (kill 0); one of another host counts as gone
+ * (databases are not shared between hosts: shards are, after the fact). */
+static int process_alive(const char *host, const char *rhost, size_t rhlen, long pid) {
+    if (strlen(host) != rhlen || strncmp(host, rhost, rhlen) != 0) return 0;
+    return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+/* Runs (experiments rows) left `running` by a process that is gone: their
+ * uid is host-pid-seconds.nanoseconds. */
+static int reset_stale_runs(rb_store *s, const char *host, char *err, size_t errlen) {
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT id, uid FROM experiments WHERE status='running'", -1, &st, NULL);
+    if (rc != SQLITE_OK) return db_fail(s, rc, "reading runs", err, errlen);
+    int64_t ids[1024];
+    int n = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < 1024) {
+        const char *uid = (const char *)sqlite3_column_text(st, 1);
+        const char *t = uid ? strrchr(uid, '-') : NULL, *p = t;
+        while (p && p > uid && p[-1] != '-') p--;
+        if (!t || !p || p == uid) continue; /* not ours to judge */
+        if (!process_alive(host, uid, (size_t)(p - 1 - uid), strtol(p, NULL, 10))) ids[n++] = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return db_fail(s, rc, "reading runs", err, errlen);
+    for (int i = 0; i < n; i++) {
+        char sql[160];
+        snprintf(sql, sizeof sql, "UPDATE experiments SET status='interrupted' WHERE id=%lld AND status='running'",
+                 (long long)ids[i]);
+        if (exec(s, sql, "updating runs", err, errlen)) return -1;
+    }
+    return 0;
+}
+
 int store_reset_stale(rb_store *s, const char *host, char *err, size_t errlen) {
+    if (reset_stale_runs(s, host, err, errlen) != 0) return -1;
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(s->db, "SELECT id, runner FROM trials WHERE status='running'", -1, &st, NULL);
     if (rc != SQLITE_OK) return db_fail(s, rc, "reading trials", err, errlen);
     int64_t ids[1024];
     int n = 0;
-    size_t hl = strlen(host);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < 1024) {
-        const char *r = (const char *)sqlite3_column_text(st, 1);
-        int stale = 1;
-        /* a runner of this host whose process still exists is left alone */
-        if (r && strncmp(r, host, hl) == 0 && r[hl] == ':') {
-            long pid = strtol(r + hl + 1, NULL, 10);
-            if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM)) stale = 0;
-        }
-        if (stale) ids[n++] = sqlite3_column_int64(st, 0);
+        const char *r = (const char *)sqlite3_column_text(st, 1), *colon = r ? strrchr(r, ':') : NULL;
+        /* a runner host:pid whose process still exists is left alone */
+        if (!colon || !process_alive(host, r, (size_t)(colon - r), strtol(colon + 1, NULL, 10)))
+            ids[n++] = sqlite3_column_int64(st, 0);
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) return db_fail(s, rc, "reading trials", err, errlen);

@@ -88,7 +88,8 @@ int store_trial_status(rb_store *s, const char *key, uint64_t seed, char *status
                        char *runner, size_t rlen, char *err, size_t errlen);
 
 /* Trials left `running` by a process of this host that no longer exists
- * (killed) become `interrupted`. Returns how many, or -1. */
+ * (killed) become `interrupted`, and so do the runs (experiments rows) of
+ * such processes. Returns how many trials, or -1. */
 int store_reset_stale(rb_store *s, const char *host, char *err, size_t errlen);
 
 /* Mark a trial running (by runner "host:pid", for experiment exp_id) unless

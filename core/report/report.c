@@ -234,14 +234,11 @@ static int read_trials(rpt_db *d, const char *where, char *err, size_t errlen) {
 int rpt_open(rpt_db *d, const char *path, const char *where, char *err, size_t errlen) {
     memset(d, 0, sizeof *d);
     snprintf(d->path, sizeof d->path, "%s", path);
-    if (access(path, R_OK) != 0) return rb_fail(err, errlen, "%s: cannot read the database: %s", path, strerror(errno));
-    if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        rb_fail(err, errlen, "%s: cannot open the database: %s", path, d->db ? sqlite3_errmsg(d->db) : "out of memory");
+    if (store_sqlite_open_read(path, &d->db, err, errlen) != 0) {
         rpt_close(d);
         return -1;
     }
     sqlite3_busy_timeout(d->db, 10000);
-    sqlite3_exec(d->db, "PRAGMA query_only=1", NULL, NULL, NULL);
     d->pnames = callocCheck(RPT_MAX_PARAMS, sizeof *d->pnames);
     if (read_header(d, err, errlen) || read_trials(d, where, err, errlen) || load_metrics(d, err, errlen)) {
         rpt_close(d);

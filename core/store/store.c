@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "util/common.h"
+#include "util/fsutil.h"
 #include "util/hash.h"
 
 struct rb_store {
@@ -291,12 +292,58 @@ static int check_schema(rb_store *s, int writable, char *err, size_t errlen) {
     return 0;
 }
 
+int store_sqlite_open_read(const char *path, sqlite3 **db, char *err, size_t errlen) {
+    char dir[4096];
+    *db = NULL;
+    if (access(path, R_OK) != 0) return rb_fail(err, errlen, "%s: cannot read the database: %s", path, strerror(errno));
+    rb_dirname(dir, sizeof dir, path);
+    int rc;
+    if (access(dir, W_OK | X_OK) == 0 && access(path, W_OK) == 0) {
+        /* read-write but query-only: closing the last connection then
+         * removes the -wal and -shm files a read-only one would leave */
+        rc = sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE, NULL);
+        if (rc == SQLITE_OK) sqlite3_exec(*db, "PRAGMA query_only=1", NULL, NULL, NULL);
+    } else {
+        /* nothing here may be written, not even the -shm file WAL mode wants:
+         * immutable (nobody can be writing to it from here either) */
+        char uri[9000];
+        size_t o = (size_t)snprintf(uri, sizeof uri, "file:");
+        for (const char *c = path; *c && o + 4 < sizeof uri; c++) {
+            if (*c == '%' || *c == '?' || *c == '#') o += (size_t)snprintf(uri + o, sizeof uri - o, "%%%02x", *c);
+            else uri[o++] = *c;
+        }
+        snprintf(uri + o, sizeof uri - o, "?immutable=1");
+        rc = sqlite3_open_v2(uri, db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+    }
+    if (rc == SQLITE_OK) return 0;
+    rb_fail(err, errlen, "%s: cannot open the database: %s", path, *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
+    sqlite3_close(*db), *db = NULL;
+    return -1;
+}
+
+/* Why a database cannot be created at path, before SQLite says only
+ * "unable to open database file". 0 when nothing is in the way. */
+static int creatable(const char *path, char *err, size_t errlen) {
+    char dir[4096];
+    if (access(path, F_OK) == 0) return 0;
+    rb_dirname(dir, sizeof dir, path);
+    if (!rb_is_dir(dir)) return rb_fail(err, errlen, "%s: the directory %s does not exist", path, dir);
+    if (access(dir, W_OK | X_OK) != 0)
+        return rb_fail(err, errlen, "%s: the directory %s is not writable (%s)", path, dir, strerror(errno));
+    return 0;
+}
+
 static int open_impl(rb_store **out, const char *path, int flags, int writable, char *err, size_t errlen) {
     *out = NULL;
     if (check_magic(path, err, errlen)) return -1;
+    if ((flags & SQLITE_OPEN_CREATE) && creatable(path, err, errlen)) return -1;
     rb_store *s = callocCheck(1, sizeof *s);
     snprintf(s->path, sizeof s->path, "%s", path);
-    int rc = sqlite3_open_v2(path, &s->db, flags, NULL);
+    int rc = writable ? sqlite3_open_v2(path, &s->db, flags, NULL) : store_sqlite_open_read(path, &s->db, err, errlen);
+    if (rc != SQLITE_OK && !writable) {
+        free(s);
+        return -1;
+    }
     if (rc != SQLITE_OK) {
         int e = errno;
         rb_fail(err, errlen, "%s: cannot open the database: %s%s%s%s; check that the directory exists and is writable",
@@ -340,7 +387,7 @@ int store_open(rb_store **out, const char *path, int create, char *err, size_t e
 
 int store_open_readonly(rb_store **out, const char *path, char *err, size_t errlen) {
     if (access(path, F_OK) != 0) return rb_fail(err, errlen, "%s: no such database: %s", path, strerror(errno));
-    return open_impl(out, path, SQLITE_OPEN_READONLY, 0, err, errlen);
+    return open_impl(out, path, 0, 0, err, errlen);
 }
 
 void store_close(rb_store *s) {

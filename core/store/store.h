@@ -66,7 +66,14 @@ int store_col_index(const char *name);
  * routebench schema this version can read (migrating an older one), not
  * corrupt, writable. 0, or -1 with a message naming the path. */
 int store_open(rb_store **out, const char *path, int create, char *err, size_t errlen);
-/* Read-only open (merge inputs). */
+/* Open path only to read it, leaving nothing behind: read-write but
+ * query-only where the file and its directory are writable (so no -wal or
+ * -shm file survives the close), immutable where they are not (a read-only
+ * directory or file). For report, plot, compare and merge inputs. 0, or -1
+ * with a message; *db is the raw connection. */
+struct sqlite3;
+int store_sqlite_open_read(const char *path, struct sqlite3 **db, char *err, size_t errlen);
+/* Read-only open (merge inputs): store_sqlite_open_read, then the checks. */
 int store_open_readonly(rb_store **out, const char *path, char *err, size_t errlen);
 void store_close(rb_store *s);
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <math.h>
 
@@ -378,6 +379,19 @@ int main(void) {
     char cmd[700];
     snprintf(cmd, sizeof cmd, "ls %s | grep -c tmp > /dev/null", dir);
     ok(system(cmd) != 0, "no temporary file left in %s", dir);
+    /* a temporary of a save killed before its rename (its process gone) is
+     * removed by the next save; one of a live process is left alone */
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    waitpid(child, NULL, 0);
+    char stale[500], live[500];
+    snprintf(stale, sizeof stale, "%s.tmp.%ld", path, (long)child);
+    snprintf(live, sizeof live, "%s.tmp.%ld", path, (long)getppid());
+    fclose(fopen(stale, "w")), fclose(fopen(live, "w"));
+    ok(checkpoint_save(path, m, 7, &rng, &c, err, sizeof err) == 0 && access(stale, F_OK) != 0 &&
+           access(live, F_OK) == 0,
+       "a dead process's temporary is removed at the next save, a live one's kept");
+    remove(live);
     snprintf(bad, sizeof bad, "/nonexistent-dir/x.ckpt");
     ok(checkpoint_save(bad, m, 7, &rng, &c, err, sizeof err) != 0 && strstr(err, "cannot write"),
        "an unwritable path is an error: %s", err);

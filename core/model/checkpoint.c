@@ -12,7 +12,12 @@
  * checkpoint_read_config can trust the text without reading the arrays. */
 #include "model/checkpoint.h"
 
+#include "util/fsutil.h"
+#include "util/hash.h"
+
 #include <errno.h>
+#include <dirent.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +29,7 @@ typedef struct {
     uint64_t config_hash, step, rng, nparams, ncentroid, checksum;
 } ckpt_header;
 
-#define FNV0 0xcbf29ce484222325ull
+#define FNV0 RB_FNV_BASIS
 /* No real configuration text comes near this; a bigger length is a foreign file. */
 #define CKPT_MAX_TEXT (1u << 20)
 
@@ -38,13 +43,29 @@ static size_t layer_centroids(const model *m, int l, float **ptr) {
     return (size_t)a->p.heads * a->p.clusters * a->p.head_dim;
 }
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 0x100000001b3ull;
+#define fnv rb_fnv1a /* util/hash.h: the project's one hash */
+
+/* PATH.tmp.PID files of processes that are gone: a save killed between
+ * writing the temporary and renaming it. Removed before the next save. */
+static void remove_stale_temps(const char *path) {
+    char dir[4096], prefix[1024];
+    rb_dirname(dir, sizeof dir, path);
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    snprintf(prefix, sizeof prefix, "%s.tmp.", base);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *de;
+    size_t pl = strlen(prefix);
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, prefix, pl) != 0) continue;
+        char *end;
+        long pid = strtol(de->d_name + pl, &end, 10);
+        if (*end || pid <= 0 || kill((pid_t)pid, 0) == 0 || errno == EPERM) continue;
+        char full[5200];
+        rb_path_join(full, sizeof full, dir, de->d_name);
+        remove(full);
     }
-    return h;
+    closedir(d);
 }
 
 int checkpoint_save(const char *path, const model *m, int step, const rb_rng *rng, const train_config *c,
@@ -79,6 +100,7 @@ int checkpoint_save(const char *path, const model *m, int step, const rb_rng *rn
     h.checksum = cs;
 
     size_t plen = strlen(path) + 32;
+    remove_stale_temps(path);
     char *tmp = mallocCheck(plen);
     snprintf(tmp, plen, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");

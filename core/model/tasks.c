@@ -5,6 +5,8 @@
  * another one, so no sequence can appear in two splits. */
 #include "model/tasks.h"
 
+#include "util/hash.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,13 +63,12 @@ uint64_t task_stream_seed(uint64_t seed, int split, int stream) {
 }
 
 int task_split_of(const int *seq, int n, double train_frac, double val_frac) {
-    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a over the tokens */
+    uint64_t h = RB_FNV_BASIS; /* FNV-1a over the tokens, each as 4 little-endian bytes */
     for (int i = 0; i < n; i++) {
         uint32_t x = (uint32_t)seq[i];
-        for (int k = 0; k < 4; k++) {
-            h ^= (x >> (8 * k)) & 0xff;
-            h *= 0x100000001b3ull;
-        }
+        unsigned char b[4] = {(unsigned char)x, (unsigned char)(x >> 8), (unsigned char)(x >> 16),
+                              (unsigned char)(x >> 24)};
+        h = rb_fnv1a(h, b, 4);
     }
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;

@@ -65,6 +65,7 @@ bad_tag_str.yaml 4:10 -
 bad_tag_int.yaml 4:11 -
 bad_tag_custom.yaml 3:8 -
 bad_tag_binary.yaml 4:14 -
+bad_no_corpus.yaml 5:9 data
 TABLE
 
 # every problem of a file at once, in file order

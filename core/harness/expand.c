@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness/exp_internal.h"
 #include "util/common.h"
@@ -244,6 +245,14 @@ static void report_refusal(const experiment *e, const int *vi, const rb_err *err
     else exp_add_err(errs, e->path, line, col, key, "%s: %s", backend_of(e, vi), err->msg);
 }
 
+/* A trial that trains on text needs its corpus now, not when it runs (bench
+ * model trials time random tokens). */
+static int corpus_ok(const experiment *e, const train_config *c, rb_err *err) {
+    if (e->kind == EXP_KIND_BENCH || strcmp(c->task, "text") != 0 || access(c->data, R_OK) == 0) return 0;
+    return rb_err_set(err, RB_EINVAL, "data", "the corpus %s cannot be read (%s)%s", c->data, strerror(errno),
+                      strcmp(c->data, rb_param_find("data")->tdef) == 0 ? "; run `make data` to make it" : "");
+}
+
 /* The combination as its backend(s) will see it: drops the axes that do not
  * apply (vi[a] = -1), builds p (bench attn) or c, validates. 0, or -1
  * (reported). */
@@ -258,7 +267,7 @@ static int build_combo(const experiment *e, int *vi, unsigned *uses, attn_params
         if (u && !(u & *uses)) vi[a] = -1;
     }
     if (!exp_attn_trials(e)) {
-        if (combo_config(e, vi, *uses, c, &err) == 0) return 0;
+        if (combo_config(e, vi, *uses, c, &err) == 0 && corpus_ok(e, c, &err) == 0) return 0;
         return report_refusal(e, vi, &err, errs), -1;
     }
     combo_attn(e, vi, p);

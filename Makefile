@@ -32,9 +32,29 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 TEST_SH  := $(wildcard tests/*.sh)
 
-.PHONY: all check sanitize warn-check deps demo clean tests
+.PHONY: all check sanitize warn-check deps demo clean tests install have-deps
 
-all: $(BIN) $(LIB)
+all: have-deps $(BIN) $(LIB)
+
+# Before compiling: are the libraries' headers there? A fresh machine gets a
+# line naming the packages and `make deps` instead of a linker error.
+have-deps:
+	@missing=""; \
+	[ -f $(BLAS_INC)/cblas.h ] || missing="$$missing libopenblas-openmp-dev"; \
+	[ -f /usr/include/yaml.h ] || missing="$$missing libyaml-dev"; \
+	[ -f /usr/include/sqlite3.h ] || missing="$$missing libsqlite3-dev"; \
+	command -v $(CC) >/dev/null || missing="$$missing $(CC)"; \
+	if [ -n "$$missing" ]; then \
+	    echo "make: missing Debian packages:$$missing"; \
+	    echo "make: run \`make deps\` (as root it installs them; otherwise it prints the apt-get command)"; \
+	    exit 1; \
+	fi
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the one program.
+PREFIX ?= /usr/local
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/routebench
 
 $(BUILD)/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -55,7 +75,7 @@ tests: $(BIN) $(TEST_BIN)
 
 # Tests run from the top directory; shell tests find the program in $RB.
 check: deps
-	@$(MAKE) --no-print-directory tests
+	@$(MAKE) --no-print-directory have-deps tests
 	RB=$(abspath $(BIN)) BUILD=$(BUILD) prove -f $(TEST_BIN) $(TEST_SH)
 
 sanitize: deps
@@ -100,8 +120,9 @@ data/kjv.txt:
 
 # demo: experiments/quick.yaml (one attention layer, every backend, seq 256
 # to 8192) and experiments/quick_copy.yaml (brief copy-task training): each
-# writes results/NAME.db (a rerun resumes: done trials are skipped), prints
-# its report and draws plots/out/NAME/.
+# writes results/NAME.db afresh (a demo measures this machine now; the
+# previous database is kept as results/NAME.previous.db), prints its report
+# and draws plots/out/NAME/.
 # Each entry is EXPERIMENT:FIGURES (the figures that have data for it).
 DEMO_EXPS := quick:scaling,memory quick_copy:curves,tradeoff
 demo: deps
@@ -109,6 +130,10 @@ demo: deps
 	$(BIN) sysinfo
 	@for x in $(DEMO_EXPS); do \
 	    e=$${x%%:*}; \
+	    if [ -f results/$$e.db ]; then \
+	        mv -f results/$$e.db results/$$e.previous.db; rm -f results/$$e.db-wal results/$$e.db-shm; \
+	        echo "demo: measuring afresh; the previous results are kept in results/$$e.previous.db"; \
+	    fi; \
 	    echo "demo: routebench run experiments/$$e.yaml"; \
 	    $(BIN) run experiments/$$e.yaml || exit $$?; \
 	    $(BIN) report results/$$e.db || exit $$?; \

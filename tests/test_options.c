@@ -392,6 +392,470 @@ static void test_gradient_options(void) {
     grad_case("accum 2 with clip 0.05: the summed gradient is clipped", c, &g, 0.05);
 }
 
+/* ---- routing options: commitment loss, decay, k-means iterations ----------- */
+
+static void routing_base(train_config *c) {
+    base(c);
+    snprintf(c->backend, sizeof c->backend, "routing");
+    c->layers = 2, c->attn.clusters = 2;
+}
+
+static void tokens_for(const model *m, int *tok, int *tgt) {
+    for (int i = 0; i < m->B * m->T; i++) tok[i] = (i * 7 + i / 5) % m->V, tgt[i] = (i * 3 + 1) % m->V;
+}
+
+/* Sum over layers of commit_beta x the commitment loss each backend reports. */
+static double reported_commit(model *m, double beta) {
+    double t = 0;
+    for (int l = 0; l < m->L; l++) {
+        attn *a = model_layer_attn(m, l);
+        attn_stat st[32];
+        int n = a->be->stats ? a->be->stats(a, st, 32) : 0;
+        for (int i = 0; i < n; i++)
+            if (!strcmp(st[i].name, "commit_loss")) t += beta * st[i].value;
+    }
+    return t;
+}
+
+static void test_commit_beta(void) {
+    int tok[64], tgt[64];
+    double loss[2], ce[2], commit[2];
+    float *g[2];
+    size_t np = 0;
+    int cw_ok = 1;
+    for (int k = 0; k < 2; k++) {
+        train_config c;
+        routing_base(&c);
+        c.commit_beta = 0.5f, c.accum = k + 1;
+        train_config cc = c;
+        char err[256];
+        train_config_check(&cc, err, sizeof err);
+        model *m = model_create(&cc, err, sizeof err);
+        for (int l = 0; l < m->L; l++) cw_ok &= model_layer_attn(m, l)->p.commit_weight == 0.5f / (float)(k + 1);
+        tokens_for(m, tok, tgt);
+        loss[k] = model_forward(m, tok, tgt, NULL, ATTN_EVAL);
+        ce[k] = m->ce_loss;
+        commit[k] = reported_commit(m, 0.5);
+        model_zero_grad(m);
+        model_backward(m, 1.0f / (float)(k + 1));
+        np = m->nparams;
+        g[k] = mallocCheck(np * sizeof(float));
+        memcpy(g[k], m->grads_mem, np * sizeof(float));
+        model_free(m);
+    }
+    ok(cw_ok, "commit_beta 0.5: each routing layer's backend gets commit_weight commit_beta / accum");
+    ok(commit[0] > 1e-3 && fabs(loss[0] - ce[0] - commit[0]) <= 1e-6 * loss[0] &&
+           fabs(loss[1] - ce[1] - commit[1]) <= 1e-6 * loss[1] && fabs(loss[1] - loss[0]) <= 1e-6 * loss[0],
+       "commit_beta 0.5: the loss is cross-entropy + commit_beta x each layer's commitment loss (%.6f = %.6f + "
+       "%.6f), the same with accum 2 (%.6f)",
+       loss[0], ce[0], commit[0], loss[1]);
+    /* the gradient of one micro-batch of accum 2 is half of accum 1's, commitment terms included */
+    double w = 0, gm = 0;
+    for (size_t i = 0; i < np; i++) w = fmax(w, fabs(g[1][i] - 0.5 * g[0][i])), gm = fmax(gm, fabs(g[0][i]));
+    ok(w <= 1e-5 * gm, "accum 2: a micro-batch contributes half of the gradient, commitment terms included (%.1e)",
+       w / gm);
+    free(g[0]), free(g[1]);
+    /* commit_beta 0: the loss is the cross-entropy */
+    train_config c;
+    routing_base(&c);
+    c.commit_beta = 0;
+    char err[256];
+    train_config_check(&c, err, sizeof err);
+    model *m = model_create(&c, err, sizeof err);
+    tokens_for(m, tok, tgt);
+    double l0 = model_forward(m, tok, tgt, NULL, ATTN_EVAL);
+    ok(l0 == m->ce_loss && fabs(l0 - ce[0]) < 1e-9, "commit_beta 0: the loss is the cross-entropy alone (%.6f)", l0);
+    model_free(m);
+}
+
+/* decay: after a training forward each centroid is decay x itself + (1 -
+ * decay) x the mean of the normalised routing vectors nearest to it. */
+static void test_decay(void) {
+    train_config c;
+    routing_base(&c);
+    c.layers = 1, c.attn.decay = 0.7f;
+    char err[256];
+    train_config_check(&c, err, sizeof err);
+    model *m = model_create(&c, err, sizeof err);
+    attn *a = model_layer_attn(m, 0);
+    int H = a->p.heads, K = a->p.clusters, d = a->p.head_dim, n = a->p.seq, B = a->p.batch;
+    float *mu = a->be->centroids(a), *mu0 = mallocCheck(sizeof(float) * (size_t)H * K * d);
+    rb_rng r;
+    rb_rng_seed(&r, 8);
+    for (int i = 0; i < H * K * d; i++) mu[i] = mu0[i] = 0.3f * rb_rng_normal(&r);
+    int tok[64], tgt[64];
+    tokens_for(m, tok, tgt);
+    model_forward(m, tok, tgt, NULL, ATTN_TRAIN);
+    const float *q;
+    model_layer_qkv(m, 0, &q, NULL, NULL);
+    double worst = 0, moved = 0;
+    for (int h = 0; h < H; h++) {
+        double sum[8][64] = {{0}};
+        int cnt[8] = {0};
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < n; i++) {
+                const float *v = q + (((size_t)b * H + h) * n + i) * d;
+                double ss = 0, x[64], best = INFINITY;
+                int bc = 0;
+                for (int e = 0; e < d; e++) ss += (double)v[e] * v[e];
+                for (int e = 0; e < d; e++) x[e] = v[e] / sqrt(ss + 1e-12);
+                for (int cl = 0; cl < K; cl++) {
+                    double dist = 0;
+                    for (int e = 0; e < d; e++) dist += (x[e] - mu0[(h * K + cl) * d + e]) * (x[e] - mu0[(h * K + cl) * d + e]);
+                    if (dist < best) best = dist, bc = cl;
+                }
+                cnt[bc]++;
+                for (int e = 0; e < d; e++) sum[bc][e] += x[e];
+            }
+        const float *now = a->be->centroids(a);
+        for (int cl = 0; cl < K; cl++)
+            for (int e = 0; e < d; e++) {
+                double old = mu0[(h * K + cl) * d + e];
+                double want = cnt[cl] ? 0.7 * old + 0.3 * sum[cl][e] / cnt[cl] : old;
+                worst = fmax(worst, fabs(now[(h * K + cl) * d + e] - want));
+                moved = fmax(moved, fabs(now[(h * K + cl) * d + e] - old));
+            }
+    }
+    ok(worst < 1e-5 && moved > 1e-2,
+       "decay 0.7: a training pass moves each centroid to 0.7 x itself + 0.3 x the mean of its nearest normalised "
+       "queries (worst %.1e, moved up to %.3f)",
+       worst, moved);
+    /* an evaluation pass does not move them */
+    float keep[1024];
+    memcpy(keep, a->be->centroids(a), sizeof(float) * (size_t)H * K * d);
+    model_forward(m, tok, tgt, NULL, ATTN_EVAL);
+    ok(memcmp(keep, a->be->centroids(a), sizeof(float) * (size_t)H * K * d) == 0, "an evaluation pass leaves them");
+    free(mu0);
+    model_free(m);
+}
+
+/* kmeans_iters: the centroids start as k-means++ seeds, which are routing
+ * vectors of the first batch, and each Lloyd iteration can only lower the
+ * k-means objective. */
+static void test_kmeans_iters(void) {
+    double obj[4];
+    int seeds_are_data = 1, iters[3] = {0, 1, 3};
+    for (int k = 0; k < 3; k++) {
+        train_config c;
+        routing_base(&c);
+        c.layers = 1, c.attn.clusters = 3, c.attn.kmeans_init_iters = iters[k];
+        char err[256];
+        train_config_check(&c, err, sizeof err);
+        model *m = model_create(&c, err, sizeof err);
+        int tok[64], tgt[64];
+        tokens_for(m, tok, tgt);
+        model_forward(m, tok, tgt, NULL, ATTN_EVAL);
+        attn *a = model_layer_attn(m, 0);
+        attn_stat st[32];
+        int ns = a->be->stats(a, st, 32);
+        for (int i = 0; i < ns; i++)
+            if (!strcmp(st[i].name, "kmeans_objective")) obj[k] = st[i].value;
+        if (iters[k] == 0) {
+            const float *q;
+            model_layer_qkv(m, 0, &q, NULL, NULL);
+            int H = a->p.heads, K = a->p.clusters, d = a->p.head_dim, n = a->p.seq, B = a->p.batch;
+            const float *mu = a->be->centroids(a);
+            for (int h = 0; h < H; h++)
+                for (int cl = 0; cl < K; cl++) {
+                    double best = INFINITY;
+                    for (int b = 0; b < B; b++)
+                        for (int i = 0; i < n; i++) {
+                            const float *v = q + (((size_t)b * H + h) * n + i) * d;
+                            double ss = 0, dist = 0;
+                            for (int e = 0; e < d; e++) ss += (double)v[e] * v[e];
+                            for (int e = 0; e < d; e++) {
+                                double x = v[e] / sqrt(ss + 1e-12) - mu[(h * K + cl) * d + e];
+                                dist += x * x;
+                            }
+                            best = fmin(best, dist);
+                        }
+                    seeds_are_data &= best < 1e-10;
+                }
+        }
+        model_free(m);
+    }
+    ok(seeds_are_data, "kmeans_iters 0: every centroid is one of the first batch's normalised queries (k-means++ seeds)");
+    ok(obj[1] < obj[0] && obj[2] <= obj[1] * (1 + 1e-6),
+       "kmeans_iters 0, 1, 3: the k-means objective falls with Lloyd iterations (%.4f, %.4f, %.4f)", obj[0], obj[1],
+       obj[2]);
+}
+
+/* ---- the model's shape and inputs ----------------------------------------- */
+
+/* model.h's parameter list: wte (V,C), wpe (T,C) when learned, per layer two
+ * norms (2C each), qkv (3C x C + 3C), projection (C x C + C), fc (F x C + F),
+ * fcproj (C x F + C), a final norm (2C). */
+static size_t doc_nparams(const train_config *c) {
+    size_t V = c->vocab, C = c->d_model, L = c->layers, T = c->seq, F = (size_t)c->mlp_mult * C;
+    return V * C + (c->pos == TRAIN_POS_LEARNED ? T * C : 0) +
+           L * (4 * C + 3 * C * C + 3 * C + C * C + C + F * C + F + C * F + C) + 2 * C;
+}
+
+static void test_shape_options(void) {
+    struct {
+        const char *what;
+        int vocab, d_model, layers, heads, mlp_mult, seq, pos;
+    } cs[] = {
+        {"defaults of this test", 0, 16, 1, 2, 2, 16, TRAIN_POS_LEARNED},
+        {"vocab 40", 40, 16, 1, 2, 2, 16, TRAIN_POS_LEARNED},
+        {"d_model 24, heads 3", 0, 24, 1, 3, 2, 16, TRAIN_POS_LEARNED},
+        {"layers 3", 0, 16, 3, 2, 2, 16, TRAIN_POS_LEARNED},
+        {"mlp_mult 5", 0, 16, 1, 2, 5, 16, TRAIN_POS_LEARNED},
+        {"seq 24", 0, 16, 1, 2, 2, 24, TRAIN_POS_LEARNED},
+        {"pos sinusoidal", 0, 16, 1, 2, 2, 16, TRAIN_POS_SINUSOIDAL},
+    };
+    for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
+        train_config c;
+        base(&c);
+        c.vocab = cs[k].vocab, c.d_model = cs[k].d_model, c.layers = cs[k].layers, c.heads = cs[k].heads;
+        c.mlp_mult = cs[k].mlp_mult, c.seq = cs[k].seq, c.pos = cs[k].pos;
+        char err[256];
+        train_config_check(&c, err, sizeof err);
+        model *m = model_create(&c, err, sizeof err);
+        attn *a = model_layer_attn(m, 0);
+        ok(m->nparams == doc_nparams(&c) && m->V == (cs[k].vocab ? cs[k].vocab : 16) && a->p.heads == c.heads &&
+               a->p.head_dim == c.d_model / c.heads && a->p.seq == c.seq && a->p.batch == c.batch,
+           "%s: %zu parameters as model.h lists them, vocab %d, attention of %d heads of %d over %d tokens",
+           cs[k].what, m->nparams, m->V, a->p.heads, a->p.head_dim, a->p.seq);
+        model_free(m);
+    }
+    /* pos: what is added to the token embedding */
+    for (int pos = 0; pos < 2; pos++) {
+        train_config c;
+        base(&c);
+        c.pos = pos;
+        char err[256];
+        train_config_check(&c, err, sizeof err);
+        model *m = model_create(&c, err, sizeof err);
+        int tok[64], tgt[64];
+        tokens_for(m, tok, tgt);
+        model_forward(m, tok, tgt, NULL, ATTN_EVAL);
+        double worst = 0;
+        int C = m->C;
+        for (int b = 0; b < m->B; b++)
+            for (int t = 0; t < m->T; t++)
+                for (int i = 0; i < C; i++) {
+                    double p = pos == TRAIN_POS_SINUSOIDAL
+                                   ? (i % 2 ? cos(t * pow(10000.0, -(double)(i - 1) / C)) : sin(t * pow(10000.0, -(double)i / C)))
+                                   : m->params.wpe[(size_t)t * C + i];
+                    double want = m->params.wte[(size_t)tok[b * m->T + t] * C + i] + p;
+                    worst = fmax(worst, fabs(m->encoded[((size_t)b * m->T + t) * C + i] - want));
+                }
+        ok(worst < 1e-6, "pos %s: the input is the token embedding plus %s (worst %.1e)",
+           pos ? "sinusoidal" : "learned", pos ? "sin/cos of position / 10000^(2i/d_model)" : "the learned row of the position", worst);
+        model_free(m);
+    }
+}
+
+/* The attention options reach every layer's backend as documented. */
+static void test_attention_options(void) {
+    struct {
+        const char *what, *backend, *layer_backends;
+        int local_layers, window, clusters, local_heads, share_qk, assign, norm, heads;
+    } cs[] = {
+        {"backend local, window 8", "local", "", 0, 8, 0, -1, -1, 0, 0, 2},
+        {"backend routing, clusters 3, share_qk 0, assign argmax, norm layernorm", "routing", "", 0, 0, 3, -1, 0,
+         ATTN_ASSIGN_ARGMAX, ATTN_NORM_LAYERNORM, 2},
+        {"backend hybrid, local_heads 1 of 4, window 4", "hybrid", "", 0, 4, 0, 1, -1, 0, 0, 4},
+        {"local_layers 1 under routing", "routing", "", 1, 0, 0, -1, -1, 0, 0, 2},
+        {"layer_backends dense,routing (wins over backend)", "local", "dense,routing", 1, 0, 0, -1, -1, 0, 0, 2},
+    };
+    for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
+        train_config c;
+        base(&c);
+        c.layers = 2, c.heads = cs[k].heads;
+        snprintf(c.backend, sizeof c.backend, "%s", cs[k].backend);
+        snprintf(c.layer_backends, sizeof c.layer_backends, "%s", cs[k].layer_backends);
+        c.local_layers = cs[k].local_layers, c.attn.window = cs[k].window, c.attn.clusters = cs[k].clusters;
+        c.attn.local_heads = cs[k].local_heads, c.attn.share_qk = cs[k].share_qk, c.attn.assign = cs[k].assign;
+        c.attn.norm = cs[k].norm;
+        char err[256];
+        train_config_check(&c, err, sizeof err);
+        model *m = model_create(&c, err, sizeof err);
+        int tok[64], tgt[64];
+        tokens_for(m, tok, tgt);
+        model_forward(m, tok, tgt, NULL, ATTN_EVAL);
+        int good = 1;
+        char names[128] = "";
+        for (int l = 0; l < 2; l++) {
+            attn *a = model_layer_attn(m, l);
+            const char *want = cs[k].layer_backends[0] ? (l ? "routing" : "dense")
+                               : l < cs[k].local_layers ? "local" : cs[k].backend;
+            good &= !strcmp(a->be->name, want);
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", l ? "," : "", a->be->name);
+            if (cs[k].window) good &= a->p.window == cs[k].window;
+            if (!strcmp(a->be->name, "routing") || !strcmp(a->be->name, "hybrid")) {
+                const int *mem;
+                int K = cs[k].clusters ? cs[k].clusters : 4; /* auto: round(sqrt(16)) */
+                int h = cs[k].local_heads > 0 ? cs[k].local_heads : 0; /* the first routed head */
+                good &= a->p.clusters == K && a->be->routes(a, 0, h, K - 1, 0, &mem) >= 0 &&
+                        a->be->routes(a, 0, h, K, 0, &mem) < 0;
+                good &= a->p.share_qk == (cs[k].share_qk >= 0 ? cs[k].share_qk : 1) && a->p.assign == cs[k].assign &&
+                        a->p.norm == cs[k].norm;
+                if (cs[k].local_heads > 0)
+                    good &= a->p.local_heads == cs[k].local_heads && a->be->routes(a, 0, cs[k].local_heads - 1, 0, 0, &mem) < 0;
+            }
+        }
+        ok(good, "%s: layers %s with the parameters given", cs[k].what, names);
+        model_free(m);
+    }
+}
+
+/* ---- step FLOPs, evaluation, splits --------------------------------------- */
+
+/* train.h: 6 x (matmul weights incl. the tied output) x tokens + every
+ * layer's attention flops (forward + backward), per micro-batch. */
+static void test_flops_per_step(void) {
+    const int cfg[4][4] = {{2, 16, 1, 1}, {4, 16, 1, 1}, {2, 24, 1, 1}, {2, 16, 3, 2}}; /* batch, seq, accum, layers */
+    for (int k = 0; k < 4; k++) {
+        train_config c;
+        base(&c);
+        snprintf(c.backend, sizeof c.backend, "local");
+        c.attn.window = 8;
+        c.batch = cfg[k][0], c.seq = cfg[k][1], c.accum = cfg[k][2], c.layers = cfg[k][3];
+        char err[256];
+        train_config_check(&c, err, sizeof err);
+        double C = c.d_model, F = c.mlp_mult * C, V = c.vocab, tokens = (double)c.batch * c.seq * c.accum;
+        double want = 6 * (c.layers * (4 * C * C + 2 * C * F) + V * C) * tokens;
+        attn_params p;
+        attn_params_default(&p);
+        p.batch = c.batch, p.heads = c.heads, p.seq = c.seq, p.head_dim = c.d_model / c.heads, p.window = 8;
+        const attn_backend *lb = attn_find("local");
+        want += c.layers * c.accum * (lb->flops(&p, ATTN_PASS_FWD) + lb->flops(&p, ATTN_PASS_BWD));
+        double got = train_flops_per_step(&c);
+        ok(fabs(got - want) <= 1e-9 * want, "batch %d, seq %d, accum %d, layers %d: %.6g flops per step (%.6g)",
+           c.batch, c.seq, c.accum, c.layers, got, want);
+    }
+}
+
+typedef struct {
+    int n, steps[64];
+} evals_seen;
+
+static void on_eval(void *ctx, const train_eval_info *e) {
+    evals_seen *x = ctx;
+    if (x->n < 64) x->steps[x->n++] = e->step;
+}
+
+/* eval_batches: the final validation loss is the mean cross-entropy over the
+ * first eval_batches batches of the validation stream, recomputed here from
+ * the saved model; eval_every: evaluations at its multiples and the end. */
+static void test_eval_options(void) {
+    for (int eb = 1; eb <= 3; eb += 2) {
+        train_config c;
+        base(&c);
+        c.eval_batches = eb, c.eval_every = 4, c.steps = 10;
+        char path[512], err[256];
+        snprintf(path, sizeof path, "%s/eval.ckpt", dir);
+        snprintf(c.save, sizeof c.save, "%s", path);
+        evals_seen ev;
+        memset(&ev, 0, sizeof ev);
+        train_hooks h = {&ev, NULL, on_eval, NULL};
+        train_result r;
+        int rc = train_run(&c, &h, &r, err, sizeof err);
+        c.save[0] = 0;
+        train_config cc = c;
+        train_config_check(&cc, err, sizeof err);
+        model *m = model_create(&cc, err, sizeof err);
+        task *t = task_open(&cc, err, sizeof err);
+        int step;
+        rb_rng rng;
+        checkpoint_load(path, m, &step, &rng, train_config_hash(&cc), err, sizeof err);
+        double sum[2] = {0, 0}, cnt[2] = {0, 0};
+        int tok[64], tgt[64];
+        float mask[64];
+        for (int split = 0; split < 2; split++) {
+            rb_rng_seed(&rng, task_stream_seed(c.seed, split ? TASK_TEST : TASK_VAL, 1));
+            for (int i = 0; i < eb; i++) {
+                task_batch(t, split ? TASK_TEST : TASK_VAL, &rng, c.batch, c.seq, tok, tgt, mask, err, sizeof err);
+                model_forward(m, tok, tgt, mask, ATTN_EVAL);
+                sum[split] += m->ce_loss * m->mask_sum, cnt[split] += m->mask_sum;
+            }
+        }
+        ok(rc == 0 && fabs(r.final_eval_loss - sum[0] / cnt[0]) < 1e-9 && fabs(r.test_loss - sum[1] / cnt[1]) < 1e-9,
+           "eval_batches %d: validation loss %.6f and test loss %.6f are the means over %d batch%s of each split (%.6f, "
+           "%.6f)",
+           eb, r.final_eval_loss, r.test_loss, eb, eb > 1 ? "es" : "", sum[0] / cnt[0], sum[1] / cnt[1]);
+        ok(ev.n == 3 && ev.steps[0] == 4 && ev.steps[1] == 8 && ev.steps[2] == 10,
+           "eval_every 4 of 10 steps: evaluations after steps 4, 8 and 10 (%d)", ev.n);
+        model_free(m);
+        task_free(t);
+    }
+}
+
+/* train_frac, val_frac: the text task's splits are byte regions of those
+ * shares, in that order. */
+static void test_split_options(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/corpus.txt", dir);
+    FILE *f = fopen(path, "w");
+    for (int i = 0; i < 4000; i++) fputc(i < 2400 ? 'a' : i < 3600 ? 'b' : 'c', f); /* 60% 30% 10% */
+    fclose(f);
+    train_config c;
+    base(&c);
+    snprintf(c.task, sizeof c.task, "text");
+    snprintf(c.data, sizeof c.data, "%s", path);
+    c.train_frac = 0.6, c.val_frac = 0.3;
+    char err[256];
+    train_config_check(&c, err, sizeof err);
+    task *t = task_open(&c, err, sizeof err);
+    int good = t != NULL, tok[64], tgt[64];
+    float mask[64];
+    for (int s = 0; s < 3 && t; s++) {
+        rb_rng r;
+        rb_rng_seed(&r, 3);
+        for (int k = 0; k < 200; k++) {
+            good &= task_batch(t, s, &r, 2, c.seq, tok, tgt, mask, err, sizeof err) == 0;
+            for (int i = 0; i < 2 * c.seq; i++) good &= tok[i] == "abc"[s];
+        }
+    }
+    ok(good, "train_frac 0.6, val_frac 0.3: training draws from the first 60%% of the file, validation the next 30%%, "
+             "test the rest");
+    task_free(t);
+}
+
+/* ---- every option is covered ---------------------------------------------- */
+
+/* Where each key of train_config_keys() is checked: this file, or the test
+ * named. A key missing here fails the last test. */
+static const char *const coverage[][2] = {
+    {"vocab", "test_shape_options"},      {"d_model", "test_shape_options"},
+    {"layers", "test_shape_options"},     {"heads", "test_shape_options"},
+    {"mlp_mult", "test_shape_options"},   {"seq", "test_shape_options, test_flops_per_step"},
+    {"pos", "test_shape_options"},        {"backend", "test_attention_options"},
+    {"layer_backends", "test_attention_options"}, {"local_layers", "test_attention_options"},
+    {"window", "test_attention_options"}, {"clusters", "test_attention_options"},
+    {"local_heads", "test_attention_options"}, {"share_qk", "test_attention_options"},
+    {"assign", "test_attention_options"}, {"norm", "test_attention_options"},
+    {"decay", "test_decay"},              {"kmeans_iters", "test_kmeans_iters"},
+    {"commit_beta", "test_commit_beta"},  {"batch", "test_flops_per_step, test_gradient_options (accum)"},
+    {"accum", "test_gradient_options, test_commit_beta, test_flops_per_step"},
+    {"steps", "test_schedule"},           {"warmup", "test_schedule"},
+    {"lr", "test_schedule"},              {"min_lr", "test_schedule"},
+    {"weight_decay", "test_adamw_options"}, {"clip", "test_gradient_options"},
+    {"beta1", "test_adamw_options"},      {"beta2", "test_adamw_options"},
+    {"eps", "test_adamw_options"},        {"eval_every", "test_eval_options"},
+    {"eval_batches", "test_eval_options"}, {"task", "test_tasks.c (every task's batches), vocab here"},
+    {"data", "test_split_options, test_tasks.c (missing/empty file)"},
+    {"train_frac", "test_split_options"}, {"val_frac", "test_split_options"},
+    {"copy_vocab", "test_tasks.c"},       {"recall_keys", "test_tasks.c"},
+    {"recall_values", "test_tasks.c"},    {"random_vocab", "test_tasks.c, base() here"},
+    {"seed", "test_train.c (another seed, another curve)"},
+    {"load", "test_checkpoint.c, every run_to here"}, {"save", "test_checkpoint.c, every run_to here"},
+    {"save_every", "test_checkpoint.c"},  {"stop_after", "test_schedule"},
+};
+
+static void test_coverage(void) {
+    int n, missing = 0;
+    const train_config_key *k = train_config_keys(&n);
+    for (int i = 0; i < n; i++) {
+        int found = 0;
+        for (size_t j = 0; j < sizeof coverage / sizeof coverage[0]; j++) found |= !strcmp(coverage[j][0], k[i].key);
+        if (!found) diag("option %s has no behaviour test listed in test_options.c", k[i].key), missing++;
+    }
+    ok(missing == 0, "every one of the %d training options is covered by a behaviour test (%d missing)", n, missing);
+}
+
 /* ---- cleanup -------------------------------------------------------------- */
 
 int main(void) {
@@ -404,6 +868,15 @@ int main(void) {
     test_schedule();
     test_adamw_options();
     test_gradient_options();
+    test_commit_beta();
+    test_decay();
+    test_kmeans_iters();
+    test_shape_options();
+    test_attention_options();
+    test_flops_per_step();
+    test_eval_options();
+    test_split_options();
+    test_coverage();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) diag("could not remove %s", dir);

@@ -110,38 +110,46 @@ static int check_flops(const attn_backend *be, attn_params p, int balanced, int 
     return good;
 }
 
+/* Every combination of causal, share_qk and assign the backend takes, at
+ * several sizes: windows that divide seq, leave a short last block, equal
+ * and exceed it; clusters x window equal to, above and below seq. */
+static void flops_combos(const attn_backend *be, const attn_params *base) {
+    int wins[4] = {16, 20, 48, 64}, nw = (be->uses & ATTN_USES_WINDOW) ? 4 : 1;
+    const int kw[4][2] = {{4, 0}, {3, 0}, {4, 8}, {6, 0}};
+    int nshare = (be->uses & ATTN_USES_SHARE_QK) ? 2 : 1, nassign = (be->uses & ATTN_USES_ASSIGN) ? 2 : 1;
+    int nsize = (be->uses & ATTN_USES_CLUSTERS) ? 4 : nw;
+    if (nw == 1) wins[0] = 0;
+    for (int sz = 0; sz < nsize; sz++)
+        for (int causal = 1; causal >= 0; causal--)
+            for (int sh = 0; sh < nshare; sh++)
+                for (int as = 0; as < nassign; as++) {
+                    attn_params p = *base;
+                    p.causal = causal;
+                    p.share_qk = nshare > 1 ? sh : -1;
+                    p.assign = as ? ATTN_ASSIGN_ARGMAX : ATTN_ASSIGN_TOPK;
+                    if (be->uses & ATTN_USES_CLUSTERS) p.clusters = kw[sz][0], p.window = kw[sz][1];
+                    else p.window = wins[sz];
+                    check_flops(be, p, 1, 1);
+                    /* top-k's count holds on any input (every cluster has
+                     * exactly window members); argmax's is an average */
+                    if (be->uses & ATTN_USES_CLUSTERS) {
+                        attn_params p2 = p;
+                        p2.seq = 37, p2.share_qk = 1; /* shared: keys route with the queries */
+                        check_flops(be, p2, 0, p.assign == ATTN_ASSIGN_TOPK && sh == 1);
+                    }
+                }
+}
+
 static void test_flops(void) {
     for (int bi = 0; bi < attn_count(); bi++) {
         const attn_backend *be = attn_get(bi);
         attn_params base;
         attn_params_default(&base);
         base.batch = 2, base.heads = 2, base.seq = 48, base.head_dim = 16, base.seed = 3;
-        /* sizes: windows that divide seq, leave a short last block, equal and
-         * exceed it; clusters x window equal to, above and below seq */
-        int wins[4] = {16, 20, 48, 64}, nw = 4;
-        int kw[4][2] = {{4, 0}, {3, 0}, {4, 8}, {6, 0}}, nkw = 4;
-        if (!(be->uses & ATTN_USES_WINDOW)) nw = 1, wins[0] = 0;
-        int nshare = (be->uses & ATTN_USES_SHARE_QK) ? 2 : 1, nassign = (be->uses & ATTN_USES_ASSIGN) ? 2 : 1;
-        int nsize = (be->uses & ATTN_USES_CLUSTERS) ? nkw : nw;
-        for (int sz = 0; sz < nsize; sz++)
-            for (int causal = 1; causal >= 0; causal--)
-                for (int sh = 0; sh < nshare; sh++)
-                    for (int as = 0; as < nassign; as++) {
-                        attn_params p = base;
-                        p.causal = causal;
-                        p.share_qk = nshare > 1 ? sh : -1;
-                        p.assign = as ? ATTN_ASSIGN_ARGMAX : ATTN_ASSIGN_TOPK;
-                        if (be->uses & ATTN_USES_CLUSTERS) p.clusters = kw[sz][0], p.window = kw[sz][1];
-                        else p.window = wins[sz];
-                        check_flops(be, p, 1, 1);
-                        /* top-k's count holds on any input (every cluster has
-                         * exactly window members); argmax's is an average */
-                        if (be->uses & ATTN_USES_CLUSTERS) {
-                            attn_params p2 = p;
-                            p2.seq = 37, p2.share_qk = 1; /* shared: keys route with the queries */
-                            check_flops(be, p2, 0, p.assign == ATTN_ASSIGN_TOPK && sh == 1);
-                        }
-                    }
+        flops_combos(be, &base);
+        if (be->uses & ATTN_USES_LOCAL_HEADS) /* besides the default split, all heads of one kind */
+            for (base.local_heads = 0; base.local_heads <= base.heads; base.local_heads += base.heads)
+                flops_combos(be, &base);
     }
 }
 
@@ -213,64 +221,67 @@ static double def_thread_bytes(const char *name, const attn_params *p) {
     return -1;
 }
 
+static int bytes_params(const attn_backend *be, attn_params *p, int d, int w, int causal, int assign) {
+    attn_params_default(p);
+    p->batch = 2, p->heads = 2, p->seq = 48, p->head_dim = d, p->window = w, p->clusters = 4;
+    p->causal = causal, p->assign = assign;
+    char err[256];
+    if (attn_params_check_sizes(p, err, sizeof err) || be->validate(p, err, sizeof err))
+        return ok(0, "%s: %s", be->name, err), -1;
+    return 0;
+}
+
+/* act_bytes equals what instances hold, and grows from batch 2 to 4 by the
+ * definition's per-sequence state. */
+static void bytes_growth(const attn_backend *be, const attn_params *p) {
+    attn_params p2 = *p, pa = *p, pb;
+    p2.batch = 2 * p->batch;
+    pb = p2;
+    char err[256];
+    attn *a1 = attn_make(be->name, &pa, err, sizeof err), *a2 = attn_make(be->name, &pb, err, sizeof err);
+    ok(a1 && a2 && a1->bytes == be->act_bytes(p) && a2->bytes == be->act_bytes(&p2),
+       "%s: instances at batch %d and %d hold what act_bytes says (%zu, %zu)", desc(be, p), p->batch, p2.batch,
+       a1 ? a1->bytes : 0, a2 ? a2->bytes : 0);
+    attn_free(a1), attn_free(a2);
+    double d1 = def_batch_bytes(be->name, p), d2 = def_batch_bytes(be->name, &p2);
+    double got = (double)be->act_bytes(&p2) - (double)be->act_bytes(p);
+    ok(d1 >= 0 && got == d2 - d1,
+       "%s: act_bytes grows by %.0f from batch %d to %d; the definition's per-sequence state by %.0f%s", desc(be, p),
+       got, p->batch, p2.batch, d2 - d1, d1 < 0 ? " (no definition in test_analytic.c: add one)" : "");
+}
+
 static void test_bytes(void) {
     for (int bi = 0; bi < attn_count(); bi++) {
         const attn_backend *be = attn_get(bi);
+        attn_params p;
         for (int thr = 1; thr <= 2; thr++) {
             rb_set_threads(thr);
-            attn_params p;
-            attn_params_default(&p);
-            p.batch = 2, p.heads = 2, p.seq = 48, p.head_dim = 16, p.window = 16, p.clusters = 4;
             char err[256];
+            if (bytes_params(be, &p, 16, 16, 1, ATTN_ASSIGN_TOPK)) continue;
             attn *a = attn_make(be->name, &p, err, sizeof err);
             size_t want = a ? be->act_bytes(&p) : 0;
             ok(a && a->bytes == want, "%s, %d thread%s: act_bytes %zu, the instance holds %zu", be->name, thr,
                thr > 1 ? "s" : "", want, a ? a->bytes : 0);
             attn_free(a);
         }
-        {
-            attn_params p;
-            attn_params_default(&p);
-            p.batch = 2, p.heads = 2, p.seq = 48, p.head_dim = 16, p.window = 16, p.clusters = 4;
-            char err[256];
-            if (attn_params_check_sizes(&p, err, sizeof err) || be->validate(&p, err, sizeof err)) {
-                ok(0, "%s: %s", be->name, err);
-                continue;
-            }
-            rb_set_threads(1);
-            double one = (double)be->act_bytes(&p);
-            rb_set_threads(2);
-            double two = (double)be->act_bytes(&p), def = def_thread_bytes(be->name, &p);
-            ok(def >= 0 && fabs(two - one - def) <= 128,
-               "%s: a second thread adds %.0f bytes of act_bytes; the definition's workspace is %.0f (+- 128 for "
-               "bookkeeping)",
-               desc(be, &p), two - one, def);
-        }
+        if (bytes_params(be, &p, 16, 16, 1, ATTN_ASSIGN_TOPK)) continue;
         rb_set_threads(1);
-        for (int causal = 1; causal >= 0; causal--)
-            for (int as = 0; as < 2; as++) {
-                attn_params p, p2;
-                attn_params_default(&p);
-                p.batch = 2, p.heads = 2, p.seq = 48, p.head_dim = 16, p.window = 16, p.clusters = 4;
-                p.causal = causal, p.assign = as ? ATTN_ASSIGN_ARGMAX : ATTN_ASSIGN_TOPK;
-                char err[256];
-                if (attn_params_check_sizes(&p, err, sizeof err) || be->validate(&p, err, sizeof err)) {
-                    ok(0, "%s: %s", be->name, err);
-                    continue;
-                }
-                p2 = p;
-                p2.batch = 2 * p.batch;
-                double d1 = def_batch_bytes(be->name, &p), d2 = def_batch_bytes(be->name, &p2);
-                if (d1 < 0) {
-                    ok(0, "%s: no definition of its activation bytes in test_analytic.c (add one)", be->name);
-                    break;
-                }
-                double got = (double)be->act_bytes(&p2) - (double)be->act_bytes(&p);
-                ok(got == d2 - d1,
-                   "%s: act_bytes grows by %.0f from batch %d to %d; the definition's per-sequence state by %.0f",
-                   desc(be, &p), got, p.batch, p2.batch, d2 - d1);
-                if (!(be->uses & ATTN_USES_ASSIGN)) break;
-            }
+        double one = (double)be->act_bytes(&p);
+        rb_set_threads(2);
+        double two = (double)be->act_bytes(&p), def = def_thread_bytes(be->name, &p);
+        ok(def >= 0 && fabs(two - one - def) <= 128,
+           "%s: a second thread adds %.0f bytes of act_bytes; the definition's workspace is %.0f (+- 128 for "
+           "bookkeeping)",
+           desc(be, &p), two - one, def);
+        rb_set_threads(1);
+        /* (head_dim, window): routing keeps its probabilities up to window 4 x head_dim */
+        const int dw[3][2] = {{16, 16}, {4, 16}, {4, 17}};
+        int nassign = (be->uses & ATTN_USES_ASSIGN) ? 2 : 1;
+        for (int k = 0; k < 3; k++)
+            for (int causal = 1; causal >= 0; causal--)
+                for (int as = 0; as < nassign; as++)
+                    if (!bytes_params(be, &p, dw[k][0], dw[k][1], causal, as ? ATTN_ASSIGN_ARGMAX : ATTN_ASSIGN_TOPK))
+                        bytes_growth(be, &p);
     }
 }
 

@@ -333,21 +333,23 @@ static void test_adamw_options(void) {
 /* ---- clip and accum: the gradient the step used --------------------------- */
 
 /* With zero moments, step 1's m is (1 - beta1) g: the gradient the optimiser
- * used, compared with the one computed here. */
+ * used, compared with the one computed here. clip_to < 0: clip at -clip_to
+ * times the gradient's norm. */
 static void grad_case(const char *what, train_config c, const train_config *gc, double clip_to) {
     char start[512];
     snprintf(start, sizeof start, "%s/start.ckpt", dir);
     write_start(&c, start);
-    state cur;
-    steps_seen seen;
-    memset(&seen, 0, sizeof seen);
-    run_to(&c, start, 1, &cur, &seen, NULL);
     double norm;
     float *g = first_gradient(gc, start, &norm);
     if (!g) {
         ok(0, "%s: no reference gradient", what);
         return;
     }
+    if (clip_to < 0) c.clip = (float)(-clip_to * norm), clip_to = c.clip;
+    state cur;
+    steps_seen seen;
+    memset(&seen, 0, sizeof seen);
+    run_to(&c, start, 1, &cur, &seen, NULL);
     double f = clip_to > 0 && norm > clip_to ? clip_to / norm : 1.0, worst = 0, used = 0, gmax = 0;
     for (size_t i = 0; i < cur.n; i++) {
         double u = cur.m[i] / (1 - c.beta1);
@@ -371,6 +373,9 @@ static void test_gradient_options(void) {
     c.clip = 0.05f;
     g = c;
     grad_case("clip 0.05 (below the norm): scaled to norm 0.05", c, &g, 0.05);
+    base(&c);
+    g = c;
+    grad_case("clip at 0.9 x the norm: scaled to it", c, &g, -0.9);
     base(&c);
     c.clip = 1e6f;
     g = c;

@@ -192,19 +192,48 @@ typedef struct {
     int empty_terms;          /* terms with no visible key (fully masked rows) */
 } ref_info;
 
+/* Backward of one term (query qi, keys ky[0..nk), probabilities pr, output
+ * weight w) given dout gi: adds into dq_i, dkey and dv. */
+static inline void ref_term_backward(const float *qi, const float *gi, const int *ky, int nk, const double *pr,
+                                     double w, const double *key, const float *vb, double scale, int d, double *dqi,
+                                     double *dkey, double *dv, double *dp, ref_info *info) {
+    double D = 0, qn = 0;
+    for (int r = 0; r < nk; r++) {
+        double a = 0;
+        for (int e = 0; e < d; e++) a += w * gi[e] * vb[(size_t)ky[r] * d + e];
+        dp[r] = a;
+        D += pr[r] * a;
+        info->max_dp = fmax(info->max_dp, fabs(a));
+    }
+    for (int e = 0; e < d; e++) qn += (double)qi[e] * qi[e];
+    qn = sqrt(qn);
+    for (int r = 0; r < nk; r++) {
+        const double *kj = key + (size_t)ky[r] * d;
+        double ds = pr[r] * (dp[r] - D) * scale, kn = 0, g1 = fabs(dp[r] - D) * scale;
+        for (int e = 0; e < d; e++) kn += kj[e] * kj[e];
+        info->nat_dq = fmax(info->nat_dq, g1 * sqrt(kn));
+        info->nat_dk = fmax(info->nat_dk, g1 * qn);
+        for (int e = 0; e < d; e++) {
+            if (dqi) dqi[e] += ds * kj[e];
+            dkey[(size_t)ky[r] * d + e] += ds * qi[e];
+            if (dv) dv[(size_t)ky[r] * d + e] += pr[r] * w * gi[e];
+        }
+    }
+}
+
 /* Double-precision attention of the patterns on float inputs; out (B,H,n,d)
  * and, when dout is given, dq, dk, dv. Any output may be NULL. */
 static inline void ref_attention(const ref_pattern *pats, const attn_params *p, const float *q, const float *k,
-                          const float *v, const float *dout, double *out, double *dq, double *dk, double *dv,
-                          ref_info *info) {
-    int B = p->batch, H = p->heads, n = p->seq, d = p->head_dim;
+                                 const float *v, const float *dout, double *out, double *dq, double *dk, double *dv,
+                                 ref_info *info) {
+    int n = p->seq, d = p->head_dim;
     size_t nd = (size_t)n * d;
     double scale = 1.0 / sqrt((double)d);
     double *key = mallocCheck(sizeof(double) * nd), *ks = mallocCheck(sizeof(double) * n);
     double *dkey = mallocCheck(sizeof(double) * nd), *s = mallocCheck(sizeof(double) * n);
-    double *dp = mallocCheck(sizeof(double) * n), *o = mallocCheck(sizeof(double) * d);
+    double *dp = mallocCheck(sizeof(double) * n);
     memset(info, 0, sizeof *info);
-    for (size_t bh = 0; bh < (size_t)B * H; bh++) {
+    for (size_t bh = 0; bh < (size_t)p->batch * p->heads; bh++) {
         const ref_pattern *pt = &pats[bh];
         const float *qb = q + bh * nd, *kb = k + bh * nd, *vb = v + bh * nd, *gb = dout ? dout + bh * nd : NULL;
         for (int j = 0; j < n; j++) {
@@ -213,16 +242,16 @@ static inline void ref_attention(const ref_pattern *pats, const attn_params *p, 
                 for (int e = 0; e < d; e++) key[(size_t)j * d + e] = kb[(size_t)j * d + e];
         }
         memset(dkey, 0, sizeof(double) * nd);
-        if (out) memset(out + bh * nd, 0, sizeof(double) * nd);
-        if (dq) memset(dq + bh * nd, 0, sizeof(double) * nd);
-        if (dk) memset(dk + bh * nd, 0, sizeof(double) * nd);
-        if (dv) memset(dv + bh * nd, 0, sizeof(double) * nd);
+        double *ob = out ? out + bh * nd : NULL, *dqb = dq ? dq + bh * nd : NULL, *dvb = dv ? dv + bh * nd : NULL;
+        if (ob) memset(ob, 0, sizeof(double) * nd);
+        if (dqb) memset(dqb, 0, sizeof(double) * nd);
+        if (dvb) memset(dvb, 0, sizeof(double) * nd);
         for (int t = 0; t < pt->nterms; t++) {
             int i = pt->tq[t], nk = pt->toff[t + 1] - pt->toff[t];
             const int *ky = pt->tkeys + pt->toff[t];
             const float *qi = qb + (size_t)i * d;
             double w = 1.0 / pt->cnt[i], mx = -INFINITY, l = 0;
-            if (nk == 0) {
+            if (nk == 0) { /* nothing visible: the term gives 0 (and counts in the mean) */
                 info->empty_terms++;
                 continue;
             }
@@ -235,53 +264,25 @@ static inline void ref_attention(const ref_pattern *pats, const attn_params *p, 
             }
             for (int r = 0; r < nk; r++) l += s[r] = exp(s[r] - mx);
             for (int r = 0; r < nk; r++) s[r] /= l;
-            memset(o, 0, sizeof(double) * d);
-            for (int r = 0; r < nk; r++)
-                for (int e = 0; e < d; e++) o[e] += s[r] * vb[(size_t)ky[r] * d + e];
-            if (out)
-                for (int e = 0; e < d; e++) out[bh * nd + (size_t)i * d + e] += w * o[e];
-            if (!gb) continue;
-            /* backward of w * softmax-attention: dO = w * dout_i */
-            const float *gi = gb + (size_t)i * d;
-            double D = 0;
-            for (int r = 0; r < nk; r++) {
-                double a = 0;
-                for (int e = 0; e < d; e++) a += w * gi[e] * vb[(size_t)ky[r] * d + e];
-                dp[r] = a;
-                D += s[r] * a;
-                info->max_dp = fmax(info->max_dp, fabs(a));
-            }
-            double qn = 0;
-            for (int e = 0; e < d; e++) qn += (double)qi[e] * qi[e];
-            qn = sqrt(qn);
-            for (int r = 0; r < nk; r++) {
-                int j = ky[r];
-                double ds = s[r] * (dp[r] - D) * scale, kn = 0, g1 = fabs(dp[r] - D) * scale;
-                for (int e = 0; e < d; e++) kn += key[(size_t)j * d + e] * key[(size_t)j * d + e];
-                info->nat_dq = fmax(info->nat_dq, g1 * (sqrt(kn) + (pt->shared ? qn * ks[j] : 0)));
-                info->nat_dk = fmax(info->nat_dk, g1 * qn);
-                for (int e = 0; e < d; e++) {
-                    if (dq) dq[bh * nd + (size_t)i * d + e] += ds * key[(size_t)j * d + e];
-                    dkey[(size_t)j * d + e] += ds * qi[e];
-                    if (dv) dv[bh * nd + (size_t)j * d + e] += s[r] * w * gi[e];
-                }
-            }
+            for (int r = 0; ob && r < nk; r++)
+                for (int e = 0; e < d; e++) ob[(size_t)i * d + e] += w * s[r] * vb[(size_t)ky[r] * d + e];
+            if (gb)
+                ref_term_backward(qi, gb + (size_t)i * d, ky, nk, s, w, key, vb, scale, d,
+                                  dqb ? dqb + (size_t)i * d : NULL, dkey, dvb, dp, info);
         }
         if (!gb) continue;
+        /* the keys' gradient: through the normalisation into dq when they are the queries */
         for (int j = 0; j < n; j++) {
             if (pt->shared) {
-                if (dq) ref_norm_back(dq + bh * nd + (size_t)j * d, dkey + (size_t)j * d, key + (size_t)j * d, ks[j], d, p->norm);
+                if (dqb) ref_norm_back(dqb + (size_t)j * d, dkey + (size_t)j * d, key + (size_t)j * d, ks[j], d, p->norm);
+                info->nat_dq = fmax(info->nat_dq, info->nat_dk * ks[j]);
             } else if (dk) {
                 for (int e = 0; e < d; e++) dk[bh * nd + (size_t)j * d + e] = dkey[(size_t)j * d + e];
             }
         }
+        if (dk && pt->shared) memset(dk + bh * nd, 0, sizeof(double) * nd);
     }
-    free(key);
-    free(ks);
-    free(dkey);
-    free(s);
-    free(dp);
-    free(o);
+    free(key), free(ks), free(dkey), free(s), free(dp);
 }
 
 /* max |a - r| / scale, NaN when a holds a non-finite value */

@@ -3,6 +3,8 @@
 #   make check      every TAP test in tests/ under prove
 #   make sanitize   the same suite built with AddressSanitizer + UBSan (build-san/)
 #   make warn-check everything built with -Wall -Wextra -Werror (build-warn/)
+#   make mutate     plant each slip of tests/mutants.txt in a copy of the tree and run its tests
+#                   (every one must fail; MUTATE_JOBS=N in parallel, MUTATE_FILTER=text to pick some)
 #   make deps       install missing Debian packages (as root) or print the command
 #   make demo       build, run experiments/quick.yaml and quick_copy.yaml, report and plot
 #   make results    rerun the README's experiments and regenerate its results section
@@ -30,9 +32,10 @@ LIB      := $(BUILD)/librb.a
 BIN      := $(BUILD)/routebench
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
-TEST_SH  := $(wildcard tests/*.sh)
+# tests/mutate.sh is `make mutate`, not a test of its own
+TEST_SH  := $(filter-out tests/mutate.sh,$(wildcard tests/*.sh))
 
-.PHONY: all check sanitize warn-check deps demo clean tests install have-deps
+.PHONY: all check sanitize warn-check deps demo clean tests install have-deps mutate
 
 all: have-deps $(BIN) $(LIB)
 
@@ -67,7 +70,7 @@ $(LIB): $(LIB_OBJ)
 $(BIN): $(BUILD)/core/cli/main.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/tap.h $(LIB)
+$(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
@@ -85,6 +88,13 @@ sanitize: deps
 warn-check: deps
 	tests/layering.sh >/dev/null || { tests/layering.sh | grep '^not ok'; exit 1; }
 	$(MAKE) --no-print-directory BUILD=build-warn WARN="-Wall -Wextra -Werror" all tests
+
+# Mutation testing: tests/mutate.sh reads tests/mutants.txt, plants each
+# single-line slip in a copy of the working tree, rebuilds only what the
+# slip's tests need, runs them and prints a table; it fails unless every
+# mutant is killed and none is stale (its line gone from the code).
+mutate: deps
+	MUTATE_JOBS=$${MUTATE_JOBS:-2} tests/mutate.sh $(MUTATE_FILTER)
 
 deps:
 	@missing=""; \

@@ -4,7 +4,17 @@
  * metrics nor a new status), stale `running` rows of dead processes, files
  * that are not SQLite / not routebench / of a newer schema refused without
  * being changed, and merge (done wins, mismatched experiments refused). The
- * database is inspected with plain SQL, independently of store.c. */
+ * database is inspected with plain SQL, independently of store.c.
+ *
+ * Then the invariants under re-registration, resume and merge, each on its
+ * own: registering again never resets a trial nor touches its metrics; when a
+ * trial becomes done its metrics are already there (checked by a trigger
+ * that records what the status change saw, and by a process that dies in the
+ * middle of its finishing transaction); a retried trial keeps only the last
+ * attempt's metrics; merge keeps the best status whatever the input order,
+ * is idempotent and keeps each run once. */
+#include <signal.h>
+#include <sys/wait.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,6 +163,241 @@ static void test_migration(const char *dir) {
     exp_free(&e);
 }
 
+/* ---- invariants under re-registration, resume and merge ---------------- */
+
+static long long q1f(const char *path, const char *fmt, long long a) {
+    char sqlq[512];
+    snprintf(sqlq, sizeof sqlq, fmt, a);
+    return q1(path, sqlq);
+}
+
+/* Register, claim and finish one trial; its id. */
+static int64_t put(rb_store *s, int64_t eid, const store_trial *t, const char *status, const store_metric *m, int n) {
+    char err[512], st[32];
+    int64_t id;
+    store_register_trials(s, t, 1, eid, err, sizeof err);
+    store_trial_status(s, t->key, t->seed, st, sizeof st, &id, NULL, 0, err, sizeof err);
+    if (strcmp(status, ST_PENDING)) {
+        store_claim_trial(s, id, eid, "testhost:1", err, sizeof err);
+        store_finish_trial(s, id, status, strcmp(status, ST_DONE) ? "boom" : NULL, m, n, err, sizeof err);
+    }
+    return id;
+}
+
+/* Registering the same (key, seed) again, from a new run and with other
+ * fields, leaves every recorded trial as it was. */
+static void test_reregister(void) {
+    char p[512], err[512];
+    snprintf(p, sizeof p, "%s/rereg.db", dir);
+    rb_store *s;
+    store_open(&s, p, 1, err, sizeof err);
+    store_experiment x = xrow("exp", "h1");
+    int64_t e1, e2;
+    store_begin_experiment(s, &x, &e1, err, sizeof err);
+    store_trial t[4] = {trow("d000", 1, "done-one"), trow("f000", 1, "failed-one"), trow("u000", 1, "unsup-one"),
+                        trow("i000", 1, "interrupted-one")};
+    store_metric m[3] = {{-1, "fwd_ms", 1.0}, {-1, "bwd_ms", 2.0}, {5, "train_loss", 3.0}};
+    int64_t id0 = put(s, e1, &t[0], ST_DONE, m, 3);
+    put(s, e1, &t[1], ST_FAILED, NULL, 0);
+    put(s, e1, &t[2], ST_UNSUPPORTED, NULL, 0);
+    put(s, e1, &t[3], ST_INTERRUPTED, NULL, 0);
+    long long ended = q1f(p, "SELECT length(ended_at) FROM trials WHERE id=%lld", id0);
+    /* a second run registers them again, renamed and with other columns, plus a new one */
+    store_begin_experiment(s, &x, &e2, err, sizeof err);
+    store_trial t2[5];
+    for (int i = 0; i < 4; i++) t2[i] = t[i], t2[i].name = "renamed", tu_col(&t2[i], "seq", "999"), t2[i].params_json = "{\"x\":1}";
+    t2[4] = trow("n000", 1, "new-one");
+    int rc = store_register_trials(s, t2, 5, e2, err, sizeof err);
+    store_close(s);
+    ok(rc == 0 && q1(p, "SELECT count(*) FROM trials") == 5, "registering 4 recorded trials again and a new one: 5 trials");
+    ok(q1f(p, "SELECT count(*) FROM trials WHERE id=%lld AND status='done' AND name='done-one' AND seq=64 "
+              "AND params='{}' AND attempts=1",
+           id0) == 1 &&
+           q1f(p, "SELECT experiment_id FROM trials WHERE id=%lld", id0) == e1 &&
+           q1f(p, "SELECT length(ended_at) FROM trials WHERE id=%lld", id0) == ended,
+       "the done trial keeps its row: status, name, parameters, run, attempts, end time");
+    ok(q1f(p, "SELECT count(*) FROM metrics WHERE trial_id=%lld", id0) == 3,
+       "and its 3 metrics (%lld)", q1f(p, "SELECT count(*) FROM metrics WHERE trial_id=%lld", id0));
+    ok(q1(p, "SELECT count(*) FROM trials WHERE (key='f000' AND status='failed' AND error='boom') OR "
+             "(key='u000' AND status='unsupported') OR (key='i000' AND status='interrupted')") == 3 &&
+           q1(p, "SELECT count(*) FROM trials WHERE name='renamed'") == 0,
+       "failed, unsupported and interrupted trials keep their status and error");
+    ok(q1(p, "SELECT count(*) FROM trials WHERE key='n000' AND status='pending' AND experiment_id=2") == 1,
+       "the new trial is pending, registered by the second run");
+}
+
+/* When a trial's status becomes done, its metrics are already written: a
+ * trigger records what the status change could see. */
+static void test_status_after_metrics(void) {
+    char p[512], err[512];
+    snprintf(p, sizeof p, "%s/order.db", dir);
+    rb_store *s;
+    store_open(&s, p, 1, err, sizeof err);
+    sql(p, "CREATE TABLE seen(trial INTEGER, status TEXT, metrics INTEGER);"
+           "CREATE TRIGGER watch AFTER UPDATE OF status ON trials BEGIN "
+           "INSERT INTO seen VALUES (NEW.id, NEW.status, (SELECT count(*) FROM metrics WHERE trial_id=NEW.id)); END;");
+    store_experiment x = xrow("exp", "h1");
+    int64_t eid;
+    store_begin_experiment(s, &x, &eid, err, sizeof err);
+    store_trial t = trow("o000", 1, "ordered");
+    store_metric m[4] = {{-1, "a", 1}, {-1, "b", 2}, {1, "c", 3}, {2, "c", 4}};
+    int64_t id = put(s, eid, &t, ST_DONE, m, 4);
+    store_close(s);
+    ok(q1f(p, "SELECT count(*) FROM seen WHERE trial=%lld AND status='done'", id) == 1 &&
+           q1f(p, "SELECT metrics FROM seen WHERE trial=%lld AND status='done'", id) == 4,
+       "when the status turned done, the trial's 4 metrics were already there (%lld)",
+       q1f(p, "SELECT metrics FROM seen WHERE trial=%lld AND status='done'", id));
+}
+
+/* A process killed inside store_finish_trial: an SQL function that ends the
+ * process at once (registered on every connection of the child through
+ * sqlite3_auto_extension) fires from a trigger on the last metric. */
+static void rb_die(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    (void)ctx, (void)argc, (void)argv;
+    _exit(9);
+}
+static int add_die(sqlite3 *db, const char **msg, const void *api) {
+    (void)msg, (void)api;
+    return sqlite3_create_function(db, "rb_die", 0, SQLITE_UTF8, NULL, rb_die, NULL, NULL);
+}
+
+static void test_killed_in_finish(void) {
+    char p[512], err[512], host_me[64];
+    snprintf(p, sizeof p, "%s/killed.db", dir);
+    rb_store *s;
+    store_open(&s, p, 1, err, sizeof err);
+    store_experiment x = xrow("exp", "h1");
+    int64_t eid, id;
+    store_begin_experiment(s, &x, &eid, err, sizeof err);
+    store_trial t = trow("k000", 1, "killed");
+    store_register_trials(s, &t, 1, eid, err, sizeof err);
+    char st[32];
+    store_trial_status(s, "k000", 1, st, sizeof st, &id, NULL, 0, err, sizeof err);
+    store_close(s);
+    sql(p, "CREATE TRIGGER die AFTER INSERT ON metrics WHEN NEW.name='last' BEGIN SELECT rb_die(); END;");
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        sqlite3_auto_extension((void (*)(void))add_die);
+        char e2[512];
+        rb_store *c;
+        char me[64];
+        snprintf(me, sizeof me, "testhost:%ld", (long)getpid());
+        if (store_open(&c, p, 0, e2, sizeof e2) || store_claim_trial(c, id, eid, me, e2, sizeof e2)) _exit(3);
+        store_metric m[40];
+        for (int i = 0; i < 40; i++) {
+            m[i].step = i, m[i].value = i;
+            snprintf(m[i].name, sizeof m[i].name, "%s", i == 39 ? "last" : "loss");
+        }
+        store_finish_trial(c, id, ST_DONE, NULL, m, 40, e2, sizeof e2);
+        _exit(4); /* not reached: the trigger ends the process */
+    }
+    int wst;
+    waitpid(pid, &wst, 0);
+    sql(p, "DROP TRIGGER die;");
+    ok(WIFEXITED(wst) && WEXITSTATUS(wst) == 9, "the child died inside store_finish_trial (exit %d)",
+       WIFEXITED(wst) ? WEXITSTATUS(wst) : -1);
+    ok(q1f(p, "SELECT status='running' FROM trials WHERE id=%lld", id) == 1 &&
+           q1f(p, "SELECT count(*) FROM metrics WHERE trial_id=%lld", id) == 0,
+       "after the kill the trial is still running with none of its 39 written metrics");
+    /* resume: the dead runner's trial becomes interrupted, is claimed again and finishes */
+    store_open(&s, p, 0, err, sizeof err);
+    int reset = store_reset_stale(s, "testhost", err, sizeof err);
+    store_trial_status(s, "k000", 1, st, sizeof st, &id, NULL, 0, err, sizeof err);
+    snprintf(host_me, sizeof host_me, "testhost:%ld", (long)getpid());
+    int claimed = store_try_claim_trial(s, id, eid, host_me, err, sizeof err);
+    store_metric m2[2] = {{-1, "fwd_ms", 1.0}, {-1, "bwd_ms", 2.0}};
+    store_finish_trial(s, id, ST_DONE, NULL, m2, 2, err, sizeof err);
+    store_close(s);
+    ok(reset == 1 && !strcmp(st, ST_INTERRUPTED) && claimed == 0 &&
+           q1f(p, "SELECT count(*) FROM trials WHERE id=%lld AND status='done' AND attempts=2 AND error IS NULL", id) ==
+               1 &&
+           q1f(p, "SELECT count(*) FROM metrics WHERE trial_id=%lld", id) == 2,
+       "resumed: marked interrupted, claimed again, done with exactly the new attempt's 2 metrics");
+}
+
+/* A trial retried keeps only its last attempt's metrics: a failure after a
+ * failure that had written some, or an interruption, leaves none. */
+static void test_retry_metrics(void) {
+    char p[512], err[512], st[32];
+    snprintf(p, sizeof p, "%s/retry.db", dir);
+    rb_store *s;
+    store_open(&s, p, 1, err, sizeof err);
+    store_experiment x = xrow("exp", "h1");
+    int64_t eid;
+    store_begin_experiment(s, &x, &eid, err, sizeof err);
+    store_trial t = trow("r000", 1, "retried");
+    store_metric m[2] = {{-1, "partial", 1.0}, {3, "loss", 2.0}};
+    int64_t id = put(s, eid, &t, ST_FAILED, m, 2);
+    long long first = q1f(p, "SELECT count(*) FROM metrics WHERE trial_id=%lld", id);
+    store_claim_trial(s, id, eid, "testhost:1", err, sizeof err);
+    long long during = q1f(p, "SELECT count(*) FROM trials WHERE id=%lld AND status='running' AND error IS NULL", id);
+    store_finish_trial(s, id, ST_FAILED, "boom again", NULL, 0, err, sizeof err);
+    long long after = q1f(p, "SELECT count(*) FROM metrics WHERE trial_id=%lld", id);
+    store_claim_trial(s, id, eid, "testhost:1", err, sizeof err);
+    store_finish_trial(s, id, ST_INTERRUPTED, "interrupted by a signal", NULL, 0, err, sizeof err);
+    long long after2 = q1f(p, "SELECT count(*) FROM metrics WHERE trial_id=%lld", id);
+    store_trial_status(s, "r000", 1, st, sizeof st, &id, NULL, 0, err, sizeof err);
+    store_close(s);
+    ok(first == 2 && during == 1 && after == 0 && after2 == 0 && !strcmp(st, ST_INTERRUPTED) &&
+           q1f(p, "SELECT attempts FROM trials WHERE id=%lld", id) == 3,
+       "a retried trial: its claim clears the error, and finishing failed or interrupted without metrics leaves none "
+       "of the earlier attempt's (%lld, %lld, %lld)",
+       first, after, after2);
+}
+
+/* merge: whatever the order of the inputs, each (key, seed) once with the
+ * best status (done > unsupported > failed > interrupted > pending) and
+ * exactly its metrics; each run once; merging again changes nothing. */
+static void test_merge_invariants(void) {
+    const char *const st_a[4] = {ST_DONE, ST_FAILED, ST_PENDING, ST_UNSUPPORTED};
+    const char *const st_b[4] = {ST_INTERRUPTED, ST_DONE, ST_FAILED, ST_FAILED};
+    char a[512], b[512], err[512];
+    snprintf(a, sizeof a, "%s/mi_a.db", dir);
+    snprintf(b, sizeof b, "%s/mi_b.db", dir);
+    make_db(a, "exp", "h1", 4, st_a);
+    make_db(b, "exp", "h1", 4, st_b);
+    long long total_metrics = -1;
+    for (int order = 0; order < 2; order++) {
+        char o[512];
+        snprintf(o, sizeof o, "%s/mi_out%d.db", dir, order);
+        const char *in[2] = {order ? b : a, order ? a : b};
+        int copied, kept;
+        int rc = store_merge(o, in, 2, &copied, &kept, err, sizeof err);
+        /* k1 done (a), k2 done (b), k3 failed (b), k4 unsupported (a) */
+        int best = q1(o, "SELECT count(*) FROM trials WHERE (key='0000000000000001' AND status='done') OR "
+                         "(key='0000000000000002' AND status='done') OR (key='0000000000000003' AND status='failed') "
+                         "OR (key='0000000000000004' AND status='unsupported')") == 4;
+        /* done trials carry make_db's 2 metrics, the others none */
+        long long orphans = q1(o, "SELECT count(*) FROM metrics m JOIN trials t ON t.id=m.trial_id WHERE t.status<>'done'");
+        long long nm = q1(o, "SELECT count(*) FROM metrics");
+        long long dangling = q1(o, "SELECT count(*) FROM metrics WHERE trial_id NOT IN (SELECT id FROM trials)");
+        long long bad_exp = q1(o, "SELECT count(*) FROM trials WHERE experiment_id NOT IN (SELECT id FROM experiments)");
+        ok(rc == 0 && q1(o, "SELECT count(*) FROM trials") == 4 && best && orphans == 0 && nm == 4 && dangling == 0 &&
+               bad_exp == 0,
+           "merge %s: 4 trials, each with its best status, 4 metrics all of done trials, every trial of a recorded "
+           "run",
+           order ? "b, a" : "a, b");
+        if (order == 0) total_metrics = nm;
+        const char *again[1] = {in[1]};
+        int rc2 = store_merge(o, again, 1, &copied, &kept, err, sizeof err);
+        ok(rc2 == 0 && copied == 0 && q1(o, "SELECT count(*) FROM metrics") == total_metrics &&
+               q1(o, "SELECT count(*) FROM experiments") == 2,
+           "merging an input again copies nothing (%d) and keeps each run once", copied);
+    }
+    /* a shard's pending copy never replaces a done one already merged */
+    char c[512], o[512];
+    snprintf(c, sizeof c, "%s/mi_c.db", dir);
+    snprintf(o, sizeof o, "%s/mi_out0.db", dir);
+    make_db(c, "exp", "h1", 4, (const char *const[]){ST_PENDING, ST_PENDING, ST_PENDING, ST_PENDING});
+    const char *in3[1] = {c};
+    int copied, kept;
+    store_merge(o, in3, 1, &copied, &kept, err, sizeof err);
+    ok(copied == 0 && kept == 4 && q1(o, "SELECT count(*) FROM trials WHERE status='done'") == 2 &&
+           q1(o, "SELECT count(*) FROM metrics") == total_metrics,
+       "merging a shard of pending copies keeps the recorded trials and their metrics (kept %d)", kept);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/rb_test_store_XXXXXX");
     if (!mkdtemp(dir)) {
@@ -295,6 +540,11 @@ int main(void) {
     ok(rc != 0 && q1(o, "SELECT count(*) FROM metrics") == before, "merging another experiment into an output refused, rows kept: %s", err);
 
     test_migration(dir);
+    test_reregister();
+    test_status_after_metrics();
+    test_killed_in_finish();
+    test_retry_metrics();
+    test_merge_invariants();
 
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -170,6 +170,71 @@ static void test_vmax(void) {
     ok(good, "rb_vmax on lengths 0..20, the maximum in every position, all -inf rows");
 }
 
+/* The limits: the floats nearest RB_EXP_LO and RB_EXP_HI on both sides, in
+ * every lane of a vector and in the scalar tail, give what vexp.h promises
+ * (>= LO: normal and accurate; below: exactly 0; <= HI: finite and accurate;
+ * above: +inf), the same bits on both paths, and exp stays monotone across
+ * each limit. Then what softmax relies on at any range: after subtracting the
+ * row maximum every value is in [0, 1], the maximum gives exactly 1, so the
+ * sum is at least 1 and its log finite, also when the row spans +-1000 or
+ * lies entirely near -1000 or +1000. */
+static void test_limits(void) {
+    const float lims[2] = {RB_EXP_LO, RB_EXP_HI};
+    int good = 1, same = 1, mono = 1;
+    for (int side = 0; side < 2; side++) {
+        float xs[9], x = lims[side];
+        for (int k = 0; k < 4; k++) x = nextafterf(x, -INFINITY);
+        for (int k = 0; k < 9; k++, x = nextafterf(x, INFINITY)) xs[k] = x;
+        for (int k = 0; k < 9; k++) {
+            double ref = exp((double)xs[k]);
+            float s = rb_expf(xs[k]);
+            int want = side == 0 ? (xs[k] >= RB_EXP_LO ? s >= FLT_MIN && ulps(s, ref) <= 4 : s == 0.0f && !signbit(s))
+                                 : (xs[k] <= RB_EXP_HI ? isfinite(s) && ulps(s, ref) <= 4 : isinf(s) && s > 0);
+            if (!want) diag("rb_expf(%.9g) = %.9g (exp %.9g)", xs[k], s, ref);
+            good &= want;
+            /* every lane of a vector of 8 and the scalar tail of 11 */
+            for (int lane = 0; lane < 11; lane++) {
+                float in[11], out[11];
+                for (int i = 0; i < 11; i++) in[i] = -1.0f;
+                in[lane] = xs[k];
+                rb_vexp(out, in, 11);
+                same &= memcmp(&out[lane], &s, sizeof s) == 0;
+            }
+        }
+        /* monotone over +-0.5 around the limit, every 2^-12 */
+        float prev = -1.0f, in[4096], out[4096];
+        for (int i = 0; i < 4096; i++) in[i] = lims[side] - 0.5f + (float)i / 4096.0f;
+        rb_vexp(out, in, 4096);
+        for (int i = 0; i < 4096; i++) {
+            mono &= out[i] >= prev && out[i] == rb_expf(in[i]);
+            prev = out[i];
+        }
+    }
+    ok(good, "exp at the 4 floats either side of each limit: normal and within 4 ulp from RB_EXP_LO up, 0 below; "
+             "finite and within 4 ulp up to RB_EXP_HI, +inf above");
+    ok(same, "at the limits, every vector lane and the scalar tail give the same bits");
+    ok(mono, "exp is monotone (and vector = scalar) across +-0.5 of each limit");
+
+    rb_rng r;
+    rb_rng_seed(&r, 5);
+    int rows_ok = 1;
+    for (int kind = 0; kind < 3; kind++)
+        for (int n = 1; n <= 41; n += 4) {
+            float x[41], y[41];
+            for (int i = 0; i < n; i++)
+                x[i] = kind == 0 ? -1000.0f + 2000.0f * rb_rng_uniform(&r)
+                                 : (kind == 1 ? -1000.0f : 1000.0f) + 3.0f * rb_rng_normal(&r);
+            int at = (int)rb_rng_below(&r, (uint32_t)n);
+            x[at] = rb_vmax(x, n) + 0.25f; /* a known position for the maximum */
+            double sum = rb_vexp_shift_sum(y, x, rb_vmax(x, n), n);
+            int in01 = 1;
+            for (int i = 0; i < n; i++) in01 &= y[i] >= 0.0f && y[i] <= 1.0f;
+            rows_ok &= in01 && y[at] == 1.0f && sum >= 1.0 && isfinite(log(sum));
+        }
+    ok(rows_ok, "shifted by the row maximum (rows over +-1000, all near -1000, all near +1000): values in [0, 1], "
+                "exactly 1 at the maximum, a sum >= 1");
+}
+
 /* median time of rb_vexp and of a libm expf loop over x (n values), each
  * pass repeated reps times */
 static void time_both(double *tv, double *tl, float *y, const float *x, int n, int reps) {
@@ -212,6 +277,7 @@ static void test_speed(void) {
 int main(void) {
     test_accuracy();
     test_special();
+    test_limits();
     test_shift_sum();
     test_vmax();
     test_speed();

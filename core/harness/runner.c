@@ -53,6 +53,7 @@ void runner_install_signals(void) {
 }
 
 int runner_should_stop(void) { return g_stop != 0; }
+void runner_reset_stop(void) { g_stop = 0; }
 
 /* ------------------------------------------------------------------ */
 /* metrics and progress                                                */

@@ -61,5 +61,8 @@ int runner_run(const experiment *e, const run_options *o, char *err, size_t errl
 /* Signal handling: install SIGINT/SIGTERM handlers; the flag they set. */
 void runner_install_signals(void);
 int runner_should_stop(void);
+/* Forget a stop request, so a process can run another sweep after an
+ * interrupted one (tests/test_runner.c runs several in one process). */
+void runner_reset_stop(void);
 
 #endif

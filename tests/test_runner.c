@@ -1,0 +1,136 @@
+/* test_runner.c: the sweep runner's bookkeeping through runner_run with a
+ * trial function of this test's (run_options.exec), so nothing is timed or
+ * trained: a trial that fails or is interrupted after appending metrics
+ * leaves none in the database; a rerun of the same experiment runs exactly
+ * the trials not done, leaves the done ones (row, metrics, attempts) as they
+ * were, and a third run has nothing to do. The database is read with plain
+ * SQL, independently of store.c. */
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness/experiment.h"
+#include "harness/runner.h"
+#include "tap.h"
+
+static char dir[256];
+
+static long long q1(const char *path, const char *sql) {
+    sqlite3 *db;
+    long long v = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+            if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+            sqlite3_finalize(st);
+        }
+    }
+    sqlite3_close(db);
+    return v;
+}
+
+/* What each trial does in the current round, by the trial's sequence length:
+ * 'd' done, 'f' failed, 'i' interrupted by SIGINT; all after appending
+ * metrics. Calls are recorded. */
+static const char *g_plan;
+static int g_calls, g_called[8];
+static const int seqs[3] = {16, 32, 64};
+
+static int fake_exec(const experiment *e, const exp_trial *t, double sgemm, metric_list *out, run_progress *pr,
+                     char *err, size_t errlen) {
+    (void)e, (void)sgemm, (void)pr;
+    int k = 0;
+    while (k < 3 && seqs[k] != t->attn.seq) k++;
+    g_called[g_calls++ % 8] = k;
+    metric_add(out, -1, "fwd_ms", 1.0 + k);
+    metric_add(out, 1, "train_loss", 2.0 + k);
+    metric_add(out, 2, "train_loss", 1.5 + k);
+    switch (g_plan[k]) {
+    case 'f': snprintf(err, errlen, "boom %d", k); return TRIAL_FAILED;
+    case 'i': raise(SIGINT); return TRIAL_DONE; /* the runner must see the signal and not record it done */
+    default: return TRIAL_DONE;
+    }
+}
+
+static int run_round(const experiment *e, const char *db, const char *plan, char *err, size_t errlen) {
+    g_plan = plan, g_calls = 0;
+    runner_reset_stop();
+    run_options o;
+    memset(&o, 0, sizeof o);
+    o.db_path = db, o.threads = 1, o.quiet = 1, o.exec = fake_exec;
+    int rc = runner_run(e, &o, err, errlen);
+    runner_reset_stop();
+    return rc;
+}
+
+static long long qk(const char *db, const char *fmt, int seq) {
+    char s[512];
+    snprintf(s, sizeof s, fmt, seq);
+    return q1(db, s);
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "/tmp/rb_test_runner_XXXXXX");
+    if (!mkdtemp(dir)) {
+        printf("Bail out! mkdtemp\n");
+        return 1;
+    }
+    runner_install_signals();
+    const char *yaml = "name: runner_test\nparams:\n  heads: 1\n  head_dim: 8\nsweep:\n  backend: [dense]\n"
+                       "  seq: [16, 32, 64]\n";
+    experiment e;
+    exp_errors errs;
+    memset(&e, 0, sizeof e);
+    if (exp_load_string(&e, yaml, strlen(yaml), "runner_test.yaml", &errs) != 0 || e.ntrials != 3) {
+        exp_errors_print(&errs, stdout);
+        printf("Bail out! the test experiment does not load\n");
+        return 1;
+    }
+    char db[512], err[512];
+    snprintf(db, sizeof db, "%s/r.db", dir);
+
+    /* round 1: done, failed, interrupted (the run stops there) */
+    int rc = run_round(&e, db, "dfi", err, sizeof err);
+    ok(rc == RUN_INTERRUPTED && g_calls == 3, "round 1 ran 3 trials and ended interrupted (rc %d)", rc);
+    const char *by_seq = "SELECT count(*) FROM trials t WHERE t.seq=%d AND ";
+    char qs[512];
+    snprintf(qs, sizeof qs, "%sstatus='done' AND (SELECT count(*) FROM metrics WHERE trial_id=t.id)=3", by_seq);
+    ok(qk(db, qs, 16) == 1, "the done trial has its 3 metrics");
+    snprintf(qs, sizeof qs, "%sstatus='failed' AND error='boom 1' AND (SELECT count(*) FROM metrics WHERE trial_id=t.id)=0",
+             by_seq);
+    ok(qk(db, qs, 32) == 1, "the failed trial has its error and none of the 3 metrics it appended");
+    snprintf(qs, sizeof qs, "%sstatus='interrupted' AND (SELECT count(*) FROM metrics WHERE trial_id=t.id)=0", by_seq);
+    ok(qk(db, qs, 64) == 1, "the trial interrupted by a signal is interrupted, with none of its metrics");
+    long long done_id = qk(db, "SELECT id FROM trials WHERE seq=%d", 16);
+    long long done_end = qk(db, "SELECT length(ended_at) + 1000 * attempts FROM trials WHERE seq=%d", 16);
+
+    /* round 2: everything succeeds; only the two not done run */
+    rc = run_round(&e, db, "ddd", err, sizeof err);
+    int ran_right = g_calls == 2 && ((g_called[0] == 1 && g_called[1] == 2) || (g_called[0] == 2 && g_called[1] == 1));
+    ok(rc == RUN_OK && ran_right, "round 2 ran exactly the failed and the interrupted trial (%d calls)", g_calls);
+    ok(q1(db, "SELECT count(*) FROM trials") == 3 && q1(db, "SELECT count(*) FROM trials WHERE status='done'") == 3,
+       "3 trials, all done");
+    ok(qk(db, "SELECT id FROM trials WHERE seq=%d", 16) == done_id &&
+           qk(db, "SELECT length(ended_at) + 1000 * attempts FROM trials WHERE seq=%d", 16) == done_end &&
+           qk(db, "SELECT count(*) FROM metrics m JOIN trials t ON t.id=m.trial_id WHERE t.seq=%d", 16) == 3,
+       "the trial done in round 1 was not reset, rerun or given more metrics");
+    ok(q1(db, "SELECT count(*) FROM trials WHERE attempts=2") == 2 &&
+           q1(db, "SELECT count(*) FROM (SELECT trial_id FROM metrics GROUP BY trial_id HAVING count(*)=3)") == 3 &&
+           q1(db, "SELECT count(*) FROM metrics") == 9,
+       "the retried trials ran twice and hold exactly one attempt's metrics each");
+
+    /* round 3: nothing left */
+    rc = run_round(&e, db, "fff", err, sizeof err);
+    ok(rc == RUN_OK && g_calls == 0 && q1(db, "SELECT count(*) FROM trials WHERE status='done'") == 3 &&
+           q1(db, "SELECT count(*) FROM experiments") == 3,
+       "round 3 has nothing to run; each run is recorded");
+
+    exp_free(&e);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) diag("could not remove %s", dir);
+    return tap_done();
+}

@@ -116,8 +116,9 @@ static int write_db(const char *db, const char *exp_name, const train_config *c,
 
     rb_sysinfo si;
     rb_sysinfo_read(&si, 0);
-    store_experiment x = {exp_name, "routebench analyze", "analyze", NULL, yaml, yhash, ckpt, NULL, si.host, si.cpu,
-                          si.blas, NULL, NULL, argv, rb_threads(), 0.0};
+    store_experiment x = {.name = exp_name, .description = "routebench analyze", .kind = "analyze", .yaml = yaml,
+                          .yaml_hash = yhash, .path = ckpt, .host = si.host, .cpu = si.cpu, .blas = si.blas,
+                          .argv = argv, .threads = rb_threads()};
     int64_t exp_id, tid;
     int rc = store_begin_experiment(s, &x, &exp_id, err, errlen);
     store_trial t = {0};

@@ -36,7 +36,7 @@ static int parse_shard(const char *v, int *i, int *n) {
 }
 
 /* Flags into o; the experiment file into *file. -1 to go on, else an exit status. */
-static int parse_run(int argc, char **argv, run_options *o, const char **file, int *dry) {
+static int parse_run(int argc, char **argv, run_options *o, const char **file, int *dry, cli_multi *sets) {
     const char *shard = NULL;
     int no_sgemm = 0;
     const cli_flag flags[] = {
@@ -53,6 +53,12 @@ static int parse_run(int argc, char **argv, run_options *o, const char **file, i
         {"--no-sgemm", NULL, FL_SWITCH, &no_sgemm, NULL, 0, 0, NULL,
          "do not measure the sgemm ceiling at the start (saves a second or two)"},
         {"--quiet", "-q", FL_SWITCH, &o->quiet, NULL, 0, 0, NULL, "no progress on stderr"},
+        {"--set", NULL, FL_MULTI, sets, "KEY=VALUE", 0, 0, NULL,
+         "override the file (repeatable): seq=2048, params.heads=8, sweep.seq=[1024, 2048],\n"
+         "timing.runs=9, repeat=3; checked as a line of the file would be, and recorded with\n"
+         "the run. A database is kept to one set of overrides (see --new-overrides)"},
+        {"--new-overrides", NULL, FL_SWITCH, &o->new_overrides, NULL, 0, 0, NULL,
+         "accept --set overrides other than those the database's runs had"},
     };
     const cli_spec spec = {.cmd = "run", .synopsis = "FILE.yaml [options]", .about = run_about, .flags = flags,
                            .nflags = (int)(sizeof flags / sizeof flags[0]), .positional = "FILE.yaml",
@@ -129,11 +135,12 @@ int cmd_run(int argc, char **argv) {
     memset(&o, 0, sizeof o);
     const char *file = NULL;
     int dry = 0;
-    int prc = parse_run(argc, argv, &o, &file, &dry);
+    cli_multi sets = {.n = 0};
+    int prc = parse_run(argc, argv, &o, &file, &dry, &sets);
     if (prc >= 0) return prc;
     experiment *ep = mallocCheck(sizeof *ep); /* both are large */
     exp_errors *errs = mallocCheck(sizeof *errs);
-    int rc = exp_load(ep, file, errs);
+    int rc = exp_load_sets(ep, file, sets.v, sets.n, errs);
     if (rc != 0) {
         exp_errors_print(errs, stderr);
         fprintf(stderr, "routebench run: %s: %d problem%s; nothing was run\n", file, errs->n + errs->dropped,

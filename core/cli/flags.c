@@ -131,6 +131,12 @@ static int set_flag(const cli_spec *s, const cli_flag *fl, const char *val) {
         *(const char **)fl->dst = val;
         return CLI_OK;
     }
+    if (fl->type == FL_MULTI) {
+        cli_multi *m = fl->dst;
+        if (m->n == CLI_MULTI_MAX) return bad(s, "%s: at most %s times", fl->name, "64");
+        m->v[m->n++] = val;
+        return CLI_OK;
+    }
     if (fl->type == FL_CHOICE) {
         int idx = 0;
         for (const char *p = fl->choices; *p; idx++) {

@@ -19,7 +19,14 @@ enum {
     FL_DOUBLE, /* finite double in [lo, hi] */
     FL_STR,    /* const char * (a non-empty value) */
     FL_CHOICE, /* int index into choices "a|b|c" */
+    FL_MULTI,  /* repeatable: each value appended to a cli_multi */
 };
+
+#define CLI_MULTI_MAX 64
+typedef struct {
+    const char *v[CLI_MULTI_MAX];
+    int n;
+} cli_multi;
 
 typedef struct {
     const char *name;     /* "--repeat" */

@@ -34,6 +34,13 @@ typedef struct ynode {
 ynode *yt_read(const char *text, size_t len, const char *path, exp_errors *errs, int *empty);
 void yt_free(ynode *n);
 const char *yt_type_name(const ynode *n); /* "a scalar", "a list", "a mapping" */
+/* Building and editing a tree (the --set overrides): a new node (text for a
+ * scalar), a child appended, the index of key in a mapping (-1), and the
+ * removal of the key/value pair at index i. */
+ynode *yt_new(int type, const char *text);
+void yt_add(ynode *parent, ynode *child);
+int yt_map_find(const ynode *map, const char *key);
+void yt_map_remove(ynode *map, int i);
 /* Line and column (1-based) of a byte offset. */
 void yt_offset_mark(const char *text, size_t len, size_t off, int *line, int *col);
 
@@ -56,6 +63,14 @@ unsigned exp_key_uses(const experiment *e, const char *key);
 void exp_norm_value(const experiment *e, const char *key, const char *s, char *out, size_t len);
 int exp_find_fixed(const experiment *e, const char *key);
 int exp_find_axis(const experiment *e, const char *key);
+
+/* ---- --set overrides (overrides.c) ---- */
+
+/* Apply sets[0..n) (KEY=VALUE, params.KEY=VALUE, sweep.KEY=[...],
+ * timing.runs=N, or a top-level key: repeat=3) to the tree of the file.
+ * Nodes they bring carry line -(i+1), so problems found in them later are
+ * reported as "--set i+1". 0, or -1 with problems in errs. */
+int exp_apply_sets(ynode *root, const char *const *sets, int n, const char *path, exp_errors *errs);
 
 /* ---- the sweep into trials (expand.c) ---- */
 

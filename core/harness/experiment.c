@@ -32,7 +32,9 @@ void exp_add_err(exp_errors *errs, const char *path, int line, int col, const ch
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     char full[384];
-    if (line <= 0) snprintf(full, sizeof full, "%s: %s", path, msg); /* about the file, not a place in it */
+    if (line < 0 && key && *key) snprintf(full, sizeof full, "%s: --set %d: %s: %s", path, -line, key, msg);
+    else if (line < 0) snprintf(full, sizeof full, "%s: --set %d: %s", path, -line, msg);
+    else if (line == 0) snprintf(full, sizeof full, "%s: %s", path, msg); /* about the file, not a place in it */
     else if (key && *key) snprintf(full, sizeof full, "%s:%d:%d: %s: %s", path, line, col, key, msg);
     else snprintf(full, sizeof full, "%s:%d:%d: %s", path, line, col, msg);
     for (int i = 0; i < errs->n; i++)
@@ -46,11 +48,16 @@ void exp_add_err(exp_errors *errs, const char *path, int line, int col, const ch
 }
 
 /* Report in file order, whatever order the checks ran in. */
+/* The order problems are listed in: the file's line, --set overrides (line
+ * -(i+1)) first in the order given. */
+static long order_of(int line) { return line < 0 ? -1000000L - line : line; }
+
 static void sort_errs(exp_errors *errs) {
     for (int i = 1; i < errs->n; i++)
         for (int j = i; j > 0; j--) {
             int a = j - 1, b = j;
-            if (errs->line[a] < errs->line[b] || (errs->line[a] == errs->line[b] && errs->col[a] <= errs->col[b])) break;
+            long oa = order_of(errs->line[a]), ob = order_of(errs->line[b]);
+            if (oa < ob || (oa == ob && errs->col[a] <= errs->col[b])) break;
             char tmp[384];
             int tl = errs->line[a], tc = errs->col[a];
             memcpy(tmp, errs->msg[a], sizeof tmp);
@@ -394,8 +401,11 @@ static void read_filters(experiment *e, const ynode *v, const char *what, exp_fi
                 found = strcmp(na, nv) == 0;
             }
             if (!found) {
-                exp_add_err(errs, e->path, val->line, val->col, ck, "%s: %s is not one of the axis's values (line %d)", what,
-                        a->val.s, e->axes[ax].key_line);
+                char where[32];
+                int kl = e->axes[ax].key_line;
+                snprintf(where, sizeof where, kl < 0 ? "--set %d" : "line %d", kl < 0 ? -kl : kl);
+                exp_add_err(errs, e->path, val->line, val->col, ck, "%s: %s is not one of the axis's values (%s)", what,
+                            a->val.s, where);
                 bad = 1;
                 continue;
             }
@@ -622,7 +632,16 @@ void exp_free(experiment *e) {
     memset(e, 0, sizeof *e);
 }
 
-int exp_load_string(experiment *e, const char *text, size_t len, const char *path, exp_errors *errs) {
+/* The --set overrides as one line, in the order given: "seq=64; sweep.window=[8, 16]". */
+static void overrides_text(experiment *e, const char *const *sets, int n) {
+    size_t off = 0;
+    e->overrides[0] = 0;
+    for (int i = 0; i < n && off < sizeof e->overrides; i++)
+        off += (size_t)snprintf(e->overrides + off, sizeof e->overrides - off, "%s%s", i ? "; " : "", sets[i]);
+}
+
+int exp_load_string_sets(experiment *e, const char *text, size_t len, const char *path, const char *const *sets,
+                         int nsets, exp_errors *errs) {
     memset(e, 0, sizeof *e);
     memset(errs, 0, sizeof *errs);
     snprintf(e->path, sizeof e->path, "%s", path);
@@ -660,6 +679,8 @@ int exp_load_string(experiment *e, const char *text, size_t len, const char *pat
         exp_free(e);
         return -1;
     }
+    overrides_text(e, sets, nsets);
+    exp_apply_sets(root, sets, nsets, path, errs); /* one that cannot apply is reported; the rest still read */
     read_top(e, root, errs);
     yt_free(root);
     if (errs->n == 0) exp_expand(e, errs);
@@ -671,7 +692,13 @@ int exp_load_string(experiment *e, const char *text, size_t len, const char *pat
     return 0;
 }
 
-int exp_load(experiment *e, const char *path, exp_errors *errs) {
+int exp_load_string(experiment *e, const char *text, size_t len, const char *path, exp_errors *errs) {
+    return exp_load_string_sets(e, text, len, path, NULL, 0, errs);
+}
+
+int exp_load(experiment *e, const char *path, exp_errors *errs) { return exp_load_sets(e, path, NULL, 0, errs); }
+
+int exp_load_sets(experiment *e, const char *path, const char *const *sets, int nsets, exp_errors *errs) {
     memset(errs, 0, sizeof *errs);
     memset(e, 0, sizeof *e);
     FILE *f = fopen(path, "rb");
@@ -697,7 +724,7 @@ int exp_load(experiment *e, const char *path, exp_errors *errs) {
         exp_add_err(errs, path, 0, 0, NULL, "cannot read (is it a directory?)");
         return -1;
     }
-    int r = exp_load_string(e, buf, len, path, errs);
+    int r = exp_load_string_sets(e, buf, len, path, sets, nsets, errs);
     free(buf);
     return r;
 }

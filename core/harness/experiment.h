@@ -99,6 +99,7 @@ typedef struct {
     int ntrials;
     exp_trial *trials;
     int *vi_pool;
+    char overrides[2048]; /* the --set overrides, "k=v; sweep.k=[...]" ("" = none) */
     int nnotes;         /* things worth saying that are not problems (old spellings) */
     char notes[EXP_MAX_NOTES][800];
 } experiment;
@@ -115,6 +116,14 @@ typedef struct {
 int exp_load(experiment *e, const char *path, exp_errors *errs);
 /* The same from a string (tests); path is only used in messages. */
 int exp_load_string(experiment *e, const char *text, size_t len, const char *path, exp_errors *errs);
+/* The same with --set overrides (KEY=VALUE, params.KEY=VALUE,
+ * sweep.KEY=[...], timing.KEY=N, or a top-level key) applied to the file's
+ * tree before it is read, so they are checked as the file is; problems in
+ * one are reported as "FILE: --set N: KEY: message". e->overrides records
+ * them. */
+int exp_load_sets(experiment *e, const char *path, const char *const *sets, int nsets, exp_errors *errs);
+int exp_load_string_sets(experiment *e, const char *text, size_t len, const char *path, const char *const *sets,
+                         int nsets, exp_errors *errs);
 void exp_free(experiment *e);
 void exp_errors_print(const exp_errors *errs, FILE *f);
 

@@ -385,6 +385,15 @@ static int open_run(run_ctx *r, char *err, size_t errlen) {
         return rb_fail(err, errlen, "%s: holds results of experiment '%s', not '%s' (use --db to choose another file)",
                        o->db_path, have, e->name),
                RUN_BAD_INPUT;
+    char had[2048];
+    int runs = 0;
+    if (store_latest_overrides(r->s, had, sizeof had, &runs, err, errlen) != 0) return RUN_BAD_INPUT;
+    if (runs > 0 && strcmp(had, e->overrides) != 0 && !o->new_overrides)
+        return rb_fail(err, errlen, "%s: its runs had %s%s%s, this one has %s%s%s; the trials would differ (add "
+                       "--new-overrides to run anyway, or use another --db)", o->db_path,
+                       had[0] ? "--set " : "no --set overrides", had, "", e->overrides[0] ? "--set " : "no --set overrides",
+                       e->overrides, ""),
+               RUN_BAD_INPUT;
     rb_set_threads(o->threads);
     rb_sysinfo_read(&r->si, o->measure_sgemm);
     char commit[128], shard[32];
@@ -393,7 +402,8 @@ static int open_run(run_ctx *r, char *err, size_t errlen) {
     store_experiment x = {e->name, e->description, exp_kind_name(e->kind),
                           e->kind == EXP_KIND_BENCH ? exp_bench_name(e->bench) : NULL,
                           e->yaml, e->hash, e->path, commit, r->si.host, r->si.cpu, r->si.blas,
-                          o->shard_n > 1 ? shard : NULL, o->filter, o->argv, rb_threads(), r->si.sgemm_gflops};
+                          o->shard_n > 1 ? shard : NULL, o->filter, o->argv, e->overrides, rb_threads(),
+                          r->si.sgemm_gflops};
     if (store_begin_experiment(r->s, &x, &r->exp_id, err, errlen) != 0) return RUN_BAD_INPUT;
     snprintf(r->runner, sizeof r->runner, "%.150s:%ld", r->si.host, (long)getpid());
     return RUN_OK;

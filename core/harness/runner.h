@@ -49,6 +49,7 @@ typedef struct {
     int quiet;             /* no progress output */
     const char *argv;      /* the command line, recorded */
     trial_exec exec;       /* NULL = runner_exec_default */
+    int new_overrides;     /* accept --set overrides other than the database's runs had */
 } run_options;
 
 /* 1 when trial t is selected by the shard and filter options. */

@@ -11,8 +11,6 @@
 #include "harness/exp_internal.h"
 #include "util/common.h"
 
-
-
 void yt_free(ynode *n) {
     if (!n) return;
     for (int i = 0; i < n->n; i++) yt_free(n->kids[i]);
@@ -29,12 +27,35 @@ static ynode *ynode_new(int type, yaml_mark_t m) {
     return n;
 }
 
-static void ynode_add(ynode *p, ynode *c) {
+void yt_add(ynode *p, ynode *c) {
     if (p->n == p->cap) {
         p->cap = p->cap ? 2 * p->cap : 8;
         p->kids = reallocCheck(p->kids, (size_t)p->cap * sizeof *p->kids);
     }
     p->kids[p->n++] = c;
+}
+
+ynode *yt_new(int type, const char *text) {
+    ynode *n = callocCheck(1, sizeof *n);
+    n->type = type;
+    if (text) {
+        n->slen = strlen(text);
+        n->s = mallocCheck(n->slen + 1);
+        memcpy(n->s, text, n->slen + 1);
+    }
+    return n;
+}
+
+int yt_map_find(const ynode *map, const char *key) {
+    for (int i = 0; map && map->type == Y_MAP && i + 1 < map->n; i += 2)
+        if (map->kids[i]->type == Y_SCALAR && strcmp(map->kids[i]->s, key) == 0) return i;
+    return -1;
+}
+
+void yt_map_remove(ynode *map, int i) {
+    yt_free(map->kids[i]), yt_free(map->kids[i + 1]);
+    memmove(map->kids + i, map->kids + i + 2, (size_t)(map->n - i - 2) * sizeof *map->kids);
+    map->n -= 2;
 }
 
 /* Line and column of a byte offset (reader errors carry only the offset). */
@@ -84,7 +105,7 @@ static int yt_node(yt_state *y, const yaml_event_t *ev) {
         node->s[node->slen] = 0;
         node->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
     }
-    if (y->depth > 0) ynode_add(y->stack[y->depth - 1], node);
+    if (y->depth > 0) yt_add(y->stack[y->depth - 1], node);
     else if (!y->root) y->root = node;
     else yt_free(node); /* cannot happen in one document; keeps the tree's owner clear */
     if (scalar) return 0;

@@ -413,6 +413,14 @@ int store_experiment_name(rb_store *s, char *name, size_t len, char *err, size_t
     return query_text(s, "SELECT name FROM experiments ORDER BY id LIMIT 1", name, len, err, errlen);
 }
 
+int store_latest_overrides(rb_store *s, char *out, size_t len, int *runs, char *err, size_t errlen) {
+    long long n;
+    if (query_int(s, "SELECT count(*) FROM experiments", &n, err, errlen)) return -1;
+    *runs = (int)n;
+    return query_text(s, "SELECT coalesce(overrides, '') FROM experiments ORDER BY id DESC LIMIT 1", out, len, err,
+                      errlen);
+}
+
 int store_latest_hash(rb_store *s, char *hash, size_t len, char *err, size_t errlen) {
     return query_text(s, "SELECT yaml_hash FROM experiments ORDER BY id DESC LIMIT 1", hash, len, err, errlen);
 }
@@ -429,7 +437,7 @@ int store_begin_experiment(rb_store *s, const store_experiment *x, int64_t *id, 
     int rc = sqlite3_prepare_v2(s->db,
                                 "INSERT INTO experiments(name, description, kind, bench, yaml, yaml_hash, path, "
                                 "git_commit, host, cpu, blas, threads, sgemm_gflops, shard, filter, argv, started_at, "
-                                "status, uid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'running',?)",
+                                "status, uid, overrides) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'running',?,?)",
                                 -1, &st, NULL);
     if (rc != SQLITE_OK) return db_fail(s, rc, "recording the run", err, errlen);
     const char *t[] = {x->name, x->description, x->kind, x->bench, x->yaml, x->yaml_hash, x->path,
@@ -448,6 +456,7 @@ int store_begin_experiment(rb_store *s, const store_experiment *x, int64_t *id, 
     snprintf(uid, sizeof uid, "%.100s-%ld-%lld.%09ld", x->host ? x->host : "?", (long)getpid(), (long long)ts.tv_sec,
              ts.tv_nsec);
     bind_text(st, 18, uid);
+    bind_text(st, 19, x->overrides && *x->overrides ? x->overrides : NULL);
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) return db_fail(s, rc, "recording the run", err, errlen);

@@ -35,6 +35,7 @@ typedef rb_metric store_metric; /* util/metric.h */
 typedef struct {
     const char *name, *description, *kind, *bench, *yaml, *yaml_hash, *path;
     const char *git_commit, *host, *cpu, *blas, *shard, *filter, *argv;
+    const char *overrides; /* the run's --set overrides; NULL or "" = none */
     int threads;
     double sgemm_gflops; /* 0 = not measured (stored as NULL) */
 } store_experiment;
@@ -79,6 +80,9 @@ void store_close(rb_store *s);
 
 /* The experiment name this database holds ("" when new). 0 or -1. */
 int store_experiment_name(rb_store *s, char *name, size_t len, char *err, size_t errlen);
+/* The --set overrides of the latest run recorded ("" when none, or no run);
+ * *runs gets how many runs the database has. */
+int store_latest_overrides(rb_store *s, char *out, size_t len, int *runs, char *err, size_t errlen);
 /* The YAML hash of the latest run recorded ("" when none). */
 int store_latest_hash(rb_store *s, char *hash, size_t len, char *err, size_t errlen);
 

@@ -40,11 +40,19 @@ done
 $RB sysinfo --json --threads 1 >"$tmp/s" 2>&1; ok $? "sysinfo --json runs"
 grep -Eq '"sgemm_gflops": ?[0-9.]+[1-9]' "$tmp/s"; ok $? "sysinfo reports a positive sgemm rate"
 
+# --check must not fail correct code: every backend, causal and not, seeds 1-10
 for be in $($RB backends --names); do
   for causal in "" "--no-causal"; do
-    $RB attn --check --json --backend "$be" --seq 70 --heads 2 --head-dim 16 $causal >"$tmp/c" 2>&1; rc=$?
-    [ $rc = 0 ] && grep -Eq '"pass": ?true' "$tmp/c"; ok $? "attn --check $be seq 70 $causal: $(tr -d '\n' <"$tmp/c" | head -c 200)"
+    bad=""
+    for seed in 1 2 3 4 5 6 7 8 9 10; do
+      $RB attn --check --json --backend "$be" --seq 70 --heads 2 --head-dim 16 $causal --seed $seed >"$tmp/c" 2>&1
+      [ $? = 0 ] && grep -Eq '"pass": ?true' "$tmp/c" || bad="$bad $seed: $(tr -d '\n' <"$tmp/c" | head -c 200)"
+    done
+    [ -z "$bad" ]; ok $? "attn --check $be seq 70 $causal passes for seeds 1-10${bad:+, fails for}$bad"
   done
 done
+# the case a single entry's difference used to drown in float rounding (shared-QK routing)
+$RB attn --check --json --backend routing --clusters 4 --assign argmax --seq 1000 --heads 4 --threads 2 >"$tmp/c" 2>&1; rc=$?
+[ $rc = 0 ] && grep -Eq '"pass": ?true' "$tmp/c"; ok $? "attn --check routing --clusters 4 --assign argmax --seq 1000 --heads 4: $(tr -d '\n' <"$tmp/c" | grep -o '"grad_rel_err":[^,]*')"
 echo "1..$n"
 exit $fail

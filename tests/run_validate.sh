@@ -66,6 +66,8 @@ bad_tag_int.yaml 4:11 -
 bad_tag_custom.yaml 3:8 -
 bad_tag_binary.yaml 4:14 -
 bad_no_corpus.yaml 5:9 data
+bad_params_heads.yaml 6:10 heads
+bad_layer_backends.yaml 6:20 layer_backends
 TABLE
 
 # every problem of a file at once, in file order

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "util/common.h"
+#include "util/threads.h"
 
 typedef struct {
     size_t n; /* elements per tensor */
@@ -61,13 +62,49 @@ static int resolve(const char *backend, attn_params *p, const attn_backend **be,
     return attn_memory_check(*be, p, 8.0 * n * sizeof(float), err, errlen);
 }
 
-int attn_bench(const char *backend, attn_params *p, int repeat, int warmup, attn_bench_result *r, char *err,
+void attn_bench_opts_default(attn_bench_opts *o, int repeat) {
+    o->warmup = 1;
+    rb_autorange_default(&o->ar);
+    if (repeat > 0) o->ar.min_runs = repeat;
+}
+
+/* Timed passes until the autorange rule is met; samples into tf, tb, tfb
+ * (capacity max_runs). Returns how many. */
+static int sample(const attn_backend *be, attn *a, attn_io *io, const attn_bench_opts *o, double *tf, double *tb,
+                  double *tfb) {
+    for (int i = 0; i < o->warmup; i++) {
+        be->forward(a, io->out, io->q, io->k, io->v, ATTN_TRAIN);
+        be->backward(a, io->dq, io->dk, io->dv, io->dout, io->q, io->k, io->v, io->out);
+    }
+    int n = 0;
+    double elapsed = 0;
+    do {
+        double t0 = rb_now();
+        be->forward(a, io->out, io->q, io->k, io->v, ATTN_TRAIN);
+        double t1 = rb_now();
+        be->backward(a, io->dq, io->dk, io->dv, io->dout, io->q, io->k, io->v, io->out);
+        double t2 = rb_now();
+        tf[n] = (t1 - t0) * 1e3, tb[n] = (t2 - t1) * 1e3, tfb[n] = (t2 - t0) * 1e3;
+        elapsed += t2 - t0, n++;
+    } while (rb_autorange_more(&o->ar, tfb, n, elapsed));
+    return n;
+}
+
+static void summarize_into(attn_bench_result *r, double *tf, double *tb, double *tfb, int n, rb_summary *fb) {
+    rb_summary sf, sb, sfb;
+    rb_summarize(tf, n, &sf), rb_summarize(tb, n, &sb), rb_summarize(tfb, n, &sfb);
+    r->repeat = n;
+    r->fwd_ms = sf.median, r->fwd_ms_iqr = sf.iqr, r->fwd_ms_min = sf.min, r->fwd_ms_max = sf.max;
+    r->bwd_ms = sb.median, r->bwd_ms_iqr = sb.iqr, r->bwd_ms_min = sb.min, r->bwd_ms_max = sb.max;
+    r->fwdbwd_ms = sfb.median, r->fwdbwd_ms_iqr = sfb.iqr;
+    *fb = sfb;
+}
+
+int attn_bench(const char *backend, attn_params *p, const attn_bench_opts *o, attn_bench_result *r, char *err,
                size_t errlen) {
     memset(r, 0, sizeof *r);
     const attn_backend *be;
     if (resolve(backend, p, &be, err, errlen) != 0) return -1;
-    if (repeat < 1) repeat = 1;
-    if (warmup < 0) warmup = 0;
     attn_io io;
     if (io_alloc(&io, p, err, errlen) != 0) return -1;
     io_fill(&io, p->seed);
@@ -79,26 +116,20 @@ int attn_bench(const char *backend, attn_params *p, int repeat, int warmup, attn
         io_free(&io);
         return rb_fail(err, errlen, "%s: %s", backend, msg);
     }
-    double *tf = mallocCheck((size_t)repeat * sizeof(double));
-    double *tb = mallocCheck((size_t)repeat * sizeof(double));
-    double *tfb = mallocCheck((size_t)repeat * sizeof(double));
-    for (int i = 0; i < warmup + repeat; i++) {
-        double t0 = rb_now();
-        be->forward(a, io.out, io.q, io.k, io.v, ATTN_TRAIN);
-        double t1 = rb_now();
-        be->backward(a, io.dq, io.dk, io.dv, io.dout, io.q, io.k, io.v, io.out);
-        double t2 = rb_now();
-        if (i >= warmup) {
-            int j = i - warmup;
-            tf[j] = (t1 - t0) * 1e3, tb[j] = (t2 - t1) * 1e3, tfb[j] = (t2 - t0) * 1e3;
-        }
-    }
-    r->repeat = repeat;
-    r->fwd_ms = rb_median(tf, repeat); /* sorts tf */
-    r->fwd_ms_min = tf[0], r->fwd_ms_max = tf[repeat - 1];
-    r->bwd_ms = rb_median(tb, repeat);
-    r->bwd_ms_min = tb[0], r->bwd_ms_max = tb[repeat - 1];
-    r->fwdbwd_ms = rb_median(tfb, repeat);
+    int cap = o->ar.max_runs > 0 ? o->ar.max_runs : 1;
+    double *tf = mallocCheck((size_t)cap * sizeof(double)), *tb = mallocCheck((size_t)cap * sizeof(double));
+    double *tfb = mallocCheck((size_t)cap * sizeof(double));
+    rb_load_probe probe;
+    rb_load load;
+    rb_load_begin(&probe);
+    int n = sample(be, a, &io, o, tf, tb, tfb);
+    rb_load_end(&probe, &load);
+    rb_summary sfb;
+    summarize_into(r, tf, tb, tfb, n, &sfb);
+    rb_noise_rule rule;
+    rb_noise_rule_default(&rule, rb_threads());
+    r->noisy = rb_noise_judge(&rule, &sfb, &load, r->noise, sizeof r->noise);
+    r->load_avg = load.load_avg, r->other_cpu = load.other_cpu;
     r->fwd_flops = be->flops(p, ATTN_PASS_FWD);
     r->bwd_flops = be->flops(p, ATTN_PASS_BWD);
     r->fwd_gflops = r->fwd_flops / (r->fwd_ms * 1e-3) * 1e-9;

@@ -7,13 +7,18 @@
 #include <stddef.h>
 
 #include "attn/attn.h"
+#include "util/measure.h"
 
 #define ATTN_BENCH_MAX_STATS 32
 
 typedef struct {
     int repeat;                   /* timed runs (after warm-up) */
     double fwd_ms, bwd_ms, fwdbwd_ms;           /* medians over the timed runs */
+    double fwd_ms_iqr, bwd_ms_iqr, fwdbwd_ms_iqr; /* their interquartile ranges */
     double fwd_ms_min, fwd_ms_max, bwd_ms_min, bwd_ms_max;
+    int noisy;                    /* the spread or the machine's load too high to trust (util/measure.h) */
+    char noise[256];              /* why ("" when not noisy) */
+    double load_avg, other_cpu;   /* the machine while it ran: 1-min load, others' cores */
     double fwd_flops, bwd_flops;  /* analytic, backend's convention */
     double fwd_gflops, fwdbwd_gflops;
     size_t act_bytes;             /* analytic activation bytes (backend's act_bytes) */
@@ -24,10 +29,22 @@ typedef struct {
     attn_stat stats[ATTN_BENCH_MAX_STATS];
 } attn_bench_result;
 
-/* Random q, k, v, dout from p->seed; `warmup` untimed passes then `repeat`
- * timed forward and backward passes (training mode). p is resolved in place.
- * 0, or -1 with a message (unknown backend, bad combination, no memory). */
-int attn_bench(const char *backend, attn_params *p, int repeat, int warmup, attn_bench_result *r, char *err,
+/* How to time: untimed warm-up passes, then timed ones until the autorange
+ * rule is met (repeat is its min_runs). */
+typedef struct {
+    int warmup;
+    rb_autorange ar;
+} attn_bench_opts;
+
+/* warmup 1, util/measure.h's autorange defaults with min_runs = repeat. */
+void attn_bench_opts_default(attn_bench_opts *o, int repeat);
+
+/* Random q, k, v, dout from p->seed; o->warmup untimed passes then timed
+ * forward and backward passes (training mode) as o->ar says, every sample
+ * kept; medians, IQRs and the noise judgement into r. p is resolved in
+ * place. 0, or -1 with a message (unknown backend, bad combination, no
+ * memory). */
+int attn_bench(const char *backend, attn_params *p, const attn_bench_opts *o, attn_bench_result *r, char *err,
                size_t errlen);
 
 typedef struct {

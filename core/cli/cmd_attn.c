@@ -35,6 +35,7 @@ int cmd_backends(int argc, char **argv) {
 typedef struct {
     const char *backend, *save_dir, *load_dir;
     int threads, repeat, warmup, json, check, eval;
+    double min_time, max_time, tol;
 } attn_opts;
 
 static int set_attn_param(void *target, const rb_param *d, const char *text, char *err, size_t errlen) {
@@ -43,7 +44,9 @@ static int set_attn_param(void *target, const rb_param *d, const char *text, cha
 
 static const char attn_about[] =
     "Times one attention layer: forward, backward and forward+backward, median over\n"
-    "--repeat runs after --warmup untimed ones, with GFLOP/s from the backend's analytic\n"
+    "--repeat runs or more after --warmup untimed ones (interquartile ranges beside them,\n"
+    "and `noisy` when the spread or other processes' use of the machine says not to trust\n"
+    "them), with GFLOP/s from the backend's analytic\n"
     "count (2 FLOPs per multiply-add, only attended query-key pairs), its activation\n"
     "bytes and the process's peak RSS. With --check it instead checks the backend's\n"
     "gradients against central finite differences and, where the configuration must\n"
@@ -55,8 +58,12 @@ static int parse_attn(int argc, char **argv, attn_params *p, attn_opts *o) {
     const cli_flag flags[] = {
         {"--backend", NULL, FL_STR, &o->backend, "NAME", 0, 0, NULL, backend_help},
         {"--threads", NULL, FL_INT, &o->threads, "T", 1, 4096, NULL, "threads for everything (default: all cores)"},
-        {"--repeat", NULL, FL_INT, &o->repeat, "R", 1, 100000, NULL, "timed runs (default 5)"},
+        {"--repeat", NULL, FL_INT, &o->repeat, "R", 1, 100000, NULL,
+         "timed runs at least (default 5); more follow until their IQR is within\n--tol of the median or --max-time runs out"},
         {"--warmup", NULL, FL_INT, &o->warmup, "W", 0, 100000, NULL, "untimed runs first (default 1)"},
+        {"--min-time", NULL, FL_DOUBLE, &o->min_time, "S", 0, 1e6, NULL, "keep timing at least S seconds (default 0)"},
+        {"--max-time", NULL, FL_DOUBLE, &o->max_time, "S", 0, 1e6, NULL, "stop adding runs after S seconds (default 3)"},
+        {"--tol", NULL, FL_DOUBLE, &o->tol, "F", 0, 10, NULL, "IQR / median that is good enough (default 0.05)"},
         {"--check", NULL, FL_SWITCH, &o->check, NULL, 0, 0, NULL,
          "check gradients / agreement with dense instead of timing"},
         {"--json", NULL, FL_SWITCH, &o->json, NULL, 0, 0, NULL, "print one JSON object"},
@@ -148,13 +155,17 @@ static void bench_json(const char *backend, const attn_params *p, const attn_ben
     const struct {
         const char *k;
         double v;
-    } nums[] = {{"fwd_ms", r->fwd_ms},         {"bwd_ms", r->bwd_ms},         {"fwdbwd_ms", r->fwdbwd_ms},
-                {"fwd_ms_min", r->fwd_ms_min}, {"fwd_ms_max", r->fwd_ms_max}, {"fwd_flops", r->fwd_flops},
-                {"bwd_flops", r->bwd_flops},   {"fwd_gflops", r->fwd_gflops}, {"fwdbwd_gflops", r->fwdbwd_gflops}};
+    } nums[] = {{"fwd_ms", r->fwd_ms},         {"fwd_ms_iqr", r->fwd_ms_iqr},   {"bwd_ms", r->bwd_ms},
+                {"bwd_ms_iqr", r->bwd_ms_iqr}, {"fwdbwd_ms", r->fwdbwd_ms},     {"fwdbwd_ms_iqr", r->fwdbwd_ms_iqr},
+                {"fwd_ms_min", r->fwd_ms_min}, {"fwd_ms_max", r->fwd_ms_max},   {"fwd_flops", r->fwd_flops},
+                {"bwd_flops", r->bwd_flops},   {"fwd_gflops", r->fwd_gflops},   {"fwdbwd_gflops", r->fwdbwd_gflops},
+                {"load_avg", r->load_avg},     {"other_cpu", r->other_cpu}};
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) rb_jw_kreal(&w, nums[i].k, nums[i].v);
     rb_jw_kint(&w, "act_bytes", (long long)r->act_bytes), rb_jw_kint(&w, "inst_bytes", (long long)r->inst_bytes);
     rb_jw_kint(&w, "base_rss_bytes", (long long)r->base_rss_bytes);
     rb_jw_kint(&w, "peak_rss_bytes", (long long)r->peak_rss_bytes);
+    rb_jw_key(&w, "noisy"), rb_jw_bool(&w, r->noisy);
+    if (r->noisy) rb_jw_kstr(&w, "noise", r->noise);
     rb_jw_key(&w, "stats");
     rb_jw_obj(&w);
     for (int i = 0; i < r->nstats; i++) rb_jw_kreal(&w, r->stats[i].name, r->stats[i].value);
@@ -169,11 +180,12 @@ static void bench_text(const char *backend, const attn_params *p, const attn_ben
     if (p->window) printf("  window %d", p->window);
     if (p->clusters) printf("  clusters %d", p->clusters);
     printf("  threads %d\n", rb_threads());
-    printf("  forward           %9.3f ms  (min %.3f, max %.3f)  %8.2f GFLOP/s\n", r->fwd_ms, r->fwd_ms_min,
-           r->fwd_ms_max, r->fwd_gflops);
-    printf("  backward          %9.3f ms  (min %.3f, max %.3f)\n", r->bwd_ms, r->bwd_ms_min, r->bwd_ms_max);
-    printf("  forward+backward  %9.3f ms  %8.2f GFLOP/s  (median of %d)\n", r->fwdbwd_ms, r->fwdbwd_gflops,
-           r->repeat);
+    printf("  forward           %9.3f ms  (IQR %.3f, min %.3f, max %.3f)  %8.2f GFLOP/s\n", r->fwd_ms, r->fwd_ms_iqr,
+           r->fwd_ms_min, r->fwd_ms_max, r->fwd_gflops);
+    printf("  backward          %9.3f ms  (IQR %.3f, min %.3f, max %.3f)\n", r->bwd_ms, r->bwd_ms_iqr, r->bwd_ms_min,
+           r->bwd_ms_max);
+    printf("  forward+backward  %9.3f ms  (IQR %.3f)  %8.2f GFLOP/s  (median of %d)\n", r->fwdbwd_ms, r->fwdbwd_ms_iqr,
+           r->fwdbwd_gflops, r->repeat);
     printf("  activation bytes  %zu analytic, %zu held\n", r->act_bytes, r->inst_bytes);
     printf("  peak RSS          %.1f MiB (baseline with inputs %.1f MiB)\n", r->peak_rss_bytes / 1048576.0,
            r->base_rss_bytes / 1048576.0);
@@ -183,7 +195,7 @@ static void bench_text(const char *backend, const attn_params *p, const attn_ben
 int cmd_attn(int argc, char **argv) {
     attn_params p;
     attn_params_default(&p);
-    attn_opts o = {NULL, NULL, NULL, 0, 5, 1, 0, 0, 0};
+    attn_opts o = {NULL, NULL, NULL, 0, 5, 1, 0, 0, 0, 0.0, 3.0, 0.05};
     int rc = parse_attn(argc, argv, &p, &o);
     if (rc >= 0) return rc;
     rb_set_threads(o.threads);
@@ -191,10 +203,14 @@ int cmd_attn(int argc, char **argv) {
     if (o.check) return check(o.backend, &p, o.json);
     char err[1024];
     attn_bench_result r;
-    if (attn_bench(o.backend, &p, o.repeat, o.warmup, &r, err, sizeof err) != 0) {
+    attn_bench_opts bo;
+    attn_bench_opts_default(&bo, o.repeat);
+    bo.warmup = o.warmup, bo.ar.min_time = o.min_time, bo.ar.max_time = o.max_time, bo.ar.tol = o.tol;
+    if (attn_bench(o.backend, &p, &bo, &r, err, sizeof err) != 0) {
         fprintf(stderr, "routebench attn: %s\n", err);
         return RB_EXIT_USAGE;
     }
+    if (r.noisy) fprintf(stderr, "routebench attn: warning: noisy measurement: %s\n", r.noise);
     if (o.json) bench_json(o.backend, &p, &r);
     else bench_text(o.backend, &p, &r);
     return RB_EXIT_OK;

@@ -15,8 +15,10 @@ int cmd_sysinfo(int argc, char **argv) {
     };
     const cli_spec spec = {.cmd = "sysinfo", .synopsis = "[--threads T] [--json]",
                            .about = "CPU model, cores, threads in use, BLAS and its threading, and the sgemm GFLOP/s\n"
-                                    "(2048-cube product, median of 7) with that thread count: the ceiling every\n"
-                                    "benchmark is compared with.",
+                                    "(2048-cube product: runs until their IQR is within 5% of the median, at most\n"
+                                    "3 s) with that thread count: the ceiling every benchmark is compared with.\n"
+                                    "Warns when the measurement is noisy (a wide spread, or other processes using\n"
+                                    "the cores it needs).",
                            .flags = flags, .nflags = 2};
     int rc = cli_parse(&spec, argc, argv, NULL, NULL);
     if (rc != CLI_OK) return cli_exit(rc);
@@ -25,12 +27,16 @@ int cmd_sysinfo(int argc, char **argv) {
     rb_sysinfo_read(&s, 1);
     if (json) {
         printf("{\"cpu\": \"%s\", \"host\": \"%s\", \"cores\": %d, \"threads\": %d, \"blas\": \"%s\", "
-               "\"sgemm_n\": 2048, \"sgemm_gflops\": %.2f}\n",
-               s.cpu, s.host, s.cores, s.threads, s.blas, s.sgemm_gflops);
+               "\"sgemm_n\": %d, \"sgemm_gflops\": %.2f, \"sgemm_gflops_iqr\": %.2f, \"sgemm_runs\": %d, "
+               "\"noisy\": %s, \"noise\": \"%s\"}\n",
+               s.cpu, s.host, s.cores, s.threads, s.blas, RB_SGEMM_N, s.sgemm_gflops, s.sgemm.gflops_iqr, s.sgemm.runs,
+               s.sgemm.noisy ? "true" : "false", s.sgemm.noise);
     } else {
         printf("cpu           %s\nhost          %s\ncores         %d\nthreads       %d\nblas          %s\n"
-               "sgemm         %.1f GFLOP/s (2048^3, median of 7, %d threads)\n",
-               s.cpu, s.host, s.cores, s.threads, s.blas, s.sgemm_gflops, s.threads);
+               "sgemm         %.1f GFLOP/s (IQR %.1f; %d^3, median of %d runs, %d threads)%s\n",
+               s.cpu, s.host, s.cores, s.threads, s.blas, s.sgemm_gflops, s.sgemm.gflops_iqr, RB_SGEMM_N, s.sgemm.runs,
+               s.threads, s.sgemm.noisy ? " *noisy*" : "");
     }
+    if (s.sgemm.noisy) fprintf(stderr, "routebench sysinfo: warning: noisy measurement: %s\n", s.sgemm.noise);
     return 0;
 }

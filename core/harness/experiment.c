@@ -162,7 +162,7 @@ void exp_norm_value(const experiment *e, const char *key, const char *s, char *o
 /* reading the spec                                                    */
 
 static const char *const top_keys[] = {"name", "description", "kind", "bench", "repeat", "seed", "timing", "params", "sweep"};
-static const char *const timing_keys[] = {"runs", "warmup"};
+static const char *const timing_keys[] = {"runs", "warmup", "min_time", "max_time"};
 
 /* Duplicate keys in one mapping; 1 when any. */
 static int check_dups(const experiment *e, const ynode *map, exp_errors *errs) {
@@ -556,10 +556,18 @@ static void read_timing(experiment *e, const ynode *k, const ynode *v, exp_error
             if (get_int(e, tv, "timing.runs", 1, 100000, &x, errs) == 0) e->timing_runs = (int)x;
         } else if (strcmp(tk->s, "warmup") == 0) {
             if (get_int(e, tv, "timing.warmup", 0, 100000, &x, errs) == 0) e->timing_warmup = (int)x;
+        } else if (strcmp(tk->s, "min_time") == 0 || strcmp(tk->s, "max_time") == 0) {
+            char *end;
+            double sec = tv->type == Y_SCALAR ? strtod(tv->s, &end) : -1;
+            if (tv->type != Y_SCALAR || end == tv->s || *end || !(sec >= 0 && sec <= 1e6))
+                exp_add_err(errs, e->path, tv->line, tv->col, tk->s, "expected seconds in [0, 1e6]");
+            else if (tk->s[1] == 'i') e->timing_min_time = sec;
+            else e->timing_max_time = sec;
         } else {
-            const char *sug = rb_closest(tk->s, timing_keys, 2);
+            const char *sug = rb_closest(tk->s, timing_keys, 4);
             exp_add_err(errs, e->path, tk->line, tk->col, tk->s, "unknown key under timing%s%s%s",
-                        sug ? " (did you mean '" : " (known: runs, warmup)", sug ? sug : "", sug ? "'?)" : "");
+                        sug ? " (did you mean '" : " (known: runs, warmup, min_time, max_time)", sug ? sug : "",
+                        sug ? "'?)" : "");
         }
     }
 }
@@ -649,6 +657,8 @@ int exp_load_string_sets(experiment *e, const char *text, size_t len, const char
     e->seed = 1;
     e->timing_runs = 5;
     e->timing_warmup = 1;
+    e->timing_min_time = 0.0;
+    e->timing_max_time = 3.0;
     if (len > EXP_MAX_FILE) {
         exp_add_err(errs, path, 1, 1, NULL, "file larger than %d bytes; an experiment file is a page or two", EXP_MAX_FILE);
         return -1;
@@ -793,7 +803,9 @@ static const char help_top[] =
     "                      training step (model), timed\n"
     "  repeat: N           seeds per combination (default 1): seeds are seed, seed+1, ...\n"
     "  seed: S             first seed (default 1)\n"
-    "  timing:             kind bench: {runs: timed runs (default 5), warmup: untimed runs (default 1)}\n"
+    "  timing:             kind bench: {runs: timed runs at least (default 5), warmup: untimed runs\n"
+    "                      (default 1), min_time / max_time: seconds of timed runs at least (0) / at\n"
+    "                      most (3): runs are added until their IQR is within 5% of the median}\n"
     "  params:             fixed parameters, one value each: {backend: routing, heads: 4, ...}\n"
     "  sweep:              axes: a parameter with a list of values, e.g. seq: [1024, 2048];\n"
     "                      axes combine as a Cartesian product; a single value is a fixed parameter\n"

@@ -89,7 +89,8 @@ typedef struct {
     int bench;          /* EXP_BENCH_* (kind bench) */
     int repeat;         /* seeds per combination */
     uint64_t seed;      /* first seed */
-    int timing_runs, timing_warmup; /* bench: timed runs and untimed warm-up runs */
+    int timing_runs, timing_warmup; /* bench: timed runs (at least) and untimed warm-up runs */
+    double timing_min_time, timing_max_time; /* bench: seconds of timed runs at least / at most (util/measure.h) */
     int nfixed;
     exp_assign fixed[EXP_MAX_FIXED];
     int naxes;

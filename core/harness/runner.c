@@ -248,42 +248,58 @@ static int exec_analyze(train_config *c, const train_hooks *h, double sgemm, met
     return TRIAL_DONE;
 }
 
-int runner_exec_default(const experiment *e, const exp_trial *t, double sgemm, metric_list *out, run_progress *pr,
-                        char *err, size_t errlen) {
-    if (e->kind == EXP_KIND_BENCH && e->bench == EXP_BENCH_ATTN) {
-        attn_params p = t->attn;
-        const attn_backend *be = attn_find(t->backend);
-        if (!be) return rb_fail(err, errlen, "unknown backend '%s'", t->backend), TRIAL_FAILED;
-        double n = (double)p.batch * p.heads * p.seq * p.head_dim;
-        if (attn_memory_check(be, &p, 8.0 * n * sizeof(float), err, errlen) != 0) return TRIAL_UNSUPPORTED;
-        attn_bench_result r;
-        if (attn_bench(t->backend, &p, e->timing_runs, e->timing_warmup, &r, err, errlen) != 0) return TRIAL_FAILED;
-        if (!isfinite(r.fwd_ms) || !isfinite(r.bwd_ms)) return rb_fail(err, errlen, "non-finite timing"), TRIAL_FAILED;
-        metric_add(out, -1, "fwd_ms", r.fwd_ms);
-        metric_add(out, -1, "fwd_ms_min", r.fwd_ms_min);
-        metric_add(out, -1, "fwd_ms_max", r.fwd_ms_max);
-        metric_add(out, -1, "bwd_ms", r.bwd_ms);
-        metric_add(out, -1, "bwd_ms_min", r.bwd_ms_min);
-        metric_add(out, -1, "bwd_ms_max", r.bwd_ms_max);
-        metric_add(out, -1, "fwdbwd_ms", r.fwdbwd_ms);
-        metric_add(out, -1, "fwd_flops", r.fwd_flops);
-        metric_add(out, -1, "bwd_flops", r.bwd_flops);
-        metric_add(out, -1, "fwd_gflops", r.fwd_gflops);
-        metric_add(out, -1, "fwdbwd_gflops", r.fwdbwd_gflops);
-        if (sgemm > 0) metric_add(out, -1, "sgemm_fraction", r.fwdbwd_gflops / sgemm);
-        metric_add(out, -1, "tokens_per_s", r.fwdbwd_ms > 0 ? (double)p.batch * p.seq / (r.fwdbwd_ms * 1e-3) : NAN);
-        metric_add(out, -1, "act_bytes", (double)r.act_bytes);
-        metric_add(out, -1, "inst_bytes", (double)r.inst_bytes);
-        metric_add(out, -1, "base_rss_bytes", (double)r.base_rss_bytes);
-        metric_add(out, -1, "peak_rss_bytes", (double)r.peak_rss_bytes);
-        metric_add(out, -1, "runs", r.repeat);
-        for (int i = 0; i < r.nstats && i < ATTN_BENCH_MAX_STATS; i++) {
-            char nm[64];
-            snprintf(nm, sizeof nm, "attn.%.40s", r.stats[i].name);
-            metric_add(out, -1, nm, r.stats[i].value);
-        }
-        return TRIAL_DONE;
+/* A timing as metrics: M (median), M_iqr, M_n. */
+static void add_timing(metric_list *out, const char *name, double median, double iqr, int n) {
+    char nm[64];
+    metric_add(out, -1, name, median);
+    snprintf(nm, sizeof nm, "%s_iqr", name), metric_add(out, -1, nm, iqr);
+    snprintf(nm, sizeof nm, "%s_n", name), metric_add(out, -1, nm, n);
+}
+
+static int exec_bench_attn(const experiment *e, const exp_trial *t, double sgemm, metric_list *out, char *err,
+                           size_t errlen) {
+    attn_params p = t->attn;
+    const attn_backend *be = attn_find(t->backend);
+    if (!be) return rb_fail(err, errlen, "unknown backend '%s'", t->backend), TRIAL_FAILED;
+    double n = (double)p.batch * p.heads * p.seq * p.head_dim;
+    if (attn_memory_check(be, &p, 8.0 * n * sizeof(float), err, errlen) != 0) return TRIAL_UNSUPPORTED;
+    attn_bench_opts o;
+    attn_bench_opts_default(&o, e->timing_runs);
+    o.warmup = e->timing_warmup, o.ar.min_time = e->timing_min_time, o.ar.max_time = e->timing_max_time;
+    attn_bench_result r;
+    if (attn_bench(t->backend, &p, &o, &r, err, errlen) != 0) return TRIAL_FAILED;
+    if (!isfinite(r.fwd_ms) || !isfinite(r.bwd_ms)) return rb_fail(err, errlen, "non-finite timing"), TRIAL_FAILED;
+    add_timing(out, "fwd_ms", r.fwd_ms, r.fwd_ms_iqr, r.repeat);
+    add_timing(out, "bwd_ms", r.bwd_ms, r.bwd_ms_iqr, r.repeat);
+    add_timing(out, "fwdbwd_ms", r.fwdbwd_ms, r.fwdbwd_ms_iqr, r.repeat);
+    const struct {
+        const char *name;
+        double v;
+    } m[] = {{"fwd_ms_min", r.fwd_ms_min}, {"fwd_ms_max", r.fwd_ms_max},
+             {"bwd_ms_min", r.bwd_ms_min}, {"bwd_ms_max", r.bwd_ms_max},
+             {"fwd_flops", r.fwd_flops},   {"bwd_flops", r.bwd_flops},
+             {"fwd_gflops", r.fwd_gflops}, {"fwdbwd_gflops", r.fwdbwd_gflops},
+             {"sgemm_fraction", sgemm > 0 ? r.fwdbwd_gflops / sgemm : NAN},
+             {"tokens_per_s", r.fwdbwd_ms > 0 ? (double)p.batch * p.seq / (r.fwdbwd_ms * 1e-3) : NAN},
+             {"act_bytes", (double)r.act_bytes},   {"inst_bytes", (double)r.inst_bytes},
+             {"base_rss_bytes", (double)r.base_rss_bytes}, {"peak_rss_bytes", (double)r.peak_rss_bytes},
+             {"runs", r.repeat}, {"load_avg", r.load_avg}, {"other_cpu", r.other_cpu}, {"noisy", r.noisy}};
+    /* other_cpu is kept even when unknown (NULL: the run was too short for
+     * /proc/stat's 10 ms ticks to tell), so every trial has the same set */
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+        if (!isnan(m[i].v) || !strcmp(m[i].name, "other_cpu")) metric_add(out, -1, m[i].name, m[i].v);
+    for (int i = 0; i < r.nstats && i < ATTN_BENCH_MAX_STATS; i++) {
+        char nm[64];
+        snprintf(nm, sizeof nm, "attn.%.40s", r.stats[i].name);
+        metric_add(out, -1, nm, r.stats[i].value);
     }
+    out->noisy = r.noisy;
+    snprintf(out->noise, sizeof out->noise, "%s", r.noise);
+    return TRIAL_DONE;
+}
+
+static int exec_train(const experiment *e, const exp_trial *t, double sgemm, metric_list *out, run_progress *pr,
+                      char *err, size_t errlen) {
     train_config c;
     if (exp_trial_config(e, t, &c, err, errlen) != 0) return TRIAL_FAILED;
     train_result r;
@@ -305,6 +321,12 @@ int runner_exec_default(const experiment *e, const exp_trial *t, double sgemm, m
         metric_add(out, -1, "step_ms_max", ctx.step_max);
     }
     return TRIAL_DONE;
+}
+
+int runner_exec_default(const experiment *e, const exp_trial *t, double sgemm, metric_list *out, run_progress *pr,
+                        char *err, size_t errlen) {
+    if (e->kind == EXP_KIND_BENCH && e->bench == EXP_BENCH_ATTN) return exec_bench_attn(e, t, sgemm, out, err, errlen);
+    return exec_train(e, t, sgemm, out, pr, err, errlen);
 }
 
 /* ------------------------------------------------------------------ */
@@ -370,7 +392,7 @@ typedef struct {
     int stale;        /* trials of killed runs found and marked interrupted */
     run_progress pr;
     metric_list ml;
-    int nfailed, interrupted;
+    int nfailed, interrupted, nnoisy;
 } run_ctx;
 
 /* Open the database (it must hold this experiment or nothing), measure the
@@ -468,15 +490,22 @@ static int run_one(run_ctx *r, const exp_trial *t, char *err, size_t errlen) {
         return RUN_OK;
     }
     progress_start(&r->pr, t);
-    r->ml.n = 0;
+    r->ml.n = 0, r->ml.noisy = 0, r->ml.noise[0] = 0;
     int out = r->exec(r->e, t, r->si.sgemm_gflops, &r->ml, &r->pr, terr, sizeof terr);
     if (runner_should_stop()) out = TRIAL_INTERRUPTED; /* the trial in flight is not a clean measurement */
     if (out == TRIAL_INTERRUPTED) snprintf(terr, sizeof terr, "interrupted by a signal");
     if (out != TRIAL_DONE) r->ml.n = 0; /* a trial that did not finish leaves no metrics */
-    if (store_finish_trial(r->s, id, trial_status(out), out == TRIAL_DONE ? NULL : terr, r->ml.m, r->ml.n, err,
-                           errlen) != 0)
+    int noisy = out == TRIAL_DONE && r->e->kind == EXP_KIND_BENCH ? r->ml.noisy : -1;
+    if (store_finish_trial_noise(r->s, id, trial_status(out), out == TRIAL_DONE ? NULL : terr, r->ml.m, r->ml.n, noisy,
+                                 r->ml.noise, err, errlen) != 0)
         return RUN_BAD_INPUT;
     progress_end(&r->pr, t, trial_status(out), out == TRIAL_DONE ? NULL : terr);
+    if (noisy > 0) {
+        r->nnoisy++;
+        if (!r->o->quiet)
+            fprintf(stderr, "%sroutebench run: warning: %s seed %llu is a noisy measurement: %s\n", r->pr.tty ? "\n" : "",
+                    t->name, (unsigned long long)t->seed, r->ml.noise);
+    }
     r->nfailed += out == TRIAL_FAILED;
     r->interrupted |= out == TRIAL_INTERRUPTED;
     return RUN_OK;
@@ -535,8 +564,8 @@ static int end_run(run_ctx *r, int rc, char *err, size_t errlen) {
         return RUN_INTERRUPTED;
     }
     if (!o->quiet)
-        fprintf(stderr, "routebench run: %s: %d run in this invocation, %d failed; results in %s\n", r->e->name,
-                r->pr.ran, r->nfailed, o->db_path);
+        fprintf(stderr, "routebench run: %s: %d run in this invocation, %d failed, %d noisy; results in %s\n",
+                r->e->name, r->pr.ran, r->nfailed, r->nnoisy, o->db_path);
     return r->nfailed ? RUN_SOME_FAILED : RUN_OK;
 }
 

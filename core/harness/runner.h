@@ -22,6 +22,8 @@ enum { TRIAL_DONE = 0, TRIAL_FAILED = 1, TRIAL_UNSUPPORTED = 2, TRIAL_INTERRUPTE
 typedef struct {
     int n, cap;
     store_metric *m;
+    int noisy;        /* the trial's measurement judged noisy (util/measure.h) */
+    char noise[256];  /* why */
 } metric_list;
 
 /* Append a metric (step -1: a summary of the whole trial). */

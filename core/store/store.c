@@ -645,8 +645,8 @@ int store_try_claim_trial(rb_store *s, int64_t id, int64_t exp_id, const char *r
     return claim(s, id, exp_id, runner, "'done','unsupported','running'", err, errlen);
 }
 
-int store_finish_trial(rb_store *s, int64_t id, const char *status, const char *error, const store_metric *m, int n,
-                       char *err, size_t errlen) {
+int store_finish_trial_noise(rb_store *s, int64_t id, const char *status, const char *error, const store_metric *m,
+                             int n, int noisy, const char *noise, char *err, size_t errlen) {
     if (exec(s, "BEGIN IMMEDIATE", "recording a trial", err, errlen)) return -1;
     sqlite3_stmt *del = NULL, *ins = NULL, *up = NULL;
     char now[32];
@@ -656,7 +656,7 @@ int store_finish_trial(rb_store *s, int64_t id, const char *status, const char *
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(s->db,
                                 "UPDATE trials SET status=?, error=?, ended_at=?, "
-                                "seconds=(julianday(?) - julianday(started_at)) * 86400.0 WHERE id=?",
+                                "seconds=(julianday(?) - julianday(started_at)) * 86400.0, noisy=?, noise=? WHERE id=?",
                                 -1, &up, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(del, 1, id);
@@ -676,7 +676,10 @@ int store_finish_trial(rb_store *s, int64_t id, const char *status, const char *
         bind_text(up, 2, error);
         bind_text(up, 3, now);
         bind_text(up, 4, now);
-        sqlite3_bind_int64(up, 5, id);
+        if (noisy < 0) sqlite3_bind_null(up, 5);
+        else sqlite3_bind_int(up, 5, noisy != 0);
+        bind_text(up, 6, noisy > 0 ? noise : NULL);
+        sqlite3_bind_int64(up, 7, id);
         rc = sqlite3_step(up) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
     }
     if (rc != SQLITE_OK) db_fail(s, rc, "recording a trial", err, errlen);
@@ -692,6 +695,11 @@ int store_finish_trial(rb_store *s, int64_t id, const char *status, const char *
         return -1;
     }
     return 0;
+}
+
+int store_finish_trial(rb_store *s, int64_t id, const char *status, const char *error, const store_metric *m, int n,
+                       char *err, size_t errlen) {
+    return store_finish_trial_noise(s, id, status, error, m, n, -1, NULL, err, errlen);
 }
 
 /* ------------------------------------------------------------------ */

@@ -115,6 +115,10 @@ int store_try_claim_trial(rb_store *s, int64_t id, int64_t exp_id, const char *r
  * status, error text (NULL = none) and end time. */
 int store_finish_trial(rb_store *s, int64_t id, const char *status, const char *error, const store_metric *m, int n,
                        char *err, size_t errlen);
+/* The same, also setting the trial's noise mark (noisy 0 or 1, and why;
+ * noisy < 0: not judged, stored as NULL). */
+int store_finish_trial_noise(rb_store *s, int64_t id, const char *status, const char *error, const store_metric *m,
+                             int n, int noisy, const char *noise, char *err, size_t errlen);
 
 /* Fold the databases in[0..nin) into out (created if missing): all must hold
  * the same experiment (name and YAML hash of the latest run); one copy of

@@ -11,11 +11,14 @@
 #include <time.h>
 #include <unistd.h>
 
+static int g_nomem_exit = 1;
+void rb_set_nomem_exit(int code) { g_nomem_exit = code; }
+
 void *rb_malloc_check(size_t size, const char *file, int line) {
     void *p = malloc(size ? size : 1);
     if (!p) {
         fprintf(stderr, "error: out of memory allocating %zu bytes at %s:%d\n", size, file, line);
-        exit(1);
+        exit(g_nomem_exit);
     }
     return p;
 }
@@ -24,7 +27,7 @@ void *rb_calloc_check(size_t n, size_t size, const char *file, int line) {
     void *p = calloc(n ? n : 1, size ? size : 1);
     if (!p) {
         fprintf(stderr, "error: out of memory allocating %zu x %zu bytes at %s:%d\n", n, size, file, line);
-        exit(1);
+        exit(g_nomem_exit);
     }
     return p;
 }
@@ -33,7 +36,7 @@ void *rb_realloc_check(void *old, size_t size, const char *file, int line) {
     void *p = realloc(old, size ? size : 1);
     if (!p) {
         fprintf(stderr, "error: out of memory reallocating %zu bytes at %s:%d\n", size, file, line);
-        exit(1);
+        exit(g_nomem_exit);
     }
     return p;
 }

@@ -17,6 +17,9 @@ void *rb_malloc_check(size_t size, const char *file, int line);
 void *rb_calloc_check(size_t n, size_t size, const char *file, int line);
 void *rb_realloc_check(void *old, size_t size, const char *file, int line);
 FILE *rb_fopen_check(const char *path, const char *mode, const char *file, int line);
+/* The exit status of the *Check allocators' out-of-memory path (default 1;
+ * util/child.c gives trial processes one of their own). */
+void rb_set_nomem_exit(int code);
 #define mallocCheck(size) rb_malloc_check((size), __FILE__, __LINE__)
 #define callocCheck(n, size) rb_calloc_check((n), (size), __FILE__, __LINE__)
 #define reallocCheck(p, size) rb_realloc_check((p), (size), __FILE__, __LINE__)

@@ -30,30 +30,62 @@ static void read_cpu_model(char *out, size_t len) {
     fclose(f);
 }
 
-double rb_sgemm_gflops(int n, int repeat) {
+/* The product's operands: n x n uniform in [-0.5, 0.5). */
+static int sgemm_operands(int n, float **a, float **b, float **c) {
     size_t nn = (size_t)n * n;
-    float *a = rb_aligned_alloc(nn * sizeof(float));
-    float *b = rb_aligned_alloc(nn * sizeof(float));
-    float *c = rb_aligned_alloc(nn * sizeof(float));
-    if (!a || !b || !c) {
-        free(a), free(b), free(c);
-        return 0.0;
+    *a = rb_aligned_alloc(nn * sizeof(float));
+    *b = rb_aligned_alloc(nn * sizeof(float));
+    *c = rb_aligned_alloc(nn * sizeof(float));
+    if (!*a || !*b || !*c) {
+        free(*a), free(*b), free(*c);
+        return -1;
     }
     rb_rng r;
     rb_rng_seed(&r, 42);
-    for (size_t i = 0; i < nn; i++) a[i] = rb_rng_uniform(&r) - 0.5f, b[i] = rb_rng_uniform(&r) - 0.5f, c[i] = 0;
-    if (repeat < 1) repeat = 1;
-    double *ts = mallocCheck((size_t)repeat * sizeof(double));
+    for (size_t i = 0; i < nn; i++) (*a)[i] = rb_rng_uniform(&r) - 0.5f, (*b)[i] = rb_rng_uniform(&r) - 0.5f, (*c)[i] = 0;
+    return 0;
+}
+
+int rb_sgemm_measure(int n, const rb_autorange *ar, rb_sgemm_rate *out) {
+    memset(out, 0, sizeof *out);
+    float *a, *b, *c;
+    if (sgemm_operands(n, &a, &b, &c) != 0) return -1;
+    rb_autorange dflt;
+    if (!ar) rb_autorange_default(&dflt), ar = &dflt;
+    int cap = ar->max_runs > 0 ? ar->max_runs : 1000;
+    double *ts = mallocCheck((size_t)cap * sizeof(double));
     rb_threads(); /* make sure the thread setting is applied */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n); /* warm-up */
-    for (int i = 0; i < repeat; i++) {
+    rb_load_probe lp;
+    rb_load_begin(&lp);
+    int k = 0;
+    double spent = 0;
+    do {
         double t0 = rb_now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        ts[i] = rb_now() - t0;
-    }
-    double med = rb_median(ts, repeat);
+        ts[k] = rb_now() - t0;
+        spent += ts[k++];
+    } while (k < cap && rb_autorange_more(ar, ts, k, spent));
+    rb_load ld;
+    rb_load_end(&lp, &ld);
+    double flop = 2.0 * (double)n * n * n;
+    for (int i = 0; i < k; i++) ts[i] = flop / ts[i] * 1e-9; /* GFLOP/s per run */
+    rb_summary s;
+    rb_summarize(ts, k, &s);
+    out->gflops = s.median, out->gflops_iqr = s.iqr, out->runs = k;
+    rb_noise_rule rule;
+    rb_noise_rule_default(&rule, rb_threads());
+    out->noisy = rb_noise_judge(&rule, &s, &ld, out->noise, sizeof out->noise);
     free(ts), free(a), free(b), free(c);
-    return 2.0 * (double)n * n * n / med * 1e-9;
+    return 0;
+}
+
+double rb_sgemm_gflops(int n, int repeat) {
+    rb_autorange ar;
+    rb_autorange_default(&ar);
+    ar.min_runs = repeat < 1 ? 1 : repeat;
+    rb_sgemm_rate r;
+    return rb_sgemm_measure(n, &ar, &r) == 0 ? r.gflops : 0.0;
 }
 
 void rb_sysinfo_read(rb_sysinfo *s, int measure) {
@@ -63,5 +95,5 @@ void rb_sysinfo_read(rb_sysinfo *s, int measure) {
     s->cores = rb_cores();
     s->threads = rb_threads();
     rb_blas_name(s->blas, sizeof s->blas);
-    s->sgemm_gflops = measure ? rb_sgemm_gflops(2048, 7) : 0.0;
+    if (measure && rb_sgemm_measure(RB_SGEMM_N, NULL, &s->sgemm) == 0) s->sgemm_gflops = s->sgemm.gflops;
 }

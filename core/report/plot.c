@@ -280,31 +280,10 @@ static int cmp_pt(const void *a, const void *b) {
     return (p->x > q->x) - (p->x < q->x);
 }
 
-static void pick_series_params(const fig *f, int xp, int *split) {
-    /* A parameter splits a backend's line when two configurations of that
-     * backend at the same x differ in it (window swept); one that moves with
-     * x (clusters = sqrt(n)) does not. */
-    const rpt_db *d = f->d;
-    for (int p = 0; p < d->np; p++) split[p] = 0;
-    for (int a = 0; a < f->ng; a++)
-        for (int b = a + 1; b < f->ng; b++) {
-            const rpt_trial *ta = &d->t[f->g[a].first], *tb = &d->t[f->g[b].first];
-            if (strcmp(ta->backend, tb->backend) != 0) continue;
-            if (!ta->pv[xp] || !tb->pv[xp] || strcmp(ta->pv[xp], tb->pv[xp]) != 0) continue;
-            for (int p = 0; p < d->np; p++) {
-                if (p == xp || split[p]) continue;
-                const char *u = ta->pv[p], *v = tb->pv[p];
-                if ((u == NULL) != (v == NULL) || (u && strcmp(u, v) != 0)) split[p] = 1;
-            }
-        }
-}
+static void pick_series_params(const fig *f, int xp, int *split) { rpt_series_split(f->d, f->g, f->ng, xp, split); }
 
 static void series_label(const fig *f, const rpt_trial *t, const int *split, char *out, size_t len) {
-    const rpt_db *d = f->d;
-    int o = snprintf(out, len, "%s", t->backend);
-    for (int p = 0; p < d->np && o < (int)len; p++)
-        if (split[p] && t->pv[p] && strcmp(d->pnames[p], "backend") != 0)
-            o += snprintf(out + o, len - o, " %s=%s", rpt_param_short(d->pnames[p]), t->pv[p]);
+    rpt_series_label(f->d, t, split, out, len);
 }
 
 /* The points of the series that group a belongs to (the groups with its

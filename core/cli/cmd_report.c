@@ -131,8 +131,15 @@ static const char plot_about[] =
     "  curves_time  evaluation loss against training time\n"
     "  heatmap      a measure over two parameters (clusters x window by default)\n"
     "  tradeoff     final evaluation loss against step time, point size = memory\n"
-    "A figure without data is drawn as a frame that says why; configurations that failed, were\n"
-    "unsupported or did not run are listed on the figure as missing.";
+    "  crossover    each sparse series' time over dense's at the same parameters against\n"
+    "               length, log-log, the crossings (report --crossover) dashed\n"
+    "Error bars: times and memory show the interquartile interval (the trials' own IQR or the\n"
+    "spread over seeds, whichever is larger), losses the 95% confidence interval of the mean over\n"
+    "seeds (Student t); points with a noisy trial are circled in red. The heatmap draws one panel\n"
+    "per backend (and per other parameter that varies), never averaging configurations into a\n"
+    "cell. Without --only, figures without data are skipped and listed with the reason; named\n"
+    "with --only, such a figure is drawn as a frame that says why. Configurations that failed,\n"
+    "were unsupported or did not run are listed on the figure as missing.";
 
 /* The output directory by default: plots/out/<experiment name, else the file's name without .db>. */
 static void default_out(const rpt_db *d, const char *db, char *out, size_t len) {
@@ -170,7 +177,10 @@ int cmd_plot(int argc, char **argv) {
         {"--heatmap-y", NULL, FL_STR, &o.heat_y, "P", 0, 0, NULL, "heatmap rows (default window)"},
         {"--heatmap-metric", NULL, FL_STR, &o.heat_metric, "M", 0, 0, NULL,
          "heatmap measure (default loss when present, else time)"},
-        {"--quiet", NULL, FL_SWITCH, &o.quiet, NULL, 0, 0, NULL, "do not list the files written"},
+        {"--fit-from", NULL, FL_DOUBLE, &o.fit_from, "N", 0, 1e300, NULL,
+         "scaling and memory fits use only lengths >= N (the legend says which\npoints were used)"},
+        {"--fit-to", NULL, FL_DOUBLE, &o.fit_to, "N", 0, 1e300, NULL, "... and <= N"},
+        {"--quiet", NULL, FL_SWITCH, &o.quiet, NULL, 0, 0, NULL, "do not list the files written nor the skipped figures"},
     };
     const cli_spec spec = {.cmd = "plot", .synopsis = "DB [options]", .about = plot_about, .flags = flags,
                            .nflags = (int)(sizeof flags / sizeof flags[0]), .positional = "DB", .min_pos = 1,
@@ -191,14 +201,21 @@ int cmd_plot(int argc, char **argv) {
     }
     char out[1024];
     if (!o.out_dir) default_out(&d, db, out, sizeof out), o.out_dir = out;
-    int n = 0;
-    int rc = plot_all(&d, &o, &n, err, sizeof err);
+    if (o.fit_to > 0 && o.fit_from > o.fit_to) {
+        fprintf(stderr, "routebench plot: --fit-from %g is above --fit-to %g\n", o.fit_from, o.fit_to);
+        rpt_close(&d);
+        return RB_EXIT_USAGE;
+    }
+    plot_result r;
+    int rc = plot_all(&d, &o, &r, err, sizeof err);
     rpt_close(&d);
     if (rc) {
         fprintf(stderr, "routebench plot: %s\n", err);
         return RB_EXIT_USAGE;
     }
-    if (!o.quiet && !o.dumb) printf("%d figures in %s (data .dat and scripts .gp beside them)\n", n, o.out_dir);
+    if (!o.quiet && r.nskipped) printf("skipped %d figure%s without data:\n%s", r.nskipped, r.nskipped > 1 ? "s" : "",
+                                       r.skipped);
+    if (!o.quiet && !o.dumb) printf("%d figures in %s (data .dat and scripts .gp beside them)\n", r.nmade, o.out_dir);
     return RB_EXIT_OK;
 }
 

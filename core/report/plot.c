@@ -910,6 +910,10 @@ static int fig_crossover(const fig *f, char *err, size_t errlen) {
     if (!nb) {
         placeholder(s, "no sparse configuration has a dense one with the same parameters and a time");
     } else {
+        double x0 = INFINITY, x1 = 0;
+        for (int i = 0; i < n; i++)
+            if (c[i].n) x0 = fmin(x0, c[i].x[0]), x1 = fmax(x1, c[i].x[c[i].n - 1]);
+        if (x1 <= x0) fprintf(s, "set xrange [%.17g:%.17g]\n", x0 / 2, x0 * 2); /* one length: gnuplot would warn */
         fprintf(s, "set logscale xy\nset xlabel 'sequence length n'\nset ylabel 'time / dense time (bars: "
                    "interquartile interval)'\nset bars small\nplot ");
         for (int i = 0; i < nb; i++) fprintf(s, "%s, \\\n     ", plot[i]);

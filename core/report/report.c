@@ -1082,8 +1082,7 @@ static void display_cell(const rpt_stat *s, const char *m, int F, char *out) {
         snprintf(out, 1024, "%s", a);
         return;
     }
-    fmt_display(sd, sizeof sd, m, s->spread, F);
-    snprintf(out, 1024, "%s (%s)", a, sd);
+    snprintf(out, 1024, "%s (%.2g)", a, s->spread); /* the spread to two digits: it is itself noisy */
 }
 
 /* The cells of measure m for group x from cells[c]; returns the next c. */

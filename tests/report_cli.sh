@@ -3,8 +3,8 @@
 # `routebench run` itself: a tiny attention sweep (dense, local, routing over
 # lengths, windows and clusters, two seeds) and a tiny training sweep (copy
 # task, evaluation every few steps). Checks: every figure is a PNG (by its
-# signature) and an SVG with its .gp and .dat beside it, --dumb draws in the
-# terminal, every table format prints one row per configuration, CSV rows
+# signature) and an SVG with its .gp and .dat beside it (figures without
+# data skipped and listed), --dumb draws in the terminal, every table format prints one row per configuration, CSV rows
 # have the header's field count, compare exits 0 on the same database and 1
 # after a step time is made 50% slower in a copy (sqlite3), bad input exits 2.
 set -u
@@ -49,14 +49,21 @@ nconf_train=$(sqlite3 "$tmp/train.db" "SELECT count(DISTINCT key) FROM trials")
 for db in attn train; do
   $RB plot "$tmp/$db.db" --out "$tmp/png-$db" >"$tmp/o" 2>&1; rc=$?
   ok $rc "plot $db: gnuplot exits 0 for every figure ($(tail -n 1 "$tmp/o"))"
-  for f in scaling memory curves_step curves_time heatmap tradeoff; do
+  figs="scaling memory curves_step curves_time heatmap tradeoff crossover"
+  # an attention bench has no training curves nor losses: those figures are skipped and listed
+  [ $db = attn ] && figs="scaling memory heatmap crossover"
+  for f in $figs; do
     png_sig "$tmp/png-$db/$f.png" && [ -s "$tmp/png-$db/$f.gp" ]; ok $? "$db: $f.png is a PNG, $f.gp beside it"
   done
 done
+$RB plot "$tmp/attn.db" --out "$tmp/png-attn" >"$tmp/o" 2>&1
+grep -q "^skipped 3 figures without data" "$tmp/o" && grep -q "^curves_step: no evaluation curves" "$tmp/o" &&
+  grep -q "^tradeoff: " "$tmp/o" && [ ! -e "$tmp/png-attn/curves_step.png" ]
+ok $? "plot attn without --only lists the 3 figures without data and does not draw them"
 # SVG once, on the database where every figure has data (test_report covers SVG on another)
 $RB plot "$tmp/train.db" --out "$tmp/svg-train" --format svg --quiet >"$tmp/o" 2>&1; rc=$?
 ok $rc "plot train --format svg"
-for f in scaling memory curves_step curves_time heatmap tradeoff; do
+for f in scaling memory curves_step curves_time heatmap tradeoff crossover; do
   [ -s "$tmp/svg-train/$f.svg" ] && grep -q "<svg" "$tmp/svg-train/$f.svg"; ok $? "train: $f.svg is an SVG"
 done
 # the data the figures need: scaling lines with an exponent, training curves
@@ -88,16 +95,24 @@ $RB report "$tmp/attn.db" --by backend --metric time,fwd_ms >"$tmp/md" 2>&1; rc=
 $RB report "$tmp/attn.db" --where "backend = 'dense'" --format csv >"$tmp/csv" 2>&1; rc=$?
 [ $rc = 0 ] && [ "$(wc -l <"$tmp/csv")" = 4 ]; ok $? "report --where: only dense (3 lengths)"
 
-# compare: the same database passes, an injected regression fails
+# compare: the same database passes, an injected regression fails. The
+# machine may be loaded while the sweep ran (its trials then marked noisy,
+# never judged), so the regression is injected into a copy judged clean.
 $RB compare "$tmp/attn.db" --baseline "$tmp/attn.db" >"$tmp/o" 2>&1; rc=$?
 [ $rc = 0 ]; ok $? "compare against itself exits 0 (got $rc)"
-cp "$tmp/attn.db" "$tmp/slow.db"
+cp "$tmp/attn.db" "$tmp/base.db"
+sqlite3 "$tmp/base.db" "UPDATE trials SET noisy = 0, noise = NULL"
+cp "$tmp/base.db" "$tmp/slow.db"
 sqlite3 "$tmp/slow.db" "UPDATE metrics SET value = value * 1.5 + 1 WHERE name = 'fwdbwd_ms' AND step IS NULL
   AND trial_id IN (SELECT id FROM trials WHERE name = 'local-n128-w16')"
-$RB compare "$tmp/slow.db" --baseline "$tmp/attn.db" >"$tmp/o" 2>&1; rc=$?
+$RB compare "$tmp/slow.db" --baseline "$tmp/base.db" >"$tmp/o" 2>&1; rc=$?
 [ $rc = 1 ] && grep -q SLOWER "$tmp/o"; ok $? "compare exits 1 on an injected 50% slowdown (got $rc)"
-$RB compare "$tmp/slow.db" --baseline "$tmp/attn.db" --time-abs 2 >"$tmp/o" 2>&1; rc=$?
+$RB compare "$tmp/slow.db" --baseline "$tmp/base.db" --time-abs 2 >"$tmp/o" 2>&1; rc=$?
 [ $rc = 0 ]; ok $? "compare exits 0 when the absolute tolerance covers it (got $rc)"
+sqlite3 "$tmp/slow.db" "UPDATE trials SET noisy = 1, noise = 'test: marked noisy' WHERE name = 'local-n128-w16'"
+$RB compare "$tmp/slow.db" --baseline "$tmp/base.db" >"$tmp/o" 2>&1; rc=$?
+[ $rc = 0 ] && grep -q "time noisy (not judged)" "$tmp/o" && ! grep -q SLOWER "$tmp/o"
+ok $? "the same slowdown measured noisy is reported as noisy, not as a regression (got $rc)"
 
 # bad input: exit 2 with a message
 for args in "report" "report $tmp/nope.db" "report $tmp/attn.db --format xls" "report $tmp/attn.db --metric bogus" \

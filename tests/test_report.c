@@ -17,8 +17,12 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include <sqlite3.h>
+
+#include "report/crossover.h"
 #include "report/plot.h"
 #include "report/report.h"
+#include "report/summary.h"
 #include "store/store.h"
 #include "tap.h"
 #include "testutil.h"
@@ -69,9 +73,10 @@ static rb_store *open_new(const char *path, const char *name, double sgemm, int6
     return s;
 }
 
-/* Register, claim and finish one trial with metrics m. */
-static void put_trial(rb_store *s, int64_t exp, const store_trial *t, const char *status, const char *error,
-                      const store_metric *m, int nm) {
+/* Register, claim and finish one trial with metrics m and a noise mark
+ * (noisy < 0: not judged). */
+static void put_trial_noise(rb_store *s, int64_t exp, const store_trial *t, const char *status, const char *error,
+                            const store_metric *m, int nm, int noisy, const char *noise) {
     char err[512], st[32], runner[64];
     int64_t id;
     if (store_register_trials(s, t, 1, exp, err, sizeof err) ||
@@ -81,10 +86,43 @@ static void put_trial(rb_store *s, int64_t exp, const store_trial *t, const char
     }
     if (!strcmp(status, ST_PENDING)) return;
     if (store_claim_trial(s, id, exp, "testhost:1", err, sizeof err) ||
-        store_finish_trial(s, id, status, error, m, nm, err, sizeof err)) {
+        store_finish_trial_noise(s, id, status, error, m, nm, noisy, noise, err, sizeof err)) {
         diag("store: %s", err);
         exit(1);
     }
+}
+
+static void put_trial(rb_store *s, int64_t exp, const store_trial *t, const char *status, const char *error,
+                      const store_metric *m, int nm) {
+    put_trial_noise(s, exp, t, status, error, m, nm, -1, NULL);
+}
+
+static store_trial base_trial(void);
+
+/* One done train trial of a synthetic configuration (clusters, window <= 0:
+ * do not apply) with metrics m and a noise mark. */
+typedef struct {
+    const char *backend;
+    int seq, clusters, window;
+} spec;
+
+static void add_cfg(rb_store *s, int64_t exp, const spec *c, int seed, int idx, const store_metric *m, int nm,
+                    int noisy, const char *noise) {
+    const char *key = tu_str("k-%s-%d-%d-%d", c->backend, c->seq, c->clusters, c->window);
+    const char *name = tu_str("%s-n%d-k%d-w%d", c->backend, c->seq, c->clusters, c->window);
+    static char json[64][256];
+    char *js = json[idx % 64];
+    int o = snprintf(js, 256, "{\"kind\":\"train\",\"backend\":\"%s\",\"seq\":%d", c->backend, c->seq);
+    if (c->clusters > 0) o += snprintf(js + o, 256 - o, ",\"clusters\":%d", c->clusters);
+    if (c->window > 0) o += snprintf(js + o, 256 - o, ",\"window\":%d", c->window);
+    snprintf(js + o, 256 - o, "}");
+    store_trial t = base_trial();
+    t.key = key, t.name = name, t.backend = c->backend, t.params_json = js;
+    t.seed = (uint64_t)seed, t.idx = idx;
+    tu_coli(&t, "seq", c->seq);
+    if (c->clusters > 0) tu_coli(&t, "clusters", c->clusters);
+    if (c->window > 0) tu_coli(&t, "window", c->window);
+    put_trial_noise(s, exp, &t, ST_DONE, NULL, m, nm, noisy, noise);
 }
 
 static store_trial base_trial(void) {
@@ -367,8 +405,9 @@ static void test_tables(const char *db) {
     char cells[32][256];
     const char *head = strstr(md, "\n| ");
     int nh = head ? md_cells(head + 1, cells, 32) : 0;
-    static const char *const want[] = {"backend", "seq",          "window",  "clusters", "n",   "eval loss",
-                                       "step ms", "peak RSS MiB", "act. MiB", "GFLOP/s", "% sgemm", "note"};
+    static const char *const want[] = {"backend",  "seq",     "window",  "clusters",          "n",
+                                       "eval loss", "step ms (IQR)", "peak RSS MiB", "act. MiB", "GFLOP/s",
+                                       "% sgemm",  "speed-up vs dense", "note"};
     int nw = (int)(sizeof want / sizeof want[0]), same = nh == nw;
     for (int i = 0; i < nw && same; i++) {
         int found = 0;
@@ -388,17 +427,20 @@ static void test_tables(const char *db) {
     int found_partial = 0, found_failed = 0, found_unsup = 0, found_pending = 0;
     char exp_cell[64];
     double l2[2] = {known[2].loss[0], known[2].loss[1]};
-    snprintf(exp_cell, sizeof exp_cell, "%.4f ± %.4f", mean_of(l2, 2), std_of(l2, 2));
+    /* two seeds: the 95% CI of the mean is mean -+ t(0.975, 1) std / sqrt(2), t(0.975, 1) = tan(0.475 pi) (Cauchy) */
+    double h2 = tan(0.475 * M_PI) * std_of(l2, 2) / sqrt(2.0);
+    snprintf(exp_cell, sizeof exp_cell, "%.4f ± %.4f [%.4f, %.4f]", mean_of(l2, 2), std_of(l2, 2), mean_of(l2, 2) - h2,
+             mean_of(l2, 2) + h2);
     for (const char *p = r2; p; p = strstr(p + 1, "| routing |")) {
         char c[32][256];
         int n = md_cells(p, c, 32);
         if (n != nh) continue;
-        int in = -1, il = -1, inote = -1, it = -1;
+        int in = 0, il = -1, inote = -1, it = -1;
         for (int j = 0; j < nh; j++) {
             if (!strcmp(cells[j], "n")) in = j;
             if (!strcmp(cells[j], "eval loss")) il = j;
             if (!strcmp(cells[j], "note")) inote = j;
-            if (!strcmp(cells[j], "step ms")) it = j;
+            if (!strcmp(cells[j], "step ms (IQR)")) it = j;
         }
         if (!strcmp(c[in], "2/3") && !strcmp(c[il], exp_cell) && strstr(c[inote], "1 failed: boom")) found_partial = 1;
         if (!strcmp(c[in], "0/3") && !strcmp(c[il], "failed") && !strcmp(c[it], "failed") &&
@@ -492,8 +534,9 @@ static void test_tables(const char *db) {
     double dl[6] = {known[0].loss[0], known[0].loss[1], known[0].loss[2],
                     known[1].loss[0], known[1].loss[1], known[1].loss[2]};
     cl = csv_col(&c, "loss");
-    ok(c.nrow == 3 && c.ncol[0] == 1 + 3 + 3 + 2 + 1 && rd > 0 && cl > 0 && fabs(atof(c.f[rd][cl]) - mean_of(dl, 6)) < 1e-12,
-       "--by backend: two rows, only the chosen measures, dense loss = mean of its 6 trials");
+    /* backend; n, trials, status, noisy; loss, _std, _ci_lo, _ci_hi, _n; time, _iqr, _n; note */
+    ok(c.nrow == 3 && c.ncol[0] == 1 + 4 + 5 + 3 + 1 && rd > 0 && cl > 0 && fabs(atof(c.f[rd][cl]) - mean_of(dl, 6)) < 1e-12,
+       "--by backend: two rows, only the chosen measures, dense loss = mean of its 6 trials (%d columns)", c.ncol[0]);
     csv_free(&c);
     free(text);
 
@@ -546,8 +589,9 @@ static void test_power_law(const char *db) {
     plot_opts o;
     memset(&o, 0, sizeof o);
     o.out_dir = out, o.format = "png", o.only = "scaling,memory", o.quiet = 1;
-    int n = 0;
-    int rc = plot_all(&d, &o, &n, err, sizeof err);
+    plot_result pr;
+    int rc = plot_all(&d, &o, &pr, err, sizeof err);
+    int n = pr.nmade;
     rpt_close(&d);
     ok(rc == 0 && n == 2, "scaling and memory figures drawn (%s)", rc ? err : "ok");
     char path[600];
@@ -588,8 +632,9 @@ static void test_every_figure(const char *db) {
         plot_opts o;
         memset(&o, 0, sizeof o);
         o.out_dir = out, o.format = fmts[fi], o.quiet = 1;
-        int n = 0;
-        int rc = plot_all(&d, &o, &n, err, sizeof err);
+        plot_result pr;
+        int rc = plot_all(&d, &o, &pr, err, sizeof err);
+        int n = pr.nmade;
         rpt_close(&d);
         ok(rc == 0 && n == PLOT_NFIGURES, "%s: every figure drawn, gnuplot exited 0 (%d of %d%s%s)", fmts[fi], n,
            PLOT_NFIGURES, rc ? ": " : "", rc ? err : "");
@@ -658,9 +703,10 @@ static void test_compare(const char *base) {
     char *a3[] = {"compare", noisy, "--baseline", (char *)base, NULL};
     rc = quietly(cmd_compare, 4, a3);
     ok(rc == 0, "compare: 5%% slower is within the default 10%% tolerance (exit %d)", rc);
+    /* G0 10,12,11 ms -> 10.5,12.6,11.55: past 1%, but inside the spread over seeds of both runs */
     char *a4[] = {"compare", noisy, "--baseline", (char *)base, "--time-rel", "0.01", "--time-abs", "0", NULL};
     rc = quietly(cmd_compare, 8, a4);
-    ok(rc == 1, "compare: 5%% slower is flagged with --time-rel 0.01 --time-abs 0 (exit %d)", rc);
+    ok(rc == 0, "compare: 5%% slower is within the seeds' spread, not flagged even at --time-rel 0.01 (exit %d)", rc);
     /* G0's median goes from 11 to 16.5 ms: past 5 ms, within 6 ms */
     char *a5[] = {"compare", slow, "--baseline", (char *)base, "--time-abs", "5", NULL};
     rc = quietly(cmd_compare, 6, a5);
@@ -675,6 +721,354 @@ static void test_compare(const char *base) {
     ok(quietly(cmd_compare, 2, a7) == 2, "compare without --baseline exits 2");
     char *a8[] = {"compare", cur, "--baseline", "/nonexistent/x.db", NULL};
     ok(quietly(cmd_compare, 4, a8) == 2, "compare with a missing baseline exits 2");
+}
+
+
+/* ------------------------------------------------------------------ */
+/* issue 16: statistics, noise, speed-up, crossover, compare by spread */
+
+/* Student t quantiles: the closed forms for 1 and 2 degrees of freedom
+ * (Cauchy: tan(pi (p - 1/2)); df 2: (2p-1) sqrt(2 / (4p(1-p)))) and the
+ * printed table's values for 4, 9 and 30. */
+static void test_student_t(void) {
+    double p = 0.975, t1 = tan(M_PI * (p - 0.5)), t2 = (2 * p - 1) * sqrt(2 / (4 * p * (1 - p)));
+    ok(fabs(rpt_student_t(p, 1) - t1) < 1e-9 && fabs(rpt_student_t(p, 2) - t2) < 1e-9,
+       "t(0.975; 1) = %.9f (want %.9f), t(0.975; 2) = %.9f (want %.9f)", rpt_student_t(p, 1), t1, rpt_student_t(p, 2),
+       t2);
+    static const struct {
+        double df, t;
+    } table[] = {{4, 2.776445}, {9, 2.262157}, {30, 2.042272}};
+    int good = 1;
+    for (int i = 0; i < 3; i++) good &= fabs(rpt_student_t(p, table[i].df) - table[i].t) < 1e-6;
+    ok(good, "t(0.975; 4, 9, 30) = %.6f %.6f %.6f (tables: 2.776445 2.262157 2.042272)", rpt_student_t(p, 4),
+       rpt_student_t(p, 9), rpt_student_t(p, 30));
+    ok(fabs(rpt_student_t(0.5, 7)) < 1e-6 && fabs(rpt_student_t(0.025, 4) + 2.776445) < 1e-6, "symmetric about 0");
+}
+
+/* Losses over 1, 2, 3, 5 and 10 seeds: the CSV's CI bounds are mean -+ t
+ * std / sqrt(n) with the t values of the table; one seed has none, and the
+ * Markdown cell shows no interval. */
+static void test_ci_table(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/ci.db", tmpdir);
+    int64_t exp;
+    rb_store *s = open_new(path, "ci", 0, &exp);
+    static const int ns[] = {1, 2, 3, 5, 10};
+    static const double tq[] = {NAN, 12.706205, 4.302653, 2.776445, 2.262157};
+    double v[5][10];
+    int idx = 0;
+    for (int c = 0; c < 5; c++) {
+        spec sp = {"dense", 64 * (c + 1), 0, 0};
+        for (int k = 0; k < ns[c]; k++) {
+            v[c][k] = 2.0 + 0.1 * sin(1.0 + 3.0 * k + c);
+            store_metric m[2] = {{-1, "eval_loss", v[c][k]}, {-1, "step_ms", 5.0}};
+            add_cfg(s, exp, &sp, k + 1, idx++, m, 2, -1, NULL);
+        }
+    }
+    store_close(s);
+    char *text = table_text(path, NULL, NULL, "loss", RPT_CSV);
+    csv t;
+    csv_parse(text ? text : "", &t);
+    int cl = csv_col(&t, "loss_ci_lo"), ch = csv_col(&t, "loss_ci_hi"), cs = csv_col(&t, "seq"), good = cl > 0 && ch > 0;
+    double worst = 0;
+    for (int c = 0; c < 5 && good; c++) {
+        int r = 0;
+        for (int i = 1; i < t.nrow; i++)
+            if (atoi(t.f[i][cs]) == 64 * (c + 1)) r = i;
+        if (!r) {
+            good = 0;
+            break;
+        }
+        if (ns[c] == 1) {
+            good &= !t.f[r][cl][0] && !t.f[r][ch][0];
+            continue;
+        }
+        double m = mean_of(v[c], ns[c]), h = tq[c] * std_of(v[c], ns[c]) / sqrt(ns[c]);
+        worst = fmax(worst, fmax(fabs(atof(t.f[r][cl]) - (m - h)), fabs(atof(t.f[r][ch]) - (m + h))));
+    }
+    ok(good && worst < 1e-6, "csv 95%% CI bounds = mean -+ t std/sqrt(n) with table t (worst %.2g); none for one seed",
+       worst);
+    csv_free(&t);
+    free(text);
+    text = table_text(path, "seq = 64", NULL, "loss", RPT_MD);
+    char want[64];
+    snprintf(want, sizeof want, " %.4f |\n", v[0][0]);
+    const char *row = text ? strstr(text, want) : NULL;
+    ok(row && row[-1] == ' ' && !strchr(row + 1, '['), "one seed: the cell is the mean alone, no ± and no interval");
+    free(text);
+}
+
+/* Noisy trials: a mark on the row, the reasons under the table, a count in CSV. */
+static void test_noisy_mark(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/noisy_mark.db", tmpdir);
+    int64_t exp;
+    rb_store *s = open_new(path, "noisemark", 0, &exp);
+    spec a = {"dense", 128, 0, 0}, b = {"local", 128, 0, 16};
+    for (int k = 0; k < 3; k++) {
+        store_metric m[3] = {{-1, "fwdbwd_ms", 10.0 + k}, {-1, "fwdbwd_ms_iqr", 0.5}, {-1, "eval_loss", 2}};
+        add_cfg(s, exp, &a, k + 1, k, m, 3, k == 1, k == 1 ? "IQR 31% of the median; other processes used 1.6 CPUs" : NULL);
+        add_cfg(s, exp, &b, k + 1, 3 + k, m, 3, 0, NULL);
+    }
+    store_close(s);
+    char *md = table_text(path, NULL, NULL, "time", RPT_MD);
+    ok(md && strstr(md, "| dense   |  3* |") && strstr(md, "| local   |   3 |"),
+       "md: the row with a noisy trial is marked 3*, the clean one is not");
+    ok(md && strstr(md, "* noisy measurement: dense: 1 of 3 trials (IQR 31% of the median; other processes used 1.6 CPUs)"),
+       "md: the footnote gives the row and the reason");
+    free(md);
+    char *text = table_text(path, NULL, NULL, "time", RPT_CSV);
+    csv t;
+    csv_parse(text ? text : "", &t);
+    int cn = csv_col(&t, "noisy"), cb = csv_col(&t, "backend"), good = cn > 0 && t.nrow == 3;
+    for (int r = 1; r < t.nrow && good; r++) good &= atoi(t.f[r][cn]) == (strcmp(t.f[r][cb], "dense") == 0);
+    ok(good, "csv: noisy = 1 on dense, 0 on local");
+    csv_free(&t);
+    free(text);
+}
+
+/* Each trial's share of sgemm uses its own run's ceiling: run 1 (100
+ * GFLOP/s) records A, run 2 (200 before, 250 after the sweep) records B, run
+ * 3 (400) records nothing; both did 50 GFLOP/s: A 50%, B 20%. */
+static void test_sgemm_own_run(void) {
+    char path[512], err[512];
+    snprintf(path, sizeof path, "%s/sgemm.db", tmpdir);
+    int64_t e1, e2, e3;
+    rb_store *s = open_new(path, "sgemm", 100, &e1);
+    spec a = {"dense", 128, 0, 0}, b = {"dense", 256, 0, 0};
+    store_metric m[2] = {{-1, "gflops", 50}, {-1, "step_ms", 1}};
+    add_cfg(s, e1, &a, 1, 0, m, 2, -1, NULL);
+    store_experiment x;
+    memset(&x, 0, sizeof x);
+    x.name = "sgemm", x.kind = "train", x.yaml = "name: test\n", x.yaml_hash = "0123456789abcdef", x.path = "t.yaml";
+    x.host = "testhost", x.threads = 1, x.sgemm_gflops = 200;
+    if (store_begin_experiment(s, &x, &e2, err, sizeof err)) diag("%s", err);
+    add_cfg(s, e2, &b, 1, 1, m, 2, -1, NULL);
+    x.sgemm_gflops = 400;
+    if (store_begin_experiment(s, &x, &e3, err, sizeof err)) diag("%s", err);
+    store_close(s);
+    sqlite3 *db;
+    sqlite3_open(path, &db);
+    char sql[128];
+    snprintf(sql, sizeof sql, "UPDATE experiments SET sgemm_after = 250 WHERE id = %lld", (long long)e2);
+    ok(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK, "sgemm_after set on run 2");
+    sqlite3_close(db);
+    char *text = table_text(path, NULL, NULL, "sgemm", RPT_CSV);
+    csv t;
+    csv_parse(text ? text : "", &t);
+    int cg = csv_col(&t, "sgemm"), cs = csv_col(&t, "seq");
+    double ga = NAN, gb = NAN;
+    for (int r = 1; r < t.nrow && cg > 0; r++) *(atoi(t.f[r][cs]) == 128 ? &ga : &gb) = atof(t.f[r][cg]);
+    ok(fabs(ga - 0.5) < 1e-12 && fabs(gb - 0.2) < 1e-12,
+       "share of sgemm from each trial's own run: %.3f (want 0.5), %.3f (want 0.2 = 50/max(200, 250))", ga, gb);
+    csv_free(&t);
+    free(text);
+    char *md = table_text(path, NULL, NULL, "sgemm", RPT_MD);
+    ok(md && strstr(md, "100.0-250.0 GFLOP/s") && !strstr(md, "400"), "caption: the range of the trials' own ceilings, "
+                                                                        "not the latest run's 400");
+    free(md);
+}
+
+/* Speed-up on the known database: routing n=256 against dense n=256, from
+ * the medians and the interquartile intervals computed here. */
+static void test_speedup(const char *db) {
+    char *text = table_text(db, NULL, NULL, NULL, RPT_CSV);
+    csv t;
+    csv_parse(text ? text : "", &t);
+    int r = csv_row(&t, "routing", 256, 4, 64), c = csv_col(&t, "speedup"), cl = csv_col(&t, "speedup_lo");
+    int ch = csv_col(&t, "speedup_hi"), rd = csv_row(&t, "dense", 256, NA, NA);
+    /* dense 39, 40, 41: median 40, quartiles 39.5, 40.5; routing 20, 22: median 21, quartiles 20.5, 21.5 */
+    double s = 40.0 / 21.0, lo = 39.5 / 21.5, hi = 40.5 / 20.5;
+    ok(r > 0 && c > 0 && fabs(atof(t.f[r][c]) - s) < 1e-12 && fabs(atof(t.f[r][cl]) - lo) < 1e-12 &&
+           fabs(atof(t.f[r][ch]) - hi) < 1e-12 && rd > 0 && atof(t.f[rd][c]) == 1.0,
+       "speed-up vs dense %.4f [%.4f, %.4f]; dense itself 1", s, lo, hi);
+    csv_free(&t);
+    free(text);
+    rpt_db d;
+    char err[512], sum[4096];
+    if (rpt_open(&d, db, NULL, err, sizeof err)) return (void)ok(0, "open: %s", err);
+    rpt_summary(&d, sum, sizeof sum);
+    rpt_close(&d);
+    diag("%s", sum);
+    ok(strstr(sum, "Lowest eval loss: routing n=256 w=64 k=4") &&
+           strstr(sum, "(within noise of it: dense n=128, dense n=256)") &&
+           strstr(sum, "n=256: routing n=256 w=64 k=4, 21 ms") && strstr(sum, "none judged noisy"),
+       "summary: the lowest loss, the two dense rows whose 95%% CIs overlap it, the fastest at n=256");
+}
+
+/* Two runs: base times 10, 10.2, 9.9 ms, each trial's own IQR 2 ms.
+ * Within noise: +15% (past the 10% tolerance) inside the IQR; a real 2x
+ * slowdown; the same 2x measured noisy. */
+static void make_timed(const char *path, double f, int noisy) {
+    int64_t exp;
+    rb_store *s = open_new(path, "timed", 0, &exp);
+    static const double base[3] = {10, 10.2, 9.9};
+    spec a = {"dense", 256, 0, 0}, b = {"local", 256, 0, 32};
+    for (int k = 0; k < 3; k++) {
+        store_metric m[3] = {{-1, "fwdbwd_ms", base[k] * f}, {-1, "fwdbwd_ms_iqr", 2.0}, {-1, "fwdbwd_ms_n", 20}};
+        add_cfg(s, exp, &a, k + 1, k, m, 3, noisy, noisy ? "other processes used 1.9 CPUs" : NULL);
+        store_metric m2[3] = {{-1, "fwdbwd_ms", base[k]}, {-1, "fwdbwd_ms_iqr", 2.0}, {-1, "fwdbwd_ms_n", 20}};
+        add_cfg(s, exp, &b, k + 1, 3 + k, m2, 3, 0, NULL);
+    }
+    store_close(s);
+}
+
+static void test_compare_noise(void) {
+    char base[512], same[512], slow2[512], noisy2[512], out[600];
+    snprintf(base, sizeof base, "%s/t_base.db", tmpdir), snprintf(same, sizeof same, "%s/t_noise.db", tmpdir);
+    snprintf(slow2, sizeof slow2, "%s/t_slow.db", tmpdir), snprintf(noisy2, sizeof noisy2, "%s/t_noisy.db", tmpdir);
+    snprintf(out, sizeof out, "%s/cmd.out", tmpdir);
+    make_timed(base, 1.0, 0), make_timed(same, 1.15, 0), make_timed(slow2, 2.0, 0), make_timed(noisy2, 2.0, 1);
+    char *a1[] = {"compare", same, "--baseline", base, NULL};
+    int rc = quietly(cmd_compare, 4, a1);
+    char *o = slurp(out, NULL);
+    ok(rc == 0 && o && strstr(o, "+15.0%") && !strstr(o, "SLOWER"),
+       "compare: +15%% inside both runs' IQR is no regression (exit %d)", rc);
+    free(o);
+    char *a2[] = {"compare", slow2, "--baseline", base, NULL};
+    rc = quietly(cmd_compare, 4, a2);
+    o = slurp(out, NULL);
+    ok(rc == 1 && o && strstr(o, "SLOWER") && strstr(o, "+100.0%") && strstr(o, "1 flagged"),
+       "compare: a real 2x slowdown is a regression (exit %d)", rc);
+    free(o);
+    char *a3[] = {"compare", noisy2, "--baseline", base, NULL};
+    rc = quietly(cmd_compare, 4, a3);
+    o = slurp(out, NULL);
+    ok(rc == 0 && o && strstr(o, "time noisy (not judged)") && !strstr(o, "SLOWER") && strstr(o, "1 noisy"),
+       "compare: the same 2x measured noisy is reported as noisy, not as a regression (exit %d)", rc);
+    free(o);
+}
+
+/* Crossover on known power laws: dense a n^2, routing b n^1.5 cross at
+ * (b/a)^2 = 1225; local is below dense everywhere, hybrid never. Loss:
+ * routing - dense = 0.3 - 0.1 log2(n/128) reaches the 0.05 tolerance at
+ * n = 128 * 2^2.5. */
+static void make_cross(const char *path) {
+    int64_t exp;
+    rb_store *s = open_new(path, "cross", 0, &exp);
+    const double a = 1e-6, b = 3.5e-5;
+    int idx = 0;
+    for (int n = 128; n <= 4096; n *= 2) {
+        double l2 = log2(n / 128.0);
+        spec sd = {"dense", n, 0, 0}, sr = {"routing", n, 8, 0}, sl = {"local", n, 0, 64}, sh = {"hybrid", n, 8, 64};
+        store_metric md[2] = {{-1, "step_ms", a * n * (double)n}, {-1, "eval_loss", 2.0}};
+        store_metric mr[2] = {{-1, "step_ms", b * pow(n, 1.5)}, {-1, "eval_loss", 2.3 - 0.1 * l2}};
+        store_metric ml[2] = {{-1, "step_ms", 0.5 * a * n * (double)n}, {-1, "eval_loss", 2.5}};
+        store_metric mh[2] = {{-1, "step_ms", 2 * a * n * (double)n}, {-1, "eval_loss", 2.01}};
+        add_cfg(s, exp, &sd, 1, idx++, md, 2, -1, NULL), add_cfg(s, exp, &sr, 1, idx++, mr, 2, -1, NULL);
+        add_cfg(s, exp, &sl, 1, idx++, ml, 2, -1, NULL), add_cfg(s, exp, &sh, 1, idx++, mh, 2, -1, NULL);
+    }
+    store_close(s);
+}
+
+static void test_crossover(void) {
+    char path[512], err[512];
+    snprintf(path, sizeof path, "%s/cross.db", tmpdir);
+    make_cross(path);
+    rpt_db d;
+    if (rpt_open(&d, path, NULL, err, sizeof err)) return (void)ok(0, "open: %s", err);
+    rpt_cross *c;
+    int n = 0;
+    ok(rpt_crossover(&d, 0.05, &c, &n, err, sizeof err) == 0 && n == 3, "three sparse series (%d)", n);
+    double exact = pow(3.5e-5 / 1e-6, 2), lexact = 128 * pow(2, 2.5);
+    for (int i = 0; i < n; i++) {
+        if (!strncmp(c[i].label, "routing", 7)) {
+            ok(c[i].time_case == RPT_X_AT && fabs(c[i].time_at / exact - 1) < 0.01,
+               "routing: time crossover n = %.2f, exact %.2f (within 1%%)", c[i].time_at, exact);
+            ok(c[i].loss_case == RPT_X_AT && fabs(c[i].loss_at / lexact - 1) < 0.01,
+               "routing: loss within 0.05 of dense from n = %.2f, exact %.2f", c[i].loss_at, lexact);
+        } else if (!strncmp(c[i].label, "local", 5)) {
+            ok(c[i].time_case == RPT_X_BELOW_FIRST && c[i].loss_case == RPT_X_NOT_WITHIN,
+               "local: below dense at the shortest length, its loss never within tolerance");
+        } else {
+            ok(c[i].time_case == RPT_X_NOT_WITHIN && c[i].loss_case == RPT_X_BELOW_FIRST,
+               "hybrid: not below dense within the lengths, its loss within tolerance from the start");
+        }
+    }
+    rpt_crossover_free(c, n);
+    rpt_close(&d);
+    char *a1[] = {"report", path, "--crossover", "--loss-tol", "0.05", NULL};
+    int rc = quietly(cmd_report, 5, a1);
+    char out[600];
+    snprintf(out, sizeof out, "%s/cmd.out", tmpdir);
+    char *o = slurp(out, NULL);
+    ok(rc == 0 && o && strstr(o, "n = 1225") && strstr(o, "below the shortest length measured (n = 128)") &&
+           strstr(o, "not within the lengths measured (up to n = 4096)"),
+       "report --crossover prints the three answers");
+    free(o);
+}
+
+/* The heatmap never averages backends: routing 123.58 and hybrid 101.68 in
+ * the same cell give two panels, not one cell of 112.63. */
+static void test_heatmap_panels(void) {
+    char path[512], err[2048], out[512];
+    snprintf(path, sizeof path, "%s/heat.db", tmpdir);
+    snprintf(out, sizeof out, "%s/heat", tmpdir);
+    int64_t exp;
+    rb_store *s = open_new(path, "heat", 0, &exp);
+    spec r = {"routing", 256, 4, 32}, h = {"hybrid", 256, 4, 32}, r2 = {"routing", 256, 8, 32};
+    store_metric m1[1] = {{-1, "eval_loss", 123.58}}, m2[1] = {{-1, "eval_loss", 101.68}}, m3[1] = {{-1, "eval_loss", 99}};
+    add_cfg(s, exp, &r, 1, 0, m1, 1, -1, NULL), add_cfg(s, exp, &h, 1, 1, m2, 1, -1, NULL);
+    add_cfg(s, exp, &r2, 1, 2, m3, 1, -1, NULL);
+    store_close(s);
+    rpt_db d;
+    if (rpt_open(&d, path, NULL, err, sizeof err)) return (void)ok(0, "open: %s", err);
+    plot_opts o;
+    memset(&o, 0, sizeof o);
+    o.out_dir = out, o.format = "png", o.only = "heatmap", o.quiet = 1;
+    plot_result pr;
+    int rc = plot_all(&d, &o, &pr, err, sizeof err);
+    rpt_close(&d);
+    char p[600];
+    snprintf(p, sizeof p, "%s/heatmap.dat", out);
+    char *dat = slurp(p, NULL);
+    snprintf(p, sizeof p, "%s/heatmap.gp", out);
+    char *gp = slurp(p, NULL);
+    ok(rc == 0 && dat && strstr(dat, "panel routing") && strstr(dat, "panel hybrid") && strstr(dat, "\"123.58\"") &&
+           strstr(dat, "\"101.68\"") && !strstr(dat, "112.63"),
+       "heatmap: one panel per backend, each cell its own value, no mean of the two (%s)", rc ? err : "ok");
+    ok(gp && strstr(gp, "set multiplot layout 1,2") && strstr(gp, "index 1"), "heatmap.gp draws two panels");
+    snprintf(p, sizeof p, "%s/heatmap.png", out);
+    ok(is_png(p), "heatmap.png drawn");
+    free(dat), free(gp);
+}
+
+/* plot without --only draws only figures with data and lists the others;
+ * --fit-from limits the fit and the legend says which points it used. */
+static void test_plot_skip(const char *power) {
+    char err[2048], out[512], p[600];
+    snprintf(out, sizeof out, "%s/skip", tmpdir);
+    rpt_db d;
+    if (rpt_open(&d, power, NULL, err, sizeof err)) return (void)ok(0, "open: %s", err);
+    plot_opts o;
+    memset(&o, 0, sizeof o);
+    o.out_dir = out, o.format = "png", o.quiet = 1, o.fit_from = 1024;
+    plot_result r;
+    int rc = plot_all(&d, &o, &r, err, sizeof err);
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/curves_step.png", out);
+    int no_curves = stat(p, &sb) != 0;
+    ok(rc == 0 && r.nmade == 3 && r.nskipped == 4 && strstr(r.skipped, "curves_step: no evaluation curves") &&
+           strstr(r.skipped, "curves_time: ") && strstr(r.skipped, "heatmap: ") && strstr(r.skipped, "tradeoff: ") &&
+           no_curves,
+       "bench database: scaling, memory, crossover drawn; curves, heatmap, tradeoff skipped with why");
+    for (char *l = strtok(r.skipped, "\n"); l; l = strtok(NULL, "\n")) diag("skipped %s", l);
+    snprintf(p, sizeof p, "%s/scaling.gp", out);
+    char *gp = slurp(p, NULL);
+    const char *q = gp ? strstr(gp, "dense: ~n^") : NULL;
+    ok(q && fabs(atof(q + strlen("dense: ~n^")) - K_DENSE) < 0.01 && strstr(gp, "fit n=1024-4096, 3 of 5 points") &&
+           strstr(gp, "yerrorlines"),
+       "--fit-from 1024: the legend says the fit used n=1024-4096, 3 of 5 points; error bars drawn");
+    free(gp);
+    snprintf(p, sizeof p, "%s/memory.gp", out);
+    gp = slurp(p, NULL);
+    ok(gp && strstr(gp, "set ylabel 'activation memory, MiB"), "memory axis says it is activation memory");
+    free(gp);
+    o.only = "curves_step";
+    rc = plot_all(&d, &o, &r, err, sizeof err);
+    snprintf(p, sizeof p, "%s/curves_step.png", out);
+    ok(rc == 0 && r.nmade == 1 && is_png(p), "--only curves_step still draws the frame that says why");
+    rpt_close(&d);
 }
 
 int main(void) {
@@ -692,6 +1086,15 @@ int main(void) {
     test_power_law(power_db);
     test_every_figure(known_db);
     test_compare(known_db);
+    test_student_t();
+    test_ci_table();
+    test_noisy_mark();
+    test_sgemm_own_run();
+    test_speedup(known_db);
+    test_compare_noise();
+    test_crossover();
+    test_heatmap_panels();
+    test_plot_skip(power_db);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (getenv("RB_KEEP_TMP")) diag("kept %s", tmpdir);

@@ -16,31 +16,46 @@
 #include "report/compare.h"
 #include "report/plot.h"
 #include "report/report.h"
+#include "report/summary.h"
+#include "report/crossover.h"
 #include "util/status.h"
 
 /* ------------------------------------------------------------------ */
 /* report                                                              */
 
 static const char report_about[] =
-    "Prints a table of a results database: one row per configuration (the trials that share\n"
-    "all parameters but the seed), the parameters that vary between rows as columns (those that\n"
-    "do not go into the caption), a count of the trials done, and the measures. Trials that\n"
-    "failed, were unsupported or have not run show as such, with their error in the note.";
+    "Prints a summary paragraph and a table of a results database. The summary names the\n"
+    "fastest configuration (at each of the longest sequence lengths), the one with the lowest\n"
+    "loss, and the others within noise of them (overlapping intervals), and how many trials were\n"
+    "noisy. The table has one row per configuration (the trials that share all parameters but\n"
+    "the seed), the parameters that vary between rows as columns (those that do not go into the\n"
+    "caption), a count of the trials done (marked * when some trial's timing was judged noisy,\n"
+    "with the reasons under the table), the measures, and a speed-up against dense at the same\n"
+    "parameters. Trials that failed, were unsupported or have not run show as such, with their\n"
+    "error in the note.";
 
 static const char report_epilog[] =
-    "measures: loss = final evaluation loss, bpt = bits per token, acc = accuracy (mean ± std\n"
-    "over seeds); time = step time in ms (fwd+bwd for attention benches, a whole training step\n"
-    "otherwise), tokens = tokens/s, mem = peak RSS, act_mem = activation bytes (backend or\n"
-    "arena peak), gflops = achieved GFLOP/s, sgemm = GFLOP/s as a share of the sgemm ceiling\n"
-    "measured by the run that recorded the trial (the latest run's when unknown): median over\n"
-    "seeds.\n";
+    "measures: loss = final evaluation loss, bpt = bits per token, acc = accuracy: mean ± std\n"
+    "over seeds and [the 95% confidence interval of the mean] (Student t with n-1 degrees of\n"
+    "freedom; none from one seed). time = step time in ms (fwd+bwd for attention benches, a\n"
+    "whole training step otherwise): median over seeds (IQR), the IQR being the larger of the\n"
+    "trials' own interquartile range of their repeats and the IQR of the seeds' medians; any\n"
+    "metric ending in _ms is shown the same way. tokens = tokens/s, mem = peak RSS, act_mem =\n"
+    "activation bytes (backend or arena peak), gflops = achieved GFLOP/s, sgemm = GFLOP/s as a\n"
+    "share of the sgemm ceiling of the run that recorded the trial (the larger of the ceilings\n"
+    "measured before and after its sweep; n/a when that run measured none): median over seeds.\n"
+    "speed-up vs dense = dense's time / this row's time, with [the interval from the two rows'\n"
+    "interquartile intervals]; ref on dense rows.\n"
+    "csv columns: M, M_std, M_ci_lo, M_ci_hi, M_n for quality; M, M_iqr, M_n for timings; M, M_n\n"
+    "otherwise; noisy (noisy trials of the row), speedup, speedup_lo, speedup_hi.\n";
 
 #define WHERE_HELP "only trials matching an SQL condition on the trials table's columns,\n" \
                    "e.g. --where \"backend IN ('routing','local') AND seq >= 1024\""
 
 int cmd_report(int argc, char **argv) {
     const char *db = NULL, *where = NULL;
-    int jsd = 0;
+    int jsd = 0, crossover = 0;
+    double loss_tol = 0.01;
     rpt_table_opts o = {NULL, NULL, RPT_MD};
     const cli_flag flags[] = {
         {"--format", NULL, FL_CHOICE, &o.format, "md|csv|tex", 0, 0, "md|csv|tex",
@@ -56,6 +71,15 @@ int cmd_report(int argc, char **argv) {
         {"--jsd", NULL, FL_SWITCH, &jsd, NULL, 0, 0, NULL,
          "the paper's table from analyze trials instead: mean Jensen-Shannon\n"
          "divergence (nats) between heads per layer, local-local, local-routing,\nrouting-routing"},
+        {"--crossover", NULL, FL_SWITCH, &crossover, NULL, 0, 0, NULL,
+         "instead of the table: for each sparse backend (and the parameters that\n"
+         "split its series), the sequence length at which its time falls below\n"
+         "dense's at the same parameters (interpolated in log-log between the\n"
+         "measured lengths, or 'below the shortest length measured' / 'not within\n"
+         "the lengths measured'), and in train sweeps the length from which its\n"
+         "loss is within --loss-tol of dense's"},
+        {"--loss-tol", NULL, FL_DOUBLE, &loss_tol, "NATS", 0, 1e300, NULL,
+         "with --crossover: how close to dense's loss counts as caught up\n(default 0.01)"},
     };
     const cli_spec spec = {.cmd = "report", .synopsis = "DB [options]", .about = report_about, .flags = flags,
                            .nflags = (int)(sizeof flags / sizeof flags[0]), .positional = "DB", .min_pos = 1,
@@ -69,12 +93,24 @@ int cmd_report(int argc, char **argv) {
         return RB_EXIT_USAGE;
     }
     rpt_table tb;
-    if (jsd ? analyze_jsd_table(&tb, &d, o.format, err, sizeof err) : rpt_table_build(&tb, &d, &o, err, sizeof err)) {
+    if (jsd && crossover) {
+        fprintf(stderr, "routebench report: --jsd and --crossover are different tables: one at a time\n");
+        rpt_close(&d);
+        return RB_EXIT_USAGE;
+    }
+    if (jsd ? analyze_jsd_table(&tb, &d, o.format, err, sizeof err)
+            : crossover ? rpt_crossover_table(&tb, &d, loss_tol, o.format, err, sizeof err)
+                        : rpt_table_build(&tb, &d, &o, err, sizeof err)) {
         fprintf(stderr, "routebench report: %s\n", err);
         rpt_close(&d);
         return RB_EXIT_USAGE;
     }
     if (d.nt == 0) fprintf(stderr, "routebench report: %s: no trials%s\n", db, where ? " match --where" : "");
+    if (!jsd && !crossover && o.format != RPT_CSV) {
+        char sum[4096];
+        rpt_summary(&d, sum, sizeof sum);
+        if (sum[0]) printf(o.format == RPT_TEX ? "%% %s\n\n" : "%s\n\n", sum);
+    }
     rpt_table_write(stdout, &tb, o.format);
     rpt_table_free(&tb);
     rpt_close(&d);
@@ -95,8 +131,15 @@ static const char plot_about[] =
     "  curves_time  evaluation loss against training time\n"
     "  heatmap      a measure over two parameters (clusters x window by default)\n"
     "  tradeoff     final evaluation loss against step time, point size = memory\n"
-    "A figure without data is drawn as a frame that says why; configurations that failed, were\n"
-    "unsupported or did not run are listed on the figure as missing.";
+    "  crossover    each sparse series' time over dense's at the same parameters against\n"
+    "               length, log-log, the crossings (report --crossover) dashed\n"
+    "Error bars: times and memory show the interquartile interval (the trials' own IQR or the\n"
+    "spread over seeds, whichever is larger), losses the 95% confidence interval of the mean over\n"
+    "seeds (Student t); points with a noisy trial are circled in red. The heatmap draws one panel\n"
+    "per backend (and per other parameter that varies), never averaging configurations into a\n"
+    "cell. Without --only, figures without data are skipped and listed with the reason; named\n"
+    "with --only, such a figure is drawn as a frame that says why. Configurations that failed,\n"
+    "were unsupported or did not run are listed on the figure as missing.";
 
 /* The output directory by default: plots/out/<experiment name, else the file's name without .db>. */
 static void default_out(const rpt_db *d, const char *db, char *out, size_t len) {
@@ -134,7 +177,10 @@ int cmd_plot(int argc, char **argv) {
         {"--heatmap-y", NULL, FL_STR, &o.heat_y, "P", 0, 0, NULL, "heatmap rows (default window)"},
         {"--heatmap-metric", NULL, FL_STR, &o.heat_metric, "M", 0, 0, NULL,
          "heatmap measure (default loss when present, else time)"},
-        {"--quiet", NULL, FL_SWITCH, &o.quiet, NULL, 0, 0, NULL, "do not list the files written"},
+        {"--fit-from", NULL, FL_DOUBLE, &o.fit_from, "N", 0, 1e300, NULL,
+         "scaling and memory fits use only lengths >= N (the legend says which\npoints were used)"},
+        {"--fit-to", NULL, FL_DOUBLE, &o.fit_to, "N", 0, 1e300, NULL, "... and <= N"},
+        {"--quiet", NULL, FL_SWITCH, &o.quiet, NULL, 0, 0, NULL, "do not list the files written nor the skipped figures"},
     };
     const cli_spec spec = {.cmd = "plot", .synopsis = "DB [options]", .about = plot_about, .flags = flags,
                            .nflags = (int)(sizeof flags / sizeof flags[0]), .positional = "DB", .min_pos = 1,
@@ -155,14 +201,21 @@ int cmd_plot(int argc, char **argv) {
     }
     char out[1024];
     if (!o.out_dir) default_out(&d, db, out, sizeof out), o.out_dir = out;
-    int n = 0;
-    int rc = plot_all(&d, &o, &n, err, sizeof err);
+    if (o.fit_to > 0 && o.fit_from > o.fit_to) {
+        fprintf(stderr, "routebench plot: --fit-from %g is above --fit-to %g\n", o.fit_from, o.fit_to);
+        rpt_close(&d);
+        return RB_EXIT_USAGE;
+    }
+    plot_result r;
+    int rc = plot_all(&d, &o, &r, err, sizeof err);
     rpt_close(&d);
     if (rc) {
         fprintf(stderr, "routebench plot: %s\n", err);
         return RB_EXIT_USAGE;
     }
-    if (!o.quiet && !o.dumb) printf("%d figures in %s (data .dat and scripts .gp beside them)\n", n, o.out_dir);
+    if (!o.quiet && r.nskipped) printf("skipped %d figure%s without data:\n%s", r.nskipped, r.nskipped > 1 ? "s" : "",
+                                       r.skipped);
+    if (!o.quiet && !o.dumb) printf("%d figures in %s (data .dat and scripts .gp beside them)\n", r.nmade, o.out_dir);
     return RB_EXIT_OK;
 }
 
@@ -173,9 +226,12 @@ static const char compare_about[] =
     "Matches the configurations of DB with those of the baseline DB2 (same parameters but the\n"
     "seed: the trial key), and reports the change in step time (median over seeds) and final\n"
     "evaluation loss (mean over seeds). A configuration is flagged when a measure got worse by\n"
-    "more than BOTH its relative and its absolute tolerance, or when it is done in the baseline\n"
-    "but not in DB (failed, unsupported, not run). Exit status: 0 nothing flagged, 1 something\n"
-    "flagged (for CI), 2 bad usage or input.";
+    "more than BOTH its relative and its absolute tolerance AND the two runs' interquartile\n"
+    "intervals do not overlap (median -+ half the spread: the trials' own timing IQR or the\n"
+    "spread over seeds, whichever is larger), or when it is done in the baseline but not in DB\n"
+    "(failed, unsupported, not run). A time measured noisy in either run (the trial's noisy\n"
+    "mark) is reported as noisy, never as a regression. Exit status: 0 nothing flagged, 1\n"
+    "something flagged (for CI), 2 bad usage or input.";
 
 int cmd_compare(int argc, char **argv) {
     const char *db = NULL, *base = NULL, *where = NULL;
@@ -230,8 +286,8 @@ int cmd_compare(int argc, char **argv) {
     if (rc == 0) {
         rpt_table_write(stdout, &tb, o.format);
         rpt_table_free(&tb);
-        fprintf(stderr, "compare: %d matched, %d flagged, %d new, %d only in the baseline\n", n.matched, n.flagged,
-                n.fresh, n.absent);
+        fprintf(stderr, "compare: %d matched, %d flagged, %d noisy (not judged), %d new, %d only in the baseline\n",
+                n.matched, n.flagged, n.noisy, n.fresh, n.absent);
     } else {
         fprintf(stderr, "routebench compare: --time: %s\n", err);
     }

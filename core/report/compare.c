@@ -16,11 +16,17 @@ void rpt_compare_defaults(rpt_compare_opts *o) {
     o->format = RPT_MD;
 }
 
-/* Worse = larger, for both time and loss. */
-static int worse(double base, double cur, rpt_tol t) {
+/* Worse = larger, for both time and loss: past both tolerances, and the two
+ * runs' interquartile intervals (median -+ spread/2: the trials' own IQR or
+ * the spread over seeds) do not overlap, so a change inside the noise of
+ * either run is never a regression. */
+static int worse(const rpt_db *d, const rpt_group *x, const rpt_db *b, const rpt_group *y, const char *measure,
+                 double base, double cur, rpt_tol t) {
     if (!isfinite(base) || !isfinite(cur)) return 0;
-    double dlt = cur - base;
-    return dlt > t.abs && dlt > t.rel * fabs(base);
+    double dlt = cur - base, lo0, hi0, lo1, hi1;
+    if (!(dlt > t.abs && dlt > t.rel * fabs(base))) return 0;
+    if (rpt_group_interval(b, y, measure, &lo0, &hi0) || rpt_group_interval(d, x, measure, &lo1, &hi1)) return 1;
+    return lo1 > hi0;
 }
 
 static void fmt_num(char *out, size_t len, double v, int csv, const char *fmt) {
@@ -49,8 +55,16 @@ static void judge(const rpt_db *d, const rpt_group *x, const rpt_db *b, const rp
     } else {
         snprintf(status, 256, "done");
     }
-    int wt = worse(t0, t1, o->time), wl = worse(l0, l1, o->loss);
+    /* a noisy timing on either side is reported as such, never as a regression */
+    int noisy = rpt_group_noisy(d, x, NULL, 0) + rpt_group_noisy(b, y, NULL, 0) > 0;
+    int wt = !noisy && worse(d, x, b, y, o->time_measure, t0, t1, o->time);
+    int wl = worse(d, x, b, y, "loss", l0, l1, o->loss);
     if (wt || wl) snprintf(flag, 128, "%s%s%s", wt ? "SLOWER" : "", wt && wl ? "+" : "", wl ? "WORSE LOSS" : "");
+    if (noisy && isfinite(t0) && isfinite(t1)) {
+        size_t l = strlen(status);
+        snprintf(status + l, 256 - l, "; time noisy (not judged)");
+        n->noisy++;
+    }
     n->flag_time += wt, n->flag_loss += wl;
 }
 
@@ -114,10 +128,11 @@ int rpt_compare(rpt_table *tb, const rpt_db *d, const rpt_db *b, const rpt_compa
         char cap[sizeof tb->caption];
         snprintf(cap, sizeof cap,
                  "%s against baseline %s: %d configurations matched, %d flagged (time: %d, loss: %d, not done: %d), "
-                 "%d new, %d only in the baseline. Flagged when worse by more than both tolerances: time %.3g%% and "
-                 "%.3g ms, loss %.3g%% and %.3g",
-                 d->path, b->path, n->matched, n->flagged, n->flag_time, n->flag_loss, n->flag_status, n->fresh,
-                 n->absent, 100 * o->time.rel, o->time.abs, 100 * o->loss.rel, o->loss.abs);
+                 "%d with a noisy time (not judged), %d new, %d only in the baseline. Flagged when worse by more than "
+                 "both tolerances (time %.3g%% and %.3g ms, loss %.3g%% and %.3g) and outside the baseline's spread "
+                 "(the interquartile intervals of the two runs do not overlap)",
+                 d->path, b->path, n->matched, n->flagged, n->flag_time, n->flag_loss, n->flag_status, n->noisy,
+                 n->fresh, n->absent, 100 * o->time.rel, o->time.abs, 100 * o->loss.rel, o->loss.abs);
         rpt_text_cell(tb->caption, sizeof tb->caption, cap, o->format == RPT_TEX ? RPT_TEX : RPT_CSV);
     }
     free(varying), free(matched);

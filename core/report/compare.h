@@ -1,8 +1,10 @@
 /* compare.h: two results databases side by side, configuration by
  * configuration (matched by trial key): what `routebench compare` prints and
  * a user's CI checks. A configuration is flagged when a measure got worse by
- * more than both tolerances, or when it is done in the baseline and not in
- * the database compared. */
+ * more than both tolerances and the two runs' interquartile intervals do not
+ * overlap (rpt_group_interval), or when it is done in the baseline and not in
+ * the database compared. A time measured noisy in either run is reported as
+ * noisy and never flagged. */
 #ifndef RB_COMPARE_H
 #define RB_COMPARE_H
 
@@ -23,6 +25,7 @@ typedef struct {
 
 typedef struct {
     int matched, flagged, flag_time, flag_loss, flag_status, fresh, absent;
+    int noisy; /* matched configurations whose time was noisy in either run: not judged */
 } rpt_compare_counts;
 
 /* Defaults: time 10% and 0.05 ms, loss 1% and 0.01, all rows, Markdown. */

@@ -13,10 +13,19 @@
  *   curves_time  the same against training wall-clock time (sum of step times);
  *   heatmap      a measure over two parameters (clusters x window by default);
  *   tradeoff     final evaluation loss against step time, one point per
- *                configuration, point size from memory.
- * A figure without data (a bench database has no curves) is still drawn, as
- * a frame that says why; configurations without a value are listed on the
- * figure as missing, with their status. */
+ *                configuration, point size from memory;
+ *   crossover    each sparse series' time over dense's at the same
+ *                parameters against length (crossover.h), the crossings dashed.
+ * Error bars: timings and memory the interquartile interval (the trials' own
+ * IQR or the spread over seeds), losses the 95% confidence interval of the
+ * mean over seeds; points with noisy trials are circled in red. The heatmap
+ * draws one panel per backend (and per other varying parameter), so a cell
+ * is always one configuration. The scaling fit uses the lengths in
+ * [fit_from, fit_to] and says which in its legend and data file.
+ * Without --only, a figure without data (a bench database has no curves) is
+ * skipped and listed with why; asked for by name, it is drawn as a frame
+ * that says why. Configurations without a value are listed on the figure as
+ * missing, with their status. */
 #ifndef RB_PLOT_H
 #define RB_PLOT_H
 
@@ -24,7 +33,7 @@
 
 #include "report/report.h"
 
-#define PLOT_NFIGURES 6
+#define PLOT_NFIGURES 7
 extern const char *const plot_figures[PLOT_NFIGURES];
 
 typedef struct {
@@ -36,11 +45,20 @@ typedef struct {
     const char *time_metric; /* NULL: time (fwdbwd_ms or step_ms) */
     const char *mem_metric;  /* NULL: act_mem (act_bytes / arena_peak_bytes), else peak RSS */
     int quiet;               /* no "wrote ..." lines on stdout */
+    double fit_from, fit_to; /* the scaling and memory fits use lengths in [fit_from, fit_to]; 0: no bound */
 } plot_opts;
 
-/* Draw the selected figures. 0, or -1 with a message (bad option, gnuplot
- * missing or failing, unwritable directory). *nmade: figures drawn. */
-int plot_all(const rpt_db *d, const plot_opts *o, int *nmade, char *err, size_t errlen);
+typedef struct {
+    int nmade;               /* figures drawn */
+    int nskipped;            /* figures without data, not drawn (only without --only) */
+    char skipped[2048];      /* one "name: why" line each */
+} plot_result;
+
+/* Draw the selected figures: with --only those named (a figure without data
+ * as a frame saying why), else every figure that has data, listing the
+ * others in r->skipped. 0, or -1 with a message (bad option, gnuplot
+ * missing or failing, unwritable directory). */
+int plot_all(const rpt_db *d, const plot_opts *o, plot_result *r, char *err, size_t errlen);
 
 /* Least squares of log y on log x over the points with x, y > 0: y ~ coef *
  * x^expo. 0, or -1 when fewer than two distinct x remain. */

@@ -101,8 +101,7 @@ static int load_metrics(rpt_db *d, char *err, size_t errlen) {
     return 0;
 }
 
-/* Is it ours, and a version we can read? Then the experiment's name and
- * kind and the latest sgemm ceiling. */
+/* Is it ours, and a version we can read? Then the experiment's name and kind. */
 static int read_header(rpt_db *d, char *err, size_t errlen) {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(d->db, "SELECT (SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN "
@@ -129,13 +128,21 @@ static int read_header(rpt_db *d, char *err, size_t errlen) {
         snprintf(d->exp_kind, sizeof d->exp_kind, "%s", b ? b : "");
         snprintf(d->exp_bench, sizeof d->exp_bench, "%s", c ? c : "");
     }
-    sqlite3_finalize(st), st = NULL;
-    if (sqlite3_prepare_v2(d->db, "SELECT sgemm_gflops FROM experiments WHERE sgemm_gflops > 0 ORDER BY id DESC LIMIT 1",
-                           -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
-        d->sgemm_latest = sqlite3_column_double(st, 0);
     sqlite3_finalize(st);
     return 0;
+}
+
+/* 1 when table has column col (a database from before a migration lacks it). */
+static int has_column(const rpt_db *d, const char *table, const char *col) {
+    sqlite3_stmt *st;
+    int found = 0;
+    if (sqlite3_prepare_v2(d->db, "SELECT 1 FROM pragma_table_info(?) WHERE name = ?", -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, col, -1, SQLITE_STATIC);
+    found = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return found;
 }
 
 /* The trials query: `where` is the user's condition on trials' own columns,
@@ -144,9 +151,13 @@ static int prepare_trials(rpt_db *d, const char *where, const char *const *cols,
                           char *err, size_t errlen) {
     char sql[8192];
     if (where && *where && strlen(where) > 4000) return rb_fail(err, errlen, "--where: condition too long");
+    /* the ceiling of the trial's own run: the larger of before and after its sweep */
+    int after = has_column(d, "experiments", "sgemm_after"), noisy = has_column(d, "trials", "noisy");
     int off = snprintf(sql, sizeof sql,
                        "SELECT t.id, t.experiment_id, t.idx, t.seed, t.key, t.name, t.backend, t.status, t.error, "
-                       "t.kind, e.sgemm_gflops, t.params");
+                       "t.kind, %s, t.params, %s, %s",
+                       after ? "max(coalesce(e.sgemm_gflops, 0), coalesce(e.sgemm_after, 0))" : "e.sgemm_gflops",
+                       noisy ? "t.noisy" : "NULL", noisy ? "t.noise" : "NULL");
     for (int i = 0; i < ncols; i++) off += snprintf(sql + off, sizeof sql - off, ", t.\"%s\"", cols[i]);
     snprintf(sql + off, sizeof sql - off,
              " FROM (SELECT * FROM trials WHERE (%s)) t LEFT JOIN experiments e ON e.id = t.experiment_id "
@@ -184,6 +195,8 @@ static int load_trial(rpt_db *d, rpt_trial *t, sqlite3_stmt *st, sqlite3_stmt *j
     t->error = xstrdup(col_text(st, 8));
     t->kind = xstrdup(col_text(st, 9) ? col_text(st, 9) : "");
     t->sgemm = sqlite3_column_type(st, 10) == SQLITE_NULL ? 0 : sqlite3_column_double(st, 10);
+    t->noisy = sqlite3_column_type(st, 12) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 12) != 0;
+    t->noise = xstrdup(col_text(st, 13));
     const char *json = col_text(st, 11);
     sqlite3_reset(js);
     sqlite3_bind_text(js, 1, json ? json : "{}", -1, SQLITE_TRANSIENT);
@@ -197,13 +210,13 @@ static int load_trial(rpt_db *d, rpt_trial *t, sqlite3_stmt *st, sqlite3_stmt *j
     }
     set_param(t, param_slot(d, "backend"), t->backend);
     for (int i = 0; i < ncols; i++) {
-        int ty = sqlite3_column_type(st, 12 + i);
+        int ty = sqlite3_column_type(st, 14 + i);
         if (ty == SQLITE_NULL) continue;
         char buf[64];
-        const char *v = col_text(st, 12 + i);
+        const char *v = col_text(st, 14 + i);
         if (ty == SQLITE_FLOAT) {
             /* reals went through float32 (decay 0.999 is stored as 0.999000012874603): 7 digits say it */
-            snprintf(buf, sizeof buf, "%.7g", sqlite3_column_double(st, 12 + i));
+            snprintf(buf, sizeof buf, "%.7g", sqlite3_column_double(st, 14 + i));
             v = buf;
         }
         set_param(t, param_slot(d, cols[i]), v);
@@ -244,13 +257,24 @@ int rpt_open(rpt_db *d, const char *path, const char *where, char *err, size_t e
         rpt_close(d);
         return -1;
     }
+    for (int i = 0; i < d->nt; i++) {
+        rpt_trial *t = &d->t[i];
+        /* the noisy column missing (an older database): the trial's noisy metric, if any */
+        if (t->noisy < 0 && isfinite(rpt_metric(t, "noisy"))) t->noisy = rpt_metric(t, "noisy") > 0;
+        if (!(t->sgemm > 0)) {
+            d->nsgemm_unknown++;
+            continue;
+        }
+        if (!(d->sgemm_lo > 0) || t->sgemm < d->sgemm_lo) d->sgemm_lo = t->sgemm;
+        if (t->sgemm > d->sgemm_hi) d->sgemm_hi = t->sgemm;
+    }
     return 0;
 }
 
 void rpt_close(rpt_db *d) {
     for (int i = 0; i < d->nt; i++) {
         rpt_trial *t = &d->t[i];
-        free(t->key), free(t->name), free(t->backend), free(t->status), free(t->error), free(t->kind);
+        free(t->key), free(t->name), free(t->backend), free(t->status), free(t->error), free(t->kind), free(t->noise);
         for (int j = 0; j < RPT_MAX_PARAMS; j++) free(t->pv[j]);
         free(t->pv);
         for (int j = 0; j < t->nm; j++) free(t->mname[j]);
@@ -422,9 +446,9 @@ double rpt_measure_value(const rpt_db *d, const rpt_trial *t, const char *name) 
     const alias *a = find_alias(name);
     if (!a) return rpt_metric(t, name);
     if (strcmp(a->name, "sgemm") == 0) {
-        double g = rpt_measure_value(d, t, "gflops");
-        double c = t->sgemm > 0 ? t->sgemm : d->sgemm_latest;
-        return c > 0 ? g / c : NAN;
+        /* the ceiling of the trial's own run only: another run's says nothing about this one's machine state */
+        (void)d;
+        return t->sgemm > 0 ? rpt_measure_value(d, t, "gflops") / t->sgemm : NAN;
     }
     for (int i = 0; i < 3 && a->m[i]; i++) {
         double v = rpt_metric(t, a->m[i]);
@@ -462,15 +486,105 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-rpt_stat rpt_group_stat(const rpt_db *d, const rpt_group *g, const char *name) {
-    rpt_stat s = {0, NAN, NAN, NAN, NAN, NAN};
-    double *v = mallocCheck((size_t)(g->n ? g->n : 1) * sizeof *v);
+double rpt_measure_iqr(const rpt_trial *t, const char *name) {
+    const alias *a = find_alias(name);
+    char nm[160];
+    if (!a) {
+        snprintf(nm, sizeof nm, "%s_iqr", name);
+        return rpt_metric(t, nm);
+    }
+    for (int i = 0; i < 3 && a->m[i]; i++) /* the IQR of the metric the value came from */
+        if (!isnan(rpt_metric(t, a->m[i]))) {
+            snprintf(nm, sizeof nm, "%s_iqr", a->m[i]);
+            return rpt_metric(t, nm);
+        }
+    return NAN;
+}
+
+int rpt_measure_is_timing(const char *name) {
+    size_t n = strlen(name);
+    return !strcmp(name, "time") || (n > 3 && strcmp(name + n - 3, "_ms") == 0);
+}
+
+double rpt_quantile(const double *v, int n, double q) {
+    if (n <= 0) return NAN;
+    double h = (n - 1) * q;
+    int i = (int)floor(h);
+    if (i >= n - 1) return v[n - 1];
+    return v[i] + (h - i) * (v[i + 1] - v[i]);
+}
+
+/* Continued fraction of the regularized incomplete beta (modified Lentz). */
+static double beta_cf(double a, double b, double x) {
+    const double tiny = 1e-300;
+    double c = 1, dd = 1 - (a + b) * x / (a + 1);
+    if (fabs(dd) < tiny) dd = tiny;
+    dd = 1 / dd;
+    double h = dd;
+    for (int m = 1; m <= 300; m++) {
+        for (int odd = 0; odd < 2; odd++) {
+            double num = odd ? -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+                             : m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m));
+            dd = 1 + num * dd;
+            c = 1 + num / c;
+            if (fabs(dd) < tiny) dd = tiny;
+            if (fabs(c) < tiny) c = tiny;
+            dd = 1 / dd;
+            h *= dd * c;
+        }
+        if (fabs(dd * c - 1) < 1e-15) break;
+    }
+    return h;
+}
+
+/* I_x(a, b). */
+static double beta_inc(double a, double b, double x) {
+    if (x <= 0) return 0;
+    if (x >= 1) return 1;
+    double lb = lgamma(a + b) - lgamma(a) - lgamma(b) + a * log(x) + b * log1p(-x);
+    if (x < (a + 1) / (a + b + 2)) return exp(lb) * beta_cf(a, b, x) / a;
+    return 1 - exp(lb) * beta_cf(b, a, 1 - x) / b;
+}
+
+/* P(T <= t), T Student t with df degrees of freedom. */
+static double student_cdf(double t, double df) {
+    double tail = 0.5 * beta_inc(0.5 * df, 0.5, df / (df + t * t));
+    return t >= 0 ? 1 - tail : tail;
+}
+
+double rpt_student_t(double p, double df) {
+    if (!(p > 0 && p < 1) || !(df > 0)) return NAN;
+    double lo = -1e4, hi = 1e4; /* df = 1 at p = 0.99995 is 6366 */
+    for (int i = 0; i < 200 && hi - lo > 1e-13 * fmax(1, fabs(hi)); i++) {
+        double mid = 0.5 * (lo + hi);
+        if (student_cdf(mid, df) < p) lo = mid;
+        else hi = mid;
+    }
+    return 0.5 * (lo + hi);
+}
+
+/* The done trials' values of a measure (trial order) into v; their own IQRs
+ * into iq (NaN where absent); noisy ones counted in *noisy. */
+static int group_values(const rpt_db *d, const rpt_group *g, const char *name, double *v, double *iq, int *noisy) {
+    int n = 0;
+    *noisy = 0;
     for (int i = 0; i < g->n; i++) {
         const rpt_trial *t = &d->t[g->ti[i]];
         if (strcmp(t->status, ST_DONE) != 0) continue;
         double x = rpt_measure_value(d, t, name);
-        if (isfinite(x)) v[s.n++] = x;
+        if (!isfinite(x)) continue;
+        iq[n] = rpt_measure_iqr(t, name);
+        v[n++] = x;
+        *noisy += t->noisy > 0;
     }
+    return n;
+}
+
+rpt_stat rpt_group_stat(const rpt_db *d, const rpt_group *g, const char *name) {
+    rpt_stat s = {0, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, 0};
+    size_t cap = (size_t)(g->n ? g->n : 1);
+    double *v = mallocCheck(cap * sizeof *v), *iq = mallocCheck(cap * sizeof *iq);
+    s.n = group_values(d, g, name, v, iq, &s.noisy);
     if (s.n > 0) {
         /* fixed order (trial order) so the result does not depend on anything else */
         double sum = 0;
@@ -479,11 +593,19 @@ rpt_stat rpt_group_stat(const rpt_db *d, const rpt_group *g, const char *name) {
         double ss = 0;
         for (int i = 0; i < s.n; i++) ss += (v[i] - s.mean) * (v[i] - s.mean);
         s.std = s.n > 1 ? sqrt(ss / (s.n - 1)) : 0;
+        if (s.n > 1) s.ci = rpt_student_t(0.975, s.n - 1) * s.std / sqrt((double)s.n);
         qsort(v, (size_t)s.n, sizeof *v, cmp_double);
         s.min = v[0], s.max = v[s.n - 1];
-        s.median = s.n % 2 ? v[s.n / 2] : 0.5 * (v[s.n / 2 - 1] + v[s.n / 2]);
+        s.median = rpt_quantile(v, s.n, 0.5);
+        s.q1 = rpt_quantile(v, s.n, 0.25), s.q3 = rpt_quantile(v, s.n, 0.75);
+        int ni = 0;
+        for (int i = 0; i < s.n; i++)
+            if (isfinite(iq[i])) iq[ni++] = iq[i];
+        qsort(iq, (size_t)ni, sizeof *iq, cmp_double);
+        s.iqr_in = ni ? rpt_quantile(iq, ni, 0.5) : NAN;
+        s.spread = fmax(s.q3 - s.q1, isfinite(s.iqr_in) ? s.iqr_in : 0);
     }
-    free(v);
+    free(v), free(iq);
     return s;
 }
 
@@ -491,6 +613,27 @@ double rpt_group_value(const rpt_db *d, const rpt_group *g, const char *name) {
     rpt_stat s = rpt_group_stat(d, g, name);
     if (s.n == 0) return NAN;
     return rpt_measure_agg(name) == RPT_AGG_MEDIAN ? s.median : s.mean;
+}
+
+int rpt_group_interval(const rpt_db *d, const rpt_group *g, const char *name, double *lo, double *hi) {
+    rpt_stat s = rpt_group_stat(d, g, name);
+    if (s.n == 0) return *lo = *hi = NAN, -1;
+    *lo = s.median - 0.5 * s.spread, *hi = s.median + 0.5 * s.spread;
+    return 0;
+}
+
+int rpt_group_noisy(const rpt_db *d, const rpt_group *g, char *why, size_t len) {
+    int n = 0, o = 0;
+    if (why && len) why[0] = 0;
+    for (int i = 0; i < g->n; i++) {
+        const rpt_trial *t = &d->t[g->ti[i]];
+        if (strcmp(t->status, ST_DONE) != 0 || t->noisy <= 0) continue;
+        n++;
+        const char *r = t->noise && *t->noise ? t->noise : "judged noisy (no reason stored)";
+        if (!why || o >= (int)len - 1 || strstr(why, r)) continue;
+        o += snprintf(why + o, len - o, "%s%s", o ? "; " : "", r);
+    }
+    return n;
 }
 
 /* ------------------------------------------------------------------ */
@@ -544,6 +687,52 @@ void rpt_group_note(const rpt_db *d, const rpt_group *g, char *out, size_t len) 
     }
     for (char *c = out; *c; c++)
         if (*c == '\n' || *c == '\r' || *c == '\t') *c = ' ';
+}
+
+void rpt_series_split(const rpt_db *d, const rpt_group *g, int ng, int xp, int *split) {
+    for (int p = 0; p < d->np; p++) split[p] = 0;
+    for (int a = 0; a < ng; a++)
+        for (int b = a + 1; b < ng; b++) {
+            const rpt_trial *ta = &d->t[g[a].first], *tb = &d->t[g[b].first];
+            if (strcmp(ta->backend, tb->backend) != 0) continue;
+            if (!ta->pv[xp] || !tb->pv[xp] || strcmp(ta->pv[xp], tb->pv[xp]) != 0) continue;
+            for (int p = 0; p < d->np; p++)
+                if (p != xp && !split[p] && !str_eq(ta->pv[p], tb->pv[p])) split[p] = 1;
+        }
+}
+
+void rpt_series_label(const rpt_db *d, const rpt_trial *t, const int *split, char *out, size_t len) {
+    int o = snprintf(out, len, "%s", t->backend);
+    for (int p = 0; p < d->np && o < (int)len; p++)
+        if (split[p] && t->pv[p] && strcmp(d->pnames[p], "backend") != 0)
+            o += snprintf(out + o, len - o, " %s=%s", rpt_param_short(d->pnames[p]), t->pv[p]);
+}
+
+int rpt_dense_match(const rpt_db *d, const rpt_group *g, int ng, int k) {
+    const rpt_trial *x = &d->t[g[k].first];
+    if (!strcmp(x->backend, "dense")) return -1;
+    for (int j = 0; j < ng; j++) {
+        const rpt_trial *y = &d->t[g[j].first];
+        if (strcmp(y->backend, "dense") != 0) continue;
+        int same = 1;
+        for (int p = 0; p < d->np && same; p++)
+            if (x->pv[p] && y->pv[p] && strcmp(d->pnames[p], "backend") != 0) same = strcmp(x->pv[p], y->pv[p]) == 0;
+        if (same) return j;
+    }
+    return -1;
+}
+
+int rpt_speedup(const rpt_db *d, const rpt_group *g, const rpt_group *gd, const char *measure, double *s, double *lo,
+                double *hi) {
+    double a = rpt_group_value(d, g, measure), b = rpt_group_value(d, gd, measure), alo, ahi, blo, bhi;
+    *s = *lo = *hi = NAN;
+    if (!(a > 0) || !(b > 0)) return -1;
+    rpt_group_interval(d, g, measure, &alo, &ahi);
+    rpt_group_interval(d, gd, measure, &blo, &bhi);
+    *s = b / a;
+    *lo = blo / ahi;
+    *hi = alo > 0 ? bhi / alo : INFINITY;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -684,7 +873,9 @@ void rpt_table_write(FILE *f, const rpt_table *tb, int format) {
             for (int j = 0; j < tb->ncol; j++) fprintf(f, "%s%s", j ? " & " : "", c[(size_t)i * tb->ncol + j]);
             fprintf(f, " \\\\\n");
         }
-        fprintf(f, "\\bottomrule\n\\end{tabular}\n\\end{table}\n");
+        fprintf(f, "\\bottomrule\n\\end{tabular}\n");
+        if (tb->footnote[0]) fprintf(f, "\\par\\smallskip{\\footnotesize %s}\n", tb->footnote);
+        fprintf(f, "\\end{table}\n");
         return;
     }
     /* Markdown, padded to column widths so it also reads well as plain text.
@@ -712,6 +903,7 @@ void rpt_table_write(FILE *f, const rpt_table *tb, int format) {
         }
         fprintf(f, "|\n");
     }
+    if (tb->footnote[0]) fprintf(f, "\n%s\n", tb->footnote);
     free(w);
 }
 
@@ -743,6 +935,8 @@ typedef struct {
     int nms;
     int *varying, *col, *pooled; /* [np] */
     int any_note;
+    const char *speed;           /* the timing measure of the speed-up column; NULL: no column */
+    int nnoisy_rows;
 } tbuild;
 
 static int pick_measures(tbuild *b, const char *metrics, char *err, size_t errlen) {
@@ -757,6 +951,19 @@ static int pick_measures(tbuild *b, const char *metrics, char *err, size_t errle
         if (rpt_measure_check(b->d, b->ms[i], e2, sizeof e2)) return rb_fail(err, errlen, "--metric: %s", e2);
     }
     return 0;
+}
+
+/* The speed-up column: against the first timing measure shown, when some
+ * row has a dense configuration to compare with. */
+static void pick_speedup(tbuild *b) {
+    const char *m = NULL;
+    for (int i = 0; i < b->nms && !m; i++)
+        if (rpt_measure_is_timing(b->ms[i])) m = b->ms[i];
+    for (int k = 0; k < b->ng && m && !b->speed; k++) {
+        int j = rpt_dense_match(b->d, b->g, b->ng, k);
+        double s, lo, hi;
+        if (j >= 0 && rpt_speedup(b->d, &b->g[k], &b->g[j], m, &s, &lo, &hi) == 0) b->speed = m;
+    }
 }
 
 /* Parameter columns: the --by names, or the parameters that vary between
@@ -782,9 +989,26 @@ static void pick_columns(tbuild *b, const char *by) {
     }
 }
 
+#define MAXH (RPT_MAX_PARAMS + 5 * 64 + 8)
+
+/* The CSV columns of measure m after its value: std and CI for a mean,
+ * IQR for a timing, and always the count. */
+static int csv_measure_head(const char *m, char (*hbuf)[96], const char **head, char *align, int nh) {
+    static const char *const mean_sfx[] = {"_std", "_ci_lo", "_ci_hi", "_n"}, *const time_sfx[] = {"_iqr", "_n"};
+    int mean = rpt_measure_agg(m) == RPT_AGG_MEAN, timing = rpt_measure_is_timing(m);
+    const char *const *sfx = mean ? mean_sfx : time_sfx;
+    int ns = mean ? 4 : timing ? 2 : 1;
+    head[nh] = m, align[nh++] = 'r';
+    for (int k = 0; k < ns; k++) {
+        snprintf(hbuf[nh], 96, "%s%s", m, mean || timing ? sfx[k] : "_n");
+        head[nh] = hbuf[nh], align[nh++] = 'r';
+    }
+    return nh;
+}
+
 static void build_header(tbuild *b, rpt_table *tb) {
-    const char *head[RPT_MAX_PARAMS + 3 * 64 + 4];
-    char align[RPT_MAX_PARAMS + 3 * 64 + 4], hbuf[RPT_MAX_PARAMS + 3 * 64 + 4][96];
+    const char *head[MAXH];
+    char align[MAXH], hbuf[MAXH][96];
     int nh = 0, F = b->F;
     for (int p = 0; p < b->d->np; p++) {
         if (!b->col[p]) continue;
@@ -792,18 +1016,22 @@ static void build_header(tbuild *b, rpt_table *tb) {
         head[nh] = hbuf[nh], align[nh++] = strcmp(b->d->pnames[p], "backend") == 0 ? 'l' : 'r';
     }
     head[nh] = "n", align[nh++] = 'r';
-    if (F == RPT_CSV) head[nh] = "trials", align[nh++] = 'r', head[nh] = "status", align[nh++] = 'l';
+    if (F == RPT_CSV)
+        head[nh] = "trials", align[nh++] = 'r', head[nh] = "status", align[nh++] = 'l', head[nh] = "noisy",
+        align[nh++] = 'r';
     for (int i = 0; i < b->nms; i++) {
-        if (F != RPT_CSV) {
-            rpt_text_cell(hbuf[nh], sizeof hbuf[nh], rpt_measure_label(b->ms[i]), F);
-            head[nh] = hbuf[nh], align[nh++] = 'r';
+        if (F == RPT_CSV) {
+            nh = csv_measure_head(b->ms[i], hbuf, head, align, nh);
             continue;
         }
-        head[nh] = b->ms[i], align[nh++] = 'r';
-        if (rpt_measure_agg(b->ms[i]) == RPT_AGG_MEAN)
-            snprintf(hbuf[nh], sizeof hbuf[nh], "%s_std", b->ms[i]), head[nh] = hbuf[nh], align[nh++] = 'r';
-        snprintf(hbuf[nh], sizeof hbuf[nh], "%s_n", b->ms[i]), head[nh] = hbuf[nh], align[nh++] = 'r';
+        char l[96];
+        snprintf(l, sizeof l, "%s%s", rpt_measure_label(b->ms[i]), rpt_measure_is_timing(b->ms[i]) ? " (IQR)" : "");
+        rpt_text_cell(hbuf[nh], sizeof hbuf[nh], l, F);
+        head[nh] = hbuf[nh], align[nh++] = 'r';
     }
+    if (b->speed && F == RPT_CSV) head[nh] = "speedup", head[nh + 1] = "speedup_lo", head[nh + 2] = "speedup_hi";
+    if (b->speed && F != RPT_CSV) head[nh] = "speed-up vs dense";
+    for (int k = 0; b->speed && k < (F == RPT_CSV ? 3 : 1); k++) align[nh++] = 'r';
     /* the note column only when some row has something to say (always in CSV) */
     b->any_note = F == RPT_CSV;
     for (int k = 0; k < b->ng && !b->any_note; k++) b->any_note = b->g[k].ndone < b->g[k].n;
@@ -812,39 +1040,100 @@ static void build_header(tbuild *b, rpt_table *tb) {
     rpt_table_init(tb, nh, head, align);
 }
 
+static void csv_num(char *out, double v, int ok) {
+    if (ok && isfinite(v)) snprintf(out, 1024, "%.17g", v);
+    else out[0] = 0;
+}
+
+/* The CSV cells of measure m (csv_measure_head's columns); returns the next c. */
+static int csv_measure_cells(const rpt_stat *s, const char *m, char (*cells)[1024], int c) {
+    int mean = rpt_measure_agg(m) == RPT_AGG_MEAN;
+    csv_num(cells[c++], mean ? s->mean : s->median, s->n > 0);
+    if (mean) {
+        csv_num(cells[c++], s->std, s->n > 1);
+        csv_num(cells[c++], s->mean - s->ci, s->n > 1);
+        csv_num(cells[c++], s->mean + s->ci, s->n > 1);
+    } else if (rpt_measure_is_timing(m)) {
+        csv_num(cells[c++], s->spread, s->n > 0);
+    }
+    snprintf(cells[c++], 1024, "%d", s->n);
+    return c;
+}
+
+/* One displayed cell of measure m with at least one value: mean ± std
+ * [95% CI] for quality (the CI from two trials on), median (IQR) for timings,
+ * the median for other throughput and memory measures. */
+static void display_cell(const rpt_stat *s, const char *m, int F, char *out) {
+    char a[64], sd[64], lo[64], hi[64];
+    if (rpt_measure_agg(m) == RPT_AGG_MEAN) {
+        fmt_display(a, sizeof a, m, s->mean, F);
+        if (s->n < 2) {
+            snprintf(out, 1024, "%s", a);
+            return;
+        }
+        fmt_display(sd, sizeof sd, m, s->std, F);
+        fmt_display(lo, sizeof lo, m, s->mean - s->ci, F);
+        fmt_display(hi, sizeof hi, m, s->mean + s->ci, F);
+        snprintf(out, 1024, F == RPT_TEX ? "%s $\\pm$ %s [%s, %s]" : "%s ± %s [%s, %s]", a, sd, lo, hi);
+        return;
+    }
+    fmt_display(a, sizeof a, m, s->median, F);
+    if (!rpt_measure_is_timing(m) || !(s->spread > 0)) {
+        snprintf(out, 1024, "%s", a);
+        return;
+    }
+    snprintf(out, 1024, "%s (%.2g)", a, s->spread); /* the spread to two digits: it is itself noisy */
+}
+
 /* The cells of measure m for group x from cells[c]; returns the next c. */
 static int measure_cells(const tbuild *b, const rpt_group *x, const char *m, char (*cells)[1024], int c) {
     const int F = b->F;
     rpt_stat s = rpt_group_stat(b->d, x, m);
-    int mean = rpt_measure_agg(m) == RPT_AGG_MEAN;
-    if (F == RPT_CSV) {
-        if (s.n) snprintf(cells[c++], 1024, "%.17g", mean ? s.mean : s.median);
-        else cells[c++][0] = 0;
-        if (mean) {
-            if (s.n > 1) snprintf(cells[c++], 1024, "%.17g", s.std);
-            else cells[c++][0] = 0;
-        }
-        snprintf(cells[c++], 1024, "%d", s.n);
-    } else if (x->ndone == 0) {
-        rpt_text_cell(cells[c++], 1024, group_status(b->d, x), F);
-    } else if (s.n == 0) {
-        snprintf(cells[c++], 1024, "n/a");
-    } else if (mean && s.n > 1) {
-        char a[64], sd[64];
-        fmt_display(a, sizeof a, m, s.mean, F);
-        fmt_display(sd, sizeof sd, m, s.std, F);
-        snprintf(cells[c++], 1024, F == RPT_TEX ? "%s $\\pm$ %s" : "%s ± %s", a, sd);
-    } else {
-        fmt_display(cells[c++], 1024, m, mean ? s.mean : s.median, F);
-    }
-    return c;
+    if (F == RPT_CSV) return csv_measure_cells(&s, m, cells, c);
+    if (x->ndone == 0) rpt_text_cell(cells[c], 1024, group_status(b->d, x), F);
+    else if (s.n == 0) snprintf(cells[c], 1024, "n/a");
+    else display_cell(&s, m, F, cells[c]);
+    return c + 1;
 }
 
-static void build_row(const tbuild *b, const rpt_group *x, rpt_table *tb, char (*cells)[1024]) {
+/* The speed-up cells of group k: "ref" for dense, the ratio and its interval. */
+static int speedup_cells(const tbuild *b, int k, char (*cells)[1024], int c) {
+    int j = rpt_dense_match(b->d, b->g, b->ng, k), csv = b->F == RPT_CSV;
+    double s = NAN, lo = NAN, hi = NAN;
+    if (j >= 0) rpt_speedup(b->d, &b->g[k], &b->g[j], b->speed, &s, &lo, &hi);
+    if (csv) {
+        int dense = !strcmp(b->d->t[b->g[k].first].backend, "dense") && b->g[k].ndone;
+        csv_num(cells[c++], dense ? 1.0 : s, 1), csv_num(cells[c++], dense ? 1.0 : lo, 1);
+        csv_num(cells[c++], dense ? 1.0 : hi, 1);
+        return c;
+    }
+    if (!strcmp(b->d->t[b->g[k].first].backend, "dense")) snprintf(cells[c], 1024, "ref");
+    else if (!isfinite(s)) snprintf(cells[c], 1024, "%s", b->F == RPT_TEX ? "--" : "–");
+    else snprintf(cells[c], 1024, "%.2fx [%.2f, %.2f]", s, lo, hi);
+    return c + 1;
+}
+
+/* The noisy rows' footnote line for group x, appended to tb->footnote. */
+static void noisy_footnote(tbuild *b, const rpt_group *x, rpt_table *tb) {
+    char why[600], label[600], line[1400];
+    int k = rpt_group_noisy(b->d, x, why, sizeof why);
+    if (!k) return;
+    size_t o = strlen(tb->footnote);
+    if (b->nnoisy_rows++ >= 12) {
+        if (b->nnoisy_rows == 13 && o + 8 < sizeof tb->footnote) snprintf(tb->footnote + o, sizeof tb->footnote - o, "; ...");
+        return;
+    }
+    rpt_group_label(b->d, x, b->varying, label, sizeof label);
+    snprintf(line, sizeof line, "%s%s: %d of %d trials (%s)", o ? "; " : "* noisy measurement: ", label, k, x->ndone, why);
+    rpt_text_cell(tb->footnote + o, sizeof tb->footnote - o, line, b->F);
+}
+
+static void build_row(tbuild *b, int k, rpt_table *tb, char (*cells)[1024]) {
     const int F = b->F;
+    const rpt_group *x = &b->g[k];
     const rpt_trial *t0 = &b->d->t[x->first];
     const char *na = F == RPT_CSV ? "" : F == RPT_TEX ? "--" : "–";
-    int c = 0;
+    int c = 0, nz = rpt_group_noisy(b->d, x, NULL, 0);
     for (int p = 0; p < b->d->np; p++) {
         if (!b->col[p]) continue;
         if (t0->pv[p]) rpt_text_cell(cells[c], 1024, t0->pv[p], F);
@@ -855,19 +1144,24 @@ static void build_row(const tbuild *b, const rpt_group *x, rpt_table *tb, char (
         snprintf(cells[c++], 1024, "%d", x->ndone);
         snprintf(cells[c++], 1024, "%d", x->n);
         snprintf(cells[c++], 1024, "%s", x->ndone == x->n ? ST_DONE : group_status(b->d, x));
+        snprintf(cells[c++], 1024, "%d", nz);
     } else if (x->ndone == x->n) {
-        snprintf(cells[c++], 1024, "%d", x->n);
+        snprintf(cells[c++], 1024, "%d%s", x->n, nz ? "*" : "");
     } else {
-        snprintf(cells[c++], 1024, "%d/%d", x->ndone, x->n);
+        snprintf(cells[c++], 1024, "%d/%d%s", x->ndone, x->n, nz ? "*" : "");
     }
     for (int i = 0; i < b->nms; i++) c = measure_cells(b, x, b->ms[i], cells, c);
+    if (b->speed) c = speedup_cells(b, k, cells, c);
     if (b->any_note) {
-        char note[900];
+        char note[900], why[600];
         rpt_group_note(b->d, x, note, sizeof note);
+        if (F == RPT_CSV && nz && rpt_group_noisy(b->d, x, why, sizeof why))
+            snprintf(note + strlen(note), sizeof note - strlen(note), "%snoisy: %s", note[0] ? "; " : "", why);
         if (F != RPT_CSV && strlen(note) > 72) strcpy(note + 69, "...");
         rpt_text_cell(cells[c++], 1024, note, F);
     }
-    const char *row[RPT_MAX_PARAMS + 3 * 64 + 4];
+    if (F != RPT_CSV) noisy_footnote(b, x, tb);
+    const char *row[MAXH];
     for (int i = 0; i < c; i++) row[i] = cells[i];
     rpt_table_add_row(tb, row);
 }
@@ -891,6 +1185,17 @@ static int fixed_params(const tbuild *b, int where, char *part, size_t len) {
         fo += snprintf(part + fo, len - fo, "%s%s=%s", nf++ ? ", " : "", d->pnames[p], v);
     }
     return nf;
+}
+
+/* What the caption says of the sgemm ceilings: one, a range over runs, or none. */
+static int sgemm_caption(const rpt_db *d, char *out, size_t len) {
+    if (!(d->sgemm_hi > 0)) return snprintf(out, len, ". sgemm ceiling not measured");
+    int o = d->sgemm_hi > d->sgemm_lo
+                ? snprintf(out, len, ". sgemm ceiling of each trial's own run: %.1f-%.1f GFLOP/s", d->sgemm_lo, d->sgemm_hi)
+                : snprintf(out, len, ". sgemm ceiling %.1f GFLOP/s", d->sgemm_hi);
+    if (d->nsgemm_unknown && o < (int)len)
+        o += snprintf(out + o, len - o, " (%d trials from runs without one: no %% sgemm)", d->nsgemm_unknown);
+    return o;
 }
 
 /* The caption: what the table is, what was held fixed, how cells summarise. */
@@ -917,15 +1222,18 @@ static void build_caption(const tbuild *b, rpt_table *tb) {
         if ((b->pooled[p] || (b->varying[p] && !b->col[p])) && fo < (int)sizeof part)
             fo += snprintf(part + fo, sizeof part - fo, "%s%s", nf++ ? ", " : "", d->pnames[p]);
     if (nf && off < (int)sizeof cap) off += snprintf(cap + off, sizeof cap - off, ". Pooled over: %s", part);
-    if (off < (int)sizeof cap) {
-        if (d->sgemm_latest > 0) snprintf(cap + off, sizeof cap - off, ". sgemm ceiling %.1f GFLOP/s", d->sgemm_latest);
-        else snprintf(cap + off, sizeof cap - off, ". sgemm ceiling not measured");
-    }
+    if (off < (int)sizeof cap) off += sgemm_caption(d, cap + off, sizeof cap - off);
     rpt_text_cell(tb->caption, sizeof tb->caption, cap, b->F);
     size_t cl = strlen(tb->caption);
     snprintf(tb->caption + cl, sizeof tb->caption - cl,
-             ". Quality: mean %s std over seeds (n: trials done); timings, throughput and memory: median over seeds.",
-             b->F == RPT_TEX ? "$\\pm$" : "±");
+             ". Quality: mean %s std over seeds [95%% confidence interval of the mean, Student t; none from one "
+             "seed] (n: trials done; * a noisy measurement, see below). Timings: median over seeds (interquartile "
+             "spread: the larger of the trials' own IQR and the IQR over seeds); throughput and memory: median over "
+             "seeds.%s",
+             b->F == RPT_TEX ? "$\\pm$" : "±",
+             b->speed ? " Speed-up: dense time / this time at the same parameters, [interval from the two "
+                        "interquartile intervals]."
+                      : "");
 }
 
 int rpt_table_build(rpt_table *tb, const rpt_db *d, const rpt_table_opts *o, char *err, size_t errlen) {
@@ -939,9 +1247,10 @@ int rpt_table_build(rpt_table *tb, const rpt_db *d, const rpt_table_opts *o, cha
         return -1;
     }
     pick_columns(&b, o->by);
+    pick_speedup(&b);
     build_header(&b, tb);
     char (*cells)[1024] = mallocCheck((size_t)tb->ncol * sizeof *cells);
-    for (int k = 0; k < b.ng; k++) build_row(&b, &b.g[k], tb, cells);
+    for (int k = 0; k < b.ng; k++) build_row(&b, k, tb, cells);
     if (b.F != RPT_CSV) build_caption(&b, tb);
     free(cells);
     free(b.varying), free(b.col), free(b.pooled);

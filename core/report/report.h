@@ -30,7 +30,10 @@ typedef struct {
     int nm;
     char **mname;            /* [nm] summary metric names */
     double *mval;            /* [nm] values (NaN when stored NULL) */
-    double sgemm;            /* GFLOP/s ceiling of the recording run; 0: unknown */
+    double sgemm;            /* GFLOP/s ceiling of the run that recorded the trial (the larger of
+                              * the ceilings measured before and after its sweep); 0: unknown */
+    int noisy;               /* 1: its timing was judged noisy, 0: judged clean, -1: not judged */
+    char *noise;             /* why it is noisy (NULL: not noisy or no reason stored) */
 } rpt_trial;
 
 typedef struct {
@@ -38,7 +41,8 @@ typedef struct {
     char path[512];
     char exp_name[128];      /* experiment name (first run) */
     char exp_kind[32], exp_bench[32];
-    double sgemm_latest;     /* latest measured ceiling; 0: never measured */
+    double sgemm_lo, sgemm_hi; /* range of the ceilings of the loaded trials' runs; 0: none measured */
+    int nsgemm_unknown;      /* loaded trials whose run measured no ceiling */
     int np;
     char **pnames;           /* [np] parameter names in first-seen order, backend first */
     int nt;
@@ -59,6 +63,12 @@ enum { RPT_AGG_MEAN = 0, RPT_AGG_MEDIAN = 1 };
 typedef struct {
     int n;                   /* done trials that have the measure */
     double mean, std, median, min, max;
+    double ci;               /* half-width of the 95% confidence interval of the mean (Student t with
+                              * n-1 degrees of freedom); NaN when n < 2 */
+    double q1, q3;           /* quartiles of the trials' values (linear interpolation; q1=q3 when n=1) */
+    double iqr_in;           /* median over the trials of their own timing IQR (metric M_iqr); NaN: none */
+    double spread;           /* the larger of iqr_in and q3-q1: the measure's interquartile spread */
+    int noisy;               /* done trials with the measure that were judged noisy */
 } rpt_stat;
 
 /* Open path read-only and load the trials matching `where` (an SQL condition
@@ -90,6 +100,22 @@ double rpt_measure_value(const rpt_db *d, const rpt_trial *t, const char *name);
 rpt_stat rpt_group_stat(const rpt_db *d, const rpt_group *g, const char *name);
 /* The group's value: mean or median as the measure aggregates. NaN if none. */
 double rpt_group_value(const rpt_db *d, const rpt_group *g, const char *name);
+/* The trial's own interquartile range of the measure (the M_iqr metric of
+ * the metric the measure reads: fwdbwd_ms_iqr for time); NaN when absent. */
+double rpt_measure_iqr(const rpt_trial *t, const char *name);
+/* 1 when the measure is a timing (time, or a metric ending in _ms). */
+int rpt_measure_is_timing(const char *name);
+/* The group's interquartile interval: median -+ spread/2 (a point when no
+ * spread is known). 0, or -1 when the group has no value. */
+int rpt_group_interval(const rpt_db *d, const rpt_group *g, const char *name, double *lo, double *hi);
+/* Done trials of g judged noisy; reasons (the first distinct ones, "; "
+ * separated) into why when why is not NULL. */
+int rpt_group_noisy(const rpt_db *d, const rpt_group *g, char *why, size_t len);
+/* Student t quantile: t such that P(T <= t) = p for T with df degrees of
+ * freedom (df >= 1, 0 < p < 1). */
+double rpt_student_t(double p, double df);
+/* Quantile q in [0,1] of sorted v[0..n) by linear interpolation (type 7). */
+double rpt_quantile(const double *v, int n, double q);
 /* 1 when some done trial has the measure. */
 int rpt_measure_present(const rpt_db *d, const char *name);
 
@@ -104,6 +130,23 @@ void rpt_group_label(const rpt_db *d, const rpt_group *g, const int *varying, ch
  * "1 failed: <first error>", "2 unsupported", ... */
 void rpt_group_note(const rpt_db *d, const rpt_group *g, char *out, size_t len);
 
+/* Series against a parameter xp (plots, crossover): a parameter splits a
+ * backend's series when two of its configurations at the same x differ in
+ * it (window swept); one that moves with x (clusters = sqrt(n)) does not.
+ * split[np]. */
+void rpt_series_split(const rpt_db *d, const rpt_group *g, int ng, int xp, int *split);
+/* The series label of a trial: its backend and the splitting parameters. */
+void rpt_series_label(const rpt_db *d, const rpt_trial *t, const int *split, char *out, size_t len);
+/* The dense configuration to compare group k with: backend dense, the same
+ * value of every parameter both have (parameters only one of them has, such
+ * as window, are not compared). -1 when none, or when g[k] is dense. */
+int rpt_dense_match(const rpt_db *d, const rpt_group *g, int ng, int k);
+/* Speed-up of g over its dense match gd in a timing measure: median dense /
+ * median g, and the interval from their interquartile intervals (dense low /
+ * g high .. dense high / g low). 0, or -1 when either has no value. */
+int rpt_speedup(const rpt_db *d, const rpt_group *g, const rpt_group *gd, const char *measure, double *s, double *lo,
+                double *hi);
+
 /* A table of text cells. */
 typedef struct {
     int ncol, nrow, cap;
@@ -111,6 +154,7 @@ typedef struct {
     char *align;             /* [ncol] 'l' or 'r' */
     char **cell;             /* [nrow * ncol] */
     char caption[2048];
+    char footnote[4096];     /* printed under the table (the noisy rows' reasons); "" = none */
 } rpt_table;
 
 typedef struct {

@@ -14,6 +14,9 @@
 #include "util/common.h"
 #include "util/kernels.h"
 
+/* Standard deviation of the token embedding at initialisation. */
+#define MODEL_EMBED_STD 0.02f
+
 /* Below this many floats a loop is not worth waking the thread team for. */
 #define RB_PAR_MIN ((size_t)1 << 15)
 
@@ -104,7 +107,7 @@ static void init_params(model *m) {
     model_tensors *p = &m->params;
     size_t L = m->L, C = m->C, F = m->F;
     float resid_std = 0.02f / sqrtf(2.0f * (float)m->L);
-    for (size_t i = 0; i < m->sizes[0]; i++) p->wte[i] = 0.02f * rb_rng_normal(&rng);
+    for (size_t i = 0; i < m->sizes[0]; i++) p->wte[i] = MODEL_EMBED_STD * rb_rng_normal(&rng);
     for (size_t i = 0; i < m->sizes[1]; i++) p->wpe[i] = 0.01f * rb_rng_normal(&rng);
     for (size_t i = 0; i < L * C; i++) p->ln1w[i] = p->ln2w[i] = 1.0f;
     memset(p->ln1b, 0, L * C * sizeof(float));
@@ -119,6 +122,27 @@ static void init_params(model *m) {
     memset(p->fcprojb, 0, L * C * sizeof(float));
     for (size_t i = 0; i < C; i++) p->lnfw[i] = 1.0f;
     memset(p->lnfb, 0, C * sizeof(float));
+}
+
+/* The fixed position tables of c->pos: sinusoidal (Vaswani et al.: sin on
+ * even, cos on odd channels, wavelengths 2pi..10000*2pi) scaled so that a
+ * position vector has the root-mean-square entry of a token embedding at
+ * initialisation (sin and cos have rms 1/sqrt(2); unscaled they would swamp
+ * embeddings of 0.02), or rotary's angles. 0, or -1 with a message. */
+static int make_positions(model *m, char *err, size_t errlen) {
+    size_t T = m->T, C = m->C;
+    if (m->c.pos == TRAIN_POS_ROTARY && rotary_init(&m->rope, m->T, m->D) != 0)
+        return rb_fail(err, errlen, "out of memory for the rotary tables");
+    if (m->c.pos != TRAIN_POS_SINUSOIDAL) return 0;
+    m->pos_table = rb_aligned_alloc(T * C * sizeof(float));
+    if (!m->pos_table) return rb_fail(err, errlen, "out of memory for the position table");
+    double scale = MODEL_EMBED_STD * sqrt(2.0);
+    for (size_t t = 0; t < T; t++)
+        for (size_t i = 0; i < C; i++) {
+            double freq = pow(10000.0, -(double)(i & ~(size_t)1) / (double)C);
+            m->pos_table[t * C + i] = (float)(scale * ((i & 1) ? cos(t * freq) : sin(t * freq)));
+        }
+    return 0;
 }
 
 model *model_create(const train_config *c, char *err, size_t errlen) {
@@ -171,32 +195,21 @@ model *model_create(const train_config *c, char *err, size_t errlen) {
     }
     init_params(m);
 
-    if (c->pos == TRAIN_POS_SINUSOIDAL) {
-        m->pos_table = rb_aligned_alloc(T * C * sizeof(float));
-        if (!m->pos_table) {
-            rb_fail(err, errlen, "out of memory for the position table");
-            model_free(m);
-            return NULL;
-        }
-        /* Vaswani et al.: sin on even, cos on odd channels, wavelengths 2pi..10000*2pi */
-        for (size_t t = 0; t < T; t++)
-            for (size_t i = 0; i < C; i++) {
-                double freq = pow(10000.0, -(double)(i & ~(size_t)1) / (double)C);
-                m->pos_table[t * C + i] = (float)((i & 1) ? cos(t * freq) : sin(t * freq));
-            }
+    if (make_positions(m, err, errlen) != 0) {
+        model_free(m);
+        return NULL;
     }
 
     for (int l = 0; l < m->L; l++) {
-        attn_params p = c->attn;
-        p.batch = m->B;
-        p.heads = m->H;
-        p.seq = m->T;
-        p.head_dim = m->D;
-        p.causal = 1;
-        p.seed = c->seed * 1000003ull + (uint64_t)l * 7919ull + 17;
-        p.commit_weight = c->commit_beta / (float)m->accum;
+        attn_params p;
         char e2[256];
         const char *name = train_layer_backend(c, l);
+        if (train_layer_params(c, l, &p) != 0) {
+            rb_fail(err, errlen, "layer %d (%s): parameters refused (train_config_check says why)", l, name);
+            model_free(m);
+            return NULL;
+        }
+        p.seed = c->seed * 1000003ull + (uint64_t)l * 7919ull + 17;
         m->att[l] = attn_make(name, &p, e2, sizeof e2);
         if (!m->att[l]) {
             rb_fail(err, errlen, "layer %d (%s): %s", l, name, e2);
@@ -241,6 +254,7 @@ void model_free(model *m) {
     free(m->v_mem);
     free(m->decay_mask);
     free(m->pos_table);
+    rotary_free(&m->rope);
     free(m->arena.base);
     free(m);
 }
@@ -316,9 +330,10 @@ double model_forward(model *m, const int *tokens, const int *targets, const floa
 
     /* token embedding plus positions */
     embedding_forward(m->encoded, tokens, p->wte, (int)BT, C);
-    const float *pos = m->pos_table ? m->pos_table : p->wpe;
+    const float *pos = m->pos_table ? m->pos_table : m->c.pos == TRAIN_POS_LEARNED ? p->wpe : NULL;
+    int PB = pos ? B : 0; /* rotary or none: nothing to add */
 #pragma omp parallel for collapse(2) schedule(static) if (BTC > RB_PAR_MIN)
-    for (int b = 0; b < B; b++)
+    for (int b = 0; b < PB; b++)
         for (int t = 0; t < T; t++) {
             float *e = m->encoded + ((size_t)b * T + t) * C;
             const float *q = pos + (size_t)t * C;
@@ -337,6 +352,7 @@ double model_forward(model *m, const int *tokens, const int *targets, const floa
         layernorm_forward(ln1, ln1m, ln1r, res, p->ln1w + l * C, p->ln1b + l * C, (int)BT, C);
         matmul_forward(m->qkv_tmp, ln1, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + l * 3 * C, (int)BT, C, 3 * C);
         split_heads(qkvh, m->qkv_tmp, B, T, H, D);
+        if (m->rope.cos) rotary_apply(&m->rope, qkvh, 2 * (size_t)B * H, T, 0, +1); /* q and k */
         attn *a = m->att[l];
         a->be->forward(a, atty, qkvh, qkvh + BTC, qkvh + 2 * BTC, flags);
         heads_merge(attm, atty, B, T, H, D, 0);
@@ -426,6 +442,7 @@ void model_backward(model *m, float scale) {
         attn *a = m->att[l];
         a->be->backward(a, s.dqkvh, s.dqkvh + BTC, s.dqkvh + 2 * BTC, s.datty, qkvh, qkvh + BTC, qkvh + 2 * BTC,
                         atty);
+        if (m->rope.cos) rotary_apply(&m->rope, s.dqkvh, 2 * (size_t)B * H, T, 0, -1); /* rotation's transpose */
         merge_qkv(s.dqkv, s.dqkvh, B, T, H, D);
         memset(s.dln, 0, BTC * sizeof(float));
         matmul_backward(s.dln, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + l * 3 * C, s.dqkv, ln1,
@@ -436,7 +453,7 @@ void model_backward(model *m, float scale) {
 
     /* embeddings: dres is now d encoded */
     embedding_backward(g->wte, s.dres, m->tokens, (int)BT, C);
-    if (!m->pos_table) {
+    if (m->c.pos == TRAIN_POS_LEARNED) {
         /* sum over the batch in a fixed order, parallel over positions */
 #pragma omp parallel for schedule(static) if (BTC > RB_PAR_MIN)
         for (int t = 0; t < T; t++)

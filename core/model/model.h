@@ -1,6 +1,7 @@
 /* model.h: the decoder-only transformer language model (GPT-2 shaped, llm.c
- * layout). Token embedding plus learned or sinusoidal positions, L pre-norm
- * blocks (layer norm -> QKV -> [B,H,T,D] -> attention backend -> merge ->
+ * layout). Token embedding plus learned or sinusoidal positions (or none, or
+ * rotary ones applied to q and k), L pre-norm blocks (layer norm -> QKV ->
+ * [B,H,T,D] -> rotary -> attention backend -> merge ->
  * projection -> residual; layer norm -> MLP with GELU -> residual), a final
  * layer norm and an output projection tied to the embedding. Parameters,
  * their gradients and the AdamW moments are each one allocation carved into
@@ -13,6 +14,7 @@
 #include <stddef.h>
 
 #include "attn/attn.h"
+#include "model/rotary.h"
 #include "model/train.h"
 
 #define MODEL_NTENSORS 16
@@ -49,6 +51,7 @@ typedef struct {
     unsigned char *decay_mask;                     /* nparams: 1 = weight decay applies */
     model_tensors params, grads;
     float *pos_table; /* (T,C) sinusoidal table, or NULL */
+    rotary rope;      /* pos rotary: the angle tables (NULL tables otherwise) */
 
     attn **att; /* L instances */
 

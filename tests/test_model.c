@@ -40,11 +40,22 @@ static void fill_batch(int *tok, int *tgt, float *mask, int n, int V, uint64_t s
     }
 }
 
+static const char *const pos_names[] = {"learned", "sinusoidal", "rotary", "none"};
+
+static void grad_check_config(train_config *cfg);
+
 /* Worst relative error over sampled parameters of every tensor. */
 static void grad_check(const char *backend, int pos) {
     train_config c;
     tiny_config(&c, backend);
     c.pos = pos;
+    grad_check_config(&c);
+}
+
+static void grad_check_config(train_config *cfg) {
+    train_config c = *cfg;
+    const char *backend = c.backend;
+    int pos = c.pos;
     char err[512];
     if (train_config_check(&c, err, sizeof err)) {
         ok(0, "%s: config: %s", backend, err);
@@ -94,11 +105,11 @@ static void grad_check(const char *backend, int pos) {
         }
         off += m->sizes[t];
     }
-    diag("%s (%s positions): %d parameters checked, worst relative error %.3g (param %zu: analytic %.6g), worst "
-         "abs %.3g",
-         backend, pos ? "sinusoidal" : "learned", checked, worst, worst_i, g[worst_i], worst_abs);
-    ok(worst < 2e-2, "%s (%s): model gradients match central differences", backend,
-       pos ? "sinusoidal" : "learned");
+    diag("%s (%s positions, local_window %d): %d parameters checked, worst relative error %.3g (param %zu: analytic "
+         "%.6g), worst abs %.3g", backend, pos_names[pos], c.attn.local_window, checked, worst, worst_i, g[worst_i],
+         worst_abs);
+    ok(worst < 2e-2, "%s (%s positions, local_window %d): model gradients match central differences", backend,
+       pos_names[pos], c.attn.local_window);
     free(g);
     free(tok);
     free(tgt);
@@ -151,6 +162,21 @@ int main(void) {
         grad_check(backends[i], TRAIN_POS_LEARNED);
     }
     grad_check("dense", TRAIN_POS_SINUSOIDAL);
+    /* rotary on q and k before the backend (routing clusters the rotated
+     * vectors), and no positions at all */
+    grad_check("dense", TRAIN_POS_ROTARY);
+    grad_check("routing", TRAIN_POS_ROTARY);
+    grad_check("dense", TRAIN_POS_NONE);
+    {
+        /* hybrid with its own local block beside the routing window, rotary,
+         * and a first local layer taking local_window (sparsity_skip_first) */
+        train_config c;
+        tiny_config(&c, "hybrid");
+        c.pos = TRAIN_POS_ROTARY;
+        c.attn.local_window = 8;
+        c.local_layers = 1;
+        grad_check_config(&c);
+    }
     {
         /* first layers local, the rest the main backend: per-layer backends are configuration */
         train_config c;

@@ -81,7 +81,7 @@ static void run(attn *a, io_t *io, int flags) {
 /* head_groups(): local heads [0, L) with block lwin, routing heads after. */
 static void test_groups(const attn *hy, int L, int lwin) {
     attn_head_group g[4];
-    int n = hy->be->head_groups(hy, g, 4), H = hy->p.heads, i = 0, good = 1;
+    int n = hy->be->head_groups(&hy->p, g, 4), H = hy->p.heads, i = 0, good = 1;
     if (L > 0) good = good && !strcmp(g[i].be->name, "local") && g[i].first == 0 && g[i].heads == L &&
                       g[i].p.heads == L && g[i].p.window == lwin, i++;
     if (L < H) good = good && !strcmp(g[i].be->name, "routing") && g[i].first == L && g[i].heads == H - L &&

@@ -376,12 +376,13 @@ static float *hybrid_centroids(attn *a) {
     return ha->cen;
 }
 
-static int hybrid_head_groups(const attn *a, attn_head_group *out, int max) {
-    const hybrid_attn *ha = (const hybrid_attn *)a;
+static int hybrid_head_groups(const attn_params *p, attn_head_group *out, int max) {
+    attn_head_group g[HYBRID_NKINDS];
+    hybrid_groups_of(p, g);
     int n = 0;
     for (int i = 0; i < HYBRID_NKINDS; i++) {
-        if (ha->grp[i].g.heads == 0) continue;
-        if (n < max) out[n] = ha->grp[i].g;
+        if (g[i].heads == 0) continue;
+        if (n < max) out[n] = g[i];
         n++;
     }
     return n;
@@ -391,8 +392,8 @@ const attn_backend attn_backend_hybrid = {
     .name = "hybrid",
     .description = "local_heads heads local (block local_window, auto: window), the rest routing (clusters x window); "
                    "default half and half",
-    .uses = ATTN_USES_WINDOW | ATTN_USES_CLUSTERS | ATTN_USES_LOCAL_HEADS | ATTN_USES_SHARE_QK | ATTN_USES_ASSIGN |
-            ATTN_USES_NORM | ATTN_USES_KMEANS,
+    .uses = ATTN_USES_WINDOW | ATTN_USES_CLUSTERS | ATTN_USES_LOCAL_HEADS | ATTN_USES_LOCAL_WINDOW |
+            ATTN_USES_SHARE_QK | ATTN_USES_ASSIGN | ATTN_USES_NORM | ATTN_USES_KMEANS,
     .validate = hybrid_validate,
     .create = hybrid_create,
     .forward = hybrid_forward,

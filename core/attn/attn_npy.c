@@ -34,8 +34,7 @@ typedef struct {
  * (one group of every head for backends without head_groups()). */
 static void write_head_groups(rb_jw *w, const attn *a) {
     attn_head_group g[16];
-    int n = a->be->head_groups ? a->be->head_groups(a, g, 16) : 0;
-    if (!a->be->head_groups) g[0] = (attn_head_group){a->be, 0, a->p.heads, a->p}, n = 1;
+    int n = attn_head_groups(a->be, &a->p, g, 16);
     rb_jw_key(w, "head_groups");
     rb_jw_arr(w);
     for (int i = 0; i < n && i < 16; i++) {

@@ -124,6 +124,22 @@ static void init_params(model *m) {
     memset(p->lnfb, 0, C * sizeof(float));
 }
 
+size_t model_param_sizes(const train_config *c, size_t sizes[MODEL_NTENSORS]) {
+    size_t L = c->layers, C = c->d_model, F = (size_t)c->mlp_mult * C, V = c->vocab, T = c->seq;
+    size_t s[MODEL_NTENSORS] = {V * C,         c->pos == TRAIN_POS_LEARNED ? T * C : 0,
+                                L * C,         L * C,
+                                L * 3 * C * C, L * 3 * C,
+                                L * C * C,     L * C,
+                                L * C,         L * C,
+                                L * F * C,     L * F,
+                                L * C * F,     L * C,
+                                C,             C};
+    size_t n = 0;
+    for (int i = 0; i < MODEL_NTENSORS; i++) n += s[i];
+    if (sizes) memcpy(sizes, s, sizeof s);
+    return n;
+}
+
 /* The fixed position tables of c->pos: sinusoidal (Vaswani et al.: sin on
  * even, cos on odd channels, wavelengths 2pi..10000*2pi) scaled so that a
  * position vector has the root-mean-square entry of a token embedding at
@@ -158,18 +174,9 @@ model *model_create(const train_config *c, char *err, size_t errlen) {
     m->F = c->mlp_mult * c->d_model;
     m->accum = c->accum > 0 ? c->accum : 1;
     assert(m->V > 0 && m->C > 0 && m->L > 0 && m->H > 0 && m->C % m->H == 0 && m->T > 0 && m->B > 0);
-    size_t L = m->L, C = m->C, F = m->F, V = m->V, T = m->T;
-    size_t sizes[MODEL_NTENSORS] = {V * C,     c->pos == TRAIN_POS_LEARNED ? T * C : 0,
-                                    L * C,     L * C,
-                                    L * 3 * C * C, L * 3 * C,
-                                    L * C * C, L * C,
-                                    L * C,     L * C,
-                                    L * F * C, L * F,
-                                    L * C * F, L * C,
-                                    C,         C};
-    memcpy(m->sizes, sizes, sizeof sizes);
-    m->nparams = 0;
-    for (int i = 0; i < MODEL_NTENSORS; i++) m->nparams += sizes[i];
+    size_t L = m->L;
+    size_t *sizes = m->sizes;
+    m->nparams = model_param_sizes(c, sizes);
 
     size_t pbytes = m->nparams * sizeof(float);
     m->params_mem = rb_aligned_alloc(pbytes);
@@ -482,6 +489,27 @@ void model_accuracy(const model *m, long *correct, long *counted) {
     *counted = n;
 }
 
+/* Statistics reported per layer as well as averaged: routing's share of
+ * tokens in no cluster (a third with balanced top-k and clusters x window =
+ * seq), what the local heads of a hybrid layer make up for. */
+static const char *const per_layer_stats[] = {"unrouted_share"};
+
+/* Append NAME.L<l> = value for layer l's statistics in per_layer_stats. */
+static int layer_stats(const model *m, char names[][48], double *values, int n, int max) {
+    for (int l = 0; l < m->L; l++) {
+        attn *a = m->att[l];
+        attn_stat st[64];
+        int k = a->be->stats ? a->be->stats(a, st, 64) : 0;
+        for (int i = 0; i < k; i++)
+            for (size_t j = 0; j < sizeof per_layer_stats / sizeof *per_layer_stats; j++) {
+                if (strcmp(st[i].name, per_layer_stats[j]) != 0 || n == max) continue;
+                snprintf(names[n], 48, "%.30s.L%d", st[i].name, l);
+                values[n++] = st[i].value;
+            }
+    }
+    return n;
+}
+
 int model_stats(const model *m, char names[][48], double *values, int max) {
     int n = 0, counts[TRAIN_MAX_STATS] = {0};
     if (max > TRAIN_MAX_STATS) max = TRAIN_MAX_STATS;
@@ -504,7 +532,7 @@ int model_stats(const model *m, char names[][48], double *values, int max) {
         }
     }
     for (int j = 0; j < n; j++) values[j] /= counts[j];
-    return n;
+    return layer_stats(m, names, values, n, max);
 }
 
 attn *model_layer_attn(model *m, int l) {

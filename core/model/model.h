@@ -84,6 +84,9 @@ typedef struct {
  * commit_beta / accum so the total matches). Parameters are initialised from
  * c->seed. NULL with a message on failure (backend refused, no memory). */
 model *model_create(const train_config *c, char *err, size_t errlen);
+/* The parameter tensors' sizes in floats for c (checked), into sizes (may be
+ * NULL); returns their sum, the model's parameter count, without building it. */
+size_t model_param_sizes(const train_config *c, size_t sizes[MODEL_NTENSORS]);
 void model_free(model *m);
 
 /* Forward on tokens (B,T); with targets (B,T) and an optional mask (B,T,
@@ -104,7 +107,8 @@ void model_backward(model *m, float scale);
 void model_accuracy(const model *m, long *correct, long *counted);
 
 /* Statistics the layers' backends report for the last forward, averaged over
- * the layers reporting each name. Returns how many (at most max). */
+ * the layers reporting each name, followed by unrouted_share.L<l> for every
+ * layer l reporting an unrouted share. Returns how many (at most max). */
 int model_stats(const model *m, char names[][48], double *values, int max);
 
 /* Bytes held by all attention instances. */

@@ -180,12 +180,21 @@ const char *train_layer_backend(const train_config *c, int l) {
     return be ? be->name : ""; /* the registry's string, valid as long as the program runs */
 }
 
-/* The attention parameters layer l's backend sees. A local layer (the one
- * backend name core knows, for local_layers) takes local_window as its
- * window, like hybrid's local heads. */
+/* Whether layer l is `local` (the one backend name core knows, for
+ * local_layers): it takes local_window as its window, like hybrid's local
+ * heads. */
+static int layer_is_local(const train_config *c, int l) { return strcmp(train_layer_backend(c, l), "local") == 0; }
+
+unsigned train_layer_uses(const train_config *c, int l) {
+    const attn_backend *be = attn_find(train_layer_backend(c, l));
+    if (!be) return 0;
+    return be->uses | (layer_is_local(c, l) ? ATTN_USES_LOCAL_WINDOW : 0);
+}
+
+/* The attention parameters layer l's backend sees. */
 static attn_params layer_params(const train_config *c, int l) {
     attn_params p = c->attn;
-    if (p.local_window > 0 && strcmp(train_layer_backend(c, l), "local") == 0) p.window = p.local_window;
+    if (p.local_window > 0 && layer_is_local(c, l)) p.window = p.local_window;
     p.batch = c->batch;
     p.heads = c->heads;
     p.seq = c->seq;

@@ -18,7 +18,7 @@
 #define TRAIN_MAX_LAYERS 64
 #define TRAIN_NAME_LEN 32
 #define TRAIN_PATH_LEN 512
-#define TRAIN_MAX_STATS 32
+#define TRAIN_MAX_STATS 96 /* averaged statistics plus per-layer ones (unrouted_share.L<l>) */
 /* Room for train_config_to_text of any config (every key, the paths full). */
 #define TRAIN_CONFIG_TEXT_LEN 8192
 
@@ -117,6 +117,10 @@ int train_config_check_e(train_config *c, rb_err *e);
  * layers and hybrid's local heads share one block size. 0, or -1. */
 int train_layer_params(const train_config *c, int l, attn_params *p);
 
+/* The parameters layer l reads (attn_backend.uses bits): its backend's,
+ * plus local_window's bit for a local layer (see train_layer_params). */
+unsigned train_layer_uses(const train_config *c, int l);
+
 /* Name of layer l's backend: the registry's own string (valid for the
  * program's life), "" when the configuration names no registered backend
  * for that layer (train_config_check says which). */
@@ -171,7 +175,8 @@ typedef struct {
     size_t arena_bytes, arena_peak;                    /* activation arena size and peak live bytes */
     size_t attn_bytes;                                 /* bytes held by all attention instances */
     /* backend statistics of the last forward, averaged over the layers that
-     * report them (routing: commit_loss, cluster sizes, unrouted share...) */
+     * report them (routing: commit_loss, cluster sizes, unrouted share...),
+     * then unrouted_share.L<l> for each layer l that reports it */
     int nstats;
     char stat_names[TRAIN_MAX_STATS][48];
     double stat_values[TRAIN_MAX_STATS];

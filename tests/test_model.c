@@ -117,6 +117,69 @@ static void grad_check_config(train_config *cfg) {
     model_free(m);
 }
 
+/* Root mean square of n floats. */
+static double rms(const float *x, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return sqrt(s / (double)n);
+}
+
+/* The sinusoidal table is at the token embeddings' scale (it used to add
+ * amplitude 1 to embeddings of 0.02); rotary and none add nothing. */
+static void positions_scale(void) {
+    train_config c;
+    tiny_config(&c, "dense");
+    c.d_model = 64;
+    c.seq = 64;
+    c.random_vocab = 200;
+    c.pos = TRAIN_POS_SINUSOIDAL;
+    char err[512];
+    model *m = train_config_check(&c, err, sizeof err) == 0 ? model_create(&c, err, sizeof err) : NULL;
+    if (!m) {
+        ok(0, "sinusoidal model: %s", err);
+        return;
+    }
+    double pe = rms(m->pos_table, (size_t)c.seq * c.d_model), te = rms(m->params.wte, m->sizes[0]);
+    diag("sinusoidal table rms %.4f, token embedding rms %.4f", pe, te);
+    ok(pe > 0.7 * te && pe < 1.4 * te, "sinusoidal positions have the token embeddings' scale (rms %.4f vs %.4f)", pe,
+       te);
+    model_free(m);
+    /* rotary and none have the same parameters (same seed: the same values),
+     * so layer 0's backend must see none's q and k rotated, and the same v */
+    int n = c.batch * c.seq;
+    int *tok = malloc(n * sizeof(int)), *tgt = malloc(n * sizeof(int));
+    float *mask = malloc(n * sizeof(float));
+    fill_batch(tok, tgt, mask, n, 200, 9);
+    model *mm[2] = {NULL, NULL};
+    for (int pos = TRAIN_POS_ROTARY; pos <= TRAIN_POS_NONE; pos++) {
+        c.pos = pos;
+        m = train_config_check(&c, err, sizeof err) == 0 ? model_create(&c, err, sizeof err) : NULL;
+        ok(m && m->sizes[1] == 0 && !m->pos_table, "pos %s: no position table, no learned positions",
+           pos_names[pos]);
+        if (m) model_forward(m, tok, tgt, NULL, ATTN_EVAL);
+        mm[pos - TRAIN_POS_ROTARY] = m;
+    }
+    if (mm[0] && mm[1]) {
+        size_t plane = (size_t)n * c.d_model;
+        const float *qr, *qn;
+        model_layer_qkv(mm[0], 0, &qr, NULL, NULL);
+        model_layer_qkv(mm[1], 0, &qn, NULL, NULL);
+        float *want = malloc(3 * plane * sizeof(float));
+        memcpy(want, qn, 3 * plane * sizeof(float));
+        rotary rt;
+        rotary_init(&rt, c.seq, c.d_model / c.heads);
+        rotary_apply(&rt, want, 2 * (size_t)c.batch * c.heads, c.seq, 0, +1);
+        double e = 0, moved = 0;
+        for (size_t i = 0; i < 3 * plane; i++) e = fmax(e, fabs(qr[i] - want[i])), moved = fmax(moved, fabs(qr[i] - qn[i]));
+        ok(e < 1e-6 && moved > 1e-3, "pos rotary: layer 0's backend sees q and k rotated by position, v as it is "
+           "(max err %.2e; %.2e from the unrotated)", e, moved);
+        rotary_free(&rt);
+        free(want);
+    }
+    model_free(mm[0]), model_free(mm[1]);
+    free(tok), free(tgt), free(mask);
+}
+
 /* a tiny model memorises one fixed batch */
 static void overfit(void) {
     train_config c;
@@ -162,6 +225,7 @@ int main(void) {
         grad_check(backends[i], TRAIN_POS_LEARNED);
     }
     grad_check("dense", TRAIN_POS_SINUSOIDAL);
+    positions_scale();
     /* rotary on q and k before the backend (routing clusters the rotated
      * vectors), and no positions at all */
     grad_check("dense", TRAIN_POS_ROTARY);

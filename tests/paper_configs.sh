@@ -34,6 +34,15 @@ else
   echo "ok $((n+=1)) # SKIP no python3"
 fi
 
+# a model's export manifest names each layer's head groups
+$RB train --task random --backend hybrid --local-layers 1 --layers 2 --heads 4 --d-model 32 --seq 64 --clusters 4 \
+  --local-window 8 --steps 1 --batch 1 --eval-batches 1 --save "$tmp/m.ckpt" >"$tmp/o" 2>&1 &&
+  $RB export "$tmp/m.ckpt" "$tmp/ex" >>"$tmp/o" 2>&1
+ok $? "train --save and export a hybrid model with local_window"
+grep -q '"local heads 0-3 (window 8)"' "$tmp/ex/manifest.json" &&
+  grep -q '"local heads 0-1 (window 8), routing heads 2-3 (clusters 4, window 16)"' "$tmp/ex/manifest.json"
+ok $? "export's manifest: layer 0 all local (block 8), layer 1 local 0-1 (block 8) and routing 2-3 (4 x 16)"
+
 # --- the authors' full-size models, built on paper (--dry-run) ---
 # parameters of routebench's model: V*C + L*(4C^2 + 2CF + 9C + F) + 2C (no learned positions with rotary)
 count() { local L=$1 C=$2 F=$3 V=$4; echo $(( V*C + L*(4*C*C + 2*C*F + 9*C + F) + 2*C )); }

@@ -242,6 +242,21 @@ int main(void) {
         grad_check_config(&c);
     }
     {
+        /* local_window: the block of hybrid's local heads and of the local layers local_layers makes */
+        train_config c;
+        tiny_config(&c, "hybrid");
+        c.layers = 3;
+        c.local_layers = 1;
+        c.attn.local_window = 8;
+        char err[512];
+        attn_params p0, p1;
+        int rc = train_config_check(&c, err, sizeof err);
+        rc = rc || train_layer_params(&c, 0, &p0) || train_layer_params(&c, 1, &p1);
+        ok(rc == 0 && p0.window == 8 && p1.window == 4 && p1.local_window == 8 &&
+           (train_layer_uses(&c, 0) & ATTN_USES_LOCAL_WINDOW),
+           "local layer 0 takes local_window 8 as its window; hybrid layer 1 keeps window 4 and local_window 8");
+    }
+    {
         /* first layers local, the rest the main backend: per-layer backends are configuration */
         train_config c;
         tiny_config(&c, "dense");

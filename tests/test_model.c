@@ -257,6 +257,38 @@ int main(void) {
            "local layer 0 takes local_window 8 as its window; hybrid layer 1 keeps window 4 and local_window 8");
     }
     {
+        /* the unrouted share of each routing layer, beside the average */
+        train_config c;
+        tiny_config(&c, "hybrid");
+        c.layers = 3;
+        c.local_layers = 1;
+        char err[512], names[TRAIN_MAX_STATS][48];
+        double values[TRAIN_MAX_STATS];
+        model *m = train_config_check(&c, err, sizeof err) == 0 ? model_create(&c, err, sizeof err) : NULL;
+        int n = c.batch * c.seq, good = m != NULL, found = 0;
+        int *tok = malloc(n * sizeof(int)), *tgt = malloc(n * sizeof(int));
+        float *mask = malloc(n * sizeof(float));
+        fill_batch(tok, tgt, mask, n, c.vocab, 5);
+        if (m) model_forward(m, tok, tgt, NULL, ATTN_TRAIN);
+        int ns = m ? model_stats(m, names, values, TRAIN_MAX_STATS) : 0;
+        for (int l = 0; good && l < c.layers; l++) {
+            attn *a = model_layer_attn(m, l);
+            attn_stat st[32];
+            int k = a->be->stats ? a->be->stats(a, st, 32) : 0;
+            char want[48];
+            snprintf(want, sizeof want, "unrouted_share.L%d", l);
+            int at = -1;
+            for (int i = 0; i < ns; i++)
+                if (!strcmp(names[i], want)) at = i;
+            for (int i = 0; i < k; i++)
+                if (!strcmp(st[i].name, "unrouted_share")) good = good && at >= 0 && values[at] == st[i].value, found++;
+            if (k == 0) good = good && at < 0;
+        }
+        ok(good && found == 2, "model_stats: unrouted_share.L1 and .L2 are the routing layers' own, none for local layer 0");
+        free(tok), free(tgt), free(mask);
+        model_free(m);
+    }
+    {
         /* first layers local, the rest the main backend: per-layer backends are configuration */
         train_config c;
         tiny_config(&c, "dense");

@@ -78,8 +78,27 @@ static void run(attn *a, io_t *io, int flags) {
 /* Hybrid against `local` on heads [0, L) and `routing` on heads [L, H),
  * each run alone with the hybrid's resolved parameters (and seed), output
  * and gradients, two training passes so centroids have moved once. */
-static void test_parts(int B, int H, int n, int d, int L, int causal) {
+/* head_groups(): local heads [0, L) with block lwin, routing heads after. */
+static void test_groups(const attn *hy, int L, int lwin) {
+    attn_head_group g[4];
+    int n = hy->be->head_groups(&hy->p, g, 4), H = hy->p.heads, i = 0, good = 1;
+    if (L > 0) good = good && !strcmp(g[i].be->name, "local") && g[i].first == 0 && g[i].heads == L &&
+                      g[i].p.heads == L && g[i].p.window == lwin, i++;
+    if (L < H) good = good && !strcmp(g[i].be->name, "routing") && g[i].first == L && g[i].heads == H - L &&
+                      g[i].p.window == hy->p.window && g[i].p.clusters == hy->p.clusters, i++;
+    ok(n == i && good, "head_groups: %d group(s), local heads 0..%d with window %d, routing heads %d..%d", n, L - 1,
+       lwin, L, H - 1);
+}
+
+static void test_parts_lw(int B, int H, int n, int d, int L, int causal, int K, int w, int lw);
+
+static void test_parts(int B, int H, int n, int d, int L, int causal) { test_parts_lw(B, H, n, d, L, causal, 0, 0, 0); }
+
+/* The same with clusters K, routing window w and local block lw (0 = auto):
+ * the reference's local part is built with window lw itself. */
+static void test_parts_lw(int B, int H, int n, int d, int L, int causal, int K, int w, int lw) {
     attn_params p = params(B, H, n, d, L, causal);
+    p.clusters = K, p.window = w, p.local_window = lw;
     attn *hy = make("hybrid", &p);
     if (!hy) {
         ok(0, "hybrid create B=%d H=%d L=%d", B, H, L);
@@ -99,6 +118,8 @@ static void test_parts(int B, int H, int n, int d, int L, int causal) {
         attn_params ps = p;
         ps.heads = nh[s];
         ps.local_heads = -1;
+        ps.local_window = 0;
+        if (s == 0 && lw > 0) ps.window = lw;
         part[s] = make(names[s], &ps);
     }
     for (int pass = 0; pass < 2; pass++) {
@@ -110,11 +131,12 @@ static void test_parts(int B, int H, int n, int d, int L, int causal) {
             for (int t = 0; t < 4; t++) worst[s] = fmax(worst[s], diff_heads(x[t], y[t], B, H, h0[s], nh[s], hsz));
         }
     }
-    diag("hybrid B=%d H=%d L=%d n=%d causal=%d window=%d: max abs diff vs local heads %.2e, vs routing heads %.2e", B,
-         H, p.local_heads, n, causal, p.window, worst[0], worst[1]);
+    diag("hybrid B=%d H=%d L=%d n=%d causal=%d window=%d local_window=%d: max abs diff vs local heads %.2e, vs "
+         "routing heads %.2e", B, H, p.local_heads, n, causal, p.window, lw, worst[0], worst[1]);
     ok(worst[0] == 0.0 && worst[1] == 0.0 && (nh[0] == 0 || part[0]) && (nh[1] == 0 || part[1]),
-       "hybrid B=%d H=%d L=%d causal=%d: local heads equal `local`, routing heads equal `routing` (out, dq, dk, dv)",
-       B, H, p.local_heads, causal);
+       "hybrid B=%d H=%d L=%d causal=%d lw=%d: local heads equal `local`, routing heads equal `routing` (out, dq, dk, "
+       "dv)", B, H, p.local_heads, causal, lw);
+    test_groups(hy, p.local_heads, lw > 0 ? lw : p.window);
     if (part[1] && nh[1] > 0) {
         /* statistics are routing's */
         attn_stat a[32], b[32];
@@ -131,20 +153,25 @@ static void test_parts(int B, int H, int n, int d, int L, int causal) {
     io_free(&io);
 }
 
-static void test_check(int B, int H, int n, int d, int L, int w, int causal) {
+static void test_check_lw(int B, int H, int n, int d, int L, int w, int causal, int lw);
+
+static void test_check(int B, int H, int n, int d, int L, int w, int causal) { test_check_lw(B, H, n, d, L, w, causal, 0); }
+
+static void test_check_lw(int B, int H, int n, int d, int L, int w, int causal, int lw) {
     attn_params p = params(B, H, n, d, L, causal);
     p.window = w;
+    p.local_window = lw;
     attn_check_result r;
     char err[512];
     if (attn_check("hybrid", &p, &r, err, sizeof err) != 0) {
         ok(0, "attn_check: %s", err);
         return;
     }
-    int want_dense = p.local_heads == H && p.window >= n;
-    diag("attn_check B=%d H=%d L=%d n=%d w=%d causal=%d: grad rel err %.2e; %s; dense max abs %.2e", B, H,
-         p.local_heads, n, p.window, causal, r.grad_rel_err, r.detail, r.dense_max_abs_err);
-    ok(r.pass && r.compared_dense == want_dense, "attn_check passes (B=%d H=%d L=%d n=%d w=%d causal=%d%s)", B, H,
-       p.local_heads, n, p.window, causal, want_dense ? ", compared with dense" : "");
+    int want_dense = p.local_heads == H && (lw > 0 ? lw : p.window) >= n;
+    diag("attn_check B=%d H=%d L=%d n=%d w=%d lw=%d causal=%d: grad rel err %.2e; %s; dense max abs %.2e", B, H,
+         p.local_heads, n, p.window, lw, causal, r.grad_rel_err, r.detail, r.dense_max_abs_err);
+    ok(r.pass && r.compared_dense == want_dense, "attn_check passes (B=%d H=%d L=%d n=%d w=%d lw=%d causal=%d%s)", B,
+       H, p.local_heads, n, p.window, lw, causal, want_dense ? ", compared with dense" : "");
 }
 
 /* Causal: perturbing q, k or v at positions > i never changes output i. */
@@ -335,6 +362,17 @@ static void test_params(void) {
     p.window = 64;
     rc = attn_validate_msg(be, &p, err, sizeof err);
     ok(rc == 0 && be->equals_dense(&p) == 0, "a routing head present: not dense");
+    p = params(1, 4, 64, 16, 4, 1);
+    p.window = 100, p.local_window = 16;
+    rc = attn_validate_msg(be, &p, err, sizeof err);
+    ok(rc == 0 && be->equals_dense(&p) == 0, "all heads local with window >= seq but local_window 16: not dense");
+    p = params(1, 4, 64, 16, 2, 1);
+    p.local_window = 8;
+    p.clusters = 4;
+    rc = attn_validate_msg(be, &p, err, sizeof err);
+    ok(rc == 0 && p.window == 16 && p.local_window == 8 && p.clusters == 4,
+       "local_window 8 beside clusters 4 at seq 64: routing window 16, local_window kept (got %d, %d)", p.window,
+       p.local_window);
 }
 
 int main(void) {
@@ -352,6 +390,16 @@ int main(void) {
         test_check(2, 2, 64, 16, 0, 16, causal);
         test_check(1, 2, 40, 8, 2, 40, causal); /* one local block: compared with dense */
         test_check(2, 3, 64, 8, 3, 16, causal);
+        /* the paper's split: local blocks of half the routing window */
+        test_check_lw(1, 4, 64, 8, 2, 16, causal, 8);
+        test_check_lw(2, 4, 48, 8, 3, 0, causal, 5);
+        test_check_lw(1, 2, 40, 8, 2, 4, causal, 40); /* all local, one block: dense although window is 4 */
+    }
+    for (int causal = 0; causal <= 1; causal++) {
+        /* local 8 beside routing 4 clusters x 16 (the paper's 256 beside 16 x 512, scaled) */
+        test_parts_lw(1, 4, 64, 16, 2, causal, 4, 16, 8);
+        test_parts_lw(2, 4, 64, 8, 3, causal, 4, 16, 8);
+        test_parts_lw(3, 3, 70, 8, 1, causal, 0, 0, 7);
     }
     test_causal();
     test_determinism();

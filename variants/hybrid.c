@@ -1,22 +1,30 @@
-/* hybrid.c: the Routing Transformer paper's headline layer ("hybrid"): of
- * the H heads, the first local_heads (L) use local attention and the other
- * H-L use routing attention, with the same window (default seq / clusters,
- * rounded up as routing does, clusters auto = round(sqrt(seq))) and every
- * other parameter shared. It is built by composition: one `local` instance
- * for [batch, L, seq, d] and one `routing` instance for [batch, H-L, seq, d],
- * through their backend structs, so neither backend knows about the other.
+/* hybrid.c: the Routing Transformer paper's headline layer ("hybrid"): the H
+ * heads of one layer split into head groups, each computed by a registered
+ * backend with its own parameters. The groups are the rows of hybrid_kinds
+ * below, in head order: today the first local_heads (L) heads are `local`
+ * with block local_window (auto: window), the rest `routing` with clusters
+ * and window (default seq / clusters, rounded up as routing does; clusters
+ * auto = round(sqrt(seq))). Every other parameter is the layer's. This is
+ * the authors' local_num_heads / sparsity_cluster_num_heads split with
+ * query_shape (local block) and sparsity_cluster_attention_window (cluster
+ * size) set apart.
  *
- * In the [B, H, n, d] layout the two head subsets of one batch entry are
- * contiguous, so with batch 1 the halves are plain sub-arrays and nothing is
- * copied. With batch > 1 the inputs are gathered into per-half buffers held
- * by the instance (kept from forward for backward, which the interface
- * guarantees sees the same q, k, v, out) and results scattered back.
+ * Adding a kind of head (lsh, strided) is one row of hybrid_kinds (its
+ * backend's name, how many heads it takes, how its parameters differ from
+ * the layer's) plus, in params.def, the parameter that counts its heads:
+ * nothing else here changes, and neither backend knows about the other.
  *
- * Routing's centroids are [H-L, K, d] inside the routing instance; centroids()
- * presents them as [H, K, d] (the interface's shape, so checkpoints and .npy
- * export work unchanged) in a buffer of the hybrid's whose local-head rows
- * read as zero (writes to them are dropped); writes to the other rows reach
- * routing before the next forward or centroids() call. */
+ * In the [B, H, n, d] layout the groups of one batch entry are contiguous,
+ * so with batch 1 each group is a plain sub-array and nothing is copied.
+ * With batch > 1 the inputs are gathered into per-group buffers held by the
+ * instance (kept from forward for backward, which the interface guarantees
+ * sees the same q, k, v, out) and results scattered back.
+ *
+ * Centroids of the groups that have them (routing) are presented by
+ * centroids() as [H, K, d] (the interface's shape, so checkpoints and .npy
+ * export work unchanged) in a buffer of the hybrid's whose other rows read
+ * as zero (writes to them are dropped); writes to a group's rows reach it
+ * before the next forward or centroids() call. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,31 +32,88 @@
 #include "attn/attn.h"
 #include "util/common.h"
 
-extern const attn_backend attn_backend_local;
-extern const attn_backend attn_backend_routing;
 extern const attn_backend attn_backend_hybrid;
 
+/* ---- the kinds of head, in head order ---- */
+
 typedef struct {
-    float *q, *k, *v, *out, *dout, *dq, *dk, *dv; /* (B, heads of the half, n, d) gathered copies */
-} hybrid_half_bufs;
+    const char *backend; /* registered name */
+    /* heads of the layer this kind takes; -1 = the heads no other row takes
+     * (at most one row) */
+    int (*heads)(const attn_params *p);
+    /* the group's parameters from the layer's (heads already set); NULL = the layer's */
+    void (*params)(attn_params *g, const attn_params *layer);
+    /* after the group validated: what it resolved that is the layer's too; NULL = nothing */
+    void (*resolved)(attn_params *layer, const attn_params *g);
+} hybrid_kind;
+
+static int local_heads_of(const attn_params *p) { return p->local_heads; }
+static int rest_of(const attn_params *p) { (void)p; return -1; }
+
+static void local_params(attn_params *g, const attn_params *p) {
+    if (p->local_window > 0) g->window = p->local_window;
+}
+
+/* routing's clusters, window and share_qk defaults are the layer's */
+static void routing_resolved(attn_params *p, const attn_params *g) {
+    p->clusters = g->clusters;
+    p->window = g->window;
+    p->share_qk = g->share_qk;
+}
+
+static const hybrid_kind hybrid_kinds[] = {
+    {"local", local_heads_of, local_params, NULL},
+    {"routing", rest_of, NULL, routing_resolved},
+};
+#define HYBRID_NKINDS ((int)(sizeof hybrid_kinds / sizeof hybrid_kinds[0]))
+
+typedef struct {
+    float *q, *k, *v, *out, *dout, *dq, *dk, *dv; /* (B, heads of the group, n, d) gathered copies */
+} hybrid_bufs;
+
+typedef struct {
+    attn_head_group g; /* backend, first head, heads, parameters */
+    attn *inst;        /* NULL when the group has no heads */
+    hybrid_bufs buf;   /* NULL pointers when batch == 1 */
+} hybrid_group;
 
 typedef struct {
     attn a;
-    int L, R;           /* local heads, routing heads */
-    attn *loc, *rt;     /* sub-instances, NULL when that half has no heads */
-    hybrid_half_bufs g[2]; /* [0] local, [1] routing; NULL pointers when batch == 1 */
-    float *cen;         /* (H, K, d) centroids as presented by centroids() */
-    int cen_exposed;    /* cen was handed out: it may hold writes routing has not seen */
-    void *mem;          /* one allocation for the gather buffers and cen */
+    hybrid_group grp[HYBRID_NKINDS];
+    float *cen;      /* (H, K, d) centroids as presented by centroids() */
+    int cen_exposed; /* cen was handed out: it may hold writes the groups have not seen */
+    void *mem;       /* one allocation for the gather buffers and cen */
 } hybrid_attn;
 
-/* The two halves' parameters: same as p except heads. */
-static void hybrid_split(const attn_params *p, attn_params *pl, attn_params *pr) {
-    *pl = *p;
-    *pr = *p;
-    pl->heads = p->local_heads;
-    pr->heads = p->heads - p->local_heads;
-    pl->local_heads = pr->local_heads = -1;
+/* The groups of layer p (validated or not): backends, head ranges and
+ * parameters. -1 with e filled when the heads do not add up. */
+static int hybrid_groups(const attn_params *p, attn_head_group *out, rb_err *e) {
+    int taken = 0, rest = -1;
+    for (int i = 0; i < HYBRID_NKINDS; i++) {
+        int n = hybrid_kinds[i].heads(p);
+        if (n < 0) rest = i;
+        else taken += n;
+        out[i].heads = n;
+    }
+    if (taken > p->heads)
+        return rb_err_set(e, RB_EINVAL, "local_heads",
+                          "local_heads must be between 0 and heads (%d), or auto for heads/2 (got %d)", p->heads,
+                          p->local_heads);
+    for (int i = 0, h = 0; i < HYBRID_NKINDS; i++) {
+        const hybrid_kind *k = &hybrid_kinds[i];
+        attn_head_group *g = &out[i];
+        g->be = attn_find(k->backend);
+        if (!g->be) return rb_err_set(e, RB_EINVAL, "", "hybrid: backend %s is not registered", k->backend);
+        if (i == rest) g->heads = p->heads - taken;
+        g->first = h;
+        h += g->heads;
+        g->p = *p;
+        g->p.heads = g->heads;
+        g->p.local_heads = -1;
+        g->p.local_window = 0;
+        if (k->params) k->params(&g->p, p);
+    }
+    return 0;
 }
 
 static int hybrid_validate(attn_params *p, rb_err *e) {
@@ -67,35 +132,43 @@ static int hybrid_validate(attn_params *p, rb_err *e) {
     int K = p->clusters > 0 ? p->clusters : (int)lround(sqrt((double)p->seq));
     if (K < 1) K = 1;
     p->clusters = K;
-    /* one window for both halves: the local block equals the cluster size */
+    /* the layer's window defaults to the cluster size (local heads use it too unless local_window is set) */
     if (p->window == 0) p->window = (p->seq + K - 1) / K;
-    attn_params pl, pr;
-    hybrid_split(p, &pl, &pr);
-    rb_err sub;
-    if (pl.heads > 0 && attn_backend_local.validate(&pl, &sub) != 0)
-        return rb_err_set(e, sub.code, sub.key, "local heads: %s", sub.msg);
-    if (pr.heads > 0) {
-        if (attn_backend_routing.validate(&pr, &sub) != 0)
-            return rb_err_set(e, sub.code, sub.key, "routing heads: %s", sub.msg);
-        /* what routing resolved (share_qk's default) is the layer's */
-        p->clusters = pr.clusters;
-        p->window = pr.window;
-        p->share_qk = pr.share_qk;
+    attn_head_group g[HYBRID_NKINDS];
+    if (hybrid_groups(p, g, e) != 0) return -1;
+    for (int i = 0; i < HYBRID_NKINDS; i++) {
+        if (g[i].heads == 0) continue;
+        rb_err sub;
+        if (g[i].be->validate(&g[i].p, &sub) != 0) {
+            /* the local heads' window is local_window when that is set */
+            const char *key = !strcmp(sub.key, "window") && hybrid_kinds[i].params == local_params && p->local_window
+                                  ? "local_window" : sub.key;
+            return rb_err_set(e, sub.code, key, "%s heads: %s", g[i].be->name, sub.msg);
+        }
+        if (hybrid_kinds[i].resolved) hybrid_kinds[i].resolved(p, &g[i].p);
     }
     return 0;
 }
 
+/* The groups of a validated p (whose heads add up). */
+static void hybrid_groups_of(const attn_params *p, attn_head_group *g) {
+    rb_err e;
+    if (hybrid_groups(p, g, &e) != 0) memset(g, 0, HYBRID_NKINDS * sizeof *g);
+    for (int i = 0; i < HYBRID_NKINDS; i++)
+        if (g[i].heads > 0) g[i].be->validate(&g[i].p, &e);
+}
+
 static double hybrid_flops(const attn_params *p, int pass) {
-    attn_params pl, pr;
-    hybrid_split(p, &pl, &pr);
+    attn_head_group g[HYBRID_NKINDS];
+    hybrid_groups_of(p, g);
     double f = 0.0;
-    if (pl.heads > 0) f += attn_backend_local.flops(&pl, pass);
-    if (pr.heads > 0) f += attn_backend_routing.flops(&pr, pass);
+    for (int i = 0; i < HYBRID_NKINDS; i++)
+        if (g[i].heads > 0) f += g[i].be->flops(&g[i].p, pass);
     return f;
 }
 
 /* Floats of the hybrid's own buffers: 8 gathered tensors when batch > 1
- * (the two halves together are the size of one full tensor each), plus the
+ * (the groups together are the size of one full tensor each), plus the
  * [H, K, d] centroid view. */
 static size_t hybrid_own_floats(const attn_params *p) {
     size_t full = (size_t)p->batch * p->heads * p->seq * p->head_dim;
@@ -104,20 +177,34 @@ static size_t hybrid_own_floats(const attn_params *p) {
 }
 
 static size_t hybrid_act_bytes(const attn_params *p) {
-    attn_params pl, pr;
-    hybrid_split(p, &pl, &pr);
+    attn_head_group g[HYBRID_NKINDS];
+    hybrid_groups_of(p, g);
     size_t b = hybrid_own_floats(p) * sizeof(float);
-    if (pl.heads > 0) b += attn_backend_local.act_bytes(&pl);
-    if (pr.heads > 0) b += attn_backend_routing.act_bytes(&pr);
+    for (int i = 0; i < HYBRID_NKINDS; i++)
+        if (g[i].heads > 0) b += g[i].be->act_bytes(&g[i].p);
     return b;
 }
 
 static void hybrid_destroy(attn *a) {
     hybrid_attn *ha = (hybrid_attn *)a;
-    if (ha->loc) ha->loc->be->destroy(ha->loc);
-    if (ha->rt) ha->rt->be->destroy(ha->rt);
+    for (int i = 0; i < HYBRID_NKINDS; i++)
+        if (ha->grp[i].inst) ha->grp[i].inst->be->destroy(ha->grp[i].inst);
     free(ha->mem);
     free(ha);
+}
+
+/* Carve the gather buffers (batch > 1) and the centroid view from ha->mem. */
+static void hybrid_carve(hybrid_attn *ha, const attn_params *p) {
+    float *f = ha->mem;
+    size_t hsz = (size_t)p->seq * p->head_dim;
+    for (int i = 0; i < HYBRID_NKINDS && p->batch > 1; i++) {
+        hybrid_bufs *b = &ha->grp[i].buf;
+        size_t n = (size_t)p->batch * ha->grp[i].g.heads * hsz;
+        float **bufs[] = {&b->q, &b->k, &b->v, &b->out, &b->dout, &b->dq, &b->dk, &b->dv};
+        for (int t = 0; t < 8; t++) *bufs[t] = f, f += n;
+    }
+    ha->cen = f;
+    memset(ha->cen, 0, (size_t)p->heads * p->clusters * p->head_dim * sizeof(float));
 }
 
 static attn *hybrid_create(const attn_params *p, char *err, size_t errlen) {
@@ -128,150 +215,185 @@ static attn *hybrid_create(const attn_params *p, char *err, size_t errlen) {
     }
     ha->a.be = &attn_backend_hybrid;
     ha->a.p = *p;
-    attn_params pl, pr;
-    hybrid_split(p, &pl, &pr);
-    ha->L = pl.heads;
-    ha->R = pr.heads;
+    attn_head_group g[HYBRID_NKINDS];
+    hybrid_groups_of(p, g);
+    size_t own = hybrid_own_floats(p), bytes = own * sizeof(float);
     char msg[400];
-    if (ha->L > 0 && !(ha->loc = attn_backend_local.create(&pl, msg, sizeof msg))) {
-        hybrid_destroy(&ha->a);
-        rb_fail(err, errlen, "local heads: %s", msg);
-        return NULL;
+    for (int i = 0; i < HYBRID_NKINDS; i++) {
+        ha->grp[i].g = g[i];
+        if (g[i].heads == 0) continue;
+        if (!(ha->grp[i].inst = g[i].be->create(&g[i].p, msg, sizeof msg))) {
+            hybrid_destroy(&ha->a);
+            rb_fail(err, errlen, "%s heads: %s", g[i].be->name, msg);
+            return NULL;
+        }
+        bytes += ha->grp[i].inst->bytes;
     }
-    if (ha->R > 0 && !(ha->rt = attn_backend_routing.create(&pr, msg, sizeof msg))) {
-        hybrid_destroy(&ha->a);
-        rb_fail(err, errlen, "routing heads: %s", msg);
-        return NULL;
-    }
-    size_t own = hybrid_own_floats(p);
     ha->mem = rb_aligned_alloc(own * sizeof(float));
     if (!ha->mem) {
         hybrid_destroy(&ha->a);
         rb_fail(err, errlen, "out of memory: hybrid needs %.1f MiB of buffers", (double)own * 4 / (1 << 20));
         return NULL;
     }
-    float *f = ha->mem;
-    if (p->batch > 1) {
-        size_t hsz = (size_t)p->seq * p->head_dim;
-        for (int s = 0; s < 2; s++) {
-            size_t n = (size_t)p->batch * (s == 0 ? ha->L : ha->R) * hsz;
-            float **bufs[] = {&ha->g[s].q,    &ha->g[s].k,  &ha->g[s].v,  &ha->g[s].out,
-                              &ha->g[s].dout, &ha->g[s].dq, &ha->g[s].dk, &ha->g[s].dv};
-            for (int t = 0; t < 8; t++) *bufs[t] = f, f += n;
-        }
-    }
-    ha->cen = f;
-    memset(ha->cen, 0, (size_t)p->heads * p->clusters * p->head_dim * sizeof(float));
-    ha->a.bytes = own * sizeof(float) + (ha->loc ? ha->loc->bytes : 0) + (ha->rt ? ha->rt->bytes : 0);
+    hybrid_carve(ha, p);
+    ha->a.bytes = bytes;
     return &ha->a;
 }
 
-/* Gather the full [B, H, n, d] tensor into the halves [B, L, n, d] and
- * [B, R, n, d] (a half with no heads is skipped). */
-static void hybrid_gather(float *loc, float *rt, const float *full, int B, int L, int R, size_t hsz) {
-    for (int b = 0; b < B; b++) {
-        const float *src = full + (size_t)b * (L + R) * hsz;
-        if (L) memcpy(loc + (size_t)b * L * hsz, src, (size_t)L * hsz * sizeof(float));
-        if (R) memcpy(rt + (size_t)b * R * hsz, src + (size_t)L * hsz, (size_t)R * hsz * sizeof(float));
+/* Copy heads [h0, h0 + nh) of every batch entry between the full
+ * [B, H, n, d] tensor and the group's [B, nh, n, d] (to_group: full -> group). */
+static void hybrid_copy(float *full, float *grp, int B, int H, int h0, int nh, size_t hsz, int to_group) {
+    size_t bytes = (size_t)nh * hsz * sizeof(float);
+    for (int b = 0; b < B && nh > 0; b++) {
+        float *f = full + ((size_t)b * H + h0) * hsz, *g = grp + (size_t)b * nh * hsz;
+        if (to_group) memcpy(g, f, bytes);
+        else memcpy(f, g, bytes);
     }
 }
 
-/* The inverse: the halves back into the full tensor. */
-static void hybrid_scatter(float *full, const float *loc, const float *rt, int B, int L, int R, size_t hsz) {
-    for (int b = 0; b < B; b++) {
-        float *dst = full + (size_t)b * (L + R) * hsz;
-        if (L) memcpy(dst, loc + (size_t)b * L * hsz, (size_t)L * hsz * sizeof(float));
-        if (R) memcpy(dst + (size_t)L * hsz, rt + (size_t)b * R * hsz, (size_t)R * hsz * sizeof(float));
-    }
+static void hybrid_gather(float *grp, const float *full, const attn *a, const attn_head_group *g) {
+    hybrid_copy((float *)full, grp, a->p.batch, a->p.heads, g->first, g->heads, (size_t)a->p.seq * a->p.head_dim, 1);
 }
 
-/* Writes made through centroids() reach routing before it runs again. */
-static void hybrid_push_centroids(hybrid_attn *ha) {
-    if (!ha->cen_exposed || !ha->rt) return;
+static void hybrid_scatter(float *full, float *grp, const attn *a, const attn_head_group *g) {
+    hybrid_copy(full, grp, a->p.batch, a->p.heads, g->first, g->heads, (size_t)a->p.seq * a->p.head_dim, 0);
+}
+
+/* Floats of one group's rows in the [H, K, d] centroid view. */
+static size_t hybrid_cen_rows(const hybrid_attn *ha, const hybrid_group *gr, size_t *off) {
     size_t per = (size_t)ha->a.p.clusters * ha->a.p.head_dim;
-    memcpy(ha->rt->be->centroids(ha->rt), ha->cen + (size_t)ha->L * per, (size_t)ha->R * per * sizeof(float));
+    *off = (size_t)gr->g.first * per;
+    return (size_t)gr->g.heads * per;
+}
+
+/* Whether group gr's centroids are shown in the view (same cluster count). */
+static int hybrid_has_cen(const hybrid_attn *ha, const hybrid_group *gr) {
+    return gr->inst && gr->inst->be->centroids && gr->g.p.clusters == ha->a.p.clusters;
+}
+
+/* Writes made through centroids() reach the groups before they run again. */
+static void hybrid_push_centroids(hybrid_attn *ha) {
+    if (!ha->cen_exposed) return;
+    for (int i = 0; i < HYBRID_NKINDS; i++) {
+        hybrid_group *gr = &ha->grp[i];
+        if (!hybrid_has_cen(ha, gr)) continue;
+        size_t off, n = hybrid_cen_rows(ha, gr, &off);
+        memcpy(gr->inst->be->centroids(gr->inst), ha->cen + off, n * sizeof(float));
+    }
 }
 
 static void hybrid_forward(attn *a, float *out, const float *q, const float *k, const float *v, int flags) {
     hybrid_attn *ha = (hybrid_attn *)a;
-    const attn_params *p = &a->p;
-    int B = p->batch, L = ha->L, R = ha->R;
-    size_t hsz = (size_t)p->seq * p->head_dim;
+    size_t hsz = (size_t)a->p.seq * a->p.head_dim;
     hybrid_push_centroids(ha);
     ha->cen_exposed = 0;
-    if (B == 1) {
-        if (L) ha->loc->be->forward(ha->loc, out, q, k, v, flags);
-        if (R) ha->rt->be->forward(ha->rt, out + L * hsz, q + L * hsz, k + L * hsz, v + L * hsz, flags);
-        return;
+    for (int i = 0; i < HYBRID_NKINDS; i++) {
+        hybrid_group *gr = &ha->grp[i];
+        attn *s = gr->inst;
+        if (!s) continue;
+        if (a->p.batch == 1) {
+            size_t o = (size_t)gr->g.first * hsz;
+            s->be->forward(s, out + o, q + o, k + o, v + o, flags);
+            continue;
+        }
+        hybrid_bufs *b = &gr->buf;
+        hybrid_gather(b->q, q, a, &gr->g);
+        hybrid_gather(b->k, k, a, &gr->g);
+        hybrid_gather(b->v, v, a, &gr->g);
+        s->be->forward(s, b->out, b->q, b->k, b->v, flags);
+        hybrid_scatter(out, b->out, a, &gr->g);
     }
-    hybrid_half_bufs *gl = &ha->g[0], *gr = &ha->g[1];
-    hybrid_gather(gl->q, gr->q, q, B, L, R, hsz);
-    hybrid_gather(gl->k, gr->k, k, B, L, R, hsz);
-    hybrid_gather(gl->v, gr->v, v, B, L, R, hsz);
-    if (L) ha->loc->be->forward(ha->loc, gl->out, gl->q, gl->k, gl->v, flags);
-    if (R) ha->rt->be->forward(ha->rt, gr->out, gr->q, gr->k, gr->v, flags);
-    hybrid_scatter(out, gl->out, gr->out, B, L, R, hsz);
 }
 
 static void hybrid_backward(attn *a, float *dq, float *dk, float *dv, const float *dout, const float *q,
                             const float *k, const float *v, const float *out) {
     hybrid_attn *ha = (hybrid_attn *)a;
-    const attn_params *p = &a->p;
-    int B = p->batch, L = ha->L, R = ha->R;
-    size_t hsz = (size_t)p->seq * p->head_dim;
-    if (B == 1) {
-        if (L) ha->loc->be->backward(ha->loc, dq, dk, dv, dout, q, k, v, out);
-        if (R) {
-            size_t o = (size_t)L * hsz;
-            ha->rt->be->backward(ha->rt, dq + o, dk + o, dv + o, dout + o, q + o, k + o, v + o, out + o);
+    size_t hsz = (size_t)a->p.seq * a->p.head_dim;
+    for (int i = 0; i < HYBRID_NKINDS; i++) {
+        hybrid_group *gr = &ha->grp[i];
+        attn *s = gr->inst;
+        if (!s) continue;
+        if (a->p.batch == 1) {
+            size_t o = (size_t)gr->g.first * hsz;
+            s->be->backward(s, dq + o, dk + o, dv + o, dout + o, q + o, k + o, v + o, out + o);
+            continue;
         }
-        return;
+        /* q, k, v, out are the arrays the last forward saw: their gathered
+         * copies are still in the buffers */
+        hybrid_bufs *b = &gr->buf;
+        hybrid_gather(b->dout, dout, a, &gr->g);
+        s->be->backward(s, b->dq, b->dk, b->dv, b->dout, b->q, b->k, b->v, b->out);
+        hybrid_scatter(dq, b->dq, a, &gr->g);
+        hybrid_scatter(dk, b->dk, a, &gr->g);
+        hybrid_scatter(dv, b->dv, a, &gr->g);
     }
-    /* q, k, v, out are the arrays the last forward saw: their gathered
-     * halves are still in the buffers */
-    hybrid_half_bufs *gl = &ha->g[0], *gr = &ha->g[1];
-    hybrid_gather(gl->dout, gr->dout, dout, B, L, R, hsz);
-    if (L) ha->loc->be->backward(ha->loc, gl->dq, gl->dk, gl->dv, gl->dout, gl->q, gl->k, gl->v, gl->out);
-    if (R) ha->rt->be->backward(ha->rt, gr->dq, gr->dk, gr->dv, gr->dout, gr->q, gr->k, gr->v, gr->out);
-    hybrid_scatter(dq, gl->dq, gr->dq, B, L, R, hsz);
-    hybrid_scatter(dk, gl->dk, gr->dk, B, L, R, hsz);
-    hybrid_scatter(dv, gl->dv, gr->dv, B, L, R, hsz);
 }
 
+/* The groups' statistics, one after the other. */
 static int hybrid_stats(const attn *a, attn_stat *out, int max) {
     const hybrid_attn *ha = (const hybrid_attn *)a;
-    if (!ha->rt || !ha->rt->be->stats) return 0;
-    return ha->rt->be->stats(ha->rt, out, max);
+    int n = 0;
+    for (int i = 0; i < HYBRID_NKINDS && n < max; i++) {
+        const attn *s = ha->grp[i].inst;
+        if (s && s->be->stats) n += s->be->stats(s, out + n, max - n);
+    }
+    return n;
 }
 
+/* Dense when every group with heads computes dense attention. */
 static int hybrid_equals_dense(const attn_params *p) {
-    return p->local_heads == p->heads && p->window >= p->seq;
+    attn_head_group g[HYBRID_NKINDS];
+    hybrid_groups_of(p, g);
+    for (int i = 0; i < HYBRID_NKINDS; i++)
+        if (g[i].heads > 0 && !(g[i].be->equals_dense && g[i].be->equals_dense(&g[i].p))) return 0;
+    return 1;
 }
 
-/* Routes of routing head h (h >= L); local heads have no clusters: -1. */
+/* Routes of head h: its group's (h relative to the group's first head); -1
+ * for groups without clusters. */
 static int hybrid_routes(const attn *a, int b, int h, int c, int keys, const int **members) {
     const hybrid_attn *ha = (const hybrid_attn *)a;
-    if (!ha->rt || h < ha->L || !ha->rt->be->routes) return -1;
-    return ha->rt->be->routes(ha->rt, b, h - ha->L, c, keys, members);
+    for (int i = 0; i < HYBRID_NKINDS; i++) {
+        const hybrid_group *gr = &ha->grp[i];
+        if (h < gr->g.first || h >= gr->g.first + gr->g.heads) continue;
+        if (!gr->inst || !gr->inst->be->routes) return -1;
+        return gr->inst->be->routes(gr->inst, b, h - gr->g.first, c, keys, members);
+    }
+    return -1;
 }
 
 static float *hybrid_centroids(attn *a) {
     hybrid_attn *ha = (hybrid_attn *)a;
-    size_t per = (size_t)a->p.clusters * a->p.head_dim;
-    if (ha->rt) {
-        hybrid_push_centroids(ha); /* earlier writes first, then read back */
-        memcpy(ha->cen + (size_t)ha->L * per, ha->rt->be->centroids(ha->rt), (size_t)ha->R * per * sizeof(float));
+    hybrid_push_centroids(ha); /* earlier writes first, then read back */
+    memset(ha->cen, 0, (size_t)a->p.heads * a->p.clusters * a->p.head_dim * sizeof(float));
+    for (int i = 0; i < HYBRID_NKINDS; i++) {
+        hybrid_group *gr = &ha->grp[i];
+        if (!hybrid_has_cen(ha, gr)) continue;
+        size_t off, n = hybrid_cen_rows(ha, gr, &off);
+        memcpy(ha->cen + off, gr->inst->be->centroids(gr->inst), n * sizeof(float));
     }
-    memset(ha->cen, 0, (size_t)ha->L * per * sizeof(float)); /* local heads have none */
     ha->cen_exposed = 1;
     return ha->cen;
 }
 
+static int hybrid_head_groups(const attn_params *p, attn_head_group *out, int max) {
+    attn_head_group g[HYBRID_NKINDS];
+    hybrid_groups_of(p, g);
+    int n = 0;
+    for (int i = 0; i < HYBRID_NKINDS; i++) {
+        if (g[i].heads == 0) continue;
+        if (n < max) out[n] = g[i];
+        n++;
+    }
+    return n;
+}
+
 const attn_backend attn_backend_hybrid = {
     .name = "hybrid",
-    .description = "local_heads heads local attention, the rest routing (default half and half), one window",
-    .uses = ATTN_USES_WINDOW | ATTN_USES_CLUSTERS | ATTN_USES_LOCAL_HEADS | ATTN_USES_SHARE_QK | ATTN_USES_ASSIGN |
-            ATTN_USES_NORM | ATTN_USES_KMEANS,
+    .description = "local_heads heads local (block local_window, auto: window), the rest routing (clusters x window); "
+                   "default half and half",
+    .uses = ATTN_USES_WINDOW | ATTN_USES_CLUSTERS | ATTN_USES_LOCAL_HEADS | ATTN_USES_LOCAL_WINDOW |
+            ATTN_USES_SHARE_QK | ATTN_USES_ASSIGN | ATTN_USES_NORM | ATTN_USES_KMEANS,
     .validate = hybrid_validate,
     .create = hybrid_create,
     .forward = hybrid_forward,
@@ -283,4 +405,5 @@ const attn_backend attn_backend_hybrid = {
     .destroy = hybrid_destroy,
     .routes = hybrid_routes,
     .centroids = hybrid_centroids,
+    .head_groups = hybrid_head_groups,
 };

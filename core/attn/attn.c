@@ -206,3 +206,26 @@ attn *attn_make(const char *name, attn_params *p, char *err, size_t errlen) {
 void attn_free(attn *a) {
     if (a) a->be->destroy(a);
 }
+
+int attn_head_groups(const attn_backend *be, const attn_params *p, attn_head_group *out, int max) {
+    if (be->head_groups) return be->head_groups(p, out, max);
+    if (max > 0) out[0] = (attn_head_group){be, 0, p->heads, *p};
+    return 1;
+}
+
+const char *attn_describe_heads(const attn_backend *be, const attn_params *p, char *buf, size_t len) {
+    attn_head_group g[16];
+    int n = attn_head_groups(be, p, g, 16);
+    size_t off = 0;
+    if (len) buf[0] = 0;
+    for (int i = 0; i < n && i < 16 && off < len; i++) {
+        const attn_head_group *x = &g[i];
+        off += (size_t)snprintf(buf + off, len - off, "%s%s heads %d-%d", i ? ", " : "", x->be->name, x->first,
+                                x->first + x->heads - 1);
+        if (off < len && (x->be->uses & ATTN_USES_CLUSTERS))
+            off += (size_t)snprintf(buf + off, len - off, " (clusters %d, window %d)", x->p.clusters, x->p.window);
+        else if (off < len && (x->be->uses & ATTN_USES_WINDOW))
+            off += (size_t)snprintf(buf + off, len - off, " (window %d)", x->p.window);
+    }
+    return buf;
+}

@@ -101,6 +101,15 @@ typedef struct {
 
 typedef struct attn_backend attn_backend;
 
+/* One group of a layer's heads that one backend computes with its own
+ * parameters (hybrid: local heads with their window beside routing heads
+ * with their clusters and window). */
+typedef struct {
+    const attn_backend *be; /* the registered backend of these heads */
+    int first, heads;       /* heads first .. first + heads - 1 of the layer */
+    attn_params p;          /* their resolved parameters (p.heads == heads) */
+} attn_head_group;
+
 typedef struct attn {
     const attn_backend *be;
     attn_params p;   /* resolved parameters (defaults filled in by validate) */
@@ -168,7 +177,19 @@ struct attn_backend {
      * marks them initialised: a forward after it will not initialise them
      * from data. Optional. */
     float *(*centroids)(attn *a);
+
+    /* The heads of a layer with parameters p (validated) as groups, in head
+     * order, each computed by one backend with its own parameters (hybrid).
+     * Writes up to max groups and returns how many there are. Optional
+     * (NULL = every head is this backend's, with p). */
+    int (*head_groups)(const attn_params *p, attn_head_group *out, int max);
 };
+
+/* be->head_groups, or one group of every head with p when be has none. */
+int attn_head_groups(const attn_backend *be, const attn_params *p, attn_head_group *out, int max);
+/* "local heads 0-3 (window 256), routing heads 4-7 (clusters 16, window 512)"
+ * for a layer of backend be with p (validated) into buf (returned). */
+const char *attn_describe_heads(const attn_backend *be, const attn_params *p, char *buf, size_t len);
 
 /* Registry (core/attn/attn.c; the list itself is variants/registry.def). */
 const attn_backend *attn_find(const char *name);

@@ -27,7 +27,29 @@ typedef struct {
     const attn_stat *stats;
     int nstats;
     const npy_list *arrays;
+    const attn *a; /* the instance (its head groups) */
 } pass_manifest;
+
+/* "head_groups": which heads each backend computed, with its parameters
+ * (one group of every head for backends without head_groups()). */
+static void write_head_groups(rb_jw *w, const attn *a) {
+    attn_head_group g[16];
+    int n = attn_head_groups(a->be, &a->p, g, 16);
+    rb_jw_key(w, "head_groups");
+    rb_jw_arr(w);
+    for (int i = 0; i < n && i < 16; i++) {
+        rb_jw_obj(w);
+        rb_jw_kstr(w, "backend", g[i].be->name);
+        rb_jw_kint(w, "first_head", g[i].first);
+        rb_jw_kint(w, "heads", g[i].heads);
+        rb_jw_key(w, "params");
+        rb_jw_obj(w);
+        attn_params_json(w, &g[i].p, g[i].be->uses, RB_FMT_TEXT);
+        rb_jw_obj_end(w);
+        rb_jw_obj_end(w);
+    }
+    rb_jw_arr_end(w);
+}
 
 static int write_manifest(const char *path, const pass_manifest *m, char *err, size_t errlen) {
     FILE *f = fopen(path, "w");
@@ -43,6 +65,7 @@ static int write_manifest(const char *path, const pass_manifest *m, char *err, s
     attn_params_json(&w, m->p, ~0u, RB_FMT_TEXT);
     rb_jw_key(&w, "seed"), rb_jw_u64(&w, m->p->seed);
     rb_jw_obj_end(&w);
+    if (m->a) write_head_groups(&w, m->a);
     rb_jw_kint(&w, "threads", rb_threads());
     rb_jw_kstr(&w, "layout", "q, k, v, dout, out, dq, dk, dv: float32 [batch, heads, seq, head_dim], C order");
     rb_jw_kreal(&w, "scale", 1.0 / sqrt((double)m->p->head_dim));
@@ -215,7 +238,7 @@ int attn_npy_pass(const char *backend, attn_params *p, int flags, const char *lo
     attn *a = NULL;
     npy_list *L = callocCheck(1, sizeof *L);
     attn_stat stats[64];
-    pass_manifest m = {backend, p, flags, load_dir, be->centroids && p->clusters > 0, 0, 0, 0, stats, 0, L};
+    pass_manifest m = {backend, p, flags, load_dir, be->centroids && p->clusters > 0, 0, 0, 0, stats, 0, L, NULL};
     int rc = pass_inputs(&B, p, load_dir, err, errlen);
     if (rc == 0 && !(a = be->create(p, msg, sizeof msg))) rc = rb_fail(err, errlen, "%s: %s", backend, msg);
     if (rc == 0 && m.has_cen) rc = pass_centroids(&B, be, a, load_dir, &m.cen_loaded, err, errlen);
@@ -229,6 +252,7 @@ int attn_npy_pass(const char *backend, attn_params *p, int flags, const char *lo
         if (be->routes) m.width = gather_routes(be, a, 0, &B.members);
         if (be->routes && p->share_qk != 1) m.width_k = gather_routes(be, a, 1, &B.members_k);
         m.nstats = be->stats ? be->stats(a, stats, 64) : 0;
+        m.a = a;
         rc = pass_write(&B, &m, out_dir, err, errlen);
     }
     if (narrays) *narrays = L->n;

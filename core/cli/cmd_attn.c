@@ -118,6 +118,14 @@ static int npy_pass(const char *backend, attn_params *p, const attn_opts *o) {
     return RB_EXIT_OK;
 }
 
+/* "  heads: local heads 0-1 (window 8), routing heads 2-3 (...)" for a layer
+ * of head groups (hybrid); nothing for a backend whose heads are all alike. */
+static void print_heads(const char *backend, const attn_params *p) {
+    const attn_backend *be = attn_find(backend);
+    char text[512];
+    if (be && be->head_groups) printf("  heads: %s\n", attn_describe_heads(be, p, text, sizeof text));
+}
+
 static int check(const char *backend, attn_params *p, int json) {
     char err[1024];
     attn_check_result r;
@@ -140,6 +148,7 @@ static int check(const char *backend, attn_params *p, int json) {
     } else {
         printf("%s: %s\n  gradient vs central differences: worst relative error %.3g (%s)\n", backend,
                r.pass ? "PASS" : "FAIL", r.grad_rel_err, r.detail);
+        print_heads(backend, p);
         if (r.compared_dense) printf("  against dense: max abs difference %.3g\n", r.dense_max_abs_err);
         else printf("  against dense: not applicable for this configuration\n");
     }
@@ -181,6 +190,7 @@ static void bench_text(const char *backend, const attn_params *p, const attn_ben
     if (p->window) printf("  window %d", p->window);
     if (p->clusters) printf("  clusters %d", p->clusters);
     printf("  threads %d\n", rb_threads());
+    print_heads(backend, p);
     printf("  forward           %9.3f ms  (IQR %.3f, min %.3f, max %.3f)  %8.2f GFLOP/s\n", r->fwd_ms, r->fwd_ms_iqr,
            r->fwd_ms_min, r->fwd_ms_max, r->fwd_gflops);
     printf("  backward          %9.3f ms  (IQR %.3f, min %.3f, max %.3f)\n", r->bwd_ms, r->bwd_ms_iqr, r->bwd_ms_min,

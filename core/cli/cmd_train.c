@@ -14,6 +14,7 @@
 #include "cli/flags.h"
 #include "harness/experiment.h"
 #include "model/checkpoint.h"
+#include "model/model.h"
 #include "util/fsutil.h"
 #include "util/params.h"
 #include "util/status.h"
@@ -75,11 +76,35 @@ static int should_stop(void *ctx) {
     return stop_requested;
 }
 
-static void print_result(const train_config *c, const train_result *r, int bench) {
+/* One line per run of layers whose heads are the same: "layers 0-20: local
+ * heads 0-7 (window 256)". */
+static void print_layers(const train_config *c) {
+    char prev[512] = "", cur[512];
+    int first = 0;
+    for (int l = 0; l <= c->layers; l++) {
+        attn_params p;
+        cur[0] = 0;
+        if (l < c->layers && train_layer_params(c, l, &p) == 0)
+            attn_describe_heads(attn_find(train_layer_backend(c, l)), &p, cur, sizeof cur);
+        if (l > 0 && (l == c->layers || strcmp(cur, prev) != 0)) {
+            if (first == l - 1) printf("  layer %d: %s\n", first, prev);
+            else printf("  layers %d-%d: %s\n", first, l - 1, prev);
+            first = l;
+        }
+        memcpy(prev, cur, sizeof prev);
+    }
+}
+
+static void print_model(const train_config *c, size_t params) {
     printf("model: d_model %d, layers %d, heads %d, seq %d, vocab %d, %zu parameters; backends:", c->d_model,
-           c->layers, c->heads, c->seq, c->vocab, r->params);
+           c->layers, c->heads, c->seq, c->vocab, params);
     for (int l = 0; l < c->layers; l++) printf("%s%s", l ? "," : " ", train_layer_backend(c, l));
     printf("\n");
+    print_layers(c);
+}
+
+static void print_result(const train_config *c, const train_result *r, int bench) {
+    print_model(c, r->params);
     if (!bench) {
         printf("steps: %d, final training loss %.4f\n", r->steps_done, r->final_train_loss);
         printf("validation: loss %.4f, %.4f bits/token", r->final_eval_loss, r->bits_per_token);
@@ -207,7 +232,7 @@ static int train_steps(const train_config *c, int log_every) {
 
 int cmd_train(int argc, char **argv) {
     train_config c;
-    int threads = 0, bench = 0, log_every = 0;
+    int threads = 0, bench = 0, log_every = 0, dry = 0;
     const char *file = NULL;
     char err[1024];
     cli_kv kv;
@@ -219,6 +244,9 @@ int cmd_train(int argc, char **argv) {
         {"--threads", NULL, FL_INT, &threads, "N", 1, 4096, NULL, "threads for our loops and BLAS (default: all cores)"},
         {"--bench", NULL, FL_INT, &bench, "N", 1, 1 << 20, NULL,
          "time N whole training steps on random tokens (after 2 warm-up), no training"},
+        {"--dry-run", NULL, FL_SWITCH, &dry, NULL, 0, 0, NULL,
+         "check the configuration and print the model (its layers' head groups, parameter\n"
+         "count, FLOPs per step) without building it: the paper's full-size models fit here"},
         {"--log-every", NULL, FL_INT, &log_every, "N", 1, 1 << 30, NULL,
          "progress line every N steps when stderr is not a terminal (default steps/20)"},
     };
@@ -232,6 +260,12 @@ int cmd_train(int argc, char **argv) {
     if (rc == CLI_HELP || rc == CLI_BAD) return cli_exit(rc);
     if (rc != 0) return rc;
     rb_set_threads(threads);
-    if ((rc = preflight(&c, bench)) != 0) return rc;
+    if ((rc = preflight(&c, bench || dry)) != 0) return rc;
+    if (dry) {
+        print_model(&c, model_param_sizes(&c, NULL));
+        printf("work: %.4g GFLOP per step (analytic); nothing built or trained (--dry-run)\n",
+               train_flops_per_step(&c) / 1e9);
+        return RB_EXIT_OK;
+    }
     return bench ? bench_steps(&c, bench) : train_steps(&c, log_every);
 }

@@ -17,8 +17,8 @@ void columns_from_attn(const attn_params *p, unsigned uses, trial_colbuf *b, con
 /* The first layer whose backend reads d (its validated parameters in *p), or -1. */
 static int layer_reading(const train_config *c, const rb_param *d, attn_params *p) {
     for (int l = 0; l < c->layers; l++) {
-        const attn_backend *be = attn_find(train_layer_backend(c, l));
-        if (be && attn_param_applies(d, be->uses) && train_layer_params(c, l, p) == 0) return l;
+        unsigned u = train_layer_uses(c, l);
+        if (u && attn_param_applies(d, u) && train_layer_params(c, l, p) == 0) return l;
     }
     return -1;
 }

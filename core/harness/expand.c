@@ -84,10 +84,7 @@ static int combo_uses(const experiment *e, const int *vi, unsigned *uses, rb_err
     }
     train_config c;
     if (combo_config(e, vi, 0, &c, err) != 0) return -1;
-    for (int l = 0; l < c.layers; l++) {
-        const attn_backend *be = attn_find(train_layer_backend(&c, l));
-        if (be) *uses |= be->uses;
-    }
+    for (int l = 0; l < c.layers; l++) *uses |= train_layer_uses(&c, l);
     return 0;
 }
 

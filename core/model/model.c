@@ -14,6 +14,9 @@
 #include "util/common.h"
 #include "util/kernels.h"
 
+/* Standard deviation of the token embedding at initialisation. */
+#define MODEL_EMBED_STD 0.02f
+
 /* Below this many floats a loop is not worth waking the thread team for. */
 #define RB_PAR_MIN ((size_t)1 << 15)
 
@@ -104,7 +107,7 @@ static void init_params(model *m) {
     model_tensors *p = &m->params;
     size_t L = m->L, C = m->C, F = m->F;
     float resid_std = 0.02f / sqrtf(2.0f * (float)m->L);
-    for (size_t i = 0; i < m->sizes[0]; i++) p->wte[i] = 0.02f * rb_rng_normal(&rng);
+    for (size_t i = 0; i < m->sizes[0]; i++) p->wte[i] = MODEL_EMBED_STD * rb_rng_normal(&rng);
     for (size_t i = 0; i < m->sizes[1]; i++) p->wpe[i] = 0.01f * rb_rng_normal(&rng);
     for (size_t i = 0; i < L * C; i++) p->ln1w[i] = p->ln2w[i] = 1.0f;
     memset(p->ln1b, 0, L * C * sizeof(float));
@@ -121,6 +124,43 @@ static void init_params(model *m) {
     memset(p->lnfb, 0, C * sizeof(float));
 }
 
+size_t model_param_sizes(const train_config *c, size_t sizes[MODEL_NTENSORS]) {
+    size_t L = c->layers, C = c->d_model, F = (size_t)c->mlp_mult * C, V = c->vocab, T = c->seq;
+    size_t s[MODEL_NTENSORS] = {V * C,         c->pos == TRAIN_POS_LEARNED ? T * C : 0,
+                                L * C,         L * C,
+                                L * 3 * C * C, L * 3 * C,
+                                L * C * C,     L * C,
+                                L * C,         L * C,
+                                L * F * C,     L * F,
+                                L * C * F,     L * C,
+                                C,             C};
+    size_t n = 0;
+    for (int i = 0; i < MODEL_NTENSORS; i++) n += s[i];
+    if (sizes) memcpy(sizes, s, sizeof s);
+    return n;
+}
+
+/* The fixed position tables of c->pos: sinusoidal (Vaswani et al.: sin on
+ * even, cos on odd channels, wavelengths 2pi..10000*2pi) scaled so that a
+ * position vector has the root-mean-square entry of a token embedding at
+ * initialisation (sin and cos have rms 1/sqrt(2); unscaled they would swamp
+ * embeddings of 0.02), or rotary's angles. 0, or -1 with a message. */
+static int make_positions(model *m, char *err, size_t errlen) {
+    size_t T = m->T, C = m->C;
+    if (m->c.pos == TRAIN_POS_ROTARY && rotary_init(&m->rope, m->T, m->D) != 0)
+        return rb_fail(err, errlen, "out of memory for the rotary tables");
+    if (m->c.pos != TRAIN_POS_SINUSOIDAL) return 0;
+    m->pos_table = rb_aligned_alloc(T * C * sizeof(float));
+    if (!m->pos_table) return rb_fail(err, errlen, "out of memory for the position table");
+    double scale = MODEL_EMBED_STD * sqrt(2.0);
+    for (size_t t = 0; t < T; t++)
+        for (size_t i = 0; i < C; i++) {
+            double freq = pow(10000.0, -(double)(i & ~(size_t)1) / (double)C);
+            m->pos_table[t * C + i] = (float)(scale * ((i & 1) ? cos(t * freq) : sin(t * freq)));
+        }
+    return 0;
+}
+
 model *model_create(const train_config *c, char *err, size_t errlen) {
     model *m = callocCheck(1, sizeof(model));
     m->c = *c;
@@ -134,18 +174,9 @@ model *model_create(const train_config *c, char *err, size_t errlen) {
     m->F = c->mlp_mult * c->d_model;
     m->accum = c->accum > 0 ? c->accum : 1;
     assert(m->V > 0 && m->C > 0 && m->L > 0 && m->H > 0 && m->C % m->H == 0 && m->T > 0 && m->B > 0);
-    size_t L = m->L, C = m->C, F = m->F, V = m->V, T = m->T;
-    size_t sizes[MODEL_NTENSORS] = {V * C,     c->pos == TRAIN_POS_LEARNED ? T * C : 0,
-                                    L * C,     L * C,
-                                    L * 3 * C * C, L * 3 * C,
-                                    L * C * C, L * C,
-                                    L * C,     L * C,
-                                    L * F * C, L * F,
-                                    L * C * F, L * C,
-                                    C,         C};
-    memcpy(m->sizes, sizes, sizeof sizes);
-    m->nparams = 0;
-    for (int i = 0; i < MODEL_NTENSORS; i++) m->nparams += sizes[i];
+    size_t L = m->L;
+    size_t *sizes = m->sizes;
+    m->nparams = model_param_sizes(c, sizes);
 
     size_t pbytes = m->nparams * sizeof(float);
     m->params_mem = rb_aligned_alloc(pbytes);
@@ -171,32 +202,21 @@ model *model_create(const train_config *c, char *err, size_t errlen) {
     }
     init_params(m);
 
-    if (c->pos == TRAIN_POS_SINUSOIDAL) {
-        m->pos_table = rb_aligned_alloc(T * C * sizeof(float));
-        if (!m->pos_table) {
-            rb_fail(err, errlen, "out of memory for the position table");
-            model_free(m);
-            return NULL;
-        }
-        /* Vaswani et al.: sin on even, cos on odd channels, wavelengths 2pi..10000*2pi */
-        for (size_t t = 0; t < T; t++)
-            for (size_t i = 0; i < C; i++) {
-                double freq = pow(10000.0, -(double)(i & ~(size_t)1) / (double)C);
-                m->pos_table[t * C + i] = (float)((i & 1) ? cos(t * freq) : sin(t * freq));
-            }
+    if (make_positions(m, err, errlen) != 0) {
+        model_free(m);
+        return NULL;
     }
 
     for (int l = 0; l < m->L; l++) {
-        attn_params p = c->attn;
-        p.batch = m->B;
-        p.heads = m->H;
-        p.seq = m->T;
-        p.head_dim = m->D;
-        p.causal = 1;
-        p.seed = c->seed * 1000003ull + (uint64_t)l * 7919ull + 17;
-        p.commit_weight = c->commit_beta / (float)m->accum;
+        attn_params p;
         char e2[256];
         const char *name = train_layer_backend(c, l);
+        if (train_layer_params(c, l, &p) != 0) {
+            rb_fail(err, errlen, "layer %d (%s): parameters refused (train_config_check says why)", l, name);
+            model_free(m);
+            return NULL;
+        }
+        p.seed = c->seed * 1000003ull + (uint64_t)l * 7919ull + 17;
         m->att[l] = attn_make(name, &p, e2, sizeof e2);
         if (!m->att[l]) {
             rb_fail(err, errlen, "layer %d (%s): %s", l, name, e2);
@@ -241,6 +261,7 @@ void model_free(model *m) {
     free(m->v_mem);
     free(m->decay_mask);
     free(m->pos_table);
+    rotary_free(&m->rope);
     free(m->arena.base);
     free(m);
 }
@@ -316,9 +337,10 @@ double model_forward(model *m, const int *tokens, const int *targets, const floa
 
     /* token embedding plus positions */
     embedding_forward(m->encoded, tokens, p->wte, (int)BT, C);
-    const float *pos = m->pos_table ? m->pos_table : p->wpe;
+    const float *pos = m->pos_table ? m->pos_table : m->c.pos == TRAIN_POS_LEARNED ? p->wpe : NULL;
+    int PB = pos ? B : 0; /* rotary or none: nothing to add */
 #pragma omp parallel for collapse(2) schedule(static) if (BTC > RB_PAR_MIN)
-    for (int b = 0; b < B; b++)
+    for (int b = 0; b < PB; b++)
         for (int t = 0; t < T; t++) {
             float *e = m->encoded + ((size_t)b * T + t) * C;
             const float *q = pos + (size_t)t * C;
@@ -337,6 +359,7 @@ double model_forward(model *m, const int *tokens, const int *targets, const floa
         layernorm_forward(ln1, ln1m, ln1r, res, p->ln1w + l * C, p->ln1b + l * C, (int)BT, C);
         matmul_forward(m->qkv_tmp, ln1, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + l * 3 * C, (int)BT, C, 3 * C);
         split_heads(qkvh, m->qkv_tmp, B, T, H, D);
+        if (m->rope.cos) rotary_apply(&m->rope, qkvh, 2 * (size_t)B * H, T, 0, +1); /* q and k */
         attn *a = m->att[l];
         a->be->forward(a, atty, qkvh, qkvh + BTC, qkvh + 2 * BTC, flags);
         heads_merge(attm, atty, B, T, H, D, 0);
@@ -426,6 +449,7 @@ void model_backward(model *m, float scale) {
         attn *a = m->att[l];
         a->be->backward(a, s.dqkvh, s.dqkvh + BTC, s.dqkvh + 2 * BTC, s.datty, qkvh, qkvh + BTC, qkvh + 2 * BTC,
                         atty);
+        if (m->rope.cos) rotary_apply(&m->rope, s.dqkvh, 2 * (size_t)B * H, T, 0, -1); /* rotation's transpose */
         merge_qkv(s.dqkv, s.dqkvh, B, T, H, D);
         memset(s.dln, 0, BTC * sizeof(float));
         matmul_backward(s.dln, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + l * 3 * C, s.dqkv, ln1,
@@ -436,7 +460,7 @@ void model_backward(model *m, float scale) {
 
     /* embeddings: dres is now d encoded */
     embedding_backward(g->wte, s.dres, m->tokens, (int)BT, C);
-    if (!m->pos_table) {
+    if (m->c.pos == TRAIN_POS_LEARNED) {
         /* sum over the batch in a fixed order, parallel over positions */
 #pragma omp parallel for schedule(static) if (BTC > RB_PAR_MIN)
         for (int t = 0; t < T; t++)
@@ -465,6 +489,27 @@ void model_accuracy(const model *m, long *correct, long *counted) {
     *counted = n;
 }
 
+/* Statistics reported per layer as well as averaged: routing's share of
+ * tokens in no cluster (a third with balanced top-k and clusters x window =
+ * seq), what the local heads of a hybrid layer make up for. */
+static const char *const per_layer_stats[] = {"unrouted_share"};
+
+/* Append NAME.L<l> = value for layer l's statistics in per_layer_stats. */
+static int layer_stats(const model *m, char names[][48], double *values, int n, int max) {
+    for (int l = 0; l < m->L; l++) {
+        attn *a = m->att[l];
+        attn_stat st[64];
+        int k = a->be->stats ? a->be->stats(a, st, 64) : 0;
+        for (int i = 0; i < k; i++)
+            for (size_t j = 0; j < sizeof per_layer_stats / sizeof *per_layer_stats; j++) {
+                if (strcmp(st[i].name, per_layer_stats[j]) != 0 || n == max) continue;
+                snprintf(names[n], 48, "%.30s.L%d", st[i].name, l);
+                values[n++] = st[i].value;
+            }
+    }
+    return n;
+}
+
 int model_stats(const model *m, char names[][48], double *values, int max) {
     int n = 0, counts[TRAIN_MAX_STATS] = {0};
     if (max > TRAIN_MAX_STATS) max = TRAIN_MAX_STATS;
@@ -487,7 +532,7 @@ int model_stats(const model *m, char names[][48], double *values, int max) {
         }
     }
     for (int j = 0; j < n; j++) values[j] /= counts[j];
-    return n;
+    return layer_stats(m, names, values, n, max);
 }
 
 attn *model_layer_attn(model *m, int l) {

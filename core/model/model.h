@@ -1,6 +1,7 @@
 /* model.h: the decoder-only transformer language model (GPT-2 shaped, llm.c
- * layout). Token embedding plus learned or sinusoidal positions, L pre-norm
- * blocks (layer norm -> QKV -> [B,H,T,D] -> attention backend -> merge ->
+ * layout). Token embedding plus learned or sinusoidal positions (or none, or
+ * rotary ones applied to q and k), L pre-norm blocks (layer norm -> QKV ->
+ * [B,H,T,D] -> rotary -> attention backend -> merge ->
  * projection -> residual; layer norm -> MLP with GELU -> residual), a final
  * layer norm and an output projection tied to the embedding. Parameters,
  * their gradients and the AdamW moments are each one allocation carved into
@@ -13,6 +14,7 @@
 #include <stddef.h>
 
 #include "attn/attn.h"
+#include "model/rotary.h"
 #include "model/train.h"
 
 #define MODEL_NTENSORS 16
@@ -49,6 +51,7 @@ typedef struct {
     unsigned char *decay_mask;                     /* nparams: 1 = weight decay applies */
     model_tensors params, grads;
     float *pos_table; /* (T,C) sinusoidal table, or NULL */
+    rotary rope;      /* pos rotary: the angle tables (NULL tables otherwise) */
 
     attn **att; /* L instances */
 
@@ -81,6 +84,9 @@ typedef struct {
  * commit_beta / accum so the total matches). Parameters are initialised from
  * c->seed. NULL with a message on failure (backend refused, no memory). */
 model *model_create(const train_config *c, char *err, size_t errlen);
+/* The parameter tensors' sizes in floats for c (checked), into sizes (may be
+ * NULL); returns their sum, the model's parameter count, without building it. */
+size_t model_param_sizes(const train_config *c, size_t sizes[MODEL_NTENSORS]);
 void model_free(model *m);
 
 /* Forward on tokens (B,T); with targets (B,T) and an optional mask (B,T,
@@ -101,7 +107,8 @@ void model_backward(model *m, float scale);
 void model_accuracy(const model *m, long *correct, long *counted);
 
 /* Statistics the layers' backends report for the last forward, averaged over
- * the layers reporting each name. Returns how many (at most max). */
+ * the layers reporting each name, followed by unrouted_share.L<l> for every
+ * layer l reporting an unrouted share. Returns how many (at most max). */
 int model_stats(const model *m, char names[][48], double *values, int max);
 
 /* Bytes held by all attention instances. */

@@ -126,6 +126,13 @@ static int write_model_manifest(const char *path, const char *ckpt, int step, co
                              "q, k, v (d_model each), heads contiguous (head_dim rows each); wte is also the output "
                              "projection; attn.centroids (routing) are [heads, clusters, head_dim]");
     json_config(&w, c);
+    rb_jw_key(&w, "layer_heads"); /* which heads of each layer are which backend, with their windows */
+    rb_jw_arr(&w);
+    for (int l = 0; l < m->L; l++) {
+        char text[512];
+        rb_jw_str(&w, attn_describe_heads(m->att[l]->be, &m->att[l]->p, text, sizeof text));
+    }
+    rb_jw_arr_end(&w);
     npy_list_json(&w, L);
     rb_jw_obj_end(&w);
     fprintf(f, "\n");

@@ -180,9 +180,21 @@ const char *train_layer_backend(const train_config *c, int l) {
     return be ? be->name : ""; /* the registry's string, valid as long as the program runs */
 }
 
+/* Whether layer l is `local` (the one backend name core knows, for
+ * local_layers): it takes local_window as its window, like hybrid's local
+ * heads. */
+static int layer_is_local(const train_config *c, int l) { return strcmp(train_layer_backend(c, l), "local") == 0; }
+
+unsigned train_layer_uses(const train_config *c, int l) {
+    const attn_backend *be = attn_find(train_layer_backend(c, l));
+    if (!be) return 0;
+    return be->uses | (layer_is_local(c, l) ? ATTN_USES_LOCAL_WINDOW : 0);
+}
+
 /* The attention parameters layer l's backend sees. */
-static attn_params layer_params(const train_config *c) {
+static attn_params layer_params(const train_config *c, int l) {
     attn_params p = c->attn;
+    if (p.local_window > 0 && layer_is_local(c, l)) p.window = p.local_window;
     p.batch = c->batch;
     p.heads = c->heads;
     p.seq = c->seq;
@@ -203,7 +215,7 @@ static int check_model(train_config *c, rb_err *e) {
                           c->accum);
     if (c->d_model % c->heads)
         return rb_err_set(e, RB_EINVAL, "heads", "heads (%d) must divide d_model (%d)", c->heads, c->d_model);
-    if (c->pos != TRAIN_POS_LEARNED && c->pos != TRAIN_POS_SINUSOIDAL) return rb_err_set(e, RB_EINVAL, "pos", "bad pos");
+    if (c->pos < TRAIN_POS_LEARNED || c->pos > TRAIN_POS_NONE) return rb_err_set(e, RB_EINVAL, "pos", "bad pos");
     if (c->local_layers < 0 || c->local_layers > c->layers)
         return rb_err_set(e, RB_EINVAL, "local_layers", "local_layers %d must be in [0, layers = %d]", c->local_layers,
                           c->layers);
@@ -237,7 +249,7 @@ static int check_optimiser(train_config *c, rb_err *e) {
 int train_layer_params(const train_config *c, int l, attn_params *p) {
     const attn_backend *be = attn_find(train_layer_backend(c, l));
     if (!be) return -1;
-    *p = layer_params(c);
+    *p = layer_params(c, l);
     rb_err e;
     return attn_validate(be, p, &e);
 }
@@ -260,7 +272,7 @@ int train_config_check_e(train_config *c, rb_err *e) {
             return rb_err_set(e, RB_EINVAL, c->layer_backends[0] ? "layer_backends" : "backend",
                               "layer %d: unknown backend '%s' (known: %s)", l, name, attn_names(names, sizeof names));
         }
-        attn_params p = layer_params(c);
+        attn_params p = layer_params(c, l);
         rb_err sub;
         if (attn_validate(be, &p, &sub) != 0)
             return rb_err_set(e, sub.code, sub.key, "layer %d (%s): %s", l, name, sub.msg);
@@ -281,6 +293,8 @@ uint64_t train_config_hash(const train_config *c) {
                   c->attn.share_qk,  c->attn.assign,    c->attn.norm,     c->attn.kmeans_iters};
     h = rb_fnv1a(h, ints, sizeof ints);
     h = rb_fnv1a(h, &c->attn.decay, sizeof(float));
+    /* added later: hashed only when set, so earlier checkpoints keep their hash */
+    if (c->attn.local_window > 0) h = rb_fnv1a(h, &c->attn.local_window, sizeof(int));
     for (int l = 0; l < c->layers; l++) {
         const char *n = train_layer_backend(c, l);
         h = rb_fnv1a(h, n, strlen(n) + 1);
@@ -297,7 +311,7 @@ double train_flops_per_step(const train_config *c) {
     for (int l = 0; l < c->layers; l++) {
         const attn_backend *be = attn_find(train_layer_backend(c, l));
         if (!be) continue;
-        attn_params p = layer_params(c);
+        attn_params p = layer_params(c, l);
         char e2[256];
         if (attn_validate_msg(be, &p, e2, sizeof e2)) continue;
         f += c->accum * (be->flops(&p, ATTN_PASS_FWD) + be->flops(&p, ATTN_PASS_BWD));

@@ -18,11 +18,12 @@
 #define TRAIN_MAX_LAYERS 64
 #define TRAIN_NAME_LEN 32
 #define TRAIN_PATH_LEN 512
-#define TRAIN_MAX_STATS 32
+#define TRAIN_MAX_STATS 96 /* averaged statistics plus per-layer ones (unrouted_share.L<l>) */
 /* Room for train_config_to_text of any config (every key, the paths full). */
 #define TRAIN_CONFIG_TEXT_LEN 8192
 
-enum { TRAIN_POS_LEARNED = 0, TRAIN_POS_SINUSOIDAL = 1 };
+/* params.def's pos choices, in order */
+enum { TRAIN_POS_LEARNED = 0, TRAIN_POS_SINUSOIDAL = 1, TRAIN_POS_ROTARY = 2, TRAIN_POS_NONE = 3 };
 
 typedef struct {
     /* --- model --- */
@@ -32,7 +33,7 @@ typedef struct {
     int heads;         /* default 4; head_dim = d_model / heads */
     int mlp_mult;      /* MLP hidden width = mlp_mult * d_model, default 4 */
     int seq;           /* tokens per sequence (model context), default 256 */
-    int pos;           /* TRAIN_POS_LEARNED (default) or TRAIN_POS_SINUSOIDAL */
+    int pos;           /* TRAIN_POS_LEARNED (default), _SINUSOIDAL, _ROTARY (q and k) or _NONE */
     char backend[TRAIN_NAME_LEN];  /* attention backend of every layer, default "dense" */
     /* Per-layer override, comma separated ("local,local,routing,routing");
      * empty = none. Wins over backend and local_layers when set. */
@@ -110,8 +111,15 @@ int train_config_check(train_config *c, char *err, size_t errlen);
 int train_config_check_e(train_config *c, rb_err *e);
 
 /* Layer l's attention parameters as its backend sees them, validated (auto
- * values resolved). 0, or -1. */
+ * values resolved): c->attn with the model's sizes, and in a layer whose
+ * backend is `local` (local_layers, the paper's sparsity_skip_first, or a
+ * layer_backends item) window = local_window when that is set, so local
+ * layers and hybrid's local heads share one block size. 0, or -1. */
 int train_layer_params(const train_config *c, int l, attn_params *p);
+
+/* The parameters layer l reads (attn_backend.uses bits): its backend's,
+ * plus local_window's bit for a local layer (see train_layer_params). */
+unsigned train_layer_uses(const train_config *c, int l);
 
 /* Name of layer l's backend: the registry's own string (valid for the
  * program's life), "" when the configuration names no registered backend
@@ -170,7 +178,8 @@ typedef struct {
     size_t arena_bytes, arena_peak;                    /* activation arena size and peak live bytes */
     size_t attn_bytes;                                 /* bytes held by all attention instances */
     /* backend statistics of the last forward, averaged over the layers that
-     * report them (routing: commit_loss, cluster sizes, unrouted share...) */
+     * report them (routing: commit_loss, cluster sizes, unrouted share...),
+     * then unrouted_share.L<l> for each layer l that reports it */
     int nstats;
     char stat_names[TRAIN_MAX_STATS][48];
     double stat_values[TRAIN_MAX_STATS];

@@ -23,6 +23,7 @@ enum {
     ATTN_USES_ASSIGN = 1 << 4,
     ATTN_USES_NORM = 1 << 5,
     ATTN_USES_KMEANS = 1 << 6, /* decay, kmeans_iters, commit_weight */
+    ATTN_USES_LOCAL_WINDOW = 1 << 7, /* hybrid's local heads; in a model also its local layers */
 };
 
 enum {

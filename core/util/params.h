@@ -23,6 +23,8 @@ enum {
     ATTN_USES_ASSIGN = 1 << 4,
     ATTN_USES_NORM = 1 << 5,
     ATTN_USES_KMEANS = 1 << 6, /* decay, kmeans_iters, commit_weight */
+    ATTN_USES_STRIDE = 1 << 7, /* strided: stride, strided_heads */
+    ATTN_USES_HASH = 1 << 8,   /* lsh: hashes, buckets */
 };
 
 enum {

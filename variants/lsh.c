@@ -387,7 +387,6 @@ static void lsh_chunk_backward(lsh_attn *L, long bh, int r, int c, const lsh_io 
         W->D[i] = (float)acc;
         W->L[i] = L->lse[(size_t)bh * L->n + b.qpos[i]];
     }
-    memset(W->Oc, 0, sizeof(float) * (size_t)b.mq * d);
     memset(W->dKc, 0, sizeof(float) * (size_t)b.mk * d);
     memset(W->dVc, 0, sizeof(float) * (size_t)b.mk * d);
     b.dout = W->dOc, b.D = W->D, b.dk = W->dKc, b.dv = W->dVc;

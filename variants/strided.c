@@ -256,7 +256,7 @@ static void sd_backward(attn *a, float *dq, float *dk, float *dv, const float *d
     int H = p->heads, per = RB_MAX(sd_tasks_per_head(S, 0), sd_tasks_per_head(S, H - 1));
     int phases = p->causal ? 2 : 3;
     size_t total = (size_t)p->batch * H * p->seq * p->head_dim;
-    memset(dq, 0, total * sizeof(float));
+    /* dq rows are written by their one band or class; dk, dv accumulate */
     memset(dk, 0, total * sizeof(float));
     memset(dv, 0, total * sizeof(float));
     sd_tensors x = {q, k, v, out, dout, dq, dk, dv};

@@ -106,7 +106,10 @@ void gattn_backward(const gattn_block *b, const gattn_mask *m, float scale, gatt
         int rows = b->mq - r0 < GATTN_TQ ? b->mq - r0 : GATTN_TQ;
         gattn_runs(b, m, r0, rows, w);
         int c0 = w->lo[0], c1 = w->hi[rows - 1], nc = c1 - c0;
-        if (nc <= 0) continue;
+        if (nc <= 0) {
+            for (int rr = 0; rr < rows; rr++) memset(b->o + (size_t)(r0 + rr) * b->ldo, 0, sizeof(float) * (size_t)d);
+            continue;
+        }
         const float *q = b->q + (size_t)r0 * b->ldq, *g = b->dout + (size_t)r0 * b->ldo;
         const float *k = b->k + (size_t)c0 * b->ldk, *v = b->v + (size_t)c0 * b->ldk;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nc, d, scale, q, b->ldq, k, b->ldk, 0.0f, w->S, nc);
@@ -116,12 +119,12 @@ void gattn_backward(const gattn_block *b, const gattn_mask *m, float scale, gatt
             gattn_dsoftmax_row(w->S + (size_t)rr * nc, w->dP + (size_t)rr * nc, nc, w->lo[rr] - c0, w->hi[rr] - c0,
                                self, b->lse[r0 + rr], b->D[r0 + rr], scale);
         }
-        /* dV += P^T dO; dK += dS^T Q; dQ += dS K */
+        /* dV += P^T dO; dK += dS^T Q; dQ = dS K (each query row is in one tile) */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nc, d, rows, 1.0f, w->S, nc, g, b->ldo, 1.0f,
                     b->dv + (size_t)c0 * b->ldk, b->ldk);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nc, d, rows, 1.0f, w->dP, nc, q, b->ldq, 1.0f,
                     b->dk + (size_t)c0 * b->ldk, b->ldk);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, nc, 1.0f, w->dP, nc, k, b->ldk, 1.0f,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, nc, 1.0f, w->dP, nc, k, b->ldk, 0.0f,
                     b->o + (size_t)r0 * b->ldo, b->ldo);
     }
 }

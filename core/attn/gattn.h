@@ -22,8 +22,10 @@
 #include <limits.h>
 #include <stddef.h>
 
-/* Query rows per score tile. */
+/* Query rows per score tile (overridable at build time for tuning). */
+#ifndef GATTN_TQ
 #define GATTN_TQ 64
+#endif
 
 typedef struct {
     int lo, hi;    /* visible when lo <= pos_key - pos_query <= hi (INT_MIN/INT_MAX: unbounded) */
@@ -37,7 +39,7 @@ typedef struct {
     const float *q;         /* (mq) rows, row stride ldq */
     const float *k, *v;     /* (mk) rows, row stride ldk */
     int ldq, ldk;
-    float *o;               /* forward: (mq) normalised output rows, stride ldo; backward: dq rows, added to */
+    float *o;               /* forward: (mq) normalised output rows, stride ldo; backward: dq rows, overwritten */
     int ldo;
     float *lse;             /* (mq), stride 1: forward writes log-sum-exp (-inf: nothing visible); backward reads
                              * the log-sum-exp of the row's whole softmax (several blocks' combined) */
@@ -59,7 +61,7 @@ size_t gattn_ws_bytes(gattn_ws *w, char *base, int mk_max);
 
 /* Forward of one block; returns the query-key pairs attended. */
 long gattn_forward(const gattn_block *b, const gattn_mask *m, float scale, gattn_ws *w);
-/* Backward of one block: adds into o (dq), dk and dv. */
+/* Backward of one block: overwrites o (dq), adds into dk and dv. */
 void gattn_backward(const gattn_block *b, const gattn_mask *m, float scale, gattn_ws *w);
 
 /* A bump allocator over one block of memory: with base NULL it only counts,

@@ -56,6 +56,11 @@ static double st_maxdiff(const float *x, const float *y, size_t n) {
     return m;
 }
 
+static void st_free_patterns(ref_pattern *pats, const attn_params *p) {
+    for (int bh = 0; bh < p->batch * p->heads; bh++) ref_pattern_free(&pats[bh]);
+    free(pats);
+}
+
 /* The backend's out, dq, dk, dv (from io) against ref_attention on pats;
  * worst error relative to max(1, largest reference entry). */
 static double st_vs_pattern(const ref_pattern *pats, const attn_params *p, const st_io *io, char *detail, size_t len) {

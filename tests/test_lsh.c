@@ -146,11 +146,6 @@ static ref_pattern *member_patterns(const attn *a) {
     return pats;
 }
 
-static void free_patterns(ref_pattern *pats, const attn_params *p) {
-    for (int bh = 0; bh < p->batch * p->heads; bh++) ref_pattern_free(&pats[bh]);
-    free(pats);
-}
-
 static double stat_of(const attn *a, const char *name) {
     attn_stat st[16];
     int m = a->be->stats(a, st, 16);
@@ -192,7 +187,7 @@ static void test_reference(int B, int H, int n, int d, int w, int hashes, int bu
     for (int bh = 0; bh < B * H; bh++) pairs += ref_pairs(&pats[bh]);
     ok(fabs(pairs / queries - stat_of(a, "pairs_per_query")) < 1e-9, "%s: pairs_per_query %.3f = counted %.3f", what,
        stat_of(a, "pairs_per_query"), pairs / queries);
-    free_patterns(pats, &p);
+    st_free_patterns(pats, &p);
     free(R);
     st_io_free(&io);
     attn_free(a);
@@ -304,7 +299,7 @@ static void test_flops(int n, int w, int buckets, int share, int causal, double 
     ok(ef <= tol && eb <= tol, "n=%d w=%d buckets=%d %s causal=%d: flops within %.0f%% of the attended pairs + hashing "
        "(%.2f%%, %.2f%%)", n, w, p.buckets, share ? "shared" : "unshared", causal, 100 * tol, 100 * ef, 100 * eb);
     ok(a->bytes == a->be->act_bytes(&p), "act_bytes %zu = held %zu", a->be->act_bytes(&p), a->bytes);
-    free_patterns(pats, &p);
+    st_free_patterns(pats, &p);
     st_io_free(&io);
     attn_free(a);
 }

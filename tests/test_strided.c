@@ -41,11 +41,6 @@ static ref_pattern *def_patterns(const attn_params *p) {
     return pats;
 }
 
-static void free_patterns(ref_pattern *pats, const attn_params *p) {
-    for (int bh = 0; bh < p->batch * p->heads; bh++) ref_pattern_free(&pats[bh]);
-    free(pats);
-}
-
 static void test_reference(int B, int H, int n, int d, int l, int sh, int causal) {
     attn_params p = params(B, H, n, d, l, sh, causal);
     attn *a = st_make("strided", &p);
@@ -61,7 +56,7 @@ static void test_reference(int B, int H, int n, int d, int l, int sh, int causal
     double e = st_vs_pattern(pats, &p, &io, detail, sizeof detail);
     ok(e <= 2e-5, "strided = the paper's masked dense attention in double: n=%d l=%d (%s) %d of %d heads strided, "
        "causal=%d (%s)", n, l, n % l ? "not a multiple" : "multiple", sh, H, causal, detail);
-    free_patterns(pats, &p);
+    st_free_patterns(pats, &p);
     st_io_free(&io);
     attn_free(a);
 }
@@ -167,7 +162,7 @@ static void test_flops_bytes(void) {
                  a->be->act_bytes(&p));
             bad++;
         }
-        free_patterns(pats, &p);
+        st_free_patterns(pats, &p);
         attn_free(a);
     }
     ok(bad == 0, "FLOPs are 4d / 8d per pair of the definition; act_bytes is what the instance holds");

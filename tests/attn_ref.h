@@ -230,8 +230,12 @@ static inline void ref_attention(const ref_pattern *pats, const attn_params *p, 
     size_t nd = (size_t)n * d;
     double scale = 1.0 / sqrt((double)d);
     double *key = mallocCheck(sizeof(double) * nd), *ks = mallocCheck(sizeof(double) * n);
-    double *dkey = mallocCheck(sizeof(double) * nd), *s = mallocCheck(sizeof(double) * n);
-    double *dp = mallocCheck(sizeof(double) * n);
+    /* a term may list a key more than once (lsh: rounds that find it again) */
+    size_t maxk = (size_t)n;
+    for (size_t bh = 0; bh < (size_t)p->batch * p->heads; bh++)
+        for (int t = 0; t < pats[bh].nterms; t++) maxk = RB_MAX(maxk, (size_t)(pats[bh].toff[t + 1] - pats[bh].toff[t]));
+    double *dkey = mallocCheck(sizeof(double) * nd), *s = mallocCheck(sizeof(double) * maxk);
+    double *dp = mallocCheck(sizeof(double) * maxk);
     memset(info, 0, sizeof *info);
     for (size_t bh = 0; bh < (size_t)p->batch * p->heads; bh++) {
         const ref_pattern *pt = &pats[bh];

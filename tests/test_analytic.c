@@ -63,13 +63,30 @@ static void balanced_inputs(attn *a, float *q, float *k, rb_rng *r) {
     memcpy(k, q, sizeof(float) * (size_t)p->batch * p->heads * nd);
 }
 
+/* Forward FLOPs of choosing one routed head's routes: routing compares
+ * every routing vector with every centroid (2 d each); lsh projects every
+ * hashed vector on buckets/2 rotation columns per round (2 d each, nothing
+ * with one bucket). */
+static double route_flops(const char *name, const ref_pattern *pt, const attn_params *p) {
+    double vectors = (double)p->seq * (pt->shared ? 1 : 2);
+    if (!strcmp(name, "lsh")) return p->buckets > 1 ? 2.0 * p->head_dim * vectors * p->hashes * (p->buckets / 2) : 0;
+    return 2.0 * p->head_dim * vectors * p->clusters;
+}
+
+/* 1 when a backend's count is exact on any input: lsh's causal count with
+ * several buckets is an expectation (the previous chunk's keys precede a
+ * query half of the time; tests/test_lsh.c measures it on random input). */
+static int flops_exact(const char *name, const attn_params *p) {
+    return !(!strcmp(name, "lsh") && p->causal && p->buckets > 1);
+}
+
 /* Expected flops of one pass from the pattern. */
-static void count_flops(const ref_pattern *pats, const attn_params *p, double *fwd, double *bwd, double *pairs_out) {
+static void count_flops(const char *name, const ref_pattern *pats, const attn_params *p, double *fwd, double *bwd,
+                        double *pairs_out) {
     double pairs = 0, route = 0;
     for (size_t bh = 0; bh < (size_t)p->batch * p->heads; bh++) {
         pairs += ref_pairs(&pats[bh]);
-        if (pats[bh].routed)
-            route += 2.0 * p->head_dim * (double)p->seq * (pats[bh].shared ? 1 : 2) * p->clusters;
+        if (pats[bh].routed) route += route_flops(name, &pats[bh], p);
     }
     *fwd = 4.0 * p->head_dim * pairs + route;
     *bwd = 8.0 * p->head_dim * pairs;
@@ -94,7 +111,8 @@ static int check_flops(const attn_backend *be, attn_params p, int balanced, int 
     ref_pattern *pats = mallocCheck(sizeof(ref_pattern) * (size_t)p.batch * p.heads);
     ref_probe(pats, a, q, k);
     double fwd, bwd, pairs;
-    count_flops(pats, &a->p, &fwd, &bwd, &pairs);
+    count_flops(be->name, pats, &a->p, &fwd, &bwd, &pairs);
+    assert_it = assert_it && flops_exact(be->name, &a->p);
     double af = be->flops(&a->p, ATTN_PASS_FWD), ab = be->flops(&a->p, ATTN_PASS_BWD);
     int good = fabs(af - fwd) <= 1e-9 * fwd && fabs(ab - bwd) <= 1e-9 * bwd;
     if (assert_it)
@@ -181,6 +199,17 @@ static double def_batch_bytes(const char *name, const attn_params *p) {
         b += r64(fmin(fmax(4096, 8.0 * K), B * nsets * n) * F);
         return b;
     }
+    if (!strcmp(name, "strided")) return r64(rows * F); /* lse per query row */
+    if (!strcmp(name, "lsh")) {
+        double BH = B * H, hs = p->hashes, sets = p->share_qk == 1 ? 1 : 2, w = p->window, nck = ceil(n / w);
+        double b = p->share_qk == 1 ? 2 * r64(BH * n * d * F) + r64(BH * n * F) : 0; /* normalised keys, their
+                                                                                        gradient, 1/|q| */
+        b += r64(rows * F) + r64(BH * hs * sets * n * I);                    /* lse; sorted order */
+        b += r64(BH * hs * sets * (p->buckets + 1) * I);                    /* bucket starts */
+        b += r64(BH * hs * nck * 2 * w * I) + r64(BH * hs * nck * I);       /* key windows, their lengths */
+        b += r64(BH * hs * 2 * 8) + r64(BH * nck * 8);                      /* statistics partials */
+        return b;
+    }
     if (!strcmp(name, "hybrid")) {
         attn_params pl = *p, pr = *p;
         pl.heads = p->local_heads, pr.heads = p->heads - p->local_heads;
@@ -212,6 +241,19 @@ static double def_thread_bytes(const char *name, const attn_params *p) {
         return r64(n * sizeof(kmeans_pair)) + r64(K * n * F) + r64(n * F) /* top-k pairs, dots, |x|^2 */
                + 4 * r64(m * d * F)                                       /* gathered Q, K, V, dO */
                + 2 * r64(64 * m * F) + r64(m * 4) + r64(m * F);           /* S, dP tiles; L, D */
+    }
+    /* the block kernel (core/attn/gattn.c): S and dP tiles of 64 rows, three
+     * 64-int row vectors */
+    if (!strcmp(name, "strided")) {
+        double l = p->stride, band = fmin(fmax(l, 64), n), nres = ceil(n / l);
+        double mk = fmax(fmin(band + l + (p->causal ? 0 : l), n), nres); /* a band and l either side, or a class */
+        return r64(nres * 4) + r64(mk * F) + 2 * r64(64 * mk * F) + 3 * r64(64 * 4); /* class positions, D */
+    }
+    if (!strcmp(name, "lsh")) {
+        double w = p->window, nb2 = p->buckets / 2;
+        return 3 * r64(w * d * F) + 4 * r64(2 * w * d * F) + 2 * r64(w * F) /* Q, O, dO; K, V, dK, dV; L, D */
+               + r64(256 * nb2 * F) + r64(n * 4)                            /* projections, bucket ids */
+               + 2 * r64(64 * 2 * w * F) + 3 * r64(64 * 4);
     }
     if (!strcmp(name, "hybrid")) {
         attn_params pl = *p, pr = *p;

@@ -24,6 +24,8 @@ enum {
     ATTN_USES_NORM = 1 << 5,
     ATTN_USES_KMEANS = 1 << 6, /* decay, kmeans_iters, commit_weight */
     ATTN_USES_LOCAL_WINDOW = 1 << 7, /* hybrid's local heads; in a model also its local layers */
+    ATTN_USES_STRIDE = 1 << 8, /* strided: stride, strided_heads */
+    ATTN_USES_HASH = 1 << 9,   /* lsh: hashes, buckets */
 };
 
 enum {

@@ -69,6 +69,7 @@ typedef struct {
     int *L;                     /* (maxm) keys visible to each query row */
     int *F;                     /* (maxm) first tile row that sees key j */
     float *D;                   /* (maxm) rowsum(dO * O) */
+    unsigned char *seen;        /* (n) positions a scatter has written */
 } rt_ws;
 
 typedef struct {
@@ -264,6 +265,7 @@ static size_t rt_layout(routing *R, const attn_params *p, int nthr, char *blk) {
         CARVE(W->L, maxm);
         CARVE(W->F, maxm);
         CARVE(W->D, maxm);
+        CARVE(W->seen, n);
     }
 #undef CARVE
     if (blk && shared) {
@@ -712,6 +714,27 @@ static void rt_cluster_backward(routing *R, int bh, int c, const float *dout, co
     }
 }
 
+/* dst (n,d) row p = the sum, in member order, of the rows r of src whose
+ * member position mem[r] is p; rows no member names are zero. The first
+ * contribution is copied, not added to a zeroed row: one pass over dst
+ * instead of two. seen: n bytes of scratch. */
+static void rt_scatter(float *dst, const float *src, const int *mem, int total, int n, int d, unsigned char *seen) {
+    memset(seen, 0, (size_t)n);
+    for (int r = 0; r < total; r++) {
+        if (r + 8 < total) cl_prefetch_rows(dst, mem + r + 8, 1, d);
+        float *o = dst + (size_t)mem[r] * d;
+        const float *sr = src + (size_t)r * d;
+        if (seen[mem[r]]) {
+            for (int j = 0; j < d; j++) o[j] += sr[j];
+        } else {
+            memcpy(o, sr, (size_t)d * sizeof(float));
+            seen[mem[r]] = 1;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        if (!seen[i]) memset(dst + (size_t)i * d, 0, (size_t)d * sizeof(float));
+}
+
 /* ---- the backend -------------------------------------------------------- */
 
 static void rt_forward(attn *a, float *out, const float *q, const float *k, const float *v, int flags) {
@@ -742,12 +765,7 @@ static void rt_forward(attn *a, float *out, const float *q, const float *k, cons
         float *ob = out + (size_t)bh * nd;
         const int *mem = R->mem[0] + (size_t)bh * R->cap, *cnt = R->cnt + (size_t)bh * n;
         int total = R->off[0][(size_t)bh * (K + 1) + K];
-        memset(ob, 0, nd * sizeof(float));
-        for (int r = 0; r < total; r++) {
-            float *o = ob + (size_t)mem[r] * d;
-            const float *src = R->om + ((size_t)bh * R->cap + r) * d;
-            for (int j = 0; j < d; j++) o[j] += src[j];
-        }
+        rt_scatter(ob, R->om + (size_t)bh * R->cap * d, mem, total, n, d, R->ws[omp_get_thread_num()].seen);
         for (int i = 0; i < n; i++)
             if (cnt[i] > 1) {
                 float inv = 1.0f / (float)cnt[i];
@@ -785,19 +803,11 @@ static void rt_backward(attn *a, float *dq, float *dk, float *dv, const float *d
         float *dqb = dq + (size_t)bh * nd, *dkb = dk + (size_t)bh * nd, *dvb = dv + (size_t)bh * nd;
         const int *qmem = R->mem[0] + (size_t)bh * R->cap, *kmem = R->mem[1] + (size_t)bh * R->cap;
         int qtot = R->off[0][(size_t)bh * (K + 1) + K], ktot = R->off[1][(size_t)bh * (K + 1) + K];
-        memset(dqb, 0, nd * sizeof(float));
-        memset(dkb, 0, nd * sizeof(float));
-        memset(dvb, 0, nd * sizeof(float));
-        for (int r = 0; r < qtot; r++) {
-            float *o = dqb + (size_t)qmem[r] * d;
-            const float *src = R->dqm + ((size_t)bh * R->cap + r) * d;
-            for (int j = 0; j < d; j++) o[j] += src[j];
-        }
-        for (int r = 0; r < ktot; r++) {
-            float *ok = dkb + (size_t)kmem[r] * d, *ov = dvb + (size_t)kmem[r] * d;
-            const float *sk = R->dkm + ((size_t)bh * R->cap + r) * d, *sv = R->dvm + ((size_t)bh * R->cap + r) * d;
-            for (int j = 0; j < d; j++) ok[j] += sk[j], ov[j] += sv[j];
-        }
+        unsigned char *seen = R->ws[omp_get_thread_num()].seen;
+        size_t mrow = (size_t)bh * R->cap * d;
+        rt_scatter(dqb, R->dqm + mrow, qmem, qtot, n, d, seen);
+        rt_scatter(dkb, R->dkm + mrow, kmem, ktot, n, d, seen);
+        rt_scatter(dvb, R->dvm + mrow, kmem, ktot, n, d, seen);
         float *g = R->ws[omp_get_thread_num()].Qc; /* a row of scratch */
         for (int s = 0; s < R->nsets; s++) {
             const float *X = R->x[s] + (size_t)bh * nd, *xs = R->xs[s] + (size_t)bh * n;

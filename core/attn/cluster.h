@@ -43,4 +43,7 @@ void cl_gemm(const cl_prod *P, int m, int n, int kk, const int *k0, const int *k
  * (either may be NULL). */
 void cl_gather(float *dst, float *dst_t, ptrdiff_t ldt, const float *src, const int *rows, int m, int d);
 
+/* Ask for the cache lines of rows `rows` of src (m rows of d floats). */
+void cl_prefetch_rows(const float *src, const int *rows, int m, int d);
+
 #endif

@@ -34,6 +34,7 @@ bad_type.yaml 5:13 seq
 bad_type_mapping.yaml 4:8 seq
 bad_empty_list.yaml 5:8 seq
 bad_negative.yaml 5:13 head_dim
+bad_timeout.yaml 2:10 timeout
 bad_impossible.yaml 10:7 clusters
 bad_duplicate_key.yaml 6:3 seq
 bad_utf8.yaml 2:18 -

@@ -129,7 +129,7 @@ static int run_to(const train_config *c, const char *from, int stop, state *s, s
     cc.stop_after = stop;
     steps_seen local;
     memset(&local, 0, sizeof local);
-    train_hooks h = {seen ? seen : &local, on_step, NULL, NULL};
+    train_hooks h = {seen ? seen : &local, on_step, NULL, NULL, NULL};
     train_result r;
     if (train_run(&cc, &h, res ? res : &r, err, sizeof err)) return diag("train_run: %s", err), -1;
     return s ? read_state(c, out, s) : 0;
@@ -755,7 +755,7 @@ static void test_eval_options(void) {
         snprintf(c.save, sizeof c.save, "%s", path);
         evals_seen ev;
         memset(&ev, 0, sizeof ev);
-        train_hooks h = {&ev, NULL, on_eval, NULL};
+        train_hooks h = {&ev, NULL, on_eval, NULL, NULL};
         train_result r;
         int rc = train_run(&c, &h, &r, err, sizeof err);
         c.save[0] = 0;

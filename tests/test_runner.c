@@ -61,6 +61,7 @@ static int run_round(const experiment *e, const char *db, const char *plan, char
     run_options o;
     memset(&o, 0, sizeof o);
     o.db_path = db, o.threads = 1, o.quiet = 1, o.exec = fake_exec;
+    o.in_process = 1; /* the calls are counted in this process (test_isolate.c runs trials in children) */
     int rc = runner_run(e, &o, err, errlen);
     runner_reset_stop();
     return rc;

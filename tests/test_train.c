@@ -48,7 +48,7 @@ static void small(train_config *c) {
 
 static int run(const train_config *c, curve *cv, train_result *r, char *err, size_t errlen) {
     memset(cv, 0, sizeof *cv);
-    train_hooks h = {cv, on_step, on_eval, NULL};
+    train_hooks h = {cv, on_step, on_eval, NULL, NULL};
     return train_run(c, &h, r, err, errlen);
 }
 

@@ -61,7 +61,8 @@ static int parse_attn(int argc, char **argv, attn_params *p, attn_opts *o) {
         {"--repeat", NULL, FL_INT, &o->repeat, "R", 1, 100000, NULL,
          "timed runs at least (default 5); more follow until their IQR is within\n--tol of the median or --max-time runs out"},
         {"--warmup", NULL, FL_INT, &o->warmup, "W", 0, 100000, NULL, "untimed runs first (default 1)"},
-        {"--min-time", NULL, FL_DOUBLE, &o->min_time, "S", 0, 1e6, NULL, "keep timing at least S seconds (default 0)"},
+        {"--min-time", NULL, FL_DOUBLE, &o->min_time, "S", 0, 1e6, NULL, "keep timing at least S seconds (default 0.25: long enough to read the\n"
+         "machine's load over the samples)"},
         {"--max-time", NULL, FL_DOUBLE, &o->max_time, "S", 0, 1e6, NULL, "stop adding runs after S seconds (default 3)"},
         {"--tol", NULL, FL_DOUBLE, &o->tol, "F", 0, 10, NULL, "IQR / median that is good enough (default 0.05)"},
         {"--check", NULL, FL_SWITCH, &o->check, NULL, 0, 0, NULL,
@@ -195,7 +196,7 @@ static void bench_text(const char *backend, const attn_params *p, const attn_ben
 int cmd_attn(int argc, char **argv) {
     attn_params p;
     attn_params_default(&p);
-    attn_opts o = {NULL, NULL, NULL, 0, 5, 1, 0, 0, 0, 0.0, 3.0, 0.05};
+    attn_opts o = {NULL, NULL, NULL, 0, 5, 1, 0, 0, 0, RB_LOAD_MIN_S, 3.0, 0.05};
     int rc = parse_attn(argc, argv, &p, &o);
     if (rc >= 0) return rc;
     rb_set_threads(o.threads);

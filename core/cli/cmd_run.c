@@ -15,6 +15,7 @@
 #include "store/store.h"
 #include "util/common.h"
 #include "util/status.h"
+#include "util/measure.h"
 
 static const char run_about[] =
     "Validates the experiment file (every problem reported as FILE:LINE:COL: KEY: message, exit 2,\n"
@@ -37,7 +38,7 @@ static int parse_shard(const char *v, int *i, int *n) {
 
 /* Flags into o; the experiment file into *file. -1 to go on, else an exit status. */
 static int parse_run(int argc, char **argv, run_options *o, const char **file, int *dry, cli_multi *sets) {
-    const char *shard = NULL;
+    const char *shard = NULL, *timeout = NULL, *ckpt = NULL;
     int no_sgemm = 0;
     const cli_flag flags[] = {
         {"--db", NULL, FL_STR, &o->db_path, "PATH", 0, 0, NULL, "database (default results/NAME.db)"},
@@ -52,6 +53,15 @@ static int parse_run(int argc, char **argv, run_options *o, const char **file, i
          "print the expanded trials (count, key, seed, name, parameters) and exit"},
         {"--no-sgemm", NULL, FL_SWITCH, &no_sgemm, NULL, 0, 0, NULL,
          "do not measure the sgemm ceiling at the start (saves a second or two)"},
+        {"--timeout", NULL, FL_STR, &timeout, "T", 0, 0, NULL,
+         "a time limit per trial (90, 90s, 5m, 2h), overriding the file's `timeout:`:\n"
+         "a trial that runs longer is killed and recorded failed, and the sweep goes on"},
+        {"--checkpoint-every", NULL, FL_STR, &ckpt, "T", 0, 0, NULL,
+         "a training trial saves a checkpoint beside the database (DB.ckpt/) this often\n"
+         "(default 5m; 0 never) and a rerun after Ctrl-C, a kill or a crash resumes it"},
+        {"--in-process", NULL, FL_SWITCH, &o->in_process, NULL, 0, 0, NULL,
+         "run the trials in this process instead of each in its own child process\n"
+         "(then peak RSS includes what earlier trials left, and a crash ends the sweep)"},
         {"--quiet", "-q", FL_SWITCH, &o->quiet, NULL, 0, 0, NULL, "no progress on stderr"},
         {"--set", NULL, FL_MULTI, sets, "KEY=VALUE", 0, 0, NULL,
          "override the file (repeatable): seq=2048, params.heads=8, sweep.seq=[1024, 2048],\n"
@@ -69,6 +79,16 @@ static int parse_run(int argc, char **argv, run_options *o, const char **file, i
     if (rc != CLI_OK) return cli_exit(rc);
     if (shard && parse_shard(shard, &o->shard_i, &o->shard_n)) {
         fprintf(stderr, "routebench run: --shard wants I/N with 0 <= I < N (got '%s')\n", shard);
+        return RB_EXIT_USAGE;
+    }
+    if (timeout && rb_parse_seconds(timeout, &o->timeout_s) != 0) {
+        fprintf(stderr, "routebench run: --timeout wants a positive duration: seconds, or a number with s, m or h "
+                "(90, 5m, 2h; got '%s')\n", timeout);
+        return RB_EXIT_USAGE;
+    }
+    if (ckpt && strcmp(ckpt, "0") == 0) o->checkpoint_every_s = -1;
+    else if (ckpt && rb_parse_seconds(ckpt, &o->checkpoint_every_s) != 0) {
+        fprintf(stderr, "routebench run: --checkpoint-every wants a duration (30s, 5m, 1h) or 0 (got '%s')\n", ckpt);
         return RB_EXIT_USAGE;
     }
     o->measure_sgemm = !no_sgemm;

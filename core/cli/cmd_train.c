@@ -188,7 +188,7 @@ static int train_steps(const train_config *c, int log_every) {
     char err[1024];
     train_result r;
     progress p = {isatty(2), c->steps, log_every > 0 ? log_every : RB_MAX(1, c->steps / 20), rb_now(), 0};
-    train_hooks h = {&p, on_step, on_eval, should_stop};
+    train_hooks h = {&p, on_step, on_eval, should_stop, NULL};
     struct sigaction sa, old;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;

@@ -18,6 +18,7 @@
 #include "util/common.h"
 #include "util/fsutil.h"
 #include "util/hash.h"
+#include "util/measure.h"
 
 const char *exp_kind_name(int kind) { return kind == EXP_KIND_ANALYZE ? "analyze" : kind == EXP_KIND_TRAIN ? "train" : "bench"; }
 const char *exp_bench_name(int bench) { return bench == EXP_BENCH_MODEL ? "model" : "attn"; }
@@ -161,7 +162,8 @@ void exp_norm_value(const experiment *e, const char *key, const char *s, char *o
 /* ------------------------------------------------------------------ */
 /* reading the spec                                                    */
 
-static const char *const top_keys[] = {"name", "description", "kind", "bench", "repeat", "seed", "timing", "params", "sweep"};
+static const char *const top_keys[] = {"name",   "description", "kind",   "bench", "repeat",
+                                       "seed",   "timing",      "timeout", "params", "sweep"};
 static const char *const timing_keys[] = {"runs", "warmup", "min_time", "max_time"};
 
 /* Duplicate keys in one mapping; 1 when any. */
@@ -617,6 +619,11 @@ static void read_top(experiment *e, const ynode *root, exp_errors *errs) {
         } else if (strcmp(k->s, "seed") == 0) {
             if (get_int(e, v, k->s, 0, LLONG_MAX / 2, &x, errs) == 0) e->seed = (uint64_t)x;
         } else if (strcmp(k->s, "timing") == 0) read_timing(e, k, v, errs);
+        else if (strcmp(k->s, "timeout") == 0) {
+            if (v->type != Y_SCALAR || rb_parse_seconds(v->s, &e->timeout_s) != 0)
+                exp_add_err(errs, e->path, v->line, v->col, k->s,
+                            "expected a time limit per trial: seconds, or a number with s, m or h (90, 5m, 2h)");
+        }
         else if (strcmp(k->s, "params") == 0) params = v;
         else if (strcmp(k->s, "sweep") == 0) sweep = v;
         else unknown_top(e, k, errs);
@@ -657,7 +664,7 @@ int exp_load_string_sets(experiment *e, const char *text, size_t len, const char
     e->seed = 1;
     e->timing_runs = 5;
     e->timing_warmup = 1;
-    e->timing_min_time = 0.0;
+    e->timing_min_time = RB_LOAD_MIN_S;
     e->timing_max_time = 3.0;
     if (len > EXP_MAX_FILE) {
         exp_add_err(errs, path, 1, 1, NULL, "file larger than %d bytes; an experiment file is a page or two", EXP_MAX_FILE);
@@ -803,8 +810,10 @@ static const char help_top[] =
     "                      training step (model), timed\n"
     "  repeat: N           seeds per combination (default 1): seeds are seed, seed+1, ...\n"
     "  seed: S             first seed (default 1)\n"
+    "  timeout: T          a time limit per trial (90, 90s, 5m, 2h; default none): a trial that runs\n"
+    "                      longer is killed and recorded failed, and the sweep goes on\n"
     "  timing:             kind bench: {runs: timed runs at least (default 5), warmup: untimed runs\n"
-    "                      (default 1), min_time / max_time: seconds of timed runs at least (0) / at\n"
+    "                      (default 1), min_time / max_time: seconds of timed runs at least (0.25) / at\n"
     "                      most (3): runs are added until their IQR is within 5% of the median}\n"
     "  params:             fixed parameters, one value each: {backend: routing, heads: 4, ...}\n"
     "  sweep:              axes: a parameter with a list of values, e.g. seq: [1024, 2048];\n"

@@ -90,6 +90,7 @@ typedef struct {
     int repeat;         /* seeds per combination */
     uint64_t seed;      /* first seed */
     int timing_runs, timing_warmup; /* bench: timed runs (at least) and untimed warm-up runs */
+    double timeout_s; /* per-trial time limit, seconds (0: none) */
     double timing_min_time, timing_max_time; /* bench: seconds of timed runs at least / at most (util/measure.h) */
     int nfixed;
     exp_assign fixed[EXP_MAX_FIXED];

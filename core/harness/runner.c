@@ -13,6 +13,7 @@
  * refuses in validate() never get this far: they are validation errors. */
 #include "harness/runner.h"
 #include "harness/columns.h"
+#include "harness/trial_ckpt.h"
 
 #include <errno.h>
 #include <fnmatch.h>
@@ -25,6 +26,7 @@
 
 #include "model/analyze.h"
 #include "attn/bench.h"
+#include "util/child.h"
 #include "util/common.h"
 #include "util/sysinfo.h"
 #include "model/tasks.h"
@@ -36,9 +38,17 @@
 
 static volatile sig_atomic_t g_stop = 0;
 
+/* The first signal asks the trial in flight to stop (a training trial saves
+ * its checkpoint); a second ends the runner at once, its trial's child with
+ * it: committed rows are safe in the WAL. Inside a trial's child only the
+ * flag is set, so the runner forwarding a Ctrl-C the child also got from the
+ * terminal does not cut its checkpoint short. */
 static void on_signal(int sig) {
     (void)sig;
-    if (g_stop) _exit(RUN_INTERRUPTED); /* second Ctrl-C: at once; committed rows are safe in the WAL */
+    if (g_stop && !rb_child_inside()) {
+        rb_child_kill_current(SIGKILL);
+        _exit(RUN_INTERRUPTED);
+    }
     g_stop = 1;
 }
 
@@ -79,6 +89,8 @@ struct run_progress {
     double t0;       /* start of the current trial */
     double last_draw;
     const exp_trial *cur;
+    const char *ckpt_dir; /* training trials' checkpoints (trial_ckpt.h); NULL = off */
+    double ckpt_every;    /* seconds between them */
 };
 
 static void fmt_eta(double s, char *out, size_t len) {
@@ -156,10 +168,19 @@ typedef struct {
     run_progress *pr;
     int steps;
     double step_min, step_max; /* spread of step times after the first (warm-up) step */
+    double *step_ms;           /* step times after the first, for their median and IQR */
+    int nstep, capstep;
+    trial_ckpt ck;             /* checkpoints that outlive the process (off for bench and analyze) */
+    int side_written;
 } train_ctx;
 
 static void on_step(void *ctx, const train_step_info *s) {
     train_ctx *c = ctx;
+    if (c->ck.resumed && !c->ck.started && !c->pr->quiet)
+        fprintf(stderr, "%sroutebench run: %s seed %llu resumes from its checkpoint at step %d (%s)\n",
+                c->pr->tty ? "\n" : "", c->pr->cur ? c->pr->cur->name : "the trial",
+                c->pr->cur ? (unsigned long long)c->pr->cur->seed : 0ULL, s->step - 1, c->ck.path);
+    trial_ckpt_first_step(&c->ck, s->step, c->out);
     metric_add(c->out, s->step, "train_loss", s->loss);
     metric_add(c->out, s->step, "lr", s->lr);
     metric_add(c->out, s->step, "grad_norm", s->grad_norm);
@@ -167,20 +188,36 @@ static void on_step(void *ctx, const train_step_info *s) {
     if (s->step > 1) {
         c->step_min = RB_MIN(c->step_min, s->step_ms);
         c->step_max = RB_MAX(c->step_max, s->step_ms);
+        if (c->nstep == c->capstep) {
+            c->capstep = c->capstep ? 2 * c->capstep : 256;
+            c->step_ms = reallocCheck(c->step_ms, (size_t)c->capstep * sizeof *c->step_ms);
+        }
+        c->step_ms[c->nstep++] = s->step_ms;
     }
     runner_progress_step(c->pr, s->step, c->steps, s->loss);
 }
 
 static void on_eval(void *ctx, const train_eval_info *e) {
     train_ctx *c = ctx;
+    /* the evaluation train_run makes when it stops early is not a point of
+     * the curve the resumed trial continues */
+    if (runner_should_stop() && c->ck.path[0]) return;
     metric_add(c->out, e->step, "eval_loss", e->eval_loss);
     metric_add(c->out, e->step, "bits_per_token", e->bits_per_token);
     if (isfinite(e->accuracy)) metric_add(c->out, e->step, "accuracy", e->accuracy);
 }
 
 static int should_stop(void *ctx) {
-    (void)ctx;
-    return runner_should_stop();
+    train_ctx *c = ctx;
+    int stop = runner_should_stop();
+    if (stop && !c->side_written) trial_ckpt_side(&c->ck, c->out), c->side_written = 1; /* before the last save */
+    return stop;
+}
+
+static int should_save(void *ctx, int step) {
+    (void)step;
+    train_ctx *c = ctx;
+    return trial_ckpt_due(&c->ck, c->out);
 }
 
 static void add_train_result(metric_list *out, const train_result *r, double sgemm, int train) {
@@ -298,6 +335,33 @@ static int exec_bench_attn(const experiment *e, const exp_trial *t, double sgemm
     return TRIAL_DONE;
 }
 
+/* The spread of a training trial's step times (after the warm-up step):
+ * step_ms_iqr, step_ms_n, min and max, and whether the machine's load or the
+ * spread makes them noisy (util/measure.h). */
+static void add_step_spread(metric_list *out, train_ctx *ctx, const rb_load_probe *probe) {
+    rb_load load;
+    rb_load_end(probe, &load);
+    if (ctx->nstep == 0) return;
+    metric_add(out, -1, "step_ms_min", ctx->step_min);
+    metric_add(out, -1, "step_ms_max", ctx->step_max);
+    rb_summary s;
+    rb_summarize(ctx->step_ms, ctx->nstep, &s);
+    metric_add(out, -1, "step_ms_iqr", s.iqr);
+    metric_add(out, -1, "step_ms_n", s.n);
+    metric_add(out, -1, "load_avg", load.load_avg);
+    metric_add(out, -1, "other_cpu", load.other_cpu);
+    rb_noise_rule rule;
+    rb_noise_rule_default(&rule, rb_threads());
+    out->noisy = rb_noise_judge(&rule, &s, &load, out->noise, sizeof out->noise);
+    metric_add(out, -1, "noisy", out->noisy);
+}
+
+static int train_outcome(const train_config *c, const train_result *r, char *err, size_t errlen) {
+    if (runner_should_stop() && r->steps_done < c->steps) return TRIAL_INTERRUPTED;
+    if (!isfinite(r->final_train_loss)) return rb_fail(err, errlen, "training loss is not finite"), TRIAL_FAILED;
+    return TRIAL_DONE;
+}
+
 static int exec_train(const experiment *e, const exp_trial *t, double sgemm, metric_list *out, run_progress *pr,
                       char *err, size_t errlen) {
     train_config c;
@@ -309,18 +373,32 @@ static int exec_train(const experiment *e, const exp_trial *t, double sgemm, met
         add_train_result(out, &r, sgemm, 0);
         return TRIAL_DONE;
     }
-    train_ctx ctx = {out, pr, c.steps, INFINITY, -INFINITY};
-    train_hooks h = {&ctx, on_step, on_eval, should_stop};
+    train_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.out = out, ctx.pr = pr, ctx.steps = c.steps, ctx.step_min = INFINITY, ctx.step_max = -INFINITY;
+    train_hooks h = {&ctx, on_step, on_eval, should_stop, should_save};
     if (e->kind == EXP_KIND_ANALYZE) return exec_analyze(&c, &h, sgemm, out, err, errlen);
-    if (train_run(&c, &h, &r, err, errlen) != 0) return TRIAL_FAILED;
-    if (runner_should_stop() && r.steps_done < c.steps) return TRIAL_INTERRUPTED;
-    if (!isfinite(r.final_train_loss)) return rb_fail(err, errlen, "training loss is not finite"), TRIAL_FAILED;
-    add_train_result(out, &r, sgemm, 1);
-    if (isfinite(ctx.step_min)) {
-        metric_add(out, -1, "step_ms_min", ctx.step_min);
-        metric_add(out, -1, "step_ms_max", ctx.step_max);
+    if (trial_ckpt_open(&ctx.ck, pr->ckpt_dir, t, pr->ckpt_every, &c, err, errlen) != 0) return TRIAL_FAILED;
+    rb_load_probe probe;
+    rb_load_begin(&probe);
+    int rc = train_run(&c, &h, &r, err, errlen) != 0 ? TRIAL_FAILED : train_outcome(&c, &r, err, errlen);
+    if (rc == TRIAL_FAILED && ctx.ck.resumed && r.steps_done == 0) {
+        /* a checkpoint this trial cannot continue from (corrupt, or of an
+         * older build's model): start over next time rather than fail forever */
+        size_t l = strlen(err);
+        snprintf(err + l, errlen - l, " (its checkpoint was removed: the next run starts the trial over)");
+        trial_ckpt_remove(&ctx.ck);
+        ctx.ck.path[0] = 0;
     }
-    return TRIAL_DONE;
+    trial_ckpt_first_step(&ctx.ck, r.steps_done + 1, out); /* resumed at the last step: no step ran */
+    if (rc == TRIAL_DONE) {
+        add_train_result(out, &r, sgemm, 1);
+        add_step_spread(out, &ctx, &probe);
+        trial_ckpt_remove(&ctx.ck);
+    } else trial_ckpt_side(&ctx.ck, out); /* the checkpoint train_run saved on its way out is the newer */
+    trial_ckpt_free(&ctx.ck);
+    free(ctx.step_ms);
+    return rc;
 }
 
 int runner_exec_default(const experiment *e, const exp_trial *t, double sgemm, metric_list *out, run_progress *pr,
@@ -395,6 +473,36 @@ typedef struct {
     int nfailed, interrupted, nnoisy;
 } run_ctx;
 
+/* The machine and its sgemm ceiling. With trials in children the ceiling is
+ * measured in a child too: this process must not start OpenMP's threads,
+ * which a fork does not carry over (util/child.h). */
+static void measure_machine(run_ctx *r) {
+    int child = !r->o->in_process;
+    rb_sysinfo_read(&r->si, r->o->measure_sgemm && !child);
+    if (r->o->measure_sgemm && child && runner_sgemm_isolated(&r->si.sgemm) == 0) r->si.sgemm_gflops = r->si.sgemm.gflops;
+    if (r->o->measure_sgemm && r->si.sgemm.noisy && !r->o->quiet)
+        fprintf(stderr, "routebench run: warning: the sgemm ceiling (%.1f GFLOP/s) is a noisy measurement: %s\n",
+                r->si.sgemm_gflops, r->si.sgemm.noise);
+}
+
+/* After the trials: the ceiling again (experiments.sgemm_after), so a run
+ * whose machine changed speed under it shows it. Only when this run ran
+ * something and measured before. */
+static void measure_after(run_ctx *r) {
+    if (!r->o->measure_sgemm || r->pr.ran == 0 || !r->s) return;
+    rb_sgemm_rate a;
+    memset(&a, 0, sizeof a);
+    int ok = r->o->in_process ? rb_sgemm_measure(RB_SGEMM_N, NULL, &a) == 0 : runner_sgemm_isolated(&a) == 0;
+    if (!ok) return;
+    char err[512];
+    if (store_set_sgemm_after(r->s, r->exp_id, a.gflops, err, sizeof err) != 0 && !r->o->quiet)
+        fprintf(stderr, "routebench run: warning: %s\n", err);
+    double before = r->si.sgemm_gflops;
+    if (!r->o->quiet && before > 0 && fabs(a.gflops - before) > 0.15 * before)
+        fprintf(stderr, "routebench run: warning: the sgemm ceiling moved during the run: %.1f GFLOP/s before, %.1f after%s%s\n",
+                before, a.gflops, a.noisy ? "; " : "", a.noisy ? a.noise : "");
+}
+
 /* Open the database (it must hold this experiment or nothing), measure the
  * machine, record the run. */
 static int open_run(run_ctx *r, char *err, size_t errlen) {
@@ -417,7 +525,7 @@ static int open_run(run_ctx *r, char *err, size_t errlen) {
                        e->overrides, ""),
                RUN_BAD_INPUT;
     rb_set_threads(o->threads);
-    rb_sysinfo_read(&r->si, o->measure_sgemm);
+    measure_machine(r);
     char commit[128], shard[32];
     git_commit(commit, sizeof commit);
     if (o->shard_n > 1) snprintf(shard, sizeof shard, "%d/%d", o->shard_i, o->shard_n);
@@ -491,11 +599,14 @@ static int run_one(run_ctx *r, const exp_trial *t, char *err, size_t errlen) {
     }
     progress_start(&r->pr, t);
     r->ml.n = 0, r->ml.noisy = 0, r->ml.noise[0] = 0;
-    int out = r->exec(r->e, t, r->si.sgemm_gflops, &r->ml, &r->pr, terr, sizeof terr);
+    double limit = r->o->timeout_s > 0 ? r->o->timeout_s : r->e->timeout_s;
+    int out = r->o->in_process ? r->exec(r->e, t, r->si.sgemm_gflops, &r->ml, &r->pr, terr, sizeof terr)
+                               : runner_exec_isolated(r->exec, r->e, t, r->si.sgemm_gflops, limit, &r->ml, &r->pr, terr,
+                                                      sizeof terr);
     if (runner_should_stop()) out = TRIAL_INTERRUPTED; /* the trial in flight is not a clean measurement */
     if (out == TRIAL_INTERRUPTED) snprintf(terr, sizeof terr, "interrupted by a signal");
     if (out != TRIAL_DONE) r->ml.n = 0; /* a trial that did not finish leaves no metrics */
-    int noisy = out == TRIAL_DONE && r->e->kind == EXP_KIND_BENCH ? r->ml.noisy : -1;
+    int noisy = out == TRIAL_DONE ? r->ml.noisy : -1;
     if (store_finish_trial_noise(r->s, id, trial_status(out), out == TRIAL_DONE ? NULL : terr, r->ml.m, r->ml.n, noisy,
                                  r->ml.noise, err, errlen) != 0)
         return RUN_BAD_INPUT;
@@ -577,6 +688,10 @@ int runner_run(const experiment *e, const run_options *o, char *err, size_t errl
     if (rc == RUN_OK) rc = register_selected(&r, err, errlen);
     if (rc == RUN_OK) rc = count_to_run(&r, err, errlen);
     r.pr.tty = isatty(2), r.pr.quiet = o->quiet, r.pr.total = r.nsel, r.pr.finished = r.nsel - r.pr.to_run;
+    char ckdir[600];
+    snprintf(ckdir, sizeof ckdir, "%s.ckpt", o->db_path);
+    r.pr.ckpt_dir = o->checkpoint_every_s >= 0 ? ckdir : NULL;
+    r.pr.ckpt_every = o->checkpoint_every_s > 0 ? o->checkpoint_every_s : RUN_CHECKPOINT_EVERY;
     if (rc == RUN_OK && !o->quiet)
         fprintf(stderr, "routebench run: %s: %d trials selected of %d, %d to run, database %s%s\n", e->name, r.nsel,
                 e->ntrials, r.pr.to_run, o->db_path, r.stale ? " (trials of a killed run marked interrupted)" : "");
@@ -585,6 +700,8 @@ int runner_run(const experiment *e, const run_options *o, char *err, size_t errl
         else rc = run_one(&r, &e->trials[r.sel[i]], err, errlen);
     }
     if (rc == RUN_OK && !r.interrupted) rc = wait_elsewhere(&r, err, errlen);
+    if (rc == RUN_OK && !r.interrupted) measure_after(&r);
     if (rc != RUN_OK && r.s == NULL) return rc;
+    if (r.pr.ckpt_dir) rmdir(r.pr.ckpt_dir); /* when no trial left a checkpoint in it */
     return end_run(&r, rc, err, errlen);
 }

@@ -12,6 +12,7 @@
 
 #include "harness/experiment.h"
 #include "store/store.h"
+#include "util/sysinfo.h"
 
 /* Exit statuses of a run (commands.h's convention plus 130 for a signal). */
 enum { RUN_OK = 0, RUN_SOME_FAILED = 1, RUN_BAD_INPUT = 2, RUN_INTERRUPTED = 130 };
@@ -52,7 +53,15 @@ typedef struct {
     const char *argv;      /* the command line, recorded */
     trial_exec exec;       /* NULL = runner_exec_default */
     int new_overrides;     /* accept --set overrides other than the database's runs had */
+    int in_process;        /* run trials in this process (tests); default: each in its own child */
+    double timeout_s;      /* per-trial time limit (s) overriding the file's `timeout:`; 0 = the file's */
+    /* a training trial saves a checkpoint beside the database (DB.ckpt/) this
+     * often and resumes from it when rerun (harness/trial_ckpt.h); 0 = every
+     * RUN_CHECKPOINT_EVERY seconds, < 0 = never */
+    double checkpoint_every_s;
 } run_options;
+
+#define RUN_CHECKPOINT_EVERY 300.0
 
 /* 1 when trial t is selected by the shard and filter options. */
 int runner_selected(const run_options *o, const exp_trial *t);
@@ -60,6 +69,17 @@ int runner_selected(const run_options *o, const exp_trial *t);
 /* Run the selected trials of e. Returns a RUN_* status; on RUN_BAD_INPUT
  * (database problems) a message in err. */
 int runner_run(const experiment *e, const run_options *o, char *err, size_t errlen);
+
+/* Run exec for trial t in a child process (util/child.h): its peak RSS is
+ * its own, and a crash, an out-of-memory end or a run past timeout_s
+ * seconds (0: no limit) is TRIAL_FAILED with the reason in err; a child
+ * ended by a stop request (runner_should_stop) is TRIAL_INTERRUPTED. The
+ * calling process must not have run OpenMP parallel regions (child.h). */
+int runner_exec_isolated(trial_exec exec, const experiment *e, const exp_trial *t, double sgemm, double timeout_s,
+                         metric_list *out, run_progress *pr, char *err, size_t errlen);
+
+/* The sgemm ceiling (rb_sgemm_measure) measured in a child; 0 or -1. */
+int runner_sgemm_isolated(rb_sgemm_rate *out);
 
 /* Signal handling: install SIGINT/SIGTERM handlers; the flag they set. */
 void runner_install_signals(void);

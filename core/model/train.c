@@ -466,8 +466,9 @@ int train_run(const train_config *cin, const train_hooks *h, train_result *r, ch
                 h->on_eval(h->ctx, &ei);
             }
         }
-        if (c->save[0] && c->save_every > 0 && step % c->save_every == 0 && !last &&
-            checkpoint_save(c->save, m, step, &rng, c, err, errlen)) {
+        int save = c->save_every > 0 && step % c->save_every == 0;
+        if (h && h->should_save && !last && c->save[0]) save |= h->should_save(h->ctx, step) != 0;
+        if (c->save[0] && save && !last && checkpoint_save(c->save, m, step, &rng, c, err, errlen)) {
             rc = -1;
             goto done;
         }

@@ -152,6 +152,9 @@ typedef struct {
     void (*on_step)(void *ctx, const train_step_info *s); /* may be NULL */
     void (*on_eval)(void *ctx, const train_eval_info *e); /* may be NULL */
     int (*should_stop)(void *ctx);  /* nonzero: stop after this step (Ctrl-C); may be NULL */
+    /* nonzero: save the checkpoint (c->save) after this step, beside
+     * save_every; asked after the step's evaluation; may be NULL */
+    int (*should_save)(void *ctx, int step);
 } train_hooks;
 
 typedef struct {

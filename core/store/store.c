@@ -479,6 +479,18 @@ int store_end_experiment(rb_store *s, int64_t id, const char *status, char *err,
     return 0;
 }
 
+int store_set_sgemm_after(rb_store *s, int64_t id, double gflops, char *err, size_t errlen) {
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, "UPDATE experiments SET sgemm_after=? WHERE id=?", -1, &st, NULL);
+    if (rc != SQLITE_OK) return db_fail(s, rc, "recording the sgemm ceiling after the run", err, errlen);
+    bind_real(st, 1, gflops > 0 ? gflops : NAN);
+    sqlite3_bind_int64(st, 2, id);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return db_fail(s, rc, "recording the sgemm ceiling after the run", err, errlen);
+    return 0;
+}
+
 /* A parameter column's value, given as text in the trial-key form. */
 static void bind_col(sqlite3_stmt *st, int i, const rb_param *d, const char *v) {
     if (!v) sqlite3_bind_null(st, i);

@@ -90,6 +90,9 @@ int store_latest_hash(rb_store *s, char *hash, size_t len, char *err, size_t err
 int store_begin_experiment(rb_store *s, const store_experiment *x, int64_t *id, char *err, size_t errlen);
 /* Record the end time and how the run ended ("done", "interrupted", "failed"). */
 int store_end_experiment(rb_store *s, int64_t id, const char *status, char *err, size_t errlen);
+/* The sgemm ceiling measured after the run's trials (experiments.sgemm_after;
+ * gflops <= 0 stores NULL: not measured). */
+int store_set_sgemm_after(rb_store *s, int64_t id, double gflops, char *err, size_t errlen);
 
 /* Insert trials that are not there yet as pending (one transaction). */
 int store_register_trials(rb_store *s, const store_trial *t, int n, int64_t exp_id, char *err, size_t errlen);

@@ -1,6 +1,7 @@
 /* measure.c: see measure.h. */
 #include "util/measure.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,7 +82,7 @@ void rb_load_end(const rb_load_probe *p, rb_load *out) {
     out->load_avg = load_avg1();
     out->other_cpu = NAN;
     /* jiffies are coarse (10 ms): an interval of a few of them says nothing */
-    if (ok && hz > 0 && wall > 0.2) out->other_cpu = fmax(0.0, ((double)(busy1 - p->busy0) / hz - own) / wall);
+    if (ok && hz > 0 && wall >= 0.8 * RB_LOAD_MIN_S) out->other_cpu = fmax(0.0, ((double)(busy1 - p->busy0) / hz - own) / wall);
 }
 
 /* ---- judging ---- */
@@ -102,11 +103,12 @@ int rb_noise_judge(const rb_noise_rule *r, const rb_summary *s, const rb_load *l
     double free_cores = fmax(0.0, (double)(r->cores - r->threads));
     /* a few tenths of a core is the system's own background; more than
      * that beyond the free cores takes time from our threads */
-    int busy = !isnan(l->other_cpu) && l->other_cpu > free_cores + 0.3;
-    int loaded = !isnan(l->load_avg) && l->load_avg - r->threads > free_cores + 0.5;
+    int known = !isnan(l->other_cpu);
+    int busy = known && l->other_cpu > free_cores + 0.3;
+    int loaded = !known && !isnan(l->load_avg) && l->load_avg - r->threads > free_cores + 0.5;
     if ((busy || loaded) && off < len)
         off += (size_t)snprintf(why + off, len - off, "%sother processes used %.1f cores (load average %.1f) while %d %s "
-                                "free of %d", off ? "; " : "", isnan(l->other_cpu) ? 0.0 : l->other_cpu, l->load_avg,
+                                "free of %d", off ? "; " : "", known ? l->other_cpu : l->load_avg - r->threads, l->load_avg,
                                 (int)free_cores, free_cores == 1 ? "was" : "were", r->cores);
     return why[0] != 0;
 }
@@ -115,7 +117,7 @@ int rb_noise_judge(const rb_noise_rule *r, const rb_summary *s, const rb_load *l
 
 void rb_autorange_default(rb_autorange *a) {
     a->min_runs = 5, a->max_runs = 1000;
-    a->min_time = 0.0, a->max_time = 10.0;
+    a->min_time = RB_LOAD_MIN_S, a->max_time = 10.0;
     a->tol = 0.05;
 }
 
@@ -128,4 +130,18 @@ int rb_autorange_more(const rb_autorange *a, const double *v, int n, double elap
     rb_summarize(c, n, &s);
     free(c);
     return !(s.median > 0 && s.iqr <= a->tol * s.median);
+}
+
+int rb_parse_seconds(const char *s, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno) return -1;
+    double unit = 1;
+    if (*end == 's') end++;
+    else if (*end == 'm') unit = 60, end++;
+    else if (*end == 'h') unit = 3600, end++;
+    if (*end || !(v > 0) || !isfinite(v) || v * unit > 1e7) return -1;
+    *out = v * unit;
+    return 0;
 }

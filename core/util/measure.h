@@ -35,6 +35,11 @@ typedef struct {
     double seconds;   /* wall time of the interval */
 } rb_load;
 
+/* The shortest interval whose load /proc/stat's 10 ms ticks can tell:
+ * timings sample at least this long by default (rb_autorange.min_time), so
+ * their other_cpu is known. */
+#define RB_LOAD_MIN_S 0.25
+
 void rb_load_begin(rb_load_probe *p);
 void rb_load_end(const rb_load_probe *p, rb_load *out);
 
@@ -49,7 +54,9 @@ void rb_noise_rule_default(rb_noise_rule *r, int threads);
 
 /* 1 when noisy, with why in `why` ("" when not): the spread ("IQR 34% of
  * the median > 10%") and/or the machine ("other processes used 1.2 cores
- * while 0 were free"). */
+ * while 0 were free"). The machine is judged by other_cpu when it is known;
+ * only for an interval too short to read it, by the 1-minute load average
+ * (which lags, and counts our own threads). */
 int rb_noise_judge(const rb_noise_rule *r, const rb_summary *s, const rb_load *l, char *why, size_t len);
 
 /* Adaptive sampling (blocked_autorange's idea): take samples until at
@@ -65,5 +72,10 @@ void rb_autorange_default(rb_autorange *a);
 /* 1 when another sample should be taken after n samples v[0..n) that took
  * `elapsed` seconds in all (v is not reordered). */
 int rb_autorange_more(const rb_autorange *a, const double *v, int n, double elapsed);
+
+/* A duration as written in a file or on the command line: seconds, or a
+ * number with s, m or h ("90", "90s", "1.5m", "2h"); positive, at most
+ * 1e7 s. 0, or -1 when s is not one. */
+int rb_parse_seconds(const char *s, double *out);
 
 #endif

@@ -1,0 +1,173 @@
+/* test_isolate.c: trials run each in a child process (runner.h
+ * runner_exec_isolated, util/child.h), through runner_run with a trial
+ * function of this test's, so what is checked is the runner's isolation and
+ * not a backend: a trial after one that allocated 1 GiB records the peak RSS
+ * it has when run alone (not what the allocator kept); a trial that
+ * segfaults, one that outlives its time limit and one whose allocation fails
+ * are recorded failed with the reason, and the trials after them run; a
+ * trial function that calls exit() mid-way is a failure too. The database
+ * is read with plain SQL. */
+#include <math.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "harness/experiment.h"
+#include "harness/runner.h"
+#include "util/common.h"
+#include "tap.h"
+
+static double qd(const char *path, const char *sql) {
+    sqlite3 *db;
+    double v = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+            if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_double(st, 0);
+            sqlite3_finalize(st);
+        }
+    }
+    sqlite3_close(db);
+    return v;
+}
+
+static void qs(const char *path, const char *sql, char *out, size_t len) {
+    sqlite3 *db;
+    out[0] = 0;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+            if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+                snprintf(out, len, "%s", (const char *)sqlite3_column_text(st, 0));
+            sqlite3_finalize(st);
+        }
+    }
+    sqlite3_close(db);
+}
+
+/* n bytes in RSS at once (MAP_POPULATE: page faults one at a time take
+ * seconds per GiB on some virtual machines), never given back. */
+static char *hold(size_t n) {
+    char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* Touch n bytes so they count in RSS. */
+static char *touch(size_t n) {
+    char *p = mallocCheck(n);
+    for (size_t i = 0; i < n; i += 4096) p[i] = (char)i;
+    return p;
+}
+
+/* What a trial does, by its sequence length (the sweep's order):
+ * 16 allocates and touches 1 GiB and keeps it (a leak, as a backend's cache
+ * would be); 32 touches 8 MiB and records its peak RSS; 48 segfaults; 64
+ * sleeps 60 s (past the 5 s limit); 80 asks for an impossible allocation;
+ * 96 calls exit(3); 112 records its peak RSS again. */
+static int exec(const experiment *e, const exp_trial *t, double sgemm, metric_list *out, run_progress *pr, char *err,
+                size_t errlen) {
+    (void)e, (void)sgemm, (void)pr, (void)err, (void)errlen;
+    static char *volatile keep;
+    (void)keep;
+    switch (t->attn.seq) {
+    case 16: keep = hold((size_t)1 << 30); break;
+    case 48: raise(SIGSEGV); break;
+    case 64: sleep(60); break;
+    case 80: keep = mallocCheck((size_t)1 << 62); break;
+    case 96: exit(3);
+    default: {
+        char *p = touch((size_t)8 << 20);
+        metric_add(out, -1, "peak_rss_bytes", (double)rb_peak_rss());
+        free(p);
+    }
+    }
+    metric_add(out, -1, "ran", 1);
+    return TRIAL_DONE;
+}
+
+static int run(const experiment *e, const char *db, const char *filter, int in_process) {
+    char err[512];
+    run_options o;
+    memset(&o, 0, sizeof o);
+    o.db_path = db, o.threads = 1, o.quiet = 1, o.exec = exec, o.filter = filter;
+    o.in_process = in_process, o.timeout_s = 5;
+    runner_reset_stop();
+    int rc = runner_run(e, &o, err, sizeof err);
+    if (rc == RUN_BAD_INPUT) diag("%s", err);
+    return rc;
+}
+
+static double peak(const char *db, int seq) {
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT m.value FROM metrics m JOIN trials t ON t.id = m.trial_id WHERE t.seq = %d AND "
+             "m.name = 'peak_rss_bytes'", seq);
+    return qd(db, sql) / (1 << 20);
+}
+
+static void status_is(const char *db, int seq, const char *status, const char *why, const char *what) {
+    char sql[256], st[64], er[512];
+    snprintf(sql, sizeof sql, "SELECT status FROM trials WHERE seq = %d", seq);
+    qs(db, sql, st, sizeof st);
+    snprintf(sql, sizeof sql, "SELECT coalesce(error, '') FROM trials WHERE seq = %d", seq);
+    qs(db, sql, er, sizeof er);
+    ok(!strcmp(st, status) && strstr(er, why) != NULL, "%s: %s (%s)", what, st, er);
+}
+
+int main(void) {
+    char dir[] = "/tmp/rb_test_isolate_XXXXXX";
+    if (!mkdtemp(dir)) {
+        printf("Bail out! mkdtemp\n");
+        return 1;
+    }
+    runner_install_signals();
+    const char *yaml = "name: isolate_test\nparams:\n  heads: 1\n  head_dim: 8\n  backend: dense\n"
+                       "sweep:\n  seq: [16, 32, 48, 64, 80, 96, 112]\n";
+    experiment e;
+    exp_errors errs;
+    if (exp_load_string(&e, yaml, strlen(yaml), "isolate_test.yaml", &errs) != 0 || e.ntrials != 7) {
+        exp_errors_print(&errs, stdout);
+        printf("Bail out! the test experiment does not load\n");
+        return 1;
+    }
+    char db[600], alone[600];
+    snprintf(db, sizeof db, "%s/all.db", dir);
+    snprintf(alone, sizeof alone, "%s/alone.db", dir);
+
+    double t0 = rb_now();
+    int rc = run(&e, db, NULL, 0);
+    double dt = rb_now() - t0;
+    ok(rc == RUN_SOME_FAILED, "the sweep ends with exit status 1 (some trials failed), not in a crash (rc %d)", rc);
+    ok(dt < 40, "the sleeping trial was stopped at its limit: the sweep took %.1f s", dt);
+    ok(qd(db, "SELECT count(*) FROM trials WHERE status = 'done'") == 3, "the 1 GiB trial and both small ones are done");
+    status_is(db, 48, "failed", "Segmentation fault", "the segfaulting trial is failed with the signal");
+    status_is(db, 64, "failed", "time limit", "the trial past its limit is failed with the limit");
+    status_is(db, 80, "failed", "out of memory", "the impossible allocation is failed as out of memory");
+    status_is(db, 96, "failed", "status 3", "the trial that called exit(3) is failed with its status");
+    ok(qd(db, "SELECT count(*) FROM metrics m JOIN trials t ON t.id = m.trial_id WHERE t.status = 'failed'") == 0,
+       "failed trials left no metrics");
+
+    rc = run(&e, alone, "*-n32", 0);
+    double a = peak(alone, 32), after = peak(db, 32), later = peak(db, 112);
+    ok(rc == RUN_OK && a > 8, "the small trial alone: peak RSS %.1f MiB", a);
+    ok(after > 8 && fabs(after - a) < 4, "after the 1 GiB trial its peak RSS is its own: %.1f MiB (alone %.1f)", after, a);
+    ok(later > 8 && fabs(later - a) < 4, "and after the failures too: %.1f MiB", later);
+
+    /* the same sweep in process: the 1 GiB stays in the small trial's peak
+     * (this is what isolation removes; the faulting trials are left out) */
+    char inproc[600];
+    snprintf(inproc, sizeof inproc, "%s/inproc.db", dir);
+    run(&e, inproc, "*-n[13][62]", 1);
+    double in = peak(inproc, 32);
+    ok(in > 1000, "in process the small trial's peak RSS includes the 1 GiB before it: %.0f MiB", in);
+
+    exp_free(&e);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (getenv("KEEP")) return tap_done();
+    if (system(cmd) != 0) diag("could not remove %s", dir);
+    return tap_done();
+}

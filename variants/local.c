@@ -97,7 +97,10 @@ static size_t local_bytes_for(const attn_params *p, int nthr) {
     return sizeof(float) * (local_round(rows) + (size_t)nthr * local_ws_floats(p)) + (size_t)nthr * sizeof(local_ws);
 }
 
-static size_t local_act_bytes(const attn_params *p) { return local_bytes_for(p, rb_threads()); }
+/* Threads an instance makes workspaces for (create and act_bytes agree). */
+static int local_threads(void) { return RB_MAX(rb_threads(), omp_get_max_threads()); }
+
+static size_t local_act_bytes(const attn_params *p) { return local_bytes_for(p, local_threads()); }
 
 static attn *local_create(const attn_params *p, char *err, size_t errlen) {
     local_attn *la = calloc(1, sizeof *la);
@@ -105,7 +108,7 @@ static attn *local_create(const attn_params *p, char *err, size_t errlen) {
         rb_fail(err, errlen, "out of memory");
         return NULL;
     }
-    int nthr = RB_MAX(rb_threads(), omp_get_max_threads());
+    int nthr = local_threads();
     size_t rows = (size_t)p->batch * p->heads * p->seq;
     size_t per = local_ws_floats(p);
     size_t total = local_round(rows) + (size_t)nthr * per;
@@ -134,7 +137,7 @@ static attn *local_create(const attn_params *p, char *err, size_t errlen) {
     la->nthr = nthr;
     la->a.be = &attn_backend_local;
     la->a.p = *p;
-    la->a.bytes = total * sizeof(float) + (size_t)nthr * sizeof(local_ws);
+    la->a.bytes = local_bytes_for(p, nthr);
     return &la->a;
 }
 

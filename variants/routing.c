@@ -45,6 +45,7 @@
 #include <string.h>
 
 #include "attn/attn.h"
+#include "attn/cluster.h"
 #include "util/common.h"
 #include "attn/kmeans.h"
 #include "util/threads.h"
@@ -53,15 +54,22 @@
 extern const attn_backend attn_backend_routing;
 
 enum { RT_TQ = 64 }; /* query rows per score tile */
+/* centroids per block of distances: a thread holds RT_KB x n dots, not K x n
+ * (at seq 2^20 and 1024 clusters that was 4 GiB a thread) */
+enum { RT_KB = 32 };
 
 typedef struct {
     kmeans_pair *pairs;         /* (n) top-k selection scratch */
-    float *dots;                /* (K,n) centroid . token */
+    float *dots;                /* (RT_KB,n) centroid . token, one block of centroids */
+    float *best;                /* (n) nearest distance so far (up to |x|^2) */
     float *xn2;                 /* (n) |x|^2 */
     float *Qc, *Kc, *Vc, *dOc;  /* (maxm, d) gathered cluster blocks */
+    float *Kt, *Vt;             /* (d, ldt) the keys and values transposed */
     float *S, *dP;              /* (RT_TQ, maxm) score / probability tiles */
     int *L;                     /* (maxm) keys visible to each query row */
+    int *F;                     /* (maxm) first tile row that sees key j */
     float *D;                   /* (maxm) rowsum(dO * O) */
+    unsigned char *seen;        /* (n) positions a scatter has written */
 } rt_ws;
 
 typedef struct {
@@ -70,6 +78,7 @@ typedef struct {
     int shared, causal, assign, norm, nsets;
     int cap;  /* member slots per (b,h) and set: K*w (topk) or n (argmax) */
     int maxm; /* most members one cluster can hold */
+    int ldt;  /* row length of the transposed blocks: maxm rounded up to 16 */
     int keep_p; /* forward keeps each cluster's probabilities for backward */
     int nthr;
     float scale, commit_weight, decay;
@@ -196,6 +205,8 @@ static int rt_keep_p(const attn_params *p, int w) {
 
 /* ---- buffers: one allocation, carved in one place (llm.c style) -------- */
 
+static size_t rt_ldt(size_t maxm) { return (maxm + 15) & ~(size_t)15; }
+
 /* Bytes every buffer needs for p with nthr threads; when blk is not NULL,
  * also points R's buffers into blk. */
 static size_t rt_layout(routing *R, const attn_params *p, int nthr, char *blk) {
@@ -240,16 +251,21 @@ static size_t rt_layout(routing *R, const attn_params *p, int nthr, char *blk) {
     for (int t = 0; t < nthr; t++) {
         rt_ws *W = blk ? &T->ws[t] : &(rt_ws){0};
         CARVE(W->pairs, n);
-        CARVE(W->dots, (size_t)K * n);
+        CARVE(W->dots, (size_t)RB_MIN(K, RT_KB) * n);
+        CARVE(W->best, n);
         CARVE(W->xn2, n);
         CARVE(W->Qc, maxm * d);
         CARVE(W->Kc, maxm * d);
         CARVE(W->Vc, maxm * d);
         CARVE(W->dOc, maxm * d);
+        CARVE(W->Kt, d * rt_ldt(maxm));
+        CARVE(W->Vt, d * rt_ldt(maxm));
         CARVE(W->S, RT_TQ * maxm);
         CARVE(W->dP, RT_TQ * maxm);
         CARVE(W->L, maxm);
+        CARVE(W->F, maxm);
         CARVE(W->D, maxm);
+        CARVE(W->seen, n);
     }
 #undef CARVE
     if (blk && shared) {
@@ -275,6 +291,7 @@ static attn *rt_create(const attn_params *p, char *err, size_t errlen) {
     R->nsets = R->shared ? 1 : 2;
     R->cap = R->assign == ATTN_ASSIGN_TOPK ? R->K * R->w : R->n;
     R->maxm = R->assign == ATTN_ASSIGN_TOPK ? R->w : R->n;
+    R->ldt = (int)rt_ldt((size_t)R->maxm);
     R->keep_p = rt_keep_p(p, R->w);
     R->nthr = omp_get_max_threads();
     R->scale = 1.0f / sqrtf((float)R->d);
@@ -344,6 +361,26 @@ static void rt_norm_backward(float *dv, const float *g, const float *x, float s,
 
 /* ---- centroids --------------------------------------------------------- */
 
+/* near (n) = the nearest of K centroids mu (K,d; mun2 their |mu|^2) for each
+ * row of X (n,d; xn2 its |x|^2), through distances in blocks of RT_KB
+ * centroids; with mem (topk) also each centroid's w nearest rows, in
+ * position order, at mem + c*w. par: selection and assignment as parallel
+ * loops (called outside a parallel region). */
+static void rt_nearest(const routing *R, int *near, int *mem, const float *X, const float *mu, const float *mun2,
+                       rt_ws *W, int par) {
+    int K = R->K, n = R->n, d = R->d, w = R->w;
+    for (int c0 = 0; c0 < K; c0 += RT_KB) {
+        int kb = RB_MIN(RT_KB, K - c0);
+        kmeans_dots(W->dots, mu + (size_t)c0 * d, X, n, kb, d);
+        kmeans_nearest_fold(near, W->best, W->dots, mun2 + c0, n, c0, kb);
+        if (!mem) continue;
+#pragma omp parallel for if (par) schedule(dynamic, 1) num_threads(R->nthr)
+        for (int c = 0; c < kb; c++)
+            kmeans_topk(mem + (size_t)(c0 + c) * w, W->dots + (size_t)c * n, W->xn2, n, w,
+                        (par ? &R->ws[omp_get_thread_num()] : W)->pairs);
+    }
+}
+
 /* k-means++ seeds from the head's routing vectors in this first batch, then
  * Lloyd iterations over all of them. Serial over heads (BLAS threads the
  * sgemm). */
@@ -368,9 +405,7 @@ static void rt_init_centroids(routing *R) {
             kmeans_norm2(mun2, mu, K, d);
             rt_ws *W = &R->ws[0];
             for (int i = 0; i < nb; i++) {
-                kmeans_norm2(W->xn2, R->blocks[i], n, d);
-                kmeans_dots(W->dots, mu, R->blocks[i], n, K, d);
-                kmeans_nearest(tmp, NULL, W->dots, W->xn2, mun2, n, K);
+                rt_nearest(R, tmp, NULL, R->blocks[i], mu, mun2, W, 1);
                 kmeans_accumulate(sums, counts, R->blocks[i], tmp, n, d);
             }
             kmeans_lloyd(mu, sums, counts, K, d);
@@ -410,14 +445,10 @@ static void rt_route_one(routing *R, int bh, int s, rt_ws *W, int par) {
     int *mem = R->mem[s] + (size_t)bh * R->cap, *off = R->off[s] + (size_t)bh * (K + 1);
     int *near = R->near[s] + (size_t)bh * n;
     kmeans_norm2(W->xn2, X, n, d);
-    kmeans_dots(W->dots, mu, X, n, K, d);
-    kmeans_nearest(near, NULL, W->dots, W->xn2, R->mun2 + (size_t)h * K, n, K);
-    if (R->assign == ATTN_ASSIGN_TOPK) {
+    int topk = R->assign == ATTN_ASSIGN_TOPK;
+    rt_nearest(R, near, topk ? mem : NULL, X, mu, R->mun2 + (size_t)h * K, W, par);
+    if (topk) {
         for (int c = 0; c <= K; c++) off[c] = c * w;
-#pragma omp parallel for if (par) schedule(dynamic, 1) num_threads(R->nthr)
-        for (int c = 0; c < K; c++)
-            kmeans_topk(mem + (size_t)c * w, W->dots + (size_t)c * n, W->xn2, n, w,
-                        (par ? &R->ws[omp_get_thread_num()] : W)->pairs);
     } else {
         /* counting sort by centroid; scanning positions in order keeps members ascending */
         for (int c = 0; c <= K; c++) off[c] = 0;
@@ -487,10 +518,6 @@ static double rt_sqdist(const routing *R, int bh) {
 
 /* ---- attention inside clusters ----------------------------------------- */
 
-static void rt_gather(float *dst, const float *src, const int *rows, int m, int d) {
-    for (int r = 0; r < m; r++) memcpy(dst + (size_t)r * d, src + (size_t)rows[r] * d, (size_t)d * sizeof(float));
-}
-
 /* L[r] = how many of the cluster's keys (a prefix, by position) query r sees. */
 static void rt_visible(int *L, const int *qm, int mq, const int *km, int mk, int causal, int shared) {
     if (!causal) {
@@ -527,6 +554,47 @@ static rt_cluster rt_get_cluster(const routing *R, int bh, int c) {
     return C;
 }
 
+/* The softmax of one tile's score rows in place (rows x Lmax, self masked
+ * when shared), zero beyond each row's visible keys; lse per row. */
+static void rt_softmax_rows(const routing *R, float *S, float *lse, const int *L, int r0, int rows, int Lmax) {
+    for (int rr = 0; rr < rows; rr++) {
+        int r = r0 + rr, Lr = L[r];
+        float *s = S + (size_t)rr * Lmax;
+        if (Lr == 0) { /* nothing visible: this cluster gives the row zero */
+            memset(s, 0, (size_t)Lmax * sizeof(float));
+            lse[r] = INFINITY;
+            continue;
+        }
+        if (rt_self_masked(R->shared, r, Lr)) s[r] = -INFINITY;
+        float m = rb_vmax(s, Lr);
+        double l = rb_vexp_shift_sum(s, s, m, Lr);
+        float inv = (float)(1.0 / l);
+        for (int j = 0; j < Lr; j++) s[j] *= inv;
+        for (int j = Lr; j < Lmax; j++) s[j] = 0.0f;
+        lse[r] = m + (float)log(l);
+    }
+}
+
+/* A tile of query rows [r0, r0+rows) of a gathered cluster: its widest
+ * visible key range and, per key j < Lmax, the first tile row that sees it
+ * (F, for the products that run over keys: rows before it have zeros). */
+static int rt_tile(const int *L, int *F, int r0, int rows) {
+    int Lmax = 0;
+    for (int r = r0; r < r0 + rows; r++) Lmax = RB_MAX(Lmax, L[r]);
+    for (int j = 0, rr = 0; j < Lmax; j++) { /* L is nondecreasing along the rows */
+        while (L[r0 + rr] <= j) rr++;
+        F[j] = rr;
+    }
+    return Lmax;
+}
+
+/* S (rows x Lmax) = scale Q_tile K^T, row r up to its visible keys */
+static void rt_scores(const routing *R, float *S, const float *Qt, const rt_ws *W, int r0, int rows, int Lmax) {
+    cl_prod P = {.a = Qt, .ars = R->d, .acs = 1, .b = W->Kt, .ldb = R->ldt, .c = S, .ldc = Lmax,
+                 .alpha = R->scale, .acc = 0};
+    cl_gemm(&P, rows, Lmax, R->d, NULL, NULL, W->L + r0);
+}
+
 static void rt_cluster_forward(routing *R, int bh, int c, const float *q, const float *keys, const float *v,
                                rt_ws *W) {
     int d = R->d;
@@ -534,13 +602,12 @@ static void rt_cluster_forward(routing *R, int bh, int c, const float *q, const 
     rt_cluster C = rt_get_cluster(R, bh, c);
     if (C.mq == 0) return;
     float *O = R->om + C.qrow * d, *lse = R->lse + C.qrow;
-    rt_gather(W->Qc, q + bh * nd, C.qm, C.mq, d);
-    rt_gather(W->Kc, keys + bh * nd, C.km, C.mk, d);
-    rt_gather(W->Vc, v + bh * nd, C.km, C.mk, d);
+    cl_gather(W->Qc, NULL, 0, q + bh * nd, C.qm, C.mq, d);
+    cl_gather(NULL, W->Kt, R->ldt, keys + bh * nd, C.km, C.mk, d);
+    cl_gather(W->Vc, NULL, 0, v + bh * nd, C.km, C.mk, d);
     rt_visible(W->L, C.qm, C.mq, C.km, C.mk, R->causal, R->shared);
     for (int r0 = 0; r0 < C.mq; r0 += RT_TQ) {
-        int rows = RB_MIN(RT_TQ, C.mq - r0), Lmax = 0;
-        for (int r = r0; r < r0 + rows; r++) Lmax = RB_MAX(Lmax, W->L[r]);
+        int rows = RB_MIN(RT_TQ, C.mq - r0), Lmax = rt_tile(W->L, W->F, r0, rows);
         if (Lmax == 0) {
             memset(O + (size_t)r0 * d, 0, (size_t)rows * d * sizeof(float));
             for (int r = r0; r < r0 + rows; r++) lse[r] = INFINITY;
@@ -548,48 +615,23 @@ static void rt_cluster_forward(routing *R, int bh, int c, const float *q, const 
         }
         /* kept probabilities: the tile of rows r0.. sits at r0*w of the cluster's w*w floats */
         float *S = R->keep_p ? R->pm + (C.qrow + r0) * R->w : W->S;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, Lmax, d, R->scale, W->Qc + (size_t)r0 * d, d,
-                    W->Kc, d, 0.0f, S, Lmax);
-        for (int rr = 0; rr < rows; rr++) {
-            int r = r0 + rr, Lr = W->L[r];
-            float *s = S + (size_t)rr * Lmax;
-            if (Lr == 0) { /* nothing visible: this cluster gives the row zero */
-                memset(s, 0, (size_t)Lmax * sizeof(float));
-                lse[r] = INFINITY;
-                continue;
-            }
-            if (rt_self_masked(R->shared, r, Lr)) s[r] = -INFINITY;
-            float m = rb_vmax(s, Lr);
-            double l = rb_vexp_shift_sum(s, s, m, Lr);
-            float inv = (float)(1.0 / l);
-            for (int j = 0; j < Lr; j++) s[j] *= inv;
-            for (int j = Lr; j < Lmax; j++) s[j] = 0.0f;
-            lse[r] = m + (float)log(l);
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, Lmax, 1.0f, S, Lmax, W->Vc, d, 0.0f,
-                    O + (size_t)r0 * d, d);
+        rt_scores(R, S, W->Qc + (size_t)r0 * d, W, r0, rows, Lmax);
+        rt_softmax_rows(R, S, lse, W->L, r0, rows, Lmax);
+        cl_prod PV = {.a = S, .ars = Lmax, .acs = 1, .b = W->Vc, .ldb = d, .c = O + (size_t)r0 * d, .ldc = d,
+                      .alpha = 1.0f, .acc = 0};
+        cl_gemm(&PV, rows, d, Lmax, NULL, W->L + r0, NULL);
     }
 }
 
-static void rt_cluster_backward(routing *R, int bh, int c, const float *dout, const float *q, const float *keys,
-                                const float *v, rt_ws *W) {
+/* dO of the cluster's query rows (the output is the mean over the cnt
+ * clusters that picked a token) into W->dOc, and D = rowsum(dO * O). */
+static void rt_cluster_dout(const routing *R, const rt_cluster *C, int bh, const float *dout, rt_ws *W) {
     int d = R->d;
-    size_t nd = (size_t)R->n * d;
-    rt_cluster C = rt_get_cluster(R, bh, c);
-    float *dK = R->dkm + C.krow * d, *dV = R->dvm + C.krow * d;
-    memset(dK, 0, (size_t)C.mk * d * sizeof(float));
-    memset(dV, 0, (size_t)C.mk * d * sizeof(float));
-    if (C.mq == 0) return;
-    const float *O = R->om + C.qrow * d, *lse = R->lse + C.qrow;
+    const float *O = R->om + C->qrow * d;
     const int *cnt = R->cnt + (size_t)bh * R->n;
-    float *dQ = R->dqm + C.qrow * d;
-    rt_gather(W->Qc, q + bh * nd, C.qm, C.mq, d);
-    rt_gather(W->Kc, keys + bh * nd, C.km, C.mk, d);
-    rt_gather(W->Vc, v + bh * nd, C.km, C.mk, d);
-    /* dO of this cluster's rows: the output is the mean over cnt clusters */
-    for (int r = 0; r < C.mq; r++) {
-        const float *g = dout + bh * nd + (size_t)C.qm[r] * d;
-        float *o = W->dOc + (size_t)r * d, inv = 1.0f / (float)cnt[C.qm[r]];
+    for (int r = 0; r < C->mq; r++) {
+        const float *g = dout + (size_t)bh * R->n * d + (size_t)C->qm[r] * d;
+        float *o = W->dOc + (size_t)r * d, inv = 1.0f / (float)cnt[C->qm[r]];
         const float *orow = O + (size_t)r * d;
         /* a head_dim-long dot product: float lanes, not a serial chain of double adds */
         float D = 0.0f;
@@ -597,47 +639,100 @@ static void rt_cluster_backward(routing *R, int bh, int c, const float *dout, co
         for (int j = 0; j < d; j++) o[j] = g[j] * inv, D += o[j] * orow[j];
         W->D[r] = D;
     }
+}
+
+/* P of one tile again from the saved log-sum-exp (when forward did not keep it) */
+static void rt_probs_again(const routing *R, float *P, const rt_ws *W, const float *lse, int r0, int rows,
+                           int Lmax) {
+    rt_scores(R, P, W->Qc + (size_t)r0 * R->d, W, r0, rows, Lmax);
+    for (int rr = 0; rr < rows; rr++) {
+        int r = r0 + rr, Lr = W->L[r];
+        float *p = P + (size_t)rr * Lmax;
+        if (Lr > 0) rb_vexp_shift_sum(p, p, lse[r], Lr);
+        if (rt_self_masked(R->shared, r, Lr)) p[r] = 0.0f;
+        for (int j = Lr; j < Lmax; j++) p[j] = 0.0f;
+    }
+}
+
+/* dS = P (dP - D) scale in place of dP, zero beyond each row's keys and
+ * wholly zero for a row with one visible key (its softmax is constant) */
+static void rt_dscores(const routing *R, float *dS, const float *P, const rt_ws *W, int r0, int rows, int Lmax) {
+    for (int rr = 0; rr < rows; rr++) {
+        int r = r0 + rr, Lr = W->L[r];
+        const float *p = P + (size_t)rr * Lmax;
+        float *g = dS + (size_t)rr * Lmax, Dr = W->D[r];
+        int j = 0;
+        if (Lr - rt_self_masked(R->shared, r, Lr) > 1)
+            for (; j < Lr; j++) g[j] = p[j] * (g[j] - Dr) * R->scale;
+        for (; j < Lmax; j++) g[j] = 0.0f;
+    }
+}
+
+/* The four products of one tile's backward: dV += P^T dO, dP = dO V^T,
+ * dQ = dS K, dK += dS^T Q. The products over keys start each key at the
+ * first row that sees it (F). */
+static void rt_tile_backward(const routing *R, const rt_cluster *C, rt_ws *W, const float *P, int r0, int rows,
+                             int Lmax) {
+    int d = R->d;
+    float *dS = W->dP, *dK = R->dkm + C->krow * d, *dV = R->dvm + C->krow * d, *dQ = R->dqm + C->qrow * d;
+    const float *Qt = W->Qc + (size_t)r0 * d, *dOt = W->dOc + (size_t)r0 * d;
+    cl_prod dv = {.a = P, .ars = 1, .acs = Lmax, .b = dOt, .ldb = d, .c = dV, .ldc = d, .alpha = 1.0f, .acc = 1};
+    cl_gemm(&dv, Lmax, d, rows, W->F, NULL, NULL);
+    cl_prod dp = {.a = dOt, .ars = d, .acs = 1, .b = W->Vt, .ldb = R->ldt, .c = dS, .ldc = Lmax, .alpha = 1.0f};
+    cl_gemm(&dp, rows, Lmax, d, NULL, NULL, W->L + r0);
+    rt_dscores(R, dS, P, W, r0, rows, Lmax);
+    cl_prod dq = {.a = dS, .ars = Lmax, .acs = 1, .b = W->Kc, .ldb = d, .c = dQ + (size_t)r0 * d, .ldc = d,
+                  .alpha = 1.0f, .acc = 0};
+    cl_gemm(&dq, rows, d, Lmax, NULL, W->L + r0, NULL);
+    cl_prod dk = {.a = dS, .ars = 1, .acs = Lmax, .b = Qt, .ldb = d, .c = dK, .ldc = d, .alpha = 1.0f, .acc = 1};
+    cl_gemm(&dk, Lmax, d, rows, W->F, NULL, NULL);
+}
+
+static void rt_cluster_backward(routing *R, int bh, int c, const float *dout, const float *q, const float *keys,
+                                const float *v, rt_ws *W) {
+    int d = R->d;
+    size_t nd = (size_t)R->n * d;
+    rt_cluster C = rt_get_cluster(R, bh, c);
+    memset(R->dkm + C.krow * d, 0, (size_t)C.mk * d * sizeof(float));
+    memset(R->dvm + C.krow * d, 0, (size_t)C.mk * d * sizeof(float));
+    if (C.mq == 0) return;
+    const float *lse = R->lse + C.qrow;
+    cl_gather(W->Qc, NULL, 0, q + bh * nd, C.qm, C.mq, d);
+    cl_gather(W->Kc, R->keep_p ? NULL : W->Kt, R->ldt, keys + bh * nd, C.km, C.mk, d);
+    cl_gather(NULL, W->Vt, R->ldt, v + bh * nd, C.km, C.mk, d);
+    rt_cluster_dout(R, &C, bh, dout, W);
     rt_visible(W->L, C.qm, C.mq, C.km, C.mk, R->causal, R->shared);
     for (int r0 = 0; r0 < C.mq; r0 += RT_TQ) {
-        int rows = RB_MIN(RT_TQ, C.mq - r0), Lmax = 0;
-        for (int r = r0; r < r0 + rows; r++) Lmax = RB_MAX(Lmax, W->L[r]);
+        int rows = RB_MIN(RT_TQ, C.mq - r0), Lmax = rt_tile(W->L, W->F, r0, rows);
         if (Lmax == 0) {
-            memset(dQ + (size_t)r0 * d, 0, (size_t)rows * d * sizeof(float));
+            memset(R->dqm + (C.qrow + r0) * d, 0, (size_t)rows * d * sizeof(float));
             continue;
         }
-        float *P = R->keep_p ? R->pm + (C.qrow + r0) * R->w : W->S, *dS = W->dP;
-        const float *Qt = W->Qc + (size_t)r0 * d, *dOt = W->dOc + (size_t)r0 * d;
-        if (!R->keep_p) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, Lmax, d, R->scale, Qt, d, W->Kc, d, 0.0f, P,
-                        Lmax);
-            for (int rr = 0; rr < rows; rr++) {
-                int r = r0 + rr, Lr = W->L[r];
-                float *p = P + (size_t)rr * Lmax;
-                if (Lr > 0) rb_vexp_shift_sum(p, p, lse[r], Lr);
-                if (rt_self_masked(R->shared, r, Lr)) p[r] = 0.0f;
-                for (int j = Lr; j < Lmax; j++) p[j] = 0.0f;
-            }
-        }
-        /* dV += P^T dO */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Lmax, d, rows, 1.0f, P, Lmax, dOt, d, 1.0f, dV, d);
-        /* dP = dO V^T, then dS = P (dP - D) scale */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, Lmax, d, 1.0f, dOt, d, W->Vc, d, 0.0f, dS,
-                    Lmax);
-        for (int rr = 0; rr < rows; rr++) {
-            int r = r0 + rr, Lr = W->L[r];
-            float *p = P + (size_t)rr * Lmax, *g = dS + (size_t)rr * Lmax, Dr = W->D[r];
-            if (Lr - rt_self_masked(R->shared, r, Lr) <= 1) {
-                /* a softmax over one key is constant: exactly zero, not rounding noise */
-                memset(g, 0, (size_t)Lmax * sizeof(float));
-                continue;
-            }
-            for (int j = 0; j < Lmax; j++) g[j] = p[j] * (g[j] - Dr) * R->scale;
-        }
-        /* dQ = dS K; dK += dS^T Q */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, Lmax, 1.0f, dS, Lmax, W->Kc, d, 0.0f,
-                    dQ + (size_t)r0 * d, d);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Lmax, d, rows, 1.0f, dS, Lmax, Qt, d, 1.0f, dK, d);
+        float *P = R->keep_p ? R->pm + (C.qrow + r0) * R->w : W->S;
+        if (!R->keep_p) rt_probs_again(R, P, W, lse, r0, rows, Lmax);
+        rt_tile_backward(R, &C, W, P, r0, rows, Lmax);
     }
+}
+
+/* dst (n,d) row p = the sum, in member order, of the rows r of src whose
+ * member position mem[r] is p; rows no member names are zero. The first
+ * contribution is copied, not added to a zeroed row: one pass over dst
+ * instead of two. seen: n bytes of scratch. */
+static void rt_scatter(float *dst, const float *src, const int *mem, int total, int n, int d, unsigned char *seen) {
+    memset(seen, 0, (size_t)n);
+    for (int r = 0; r < total; r++) {
+        if (r + 8 < total) cl_prefetch_rows(dst, mem + r + 8, 1, d);
+        float *o = dst + (size_t)mem[r] * d;
+        const float *sr = src + (size_t)r * d;
+        if (seen[mem[r]]) {
+            for (int j = 0; j < d; j++) o[j] += sr[j];
+        } else {
+            memcpy(o, sr, (size_t)d * sizeof(float));
+            seen[mem[r]] = 1;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        if (!seen[i]) memset(dst + (size_t)i * d, 0, (size_t)d * sizeof(float));
 }
 
 /* ---- the backend -------------------------------------------------------- */
@@ -670,12 +765,7 @@ static void rt_forward(attn *a, float *out, const float *q, const float *k, cons
         float *ob = out + (size_t)bh * nd;
         const int *mem = R->mem[0] + (size_t)bh * R->cap, *cnt = R->cnt + (size_t)bh * n;
         int total = R->off[0][(size_t)bh * (K + 1) + K];
-        memset(ob, 0, nd * sizeof(float));
-        for (int r = 0; r < total; r++) {
-            float *o = ob + (size_t)mem[r] * d;
-            const float *src = R->om + ((size_t)bh * R->cap + r) * d;
-            for (int j = 0; j < d; j++) o[j] += src[j];
-        }
+        rt_scatter(ob, R->om + (size_t)bh * R->cap * d, mem, total, n, d, R->ws[omp_get_thread_num()].seen);
         for (int i = 0; i < n; i++)
             if (cnt[i] > 1) {
                 float inv = 1.0f / (float)cnt[i];
@@ -713,19 +803,11 @@ static void rt_backward(attn *a, float *dq, float *dk, float *dv, const float *d
         float *dqb = dq + (size_t)bh * nd, *dkb = dk + (size_t)bh * nd, *dvb = dv + (size_t)bh * nd;
         const int *qmem = R->mem[0] + (size_t)bh * R->cap, *kmem = R->mem[1] + (size_t)bh * R->cap;
         int qtot = R->off[0][(size_t)bh * (K + 1) + K], ktot = R->off[1][(size_t)bh * (K + 1) + K];
-        memset(dqb, 0, nd * sizeof(float));
-        memset(dkb, 0, nd * sizeof(float));
-        memset(dvb, 0, nd * sizeof(float));
-        for (int r = 0; r < qtot; r++) {
-            float *o = dqb + (size_t)qmem[r] * d;
-            const float *src = R->dqm + ((size_t)bh * R->cap + r) * d;
-            for (int j = 0; j < d; j++) o[j] += src[j];
-        }
-        for (int r = 0; r < ktot; r++) {
-            float *ok = dkb + (size_t)kmem[r] * d, *ov = dvb + (size_t)kmem[r] * d;
-            const float *sk = R->dkm + ((size_t)bh * R->cap + r) * d, *sv = R->dvm + ((size_t)bh * R->cap + r) * d;
-            for (int j = 0; j < d; j++) ok[j] += sk[j], ov[j] += sv[j];
-        }
+        unsigned char *seen = R->ws[omp_get_thread_num()].seen;
+        size_t mrow = (size_t)bh * R->cap * d;
+        rt_scatter(dqb, R->dqm + mrow, qmem, qtot, n, d, seen);
+        rt_scatter(dkb, R->dkm + mrow, kmem, ktot, n, d, seen);
+        rt_scatter(dvb, R->dvm + mrow, kmem, ktot, n, d, seen);
         float *g = R->ws[omp_get_thread_num()].Qc; /* a row of scratch */
         for (int s = 0; s < R->nsets; s++) {
             const float *X = R->x[s] + (size_t)bh * nd, *xs = R->xs[s] + (size_t)bh * n;

@@ -55,6 +55,25 @@ void kmeans_nearest(int *assign, float *dist2, const float *dots, const float *x
     }
 }
 
+void kmeans_nearest_fold(int *assign, float *best, const float *dots, const float *mun2, int n, int c0, int kb) {
+    enum { CHUNK = 1024 };
+    int nchunks = (n + CHUNK - 1) / CHUNK;
+#pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < nchunks; ch++) {
+        int i0 = ch * CHUNK, i1 = RB_MIN(n, i0 + CHUNK);
+        if (c0 == 0)
+            for (int i = i0; i < i1; i++) best[i] = INFINITY, assign[i] = 0;
+        for (int c = 0; c < kb; c++) {
+            const float *row = dots + (size_t)c * n;
+            float mc = mun2[c];
+            for (int i = i0; i < i1; i++) {
+                float dd = mc - 2.0f * row[i];
+                if (dd < best[i]) best[i] = dd, assign[i] = c0 + c; /* strict: lower index wins ties */
+            }
+        }
+    }
+}
+
 /* squared distance up to the centroid's own |mu|^2; NaN sorts last, keeping the order total */
 static inline float topk_key(float xn2, float dot) {
     float key = xn2 - 2.0f * dot;

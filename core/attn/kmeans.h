@@ -33,6 +33,13 @@ void kmeans_dots(float *dots, const float *mu, const float *x, int n, int K, int
 void kmeans_nearest(int *assign, float *dist2, const float *dots, const float *xn2, const float *mun2, int n,
                     int K);
 
+/* The same in blocks of centroids, so the (K,n) distance matrix need not
+ * exist at once: folds dots (kb,n) of centroids c0..c0+kb-1 (mun2 (kb) their
+ * |mu|^2) into assign (n) and best (n), the smallest |mu|^2 - 2 x.mu so far
+ * (c0 == 0 starts afresh). Called with increasing c0 it gives kmeans_nearest's
+ * choice, ties to the lower index. Parallel over tokens. */
+void kmeans_nearest_fold(int *assign, float *best, const float *dots, const float *mun2, int n, int c0, int kb);
+
 /* Balanced top-k for one centroid: members (w) = the w tokens nearest the
  * centroid (smallest |x_i|^2 - 2 dots_row[i], ties by position), written in
  * position order. O(n), work (n) scratch. 1 <= w <= n. */

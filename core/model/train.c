@@ -389,10 +389,12 @@ static double one_step(model *m, const train_config *c, int step, task *t, rb_rn
         *bw += (t2 - t1) * 1e3;
     }
     double t0 = rb_now();
-    *gnorm = clip_grad_norm(m->grads_mem, m->nparams, c->clip);
+    /* the clipping scale goes into the update instead of a pass over the gradients */
+    *gnorm = clip_grad_norm(m->grads_mem, m->nparams, 0.0);
+    float gscale = c->clip > 0 && *gnorm > c->clip ? (float)(c->clip / *gnorm) : 1.0f;
     if (isfinite(loss) && isfinite(*gnorm))
-        adamw_update(m->params_mem, m->grads_mem, m->m_mem, m->v_mem, m->decay_mask, m->nparams,
-                     (float)lr_at(c, step), c->beta1, c->beta2, c->eps, c->weight_decay, step);
+        adamw_update_scaled(m->params_mem, m->grads_mem, m->m_mem, m->v_mem, m->decay_mask, m->nparams, gscale,
+                            (float)lr_at(c, step), c->beta1, c->beta2, c->eps, c->weight_decay, step);
     *op = (rb_now() - t0) * 1e3;
     return loss;
 }

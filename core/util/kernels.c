@@ -25,6 +25,8 @@
 #define COL_BLOCK 16
 /* stack buffer for exponentials in cross-entropy (no allocation in kernels) */
 #define CE_CHUNK 256
+/* layer norm backward: a row's dnorm is summed this many floats at a time (stack) */
+#define LN_CHUNK 1024
 
 /* ------------------------------------------------------------------ matmul */
 
@@ -105,6 +107,40 @@ void matmul_backward_set(float *dinp, float *dweight, float *dbias, const float 
 
 /* --------------------------------------------------------------- layernorm */
 
+/* Row reductions of layer norm in double: sum of a[i] (b NULL) or of
+ * a[i] * b[i], where a[i] = (x[i] - sub) * mul (mul 0: a = x) in float; eight
+ * double lanes, then the lanes in a fixed order, so the result does not
+ * depend on anything but the row. */
+static double ln_rowsum(const float *x, float sub, float mul, const float *b, int C) {
+    int i = 0;
+    double s = 0.0;
+#ifdef __AVX512F__
+    __m512d acc0 = _mm512_setzero_pd(), acc1 = _mm512_setzero_pd();
+    __m512 vs = _mm512_set1_ps(sub), vm = _mm512_set1_ps(mul);
+    for (; i + 16 <= C; i += 16) {
+        __m512 a = _mm512_loadu_ps(x + i);
+        if (mul != 0.0f) a = _mm512_mul_ps(_mm512_sub_ps(a, vs), vm);
+        __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(a));
+        __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+        if (b) {
+            __m512 bb = _mm512_loadu_ps(b + i);
+            lo = _mm512_mul_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(bb)));
+            hi = _mm512_mul_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(bb), 1))));
+        }
+        acc0 = _mm512_add_pd(acc0, lo);
+        acc1 = _mm512_add_pd(acc1, hi);
+    }
+    double l[8];
+    _mm512_storeu_pd(l, _mm512_add_pd(acc0, acc1));
+    s = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+#endif
+    for (; i < C; i++) {
+        float a = mul != 0.0f ? (x[i] - sub) * mul : x[i];
+        s += b ? (double)a * b[i] : (double)a;
+    }
+    return s;
+}
+
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int N, int C) {
     // out is (N,C), mean and rstd (N) (either may be NULL at inference), inp (N,C), weight and bias (C) or NULL
@@ -112,23 +148,36 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *o = out + (size_t)n * C;
-        double s = 0.0;
-        for (int i = 0; i < C; i++) s += x[i];
-        double m = C > 0 ? s / C : 0.0;
-        /* two passes: the centred sum of squares does not cancel like E[x^2]-m^2 */
+        double m = C > 0 ? ln_rowsum(x, 0.0f, 0.0f, NULL, C) / C : 0.0;
+        /* two passes: the centred sum of squares does not cancel like E[x^2]-m^2;
+         * the deviations in double, as (float) x - m would lose digits */
         double v = 0.0;
-        for (int i = 0; i < C; i++) {
+        int i = 0;
+#ifdef __AVX512F__
+        __m512d acc = _mm512_setzero_pd(), vmd = _mm512_set1_pd(m);
+        for (; i + 8 <= C; i += 8) {
+            __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), vmd);
+            acc = _mm512_fmadd_pd(d, d, acc);
+        }
+        double l[8];
+        _mm512_storeu_pd(l, acc);
+        v = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+#endif
+        for (; i < C; i++) {
             double d = x[i] - m;
             v += d * d;
         }
         v = C > 0 ? v / C : 0.0;
         float mf = (float)m, rs = (float)(1.0 / sqrt(v + LN_EPS));
-        for (int i = 0; i < C; i++) {
-            float y = (x[i] - mf) * rs;
-            if (weight) y *= weight[i];
-            if (bias) y += bias[i];
-            o[i] = y;
-        }
+        if (weight && bias)
+            for (int j = 0; j < C; j++) o[j] = (x[j] - mf) * rs * weight[j] + bias[j];
+        else
+            for (int j = 0; j < C; j++) {
+                float y = (x[j] - mf) * rs;
+                if (weight) y *= weight[j];
+                if (bias) y += bias[j];
+                o[j] = y;
+            }
         if (mean) mean[n] = mf;
         if (rstd) rstd[n] = rs;
     }
@@ -146,11 +195,12 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
             float m = mean[n], rs = rstd[n];
             /* dnorm = weight * dout; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) */
             double sd = 0.0, sdn = 0.0;
-            for (int i = 0; i < C; i++) {
-                float nrm = (x[i] - m) * rs;
-                float dn = weight ? weight[i] * g[i] : g[i];
-                sd += dn;
-                sdn += (double)dn * nrm;
+            for (int c0 = 0; c0 < C; c0 += LN_CHUNK) {
+                int len = RB_MIN(LN_CHUNK, C - c0);
+                float dn[LN_CHUNK];
+                for (int i = 0; i < len; i++) dn[i] = weight ? weight[c0 + i] * g[c0 + i] : g[c0 + i];
+                sd += ln_rowsum(dn, 0.0f, 0.0f, NULL, len);
+                sdn += ln_rowsum(x + c0, m, rs, dn, len);
             }
             float md = (float)(sd / C), mdn = (float)(sdn / C);
             for (int i = 0; i < C; i++) {

@@ -30,12 +30,12 @@ static float *arena_take(model_arena *a, size_t nfloats) {
 
 /* Floats of the work region that forward's temporaries and backward's
  * scratch share (they are never live at once): three (B,T,C) rows (ln,
- * dres, dln) plus the larger of the MLP's two (B,T,F) buffers and the
- * attention's five (B,T,C) (forward: qkv and the merged heads; backward: the
- * merged heads' gradient beside the backend's dq, dk, dv). */
+ * dres, dln) plus the larger of the MLP's one (B,T,F) buffer and the
+ * attention's six (B,T,C) (forward: qkv and the merged heads; backward: the
+ * merged heads, their gradient, the backend's dq, dk, dv and their merge). */
 static size_t work_floats(const model *m) {
     size_t BT = (size_t)m->B * m->T, C = m->C, F = m->F;
-    return 3 * BT * C + RB_MAX(2 * BT * F, 6 * BT * C);
+    return 3 * BT * C + RB_MAX(BT * F, 6 * BT * C);
 }
 
 /* Carve the saved activations from the start of the arena, then the work
@@ -77,22 +77,20 @@ typedef struct {
     float *dres;          /* (B,T,C) gradient of the residual stream */
     float *dln;           /* (B,T,C) gradient of a layer norm's output */
     float *qkv, *attm;    /* (B,T,3C), (B,T,C) */
-    float *fchg;          /* (B,T,F) GELU output */
-    float *dfch;          /* (B,T,F) gradient of the MLP hidden, after then before GELU */
+    float *hid;           /* (B,T,F) the MLP hidden: GELU output, then its gradient */
     float *dattm, *datty; /* (B,T,C), (B,H,T,D) */
     float *dqkvh, *dqkv;  /* (3,B,H,T,D), (B,T,3C) */
 } model_work;
 
 static void carve_work(const model *m, model_work *w) {
-    size_t BTC = (size_t)m->B * m->T * m->C, BTF = (size_t)m->B * m->T * m->F;
+    size_t BTC = (size_t)m->B * m->T * m->C;
     float *u = m->work + 3 * BTC;
     w->ln = m->work;
     w->dres = m->work + BTC;
     w->dln = m->work + 2 * BTC;
     w->qkv = u;
     w->attm = u + 3 * BTC;
-    w->fchg = u;
-    w->dfch = u + BTF;
+    w->hid = u;
     w->dattm = u + 4 * BTC;
     w->datty = u;
     w->dqkvh = u + 3 * BTC; /* over attm and dattm, once both are used */
@@ -348,8 +346,8 @@ static void layer_forward(model *m, int l, const float *res, int flags) {
 
     layernorm_forward(w.ln, s.ln2m, s.ln2r, s.res2, p->ln2w + l * C, p->ln2b + l * C, BT, C);
     matmul_forward(s.fch, w.ln, p->fcw + (size_t)l * F * C, p->fcb + l * F, BT, C, F);
-    gelu_forward(w.fchg, s.fch, (size_t)BT * F);
-    matmul_forward_add(s.res3, w.fchg, p->fcprojw + (size_t)l * C * F, p->fcprojb + l * C, s.res2, BT, F, C);
+    gelu_forward(w.hid, s.fch, (size_t)BT * F);
+    matmul_forward_add(s.res3, w.hid, p->fcprojw + (size_t)l * C * F, p->fcprojb + l * C, s.res2, BT, F, C);
 
     if (a->be->stats && a->p.commit_weight > 0) {
         attn_stat st[64];
@@ -410,7 +408,10 @@ void model_zero_grad(model *m) { memset(m->grads_mem, 0, m->nparams * sizeof(flo
 /* ---- backward ---- */
 
 /* MLP of layer l: w->dres holds d res3 on entry and d res2 on return. The
- * layer norm's output and GELU's are recomputed from what forward kept. */
+ * layer norm's output and GELU's are recomputed from what forward kept; the
+ * GELU output and the hidden gradient take turns in one buffer (the weight
+ * gradient, which reads the former, comes before the product writing the
+ * latter). */
 static void mlp_backward(model *m, int l, model_work *w) {
     int C = m->C, F = m->F, BT = m->B * m->T;
     const model_tensors *p = &m->params;
@@ -419,11 +420,11 @@ static void mlp_backward(model *m, int l, model_work *w) {
     size_t BTF = (size_t)BT * F;
 
     layernorm_forward(w->ln, NULL, NULL, s.res2, p->ln2w + l * C, p->ln2b + l * C, BT, C);
-    gelu_forward(w->fchg, s.fch, BTF);
-    matmul_backward_set(w->dfch, g->fcprojw + (size_t)l * C * F, g->fcprojb + l * C, w->dres, w->fchg,
-                        p->fcprojw + (size_t)l * C * F, BT, F, C);
-    gelu_backward_set(w->dfch, s.fch, w->dfch, BTF);
-    matmul_backward_set(w->dln, g->fcw + (size_t)l * F * C, g->fcb + l * F, w->dfch, w->ln,
+    gelu_forward(w->hid, s.fch, BTF);
+    matmul_backward(NULL, g->fcprojw + (size_t)l * C * F, g->fcprojb + l * C, w->dres, w->hid, NULL, BT, F, C);
+    matmul_backward_set(w->hid, NULL, NULL, w->dres, NULL, p->fcprojw + (size_t)l * C * F, BT, F, C);
+    gelu_backward_set(w->hid, s.fch, w->hid, BTF);
+    matmul_backward_set(w->dln, g->fcw + (size_t)l * F * C, g->fcb + l * F, w->hid, w->ln,
                         p->fcw + (size_t)l * F * C, BT, C, F);
     layernorm_backward(w->dres, g->ln2w + l * C, g->ln2b + l * C, w->dln, s.res2, p->ln2w + l * C, s.ln2m, s.ln2r,
                        BT, C);

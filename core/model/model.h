@@ -95,7 +95,8 @@ double model_forward(model *m, const int *tokens, const int *targets, const floa
 
 void model_zero_grad(model *m);
 /* Accumulate into the gradients d(scale * ce_loss + commitment terms)/dparams
- * for the last forward (which must have had targets). */
+ * for the last forward (which must have had targets). Once per forward: the
+ * logits' memory is reused for their gradient. */
 void model_backward(model *m, float scale);
 
 /* Count argmax(logits) == target over the positions with mask > 0 (all when

@@ -3,7 +3,8 @@
 # resuming: problems found before the first step with exit 2 (a destination
 # that cannot be written, a damaged checkpoint, a bad --config file with its
 # line and column), --config read like an experiment file's parameters,
-# --load taking the configuration from the checkpoint, Ctrl-C exiting 130.
+# --load taking the configuration from the checkpoint, Ctrl-C exiting 130,
+# --bench N --json printing one object that a script can parse.
 set -u
 RB=${RB:-build/routebench}
 RB=$(cd "$(dirname "$RB")" && pwd)/$(basename "$RB")
@@ -45,6 +46,34 @@ pid=$!
 for i in $(seq 1 100); do grep -q "^step 2/" o && break; sleep 0.1; done
 kill -INT $pid; wait $pid; rc=$?
 [ $rc = 130 ] && grep -q "stopped by Ctrl-C" o; ok $? "Ctrl-C stops training after the step in flight, exit 130 (rc $rc)"
+
+# --bench N --json: one JSON object whose numbers hang together (parsed by perl's JSON::PP)
+"$RB" train --task random --random-vocab 64 --d-model 32 --layers 2 --heads 2 --seq 64 --batch 2 --threads 1 \
+  --backend local --window 16 --bench 3 --json >j.json 2>o; rc=$?
+perl -MJSON::PP -e '
+  local $/; open my $f, "<", $ARGV[0] or die; my $t = <$f>;
+  my $j = decode_json($t);
+  for my $k (qw(step_ms step_ms_iqr fwd_ms bwd_ms opt_ms gflop_per_step gflops peak_rss_bytes
+                arena_bytes arena_bytes_per_token_layer saved_act_bytes)) {
+    die "missing $k\n" unless defined $j->{$k} }
+  die "steps_timed $j->{steps_timed}\n" unless $j->{steps_timed} == 3;
+  die "step_ms\n" unless $j->{step_ms} > 0 && $j->{step_ms_iqr} >= 0;
+  die "min/max\n" unless $j->{step_ms_min} <= $j->{step_ms} && $j->{step_ms} <= $j->{step_ms_max};
+  die "parts\n" unless $j->{fwd_ms} > 0 && $j->{bwd_ms} > 0 && $j->{opt_ms} >= 0;
+  # the analytic count: 6 * (layers * 12 * d^2 + vocab * d) * tokens plus local attention fwd+bwd (12 d per pair)
+  my $mat = 6 * (2 * 12 * 32 * 32 + 64 * 32) * 128;
+  die "gflop_per_step $j->{gflop_per_step} below the matmuls alone\n" unless $j->{gflop_per_step} * 1e9 >= $mat;
+  my $g = $j->{gflop_per_step} / ($j->{step_ms} / 1e3);
+  die "gflops $j->{gflops} != $g\n" unless abs($j->{gflops} - $g) <= 1e-6 * $g;
+  die "arena per token and layer\n" unless abs($j->{arena_bytes_per_token_layer} - $j->{arena_bytes} / 128 / 2) < 1e-6;
+  die "saved > arena\n" unless $j->{saved_act_bytes} < $j->{arena_bytes};
+  die "rss\n" unless $j->{peak_rss_bytes} > $j->{arena_bytes};
+  die "backends\n" unless join(",", @{$j->{backends}}) eq "local,local";
+' j.json 2>e
+ok $(( rc != 0 || $? != 0 )) "train --bench 3 --json: one JSON object with consistent timings, flops and memory (rc $rc: $(head -c 300 e) $(head -c 200 j.json))"
+[ "$(grep -c . j.json)" = 1 ]; ok $? "train --json prints exactly one line on stdout"
+"$RB" train --task random --json --threads 1 >o 2>&1; rc=$?
+[ $rc = 2 ] && grep -q -- "--json needs --bench" o; ok $? "train --json without --bench: exit 2 (rc $rc)"
 
 "$RB" backends --help >/dev/null 2>&1; ok $? "backends --help exits 0"
 echo "1..$n"

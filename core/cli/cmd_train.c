@@ -16,6 +16,7 @@
 #include "model/checkpoint.h"
 #include "model/model.h"
 #include "util/fsutil.h"
+#include "util/json.h"
 #include "util/params.h"
 #include "util/status.h"
 #include "cli/commands.h"
@@ -113,13 +114,57 @@ static void print_result(const train_config *c, const train_result *r, int bench
         if (!isnan(r->test_accuracy)) printf(", accuracy %.4f", r->test_accuracy);
         printf("\n");
     }
-    printf("step time (median): %.2f ms (forward %.2f, backward %.2f, optimiser %.2f); %.0f tokens/s\n",
-           r->median_step_ms, r->fwd_ms, r->bwd_ms, r->opt_ms, r->tokens_per_s);
+    printf("step time (median of %d): %.2f ms (IQR %.2f; forward %.2f, backward %.2f, optimiser %.2f); %.0f "
+           "tokens/s\n", r->steps_timed, r->median_step_ms, r->step_ms_iqr, r->fwd_ms, r->bwd_ms, r->opt_ms,
+           r->tokens_per_s);
     printf("work: %.4g GFLOP per step (6 x matmul params x tokens + attention fwd+bwd), %.2f GFLOP/s\n",
            r->flops_per_step / 1e9, r->gflops);
     printf("memory: activation arena %.1f MB (peak %.1f MB), attention instances %.1f MB, peak RSS %.1f MB\n",
            r->arena_bytes / 1e6, r->arena_peak / 1e6, r->attn_bytes / 1e6, r->peak_rss / 1e6);
+    printf("activations: %.0f bytes per token and layer (arena; %.1f MB of it kept from forward for backward)\n",
+           r->arena_per_token_layer, r->saved_act_bytes / 1e6);
     for (int i = 0; i < r->nstats; i++) printf("stat %s: %.6g\n", r->stat_names[i], r->stat_values[i]);
+}
+
+/* --bench N --json: one JSON object on stdout (README, "Training a model"). */
+static void print_json(const train_config *c, const train_result *r) {
+    rb_jw w;
+    rb_jw_init_file(&w, stdout);
+    rb_jw_obj(&w);
+    rb_jw_key(&w, "backends");
+    rb_jw_arr(&w);
+    for (int l = 0; l < c->layers; l++) rb_jw_str(&w, train_layer_backend(c, l));
+    rb_jw_arr_end(&w);
+    const struct {
+        const char *k;
+        long long v;
+    } ints[] = {{"d_model", c->d_model}, {"layers", c->layers},   {"heads", c->heads},
+                {"seq", c->seq},         {"batch", c->batch},     {"accum", c->accum},
+                {"vocab", c->vocab},     {"threads", rb_threads()}, {"steps_timed", r->steps_timed},
+                {"params", (long long)r->params}};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) rb_jw_kint(&w, ints[i].k, ints[i].v);
+    const struct {
+        const char *k;
+        double v;
+    } nums[] = {{"step_ms", r->median_step_ms}, {"step_ms_iqr", r->step_ms_iqr}, {"step_ms_min", r->step_ms_min},
+                {"step_ms_max", r->step_ms_max},  {"fwd_ms", r->fwd_ms},           {"bwd_ms", r->bwd_ms},
+                {"opt_ms", r->opt_ms},            {"tokens_per_s", r->tokens_per_s},
+                {"gflop_per_step", r->flops_per_step / 1e9}, {"gflops", r->gflops},
+                {"arena_bytes_per_token_layer", r->arena_per_token_layer},
+                {"load_avg", r->load_avg},        {"other_cpu", r->other_cpu}};
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) rb_jw_kreal(&w, nums[i].k, nums[i].v);
+    rb_jw_kint(&w, "arena_bytes", (long long)r->arena_bytes);
+    rb_jw_kint(&w, "saved_act_bytes", (long long)r->saved_act_bytes);
+    rb_jw_kint(&w, "attn_bytes", (long long)r->attn_bytes);
+    rb_jw_kint(&w, "peak_rss_bytes", (long long)r->peak_rss);
+    rb_jw_key(&w, "noisy"), rb_jw_bool(&w, r->noisy);
+    if (r->noisy) rb_jw_kstr(&w, "noise", r->noise);
+    rb_jw_key(&w, "stats");
+    rb_jw_obj(&w);
+    for (int i = 0; i < r->nstats; i++) rb_jw_kreal(&w, r->stat_names[i], r->stat_values[i]);
+    rb_jw_obj_end(&w);
+    rb_jw_obj_end(&w);
+    printf("\n");
 }
 
 static const char train_about[] =
@@ -196,7 +241,7 @@ static int preflight(train_config *c, int bench) {
     return RB_EXIT_USAGE;
 }
 
-static int bench_steps(const train_config *c, int bench) {
+static int bench_steps(const train_config *c, int bench, int json) {
     char err[1024];
     train_result r;
     fprintf(stderr, "timing %d training steps (after 2 warm-up) on %d thread%s...\n", bench, rb_threads(),
@@ -205,7 +250,9 @@ static int bench_steps(const train_config *c, int bench) {
         fprintf(stderr, "routebench train: %s\n", err);
         return RB_EXIT_FAILED;
     }
-    print_result(c, &r, 1);
+    if (r.noisy) fprintf(stderr, "routebench train: warning: noisy timing: %s\n", r.noise);
+    if (json) print_json(c, &r);
+    else print_result(c, &r, 1);
     return RB_EXIT_OK;
 }
 
@@ -232,7 +279,7 @@ static int train_steps(const train_config *c, int log_every) {
 
 int cmd_train(int argc, char **argv) {
     train_config c;
-    int threads = 0, bench = 0, log_every = 0, dry = 0;
+    int threads = 0, bench = 0, log_every = 0, dry = 0, json = 0;
     const char *file = NULL;
     char err[1024];
     cli_kv kv;
@@ -247,6 +294,9 @@ int cmd_train(int argc, char **argv) {
         {"--dry-run", NULL, FL_SWITCH, &dry, NULL, 0, 0, NULL,
          "check the configuration and print the model (its layers' head groups, parameter\n"
          "count, FLOPs per step) without building it: the paper's full-size models fit here"},
+        {"--json", NULL, FL_SWITCH, &json, NULL, 0, 0, NULL,
+         "with --bench: print one JSON object (step_ms, step_ms_iqr, fwd_ms, bwd_ms, opt_ms,\n"
+         "gflop_per_step, gflops, arena_bytes_per_token_layer, peak_rss_bytes, ...)"},
         {"--log-every", NULL, FL_INT, &log_every, "N", 1, 1 << 30, NULL,
          "progress line every N steps when stderr is not a terminal (default steps/20)"},
     };
@@ -259,6 +309,10 @@ int cmd_train(int argc, char **argv) {
     cli_kv_free(&kv);
     if (rc == CLI_HELP || rc == CLI_BAD) return cli_exit(rc);
     if (rc != 0) return rc;
+    if (json && !bench) {
+        fprintf(stderr, "routebench train: --json needs --bench N (it prints the timing of bench steps)\n");
+        return RB_EXIT_USAGE;
+    }
     rb_set_threads(threads);
     if ((rc = preflight(&c, bench || dry)) != 0) return rc;
     if (dry) {
@@ -267,5 +321,5 @@ int cmd_train(int argc, char **argv) {
                train_flops_per_step(&c) / 1e9);
         return RB_EXIT_OK;
     }
-    return bench ? bench_steps(&c, bench) : train_steps(&c, log_every);
+    return bench ? bench_steps(&c, bench, json) : train_steps(&c, log_every);
 }

@@ -31,58 +31,73 @@ static float *arena_take(model_arena *a, size_t nfloats) {
     return (float *)p;
 }
 
-/* Carve the saved activations from the start of the arena (also used with
- * base == NULL to size it). */
+/* Floats of the work region that forward's temporaries and backward's
+ * scratch share (they are never live at once): three (B,T,C) rows (ln,
+ * dres, dln) plus the larger of the MLP's one (B,T,F) buffer and the
+ * attention's six (B,T,C) (forward: qkv and the merged heads; backward: the
+ * merged heads, their gradient, the backend's dq, dk, dv and their merge). */
+static size_t work_floats(const model *m) {
+    size_t BT = (size_t)m->B * m->T, C = m->C, F = m->F;
+    return 3 * BT * C + RB_MAX(BT * F, 6 * BT * C);
+}
+
+/* Carve the saved activations from the start of the arena, then the work
+ * region (also used with base == NULL to size it). What backward can
+ * recompute cheaply is not kept: the layer norms' outputs (from their input,
+ * mean and rstd), GELU's output (from its input) and the merged heads (a
+ * copy of the backend's output). */
 static void carve_acts(model *m) {
     model_arena *a = &m->arena;
     size_t L = m->L, BT = (size_t)m->B * m->T, C = m->C, F = m->F, V = m->V;
     a->used = 0;
     m->encoded = arena_take(a, BT * C);
-    m->ln1 = arena_take(a, L * BT * C);
     m->ln1_mean = arena_take(a, L * BT);
     m->ln1_rstd = arena_take(a, L * BT);
     m->qkvh = arena_take(a, L * 3 * BT * C);
     m->atty = arena_take(a, L * BT * C);
-    m->attm = arena_take(a, L * BT * C);
     m->res2 = arena_take(a, L * BT * C);
-    m->ln2 = arena_take(a, L * BT * C);
     m->ln2_mean = arena_take(a, L * BT);
     m->ln2_rstd = arena_take(a, L * BT);
     m->fch = arena_take(a, L * BT * F);
-    m->fch_gelu = arena_take(a, L * BT * F);
     m->res3 = arena_take(a, L * BT * C);
     m->lnf = arena_take(a, BT * C);
     m->lnf_mean = arena_take(a, BT);
     m->lnf_rstd = arena_take(a, BT);
     m->logits = arena_take(a, BT * V);
     m->losses = arena_take(a, BT);
-    m->qkv_tmp = arena_take(a, BT * 3 * C);
+    m->act_bytes = a->used;
+    m->work = arena_take(a, work_floats(m));
 }
 
-/* Backward scratch, carved above the activations. */
+/* The work region's buffers. ln, dres, dln are (B,T,C); the rest overlay
+ * the union u, laid out so that each buffer is written only once what it
+ * overwrites is dead: forward's qkv (B,T,3C) and merged heads, then the
+ * GELU output; backward's recomputed GELU output and the hidden gradient
+ * (MLP), or the recomputed merged heads, their gradient, the backend's
+ * dq, dk, dv and their merge (attention). */
 typedef struct {
-    float *dres;       /* (B,T,C) gradient of the residual stream */
-    float *dlogits;    /* (B,T,V) */
-    float *dln;        /* (B,T,C) */
-    float *dattm;      /* (B,T,C) */
-    float *datty;      /* (B,H,T,D) */
-    float *dqkvh;      /* (3,B,H,T,D) */
-    float *dqkv;       /* (B,T,3C) */
-    float *dfch, *dfch_gelu; /* (B,T,F) */
-} model_scratch;
+    float *ln;            /* (B,T,C) a layer norm's output */
+    float *dres;          /* (B,T,C) gradient of the residual stream */
+    float *dln;           /* (B,T,C) gradient of a layer norm's output */
+    float *qkv, *attm;    /* (B,T,3C), (B,T,C) */
+    float *hid;           /* (B,T,F) the MLP hidden: GELU output, then its gradient */
+    float *dattm, *datty; /* (B,T,C), (B,H,T,D) */
+    float *dqkvh, *dqkv;  /* (3,B,H,T,D), (B,T,3C) */
+} model_work;
 
-static void carve_scratch(model *m, model_scratch *s) {
-    model_arena *a = &m->arena;
-    size_t BT = (size_t)m->B * m->T, C = m->C, F = m->F, V = m->V;
-    s->dres = arena_take(a, BT * C);
-    s->dlogits = arena_take(a, BT * V);
-    s->dln = arena_take(a, BT * C);
-    s->dattm = arena_take(a, BT * C);
-    s->datty = arena_take(a, BT * C);
-    s->dqkvh = arena_take(a, 3 * BT * C);
-    s->dqkv = arena_take(a, 3 * BT * C);
-    s->dfch = arena_take(a, BT * F);
-    s->dfch_gelu = arena_take(a, BT * F);
+static void carve_work(const model *m, model_work *w) {
+    size_t BTC = (size_t)m->B * m->T * m->C;
+    float *u = m->work + 3 * BTC;
+    w->ln = m->work;
+    w->dres = m->work + BTC;
+    w->dln = m->work + 2 * BTC;
+    w->qkv = u;
+    w->attm = u + 3 * BTC;
+    w->hid = u;
+    w->dattm = u + 4 * BTC;
+    w->datty = u;
+    w->dqkvh = u + 3 * BTC; /* over attm and dattm, once both are used */
+    w->dqkv = u;            /* over datty, once the backend has used it */
 }
 
 /* ---- parameters ---- */
@@ -233,11 +248,9 @@ model *model_create(const train_config *c, char *err, size_t errlen) {
     }
 
     /* size the arena with a dry carve, then allocate it once */
-    model_scratch s;
     m->arena.base = NULL;
     m->arena.peak = 0;
     carve_acts(m);
-    carve_scratch(m, &s);
     m->arena.size = m->arena.used;
     m->arena.base = rb_aligned_alloc(m->arena.size);
     if (!m->arena.base) {
@@ -318,15 +331,56 @@ static void heads_merge(float *merged, float *heads, int B, int T, int H, int D,
             }
 }
 
-static void add_inplace(float *out, const float *a, size_t n) {
-#pragma omp parallel for schedule(static) if (n > RB_PAR_MIN)
-    for (size_t i = 0; i < n; i++) out[i] += a[i];
-}
-
 /* ---- forward ---- */
 
+/* Layer l's pointers into the saved activations. */
+typedef struct {
+    float *ln1m, *ln1r, *qkvh, *atty, *res2, *ln2m, *ln2r, *fch, *res3;
+} layer_acts;
+
+static layer_acts layer_at(const model *m, int l) {
+    size_t BT = (size_t)m->B * m->T, BTC = BT * m->C;
+    layer_acts a = {m->ln1_mean + l * BT, m->ln1_rstd + l * BT, m->qkvh + l * 3 * BTC, m->atty + l * BTC,
+                    m->res2 + l * BTC,    m->ln2_mean + l * BT, m->ln2_rstd + l * BT,  m->fch + l * BT * m->F,
+                    m->res3 + l * BTC};
+    return a;
+}
+
+/* One block: res2 = res + proj(merge(attn(split(qkv(ln1(res)))))), res3 =
+ * res2 + fcproj(gelu(fc(ln2(res2)))); biases and residuals go into the
+ * products' outputs before the products add to them. */
+static void layer_forward(model *m, int l, const float *res, int flags) {
+    int B = m->B, T = m->T, C = m->C, F = m->F, H = m->H, D = m->D, BT = m->B * m->T;
+    size_t BTC = (size_t)BT * C;
+    const model_tensors *p = &m->params;
+    layer_acts s = layer_at(m, l);
+    model_work w;
+    carve_work(m, &w);
+
+    layernorm_forward(w.ln, s.ln1m, s.ln1r, res, p->ln1w + l * C, p->ln1b + l * C, BT, C);
+    matmul_forward(w.qkv, w.ln, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + l * 3 * C, BT, C, 3 * C);
+    split_heads(s.qkvh, w.qkv, B, T, H, D);
+    if (m->rope.cos) rotary_apply(&m->rope, s.qkvh, 2 * (size_t)B * H, T, 0, +1); /* q and k */
+    attn *a = m->att[l];
+    a->be->forward(a, s.atty, s.qkvh, s.qkvh + BTC, s.qkvh + 2 * BTC, flags);
+    heads_merge(w.attm, s.atty, B, T, H, D, 0);
+    matmul_forward_add(s.res2, w.attm, p->attprojw + (size_t)l * C * C, p->attprojb + l * C, res, BT, C, C);
+
+    layernorm_forward(w.ln, s.ln2m, s.ln2r, s.res2, p->ln2w + l * C, p->ln2b + l * C, BT, C);
+    matmul_forward(s.fch, w.ln, p->fcw + (size_t)l * F * C, p->fcb + l * F, BT, C, F);
+    gelu_forward(w.hid, s.fch, (size_t)BT * F);
+    matmul_forward_add(s.res3, w.hid, p->fcprojw + (size_t)l * C * F, p->fcprojb + l * C, s.res2, BT, F, C);
+
+    if (a->be->stats && a->p.commit_weight > 0) {
+        attn_stat st[64];
+        int n = a->be->stats(a, st, 64);
+        for (int i = 0; i < n; i++)
+            if (strcmp(st[i].name, "commit_loss") == 0) m->commit_loss += (double)a->p.commit_weight * st[i].value;
+    }
+}
+
 double model_forward(model *m, const int *tokens, const int *targets, const float *mask, int flags) {
-    int B = m->B, T = m->T, C = m->C, F = m->F, V = m->V, H = m->H, D = m->D;
+    int B = m->B, T = m->T, C = m->C, V = m->V;
     size_t BT = (size_t)B * T, BTC = BT * C;
     const model_tensors *p = &m->params;
     m->arena.used = 0;
@@ -350,41 +404,15 @@ double model_forward(model *m, const int *tokens, const int *targets, const floa
     m->commit_loss = 0;
     const float *res = m->encoded;
     for (int l = 0; l < m->L; l++) {
-        float *ln1 = m->ln1 + l * BTC, *ln1m = m->ln1_mean + l * BT, *ln1r = m->ln1_rstd + l * BT;
-        float *qkvh = m->qkvh + l * 3 * BTC, *atty = m->atty + l * BTC, *attm = m->attm + l * BTC;
-        float *res2 = m->res2 + l * BTC, *ln2 = m->ln2 + l * BTC;
-        float *ln2m = m->ln2_mean + l * BT, *ln2r = m->ln2_rstd + l * BT;
-        float *fch = m->fch + l * BT * F, *fchg = m->fch_gelu + l * BT * F, *res3 = m->res3 + l * BTC;
-
-        layernorm_forward(ln1, ln1m, ln1r, res, p->ln1w + l * C, p->ln1b + l * C, (int)BT, C);
-        matmul_forward(m->qkv_tmp, ln1, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + l * 3 * C, (int)BT, C, 3 * C);
-        split_heads(qkvh, m->qkv_tmp, B, T, H, D);
-        if (m->rope.cos) rotary_apply(&m->rope, qkvh, 2 * (size_t)B * H, T, 0, +1); /* q and k */
-        attn *a = m->att[l];
-        a->be->forward(a, atty, qkvh, qkvh + BTC, qkvh + 2 * BTC, flags);
-        heads_merge(attm, atty, B, T, H, D, 0);
-        matmul_forward(res2, attm, p->attprojw + (size_t)l * C * C, p->attprojb + l * C, (int)BT, C, C);
-        add_inplace(res2, res, BTC);
-
-        layernorm_forward(ln2, ln2m, ln2r, res2, p->ln2w + l * C, p->ln2b + l * C, (int)BT, C);
-        matmul_forward(fch, ln2, p->fcw + (size_t)l * F * C, p->fcb + l * F, (int)BT, C, F);
-        gelu_forward(fchg, fch, BT * F);
-        matmul_forward(res3, fchg, p->fcprojw + (size_t)l * C * F, p->fcprojb + l * C, (int)BT, F, C);
-        add_inplace(res3, res2, BTC);
-        res = res3;
-
-        if (a->be->stats && a->p.commit_weight > 0) {
-            attn_stat st[64];
-            int n = a->be->stats(a, st, 64);
-            for (int i = 0; i < n; i++)
-                if (strcmp(st[i].name, "commit_loss") == 0) m->commit_loss += (double)a->p.commit_weight * st[i].value;
-        }
+        layer_forward(m, l, res, flags);
+        res = m->res3 + (size_t)l * BTC;
     }
     /* the backends were given commit_beta / accum; report commit_beta's share */
     m->commit_loss *= m->accum;
 
     layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, res, p->lnfw, p->lnfb, (int)BT, C);
     matmul_forward(m->logits, m->lnf, p->wte, NULL, (int)BT, C, V);
+    m->logits_valid = 1;
     if (!targets) {
         m->ce_loss = 0;
         return 0;
@@ -402,75 +430,94 @@ void model_zero_grad(model *m) { memset(m->grads_mem, 0, m->nparams * sizeof(flo
 
 /* ---- backward ---- */
 
-void model_backward(model *m, float scale) {
-    assert(m->targets);
-    int B = m->B, T = m->T, C = m->C, F = m->F, V = m->V, H = m->H, D = m->D;
-    size_t BT = (size_t)B * T, BTC = BT * C;
+/* MLP of layer l: w->dres holds d res3 on entry and d res2 on return. The
+ * layer norm's output and GELU's are recomputed from what forward kept; the
+ * GELU output and the hidden gradient take turns in one buffer (the weight
+ * gradient, which reads the former, comes before the product writing the
+ * latter). */
+static void mlp_backward(model *m, int l, model_work *w) {
+    int C = m->C, F = m->F, BT = m->B * m->T;
     const model_tensors *p = &m->params;
     model_tensors *g = &m->grads;
-    size_t mark = m->arena.used;
-    model_scratch s;
-    carve_scratch(m, &s);
+    layer_acts s = layer_at(m, l);
+    size_t BTF = (size_t)BT * F;
 
-    memset(s.dlogits, 0, BT * V * sizeof(float));
+    layernorm_forward(w->ln, NULL, NULL, s.res2, p->ln2w + l * C, p->ln2b + l * C, BT, C);
+    gelu_forward(w->hid, s.fch, BTF);
+    matmul_backward(NULL, g->fcprojw + (size_t)l * C * F, g->fcprojb + l * C, w->dres, w->hid, NULL, BT, F, C);
+    matmul_backward_set(w->hid, NULL, NULL, w->dres, NULL, p->fcprojw + (size_t)l * C * F, BT, F, C);
+    gelu_backward_set(w->hid, s.fch, w->hid, BTF);
+    matmul_backward_set(w->dln, g->fcw + (size_t)l * F * C, g->fcb + l * F, w->hid, w->ln,
+                        p->fcw + (size_t)l * F * C, BT, C, F);
+    layernorm_backward(w->dres, g->ln2w + l * C, g->ln2b + l * C, w->dln, s.res2, p->ln2w + l * C, s.ln2m, s.ln2r,
+                       BT, C);
+}
+
+/* Attention of layer l (input res): w->dres holds d res2 on entry and
+ * d res on return. */
+static void attn_backward(model *m, int l, const float *res, model_work *w) {
+    int B = m->B, T = m->T, C = m->C, H = m->H, D = m->D, BT = m->B * m->T;
+    size_t BTC = (size_t)BT * C;
+    const model_tensors *p = &m->params;
+    model_tensors *g = &m->grads;
+    layer_acts s = layer_at(m, l);
+
+    heads_merge(w->attm, s.atty, B, T, H, D, 0);
+    matmul_backward_set(w->dattm, g->attprojw + (size_t)l * C * C, g->attprojb + l * C, w->dres, w->attm,
+                        p->attprojw + (size_t)l * C * C, BT, C, C);
+    heads_merge(w->dattm, w->datty, B, T, H, D, 1);
+    attn *a = m->att[l];
+    a->be->backward(a, w->dqkvh, w->dqkvh + BTC, w->dqkvh + 2 * BTC, w->datty, s.qkvh, s.qkvh + BTC,
+                    s.qkvh + 2 * BTC, s.atty);
+    if (m->rope.cos) rotary_apply(&m->rope, w->dqkvh, 2 * (size_t)B * H, T, 0, -1); /* rotation's transpose */
+    merge_qkv(w->dqkv, w->dqkvh, B, T, H, D);
+    layernorm_forward(w->ln, NULL, NULL, res, p->ln1w + l * C, p->ln1b + l * C, BT, C);
+    matmul_backward_set(w->dln, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + l * 3 * C, w->dqkv, w->ln,
+                        p->qkvw + (size_t)l * 3 * C * C, BT, C, 3 * C);
+    layernorm_backward(w->dres, g->ln1w + l * C, g->ln1b + l * C, w->dln, res, p->ln1w + l * C, s.ln1m, s.ln1r,
+                       BT, C);
+}
+
+void model_backward(model *m, float scale) {
+    assert(m->targets);
+    int T = m->T, C = m->C, V = m->V, B = m->B;
+    size_t BT = (size_t)B * T, BTC = BT * C;
+    model_tensors *g = &m->grads;
+    const model_tensors *p = &m->params;
+    model_work w;
+    carve_work(m, &w);
+
+    /* the logits' memory takes their gradient: backward may run once per forward */
+    assert(m->logits_valid);
+    float *dlogits = m->logits;
+    m->logits_valid = 0;
     if (m->mask_sum > 0)
-        crossentropy_backward(s.dlogits, m->logits, m->targets, m->mask, (float)(scale / m->mask_sum), (int)BT, V);
-    memset(s.dln, 0, BTC * sizeof(float));
-    matmul_backward(s.dln, g->wte, NULL, s.dlogits, m->lnf, p->wte, (int)BT, C, V);
-    memset(s.dres, 0, BTC * sizeof(float));
+        crossentropy_backward_set(dlogits, m->logits, m->targets, m->mask, (float)(scale / m->mask_sum), (int)BT, V);
+    else
+        memset(dlogits, 0, BT * V * sizeof(float));
+    matmul_backward_set(w.dln, g->wte, NULL, dlogits, m->lnf, p->wte, (int)BT, C, V);
+    memset(w.dres, 0, BTC * sizeof(float));
     const float *last = m->L > 0 ? m->res3 + (size_t)(m->L - 1) * BTC : m->encoded;
-    layernorm_backward(s.dres, g->lnfw, g->lnfb, s.dln, last, p->lnfw, m->lnf_mean, m->lnf_rstd, (int)BT, C);
+    layernorm_backward(w.dres, g->lnfw, g->lnfb, w.dln, last, p->lnfw, m->lnf_mean, m->lnf_rstd, (int)BT, C);
 
     for (int l = m->L - 1; l >= 0; l--) {
         const float *res = l == 0 ? m->encoded : m->res3 + (size_t)(l - 1) * BTC;
-        float *ln1 = m->ln1 + l * BTC, *ln1m = m->ln1_mean + l * BT, *ln1r = m->ln1_rstd + l * BT;
-        float *qkvh = m->qkvh + l * 3 * BTC, *atty = m->atty + l * BTC, *attm = m->attm + l * BTC;
-        float *res2 = m->res2 + l * BTC, *ln2 = m->ln2 + l * BTC;
-        float *ln2m = m->ln2_mean + l * BT, *ln2r = m->ln2_rstd + l * BT;
-        float *fch = m->fch + l * BT * F, *fchg = m->fch_gelu + l * BT * F;
-
-        /* MLP: res3 = res2 + fcproj(gelu(fc(ln2(res2)))); dres carries d res3, then d res2 */
-        memset(s.dfch_gelu, 0, BT * F * sizeof(float));
-        matmul_backward(s.dfch_gelu, g->fcprojw + (size_t)l * C * F, g->fcprojb + l * C, s.dres, fchg,
-                        p->fcprojw + (size_t)l * C * F, (int)BT, F, C);
-        memset(s.dfch, 0, BT * F * sizeof(float));
-        gelu_backward(s.dfch, fch, s.dfch_gelu, BT * F);
-        memset(s.dln, 0, BTC * sizeof(float));
-        matmul_backward(s.dln, g->fcw + (size_t)l * F * C, g->fcb + l * F, s.dfch, ln2, p->fcw + (size_t)l * F * C,
-                        (int)BT, C, F);
-        layernorm_backward(s.dres, g->ln2w + l * C, g->ln2b + l * C, s.dln, res2, p->ln2w + l * C, ln2m, ln2r,
-                           (int)BT, C);
-
-        /* attention: res2 = res + proj(merge(attn(split(qkv(ln1(res)))))) */
-        memset(s.dattm, 0, BTC * sizeof(float));
-        matmul_backward(s.dattm, g->attprojw + (size_t)l * C * C, g->attprojb + l * C, s.dres, attm,
-                        p->attprojw + (size_t)l * C * C, (int)BT, C, C);
-        heads_merge(s.dattm, s.datty, B, T, H, D, 1);
-        attn *a = m->att[l];
-        a->be->backward(a, s.dqkvh, s.dqkvh + BTC, s.dqkvh + 2 * BTC, s.datty, qkvh, qkvh + BTC, qkvh + 2 * BTC,
-                        atty);
-        if (m->rope.cos) rotary_apply(&m->rope, s.dqkvh, 2 * (size_t)B * H, T, 0, -1); /* rotation's transpose */
-        merge_qkv(s.dqkv, s.dqkvh, B, T, H, D);
-        memset(s.dln, 0, BTC * sizeof(float));
-        matmul_backward(s.dln, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + l * 3 * C, s.dqkv, ln1,
-                        p->qkvw + (size_t)l * 3 * C * C, (int)BT, C, 3 * C);
-        layernorm_backward(s.dres, g->ln1w + l * C, g->ln1b + l * C, s.dln, res, p->ln1w + l * C, ln1m, ln1r,
-                           (int)BT, C);
+        mlp_backward(m, l, &w);
+        attn_backward(m, l, res, &w);
     }
 
     /* embeddings: dres is now d encoded */
-    embedding_backward(g->wte, s.dres, m->tokens, (int)BT, C);
+    embedding_backward(g->wte, w.dres, m->tokens, (int)BT, C);
     if (m->c.pos == TRAIN_POS_LEARNED) {
         /* sum over the batch in a fixed order, parallel over positions */
 #pragma omp parallel for schedule(static) if (BTC > RB_PAR_MIN)
         for (int t = 0; t < T; t++)
             for (int b = 0; b < B; b++) {
-                const float *d = s.dres + ((size_t)b * T + t) * C;
-                float *w = g->wpe + (size_t)t * C;
-                for (int i = 0; i < C; i++) w[i] += d[i];
+                const float *d = w.dres + ((size_t)b * T + t) * C;
+                float *wp = g->wpe + (size_t)t * C;
+                for (int i = 0; i < C; i++) wp[i] += d[i];
             }
     }
-    m->arena.used = mark;
 }
 
 void model_accuracy(const model *m, long *correct, long *counted) {

@@ -56,20 +56,22 @@ typedef struct {
     attn **att; /* L instances */
 
     model_arena arena;
-    /* saved activations (carved by forward) */
+    /* saved activations (carved by forward); what backward recomputes
+     * (layer norm outputs, GELU output, merged heads) is not kept */
     float *encoded;          /* (B,T,C) */
-    float *ln1, *ln1_mean, *ln1_rstd;  /* (L,B,T,C), (L,B,T), (L,B,T) */
+    float *ln1_mean, *ln1_rstd;        /* (L,B,T) each */
     float *qkvh;             /* (L,3,B,H,T,D) q, k, v in the backends' layout */
     float *atty;             /* (L,B,H,T,D) backend output */
-    float *attm;             /* (L,B,T,C) heads merged */
     float *res2;             /* (L,B,T,C) residual after attention */
-    float *ln2, *ln2_mean, *ln2_rstd;
-    float *fch, *fch_gelu;   /* (L,B,T,F) */
+    float *ln2_mean, *ln2_rstd;        /* (L,B,T) each */
+    float *fch;              /* (L,B,T,F) MLP hidden before GELU */
     float *res3;             /* (L,B,T,C) residual after the MLP = block output */
     float *lnf, *lnf_mean, *lnf_rstd; /* (B,T,C), (B,T), (B,T) */
-    float *logits;           /* (B,T,V) */
+    float *logits;           /* (B,T,V); backward overwrites them with their gradient */
     float *losses;           /* (B,T) */
-    float *qkv_tmp;          /* (B,T,3C) scratch */
+    size_t act_bytes;        /* bytes of the above (the arena below work) */
+    float *work;             /* forward's temporaries and backward's scratch (model.c carve_work) */
+    int logits_valid;        /* logits hold the last forward's (not yet backward's gradient) */
 
     /* the last forward */
     const int *tokens, *targets;
@@ -99,7 +101,8 @@ double model_forward(model *m, const int *tokens, const int *targets, const floa
 
 void model_zero_grad(model *m);
 /* Accumulate into the gradients d(scale * ce_loss + commitment terms)/dparams
- * for the last forward (which must have had targets). */
+ * for the last forward (which must have had targets). Once per forward: the
+ * logits' memory is reused for their gradient. */
 void model_backward(model *m, float scale);
 
 /* Count argmax(logits) == target over the positions with mask > 0 (all when

@@ -14,6 +14,8 @@
 #include "util/hash.h"
 #include "util/params.h"
 #include "util/kernels.h"
+#include "util/measure.h"
+#include "util/threads.h"
 #include "model/model.h"
 #include "model/tasks.h"
 
@@ -363,6 +365,8 @@ static void fill_common(train_result *r, const train_config *c, model *m) {
     r->flops_per_step = train_flops_per_step(c);
     r->arena_bytes = m->arena.size;
     r->arena_peak = m->arena.peak;
+    r->saved_act_bytes = m->act_bytes;
+    r->arena_per_token_layer = (double)m->arena.size / ((double)c->batch * c->seq) / c->layers;
     r->attn_bytes = model_attn_bytes(m);
     r->peak_rss = rb_peak_rss();
     r->nstats = model_stats(m, r->stat_names, r->stat_values, TRAIN_MAX_STATS);
@@ -371,7 +375,11 @@ static void fill_common(train_result *r, const train_config *c, model *m) {
 static void fill_medians(train_result *r, double *st, double *fw, double *bw, double *op, int n,
                          const train_config *c) {
     if (n <= 0) return;
-    r->median_step_ms = rb_median(st, n);
+    rb_summary sum;
+    rb_summarize(st, n, &sum);
+    r->steps_timed = n;
+    r->median_step_ms = sum.median;
+    r->step_ms_iqr = sum.iqr, r->step_ms_min = sum.min, r->step_ms_max = sum.max;
     r->fwd_ms = rb_median(fw, n);
     r->bwd_ms = rb_median(bw, n);
     r->opt_ms = rb_median(op, n);
@@ -403,10 +411,12 @@ static double one_step(model *m, const train_config *c, int step, task *t, rb_rn
         *bw += (t2 - t1) * 1e3;
     }
     double t0 = rb_now();
-    *gnorm = clip_grad_norm(m->grads_mem, m->nparams, c->clip);
+    /* the clipping scale goes into the update instead of a pass over the gradients */
+    *gnorm = clip_grad_norm(m->grads_mem, m->nparams, 0.0);
+    float gscale = c->clip > 0 && *gnorm > c->clip ? (float)(c->clip / *gnorm) : 1.0f;
     if (isfinite(loss) && isfinite(*gnorm))
-        adamw_update(m->params_mem, m->grads_mem, m->m_mem, m->v_mem, m->decay_mask, m->nparams,
-                     (float)lr_at(c, step), c->beta1, c->beta2, c->eps, c->weight_decay, step);
+        adamw_update_scaled(m->params_mem, m->grads_mem, m->m_mem, m->v_mem, m->decay_mask, m->nparams, gscale,
+                            (float)lr_at(c, step), c->beta1, c->beta2, c->eps, c->weight_decay, step);
     *op = (rb_now() - t0) * 1e3;
     return loss;
 }
@@ -528,6 +538,16 @@ done:
     return rc;
 }
 
+/* The bench's machine load and whether its spread or the load make the
+ * timing untrustworthy (measure.h's rule, as `attn` uses). */
+static void judge_noise(train_result *r, const rb_load *load) {
+    r->load_avg = load->load_avg, r->other_cpu = load->other_cpu;
+    rb_noise_rule rule;
+    rb_noise_rule_default(&rule, rb_threads());
+    rb_summary s = {.n = r->steps_timed, .median = r->median_step_ms, .iqr = r->step_ms_iqr};
+    r->noisy = rb_noise_judge(&rule, &s, load, r->noise, sizeof r->noise);
+}
+
 int train_bench_step(const train_config *cin, int repeat, int warmup, train_result *r, char *err, size_t errlen) {
     train_config cc = *cin, *c = &cc;
     rb_reset_peak_rss(); /* peak RSS of this run, not of an earlier one in the same process */
@@ -549,7 +569,9 @@ int train_bench_step(const train_config *cin, int repeat, int warmup, train_resu
     double *st = mallocCheck(4 * repeat * sizeof(double)), *fws = st + repeat, *bws = st + 2 * repeat,
            *ops = st + 3 * repeat;
     int rc = 0;
+    rb_load_probe probe;
     for (int i = 0; i < warmup + repeat; i++) {
+        if (i == warmup) rb_load_begin(&probe);
         double fw, bw, op, gnorm;
         int fail;
         double t0 = rb_now();
@@ -567,8 +589,11 @@ int train_bench_step(const train_config *cin, int repeat, int warmup, train_resu
         }
     }
     if (rc == 0) {
+        rb_load load;
+        rb_load_end(&probe, &load);
         fill_common(r, c, m);
         fill_medians(r, st, fws, bws, ops, repeat, c);
+        judge_noise(r, &load);
     }
     free(st);
     free(bb.tokens);

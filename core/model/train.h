@@ -171,11 +171,18 @@ typedef struct {
     double final_eval_loss, bits_per_token, accuracy;  /* validation split, at the end */
     double test_loss, test_bits_per_token, test_accuracy;
     double median_step_ms, fwd_ms, bwd_ms, opt_ms;     /* medians (bench: over repeats) */
+    double step_ms_iqr, step_ms_min, step_ms_max;      /* spread of the timed steps */
+    int steps_timed;                                   /* how many steps the medians are over */
     double tokens_per_s;
     double flops_per_step, gflops;                     /* analytic flops / median step time */
     size_t params;                                     /* parameter count */
     size_t peak_rss;
     size_t arena_bytes, arena_peak;                    /* activation arena size and peak live bytes */
+    size_t saved_act_bytes;                            /* of the arena: what forward keeps for backward */
+    double arena_per_token_layer;                      /* arena_bytes / (batch * seq) / layers */
+    double load_avg, other_cpu;                        /* bench: the machine while the steps ran */
+    int noisy;                                         /* bench: the timing is not trustworthy (why in noise) */
+    char noise[160];
     size_t attn_bytes;                                 /* bytes held by all attention instances */
     /* backend statistics of the last forward, averaged over the layers that
      * report them (routing: commit_loss, cluster sizes, unrouted share...),

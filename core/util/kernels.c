@@ -25,23 +25,41 @@
 #define COL_BLOCK 16
 /* stack buffer for exponentials in cross-entropy (no allocation in kernels) */
 #define CE_CHUNK 256
+/* layer norm backward: a row's dnorm is summed this many floats at a time (stack) */
+#define LN_CHUNK 1024
 
 /* ------------------------------------------------------------------ matmul */
 
-void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC) {
-    // out is (N,OC), inp is (N,C), weight is (OC,C), bias is (OC) or NULL
-    if (N <= 0 || OC <= 0) return;
-    if (C > 0) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C, 0.0f, out, OC);
-    } else {
-        memset(out, 0, (size_t)N * OC * sizeof(float)); /* empty product; sgemm rejects lda = 0 */
-    }
-    if (!bias) return;
+/* out (N,OC) = res + bias, row by row (res or bias may be NULL, not both) */
+static void fill_rows(float *out, const float *res, const float *bias, int N, int OC) {
 #pragma omp parallel for schedule(static) if ((size_t)N * OC >= PAR_MIN)
     for (int n = 0; n < N; n++) {
         float *o = out + (size_t)n * OC;
-        for (int j = 0; j < OC; j++) o[j] += bias[j];
+        const float *r = res ? res + (size_t)n * OC : NULL;
+        if (!bias) memcpy(o, r, (size_t)OC * sizeof(float));
+        else if (!r) memcpy(o, bias, (size_t)OC * sizeof(float));
+        else
+            for (int j = 0; j < OC; j++) o[j] = r[j] + bias[j];
     }
+}
+
+void matmul_forward_add(float *out, const float *inp, const float *weight, const float *bias, const float *res,
+                        int N, int C, int OC) {
+    // out is (N,OC), inp is (N,C), weight is (OC,C), bias (OC) or NULL, res (N,OC) or NULL
+    if (N <= 0 || OC <= 0) return;
+    /* bias and residual go into out first and the product adds to them (beta
+     * = 1): one pass over out instead of sgemm's zeroing plus an add pass */
+    int pre = bias || res;
+    if (pre) fill_rows(out, res, bias, N, OC);
+    if (C > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C, pre ? 1.0f : 0.0f,
+                    out, OC);
+    else if (!pre)
+        memset(out, 0, (size_t)N * OC * sizeof(float)); /* empty product; sgemm rejects lda = 0 */
+}
+
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC) {
+    matmul_forward_add(out, inp, weight, bias, NULL, N, C, OC);
 }
 
 /* dst (cols) += column sums of src (rows, cols), in double, rows in order. */
@@ -59,14 +77,17 @@ static void colsum_accumulate(float *dst, const float *src, int rows, int cols) 
     }
 }
 
-void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                     const float *weight, int N, int C, int OC) {
+static void matmul_backward_beta(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                                 const float *weight, int N, int C, int OC, float beta) {
     // dinp is (N,C), dweight (OC,C), dbias (OC), dout (N,OC), inp (N,C), weight (OC,C)
-    if (N <= 0 || OC <= 0) return;
+    if (N <= 0 || OC <= 0) {
+        if (dinp && beta == 0.0f && N > 0 && C > 0) memset(dinp, 0, (size_t)N * C * sizeof(float));
+        return;
+    }
     if (C > 0) {
         if (dinp)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight, C, 1.0f,
-                        dinp, C);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight, C, beta, dinp,
+                        C);
         if (dweight)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight,
                         C);
@@ -74,7 +95,51 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
     if (dbias) colsum_accumulate(dbias, dout, N, OC);
 }
 
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int N, int C, int OC) {
+    matmul_backward_beta(dinp, dweight, dbias, dout, inp, weight, N, C, OC, 1.0f);
+}
+
+void matmul_backward_set(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                         const float *weight, int N, int C, int OC) {
+    matmul_backward_beta(dinp, dweight, dbias, dout, inp, weight, N, C, OC, 0.0f);
+}
+
 /* --------------------------------------------------------------- layernorm */
+
+/* Row reductions of layer norm in double: sum of a[i] (b NULL) or of
+ * a[i] * b[i], where a[i] = (x[i] - sub) * mul (mul 0: a = x) in float; eight
+ * double lanes, then the lanes in a fixed order, so the result does not
+ * depend on anything but the row. */
+static double ln_rowsum(const float *x, float sub, float mul, const float *b, int C) {
+    int i = 0;
+    double s = 0.0;
+#ifdef __AVX512F__
+    __m512d acc0 = _mm512_setzero_pd(), acc1 = _mm512_setzero_pd();
+    __m512 vs = _mm512_set1_ps(sub), vm = _mm512_set1_ps(mul);
+    for (; i + 16 <= C; i += 16) {
+        __m512 a = _mm512_loadu_ps(x + i);
+        if (mul != 0.0f) a = _mm512_mul_ps(_mm512_sub_ps(a, vs), vm);
+        __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(a));
+        __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+        if (b) {
+            __m512 bb = _mm512_loadu_ps(b + i);
+            lo = _mm512_mul_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(bb)));
+            hi = _mm512_mul_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(bb), 1))));
+        }
+        acc0 = _mm512_add_pd(acc0, lo);
+        acc1 = _mm512_add_pd(acc1, hi);
+    }
+    double l[8];
+    _mm512_storeu_pd(l, _mm512_add_pd(acc0, acc1));
+    s = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+#endif
+    for (; i < C; i++) {
+        float a = mul != 0.0f ? (x[i] - sub) * mul : x[i];
+        s += b ? (double)a * b[i] : (double)a;
+    }
+    return s;
+}
 
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int N, int C) {
@@ -83,23 +148,36 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *o = out + (size_t)n * C;
-        double s = 0.0;
-        for (int i = 0; i < C; i++) s += x[i];
-        double m = C > 0 ? s / C : 0.0;
-        /* two passes: the centred sum of squares does not cancel like E[x^2]-m^2 */
+        double m = C > 0 ? ln_rowsum(x, 0.0f, 0.0f, NULL, C) / C : 0.0;
+        /* two passes: the centred sum of squares does not cancel like E[x^2]-m^2;
+         * the deviations in double, as (float) x - m would lose digits */
         double v = 0.0;
-        for (int i = 0; i < C; i++) {
+        int i = 0;
+#ifdef __AVX512F__
+        __m512d acc = _mm512_setzero_pd(), vmd = _mm512_set1_pd(m);
+        for (; i + 8 <= C; i += 8) {
+            __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), vmd);
+            acc = _mm512_fmadd_pd(d, d, acc);
+        }
+        double l[8];
+        _mm512_storeu_pd(l, acc);
+        v = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+#endif
+        for (; i < C; i++) {
             double d = x[i] - m;
             v += d * d;
         }
         v = C > 0 ? v / C : 0.0;
         float mf = (float)m, rs = (float)(1.0 / sqrt(v + LN_EPS));
-        for (int i = 0; i < C; i++) {
-            float y = (x[i] - mf) * rs;
-            if (weight) y *= weight[i];
-            if (bias) y += bias[i];
-            o[i] = y;
-        }
+        if (weight && bias)
+            for (int j = 0; j < C; j++) o[j] = (x[j] - mf) * rs * weight[j] + bias[j];
+        else
+            for (int j = 0; j < C; j++) {
+                float y = (x[j] - mf) * rs;
+                if (weight) y *= weight[j];
+                if (bias) y += bias[j];
+                o[j] = y;
+            }
         if (mean) mean[n] = mf;
         if (rstd) rstd[n] = rs;
     }
@@ -117,11 +195,12 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
             float m = mean[n], rs = rstd[n];
             /* dnorm = weight * dout; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) */
             double sd = 0.0, sdn = 0.0;
-            for (int i = 0; i < C; i++) {
-                float nrm = (x[i] - m) * rs;
-                float dn = weight ? weight[i] * g[i] : g[i];
-                sd += dn;
-                sdn += (double)dn * nrm;
+            for (int c0 = 0; c0 < C; c0 += LN_CHUNK) {
+                int len = RB_MIN(LN_CHUNK, C - c0);
+                float dn[LN_CHUNK];
+                for (int i = 0; i < len; i++) dn[i] = weight ? weight[c0 + i] * g[c0 + i] : g[c0 + i];
+                sd += ln_rowsum(dn, 0.0f, 0.0f, NULL, len);
+                sdn += ln_rowsum(x + c0, m, rs, dn, len);
             }
             float md = (float)(sd / C), mdn = (float)(sdn / C);
             for (int i = 0; i < C; i++) {
@@ -160,30 +239,85 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 /* 0.5 x (1 + tanh u) is evaluated as x * sigmoid(2u) = x / (1 + exp(-2u)):
  * the same function, without the cancellation of 1 + tanh u near -1 that
- * loses all digits of the small outputs at negative x. */
-void gelu_forward(float *out, const float *inp, size_t n) {
-    // out and inp are (n)
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float u = GELU_S * (x + 0.044715f * x * x * x);
-        out[i] = x / (1.0f + expf(-2.0f * u));
+ * loses all digits of the small outputs at negative x. The exponential is
+ * vexp.h's polynomial, sixteen lanes at a time; the scalar tail uses the same
+ * polynomial, so every element gets the same bits wherever it falls. */
+static inline float gelu_scalar(float x) {
+    float u = GELU_S * (x + 0.044715f * x * x * x);
+    return x / (1.0f + rb_expf(-2.0f * u));
+}
+
+/* d gelu / dx: s = sigmoid(2u) = (1 + tanh u)/2; sech^2 u = 4 s (1 - s), with
+ * 1 - s = e s computed directly rather than by subtraction */
+static inline float gelu_grad_scalar(float x) {
+    float u = GELU_S * (x + 0.044715f * x * x * x);
+    float e = rb_expf(-2.0f * u);
+    float s = 1.0f / (1.0f + e), one_minus_s = isinf(e) ? 1.0f : e * s;
+    return s + 2.0f * x * s * one_minus_s * GELU_S * (1.0f + 3.0f * 0.044715f * x * x);
+}
+
+#ifdef __AVX512F__
+static inline __m512 gelu_u16(__m512 x) {
+    __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), x), x), x);
+    return _mm512_mul_ps(_mm512_set1_ps(GELU_S), _mm512_add_ps(x, x3));
+}
+static inline __m512 gelu16(__m512 x) {
+    __m512 e = rb_exp512(_mm512_mul_ps(_mm512_set1_ps(-2.0f), gelu_u16(x)));
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+static inline __m512 gelu_grad16(__m512 x) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 e = rb_exp512(_mm512_mul_ps(_mm512_set1_ps(-2.0f), gelu_u16(x)));
+    __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, e));
+    __mmask16 inf = _mm512_cmp_ps_mask(e, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ);
+    __m512 oms = _mm512_mask_blend_ps(inf, _mm512_mul_ps(e, s), one);
+    __m512 t = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(2.0f), x), s), oms),
+                             _mm512_set1_ps(GELU_S));
+    __m512 q = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(3.0f * 0.044715f), x), x);
+    return _mm512_add_ps(s, _mm512_mul_ps(t, _mm512_add_ps(one, q)));
+}
+#endif
+
+/* elements per parallel chunk of the element-wise loops (a multiple of 16) */
+#define EW_CHUNK 4096
+
+/* mode 0: out = gelu(inp); mode 1: out += gelu'(inp) * dout; mode 2: out =
+ * gelu'(inp) * dout (out may alias dout) */
+static void gelu_range(float *out, const float *inp, const float *dout, size_t n, int mode) {
+    size_t i = 0;
+#ifdef __AVX512F__
+    for (; i + 16 <= n; i += 16) {
+        __m512 x = _mm512_loadu_ps(inp + i), y;
+        if (mode == 0) y = gelu16(x);
+        else {
+            y = _mm512_mul_ps(gelu_grad16(x), _mm512_loadu_ps(dout + i));
+            if (mode == 1) y = _mm512_add_ps(_mm512_loadu_ps(out + i), y);
+        }
+        _mm512_storeu_ps(out + i, y);
+    }
+#endif
+    for (; i < n; i++) {
+        if (mode == 0) out[i] = gelu_scalar(inp[i]);
+        else if (mode == 1) out[i] += gelu_grad_scalar(inp[i]) * dout[i];
+        else out[i] = gelu_grad_scalar(inp[i]) * dout[i];
     }
 }
 
-void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
-    // dinp, inp, dout are (n)
+static void gelu_apply(float *out, const float *inp, const float *dout, size_t n, int mode) {
+    size_t nchunk = (n + EW_CHUNK - 1) / EW_CHUNK;
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float u = GELU_S * (x + 0.044715f * x * x * x);
-        /* s = sigmoid(2u) = (1 + tanh u)/2; sech^2 u = 4 s (1 - s), with
-         * 1 - s = e s computed directly rather than by subtraction */
-        float e = expf(-2.0f * u);
-        float s = 1.0f / (1.0f + e), one_minus_s = isinf(e) ? 1.0f : e * s;
-        float local = s + 2.0f * x * s * one_minus_s * GELU_S * (1.0f + 3.0f * 0.044715f * x * x);
-        dinp[i] += local * dout[i];
+    for (size_t k = 0; k < nchunk; k++) {
+        size_t i0 = k * EW_CHUNK, len = RB_MIN(EW_CHUNK, n - i0);
+        gelu_range(out + i0, inp + i0, dout ? dout + i0 : NULL, len, mode);
     }
+}
+
+void gelu_forward(float *out, const float *inp, size_t n) { gelu_apply(out, inp, NULL, n, 0); }
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) { gelu_apply(dinp, inp, dout, n, 1); }
+
+void gelu_backward_set(float *dinp, const float *inp, const float *dout, size_t n) {
+    gelu_apply(dinp, inp, dout, n, 2);
 }
 
 /* ----------------------------------------------------------------- softmax */
@@ -299,16 +433,21 @@ double crossentropy_forward(float *losses, const float *logits, const int *targe
     return den != 0.0 ? num / den : 0.0;
 }
 
-void crossentropy_backward(float *dlogits, const float *logits, const int *targets, const float *mask,
-                           float scale, int N, int V) {
+/* set 0: dlogits += ...; set 1: dlogits = ... (dlogits may alias logits:
+ * each chunk of a row is read before it is written) */
+static void crossentropy_backward_mode(float *dlogits, const float *logits, const int *targets, const float *mask,
+                                       float scale, int N, int V, int set) {
     // dlogits and logits are (N,V), targets (N), mask (N) or NULL
 #pragma omp parallel for schedule(static) if ((size_t)N * V >= PAR_MIN)
     for (int n = 0; n < N; n++) {
         float w = mask ? mask[n] : 1.0f;
-        if (w == 0.0f) continue;
-        assert(targets[n] >= 0 && targets[n] < V);
         const float *x = logits + (size_t)n * V;
         float *d = dlogits + (size_t)n * V;
+        if (w == 0.0f) {
+            if (set) memset(d, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        assert(targets[n] >= 0 && targets[n] < V);
         float m = rb_vmax(x, V);
         /* probabilities exp(x - lse): shifting by lse instead of dividing by
          * the sum keeps the second pass one subtraction per entry */
@@ -318,10 +457,23 @@ void crossentropy_backward(float *dlogits, const float *logits, const int *targe
         for (int i = 0; i < V; i += CE_CHUNK) {
             int len = RB_MIN(CE_CHUNK, V - i);
             rb_vexp_shift_sum(buf, x + i, lse, len);
-            for (int j = 0; j < len; j++) d[i + j] += coef * buf[j];
+            if (set)
+                for (int j = 0; j < len; j++) d[i + j] = coef * buf[j];
+            else
+                for (int j = 0; j < len; j++) d[i + j] += coef * buf[j];
         }
         d[targets[n]] -= coef;
     }
+}
+
+void crossentropy_backward(float *dlogits, const float *logits, const int *targets, const float *mask,
+                           float scale, int N, int V) {
+    crossentropy_backward_mode(dlogits, logits, targets, mask, scale, N, V, 0);
+}
+
+void crossentropy_backward_set(float *dlogits, const float *logits, const int *targets, const float *mask,
+                               float scale, int N, int V) {
+    crossentropy_backward_mode(dlogits, logits, targets, mask, scale, N, V, 1);
 }
 
 /* ---------------------------------------------------------------- residual */
@@ -385,21 +537,35 @@ double clip_grad_norm(float *g, size_t n, double max_norm) {
     return norm;
 }
 
-void adamw_update(float *params, const float *grads, float *m, float *v, const unsigned char *decay_mask,
-                  size_t n, float lr, float beta1, float beta2, float eps, float weight_decay, int t) {
+void adamw_update_scaled(float *params, const float *grads, float *m, float *v, const unsigned char *decay_mask,
+                         size_t n, float gscale, float lr, float beta1, float beta2, float eps, float weight_decay,
+                         int t) {
     // params, grads, m, v are (n); decay_mask (n) or NULL
     assert(t >= 1);
     float bc1 = (float)(1.0 - pow(beta1, t)), bc2 = (float)(1.0 - pow(beta2, t));
+    float b1c = 1.0f - beta1, b2c = 1.0f - beta2;
+    size_t nchunk = (n + EW_CHUNK - 1) / EW_CHUNK;
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
-        float g = grads[i];
-        float mi = beta1 * m[i] + (1.0f - beta1) * g;
-        float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        float mhat = mi / bc1, vhat = vi / bc2;
-        float wd = (!decay_mask || decay_mask[i]) ? weight_decay : 0.0f;
-        /* decoupled decay: shrinks the parameter itself, not the gradient */
-        params[i] -= lr * (mhat / (sqrtf(vhat) + eps) + wd * params[i]);
+    for (size_t k = 0; k < nchunk; k++) {
+        size_t i1 = RB_MIN(n, (k + 1) * EW_CHUNK);
+        /* one pass: the clipping scale, both moments and the update; gcc
+         * vectorises this loop (no reductions, the mask a blend) */
+#pragma omp simd
+        for (size_t i = k * EW_CHUNK; i < i1; i++) {
+            float g = grads[i] * gscale;
+            float mi = beta1 * m[i] + b1c * g;
+            float vi = beta2 * v[i] + b2c * g * g;
+            m[i] = mi;
+            v[i] = vi;
+            float mhat = mi / bc1, vhat = vi / bc2;
+            float wd = (!decay_mask || decay_mask[i]) ? weight_decay : 0.0f;
+            /* decoupled decay: shrinks the parameter itself, not the gradient */
+            params[i] -= lr * (mhat / (sqrtf(vhat) + eps) + wd * params[i]);
+        }
     }
+}
+
+void adamw_update(float *params, const float *grads, float *m, float *v, const unsigned char *decay_mask,
+                  size_t n, float lr, float beta1, float beta2, float eps, float weight_decay, int t) {
+    adamw_update_scaled(params, grads, m, v, decay_mask, n, 1.0f, lr, beta1, beta2, eps, weight_decay, t);
 }

@@ -151,6 +151,7 @@ int analyze_jsd_table(rpt_table *tb, const rpt_db *d, int format, char *err, siz
 
 typedef struct {
     double x, kept, rnd;
+    double ci; /* 95% confidence half-width of the kept mass over seeds (0 from one) */
 } kept_pt;
 
 static int cmp_kept_pt(const void *a, const void *b) {
@@ -193,6 +194,7 @@ static void collect_kept(const rpt_db *d, const rpt_group *g, int ng, kept_serie
             int n;
             snprintf(nm, sizeof nm, "analyze.kept_mass.%s", analyze_kind_name(k));
             double kept = group_metric(d, &g[gi], nm, &sd, &n);
+            double ci = n > 1 && isfinite(sd) ? rpt_student_t(0.975, n - 1) * sd / sqrt((double)n) : 0;
             snprintf(nm, sizeof nm, "analyze.random_mass.%s", analyze_kind_name(k));
             double rnd = group_metric(d, &g[gi], nm, &sd, &n);
             /* x: the resolved value the analysis recorded, else the trial's parameter */
@@ -202,7 +204,7 @@ static void collect_kept(const rpt_db *d, const rpt_group *g, int ng, kept_serie
             if (isnan(kept) || isnan(x)) continue;
             snprintf(lb, sizeof lb, "%.40s %s heads%s%.20s", t0->backend ? t0->backend : "?", analyze_kind_name(k),
                      multi_seq ? " n=" : "", multi_seq && t0->pv[iseq] ? t0->pv[iseq] : "");
-            add_point(ks, lb, (kept_pt){x, kept, rnd});
+            add_point(ks, lb, (kept_pt){x, kept, rnd, ci});
         }
     }
     for (int s = 0; s < ks->n; s++) qsort(ks->pts + (size_t)s * ks->cap_pts, (size_t)ks->np[s], sizeof(kept_pt), cmp_kept_pt);
@@ -222,10 +224,12 @@ static void write_kept(FILE *df, FILE *gf, const kept_series *ks) {
     fprintf(gf, "set logscale x 2\nplot \\\n");
     for (int s = 0; s < ks->n; s++) {
         const kept_pt *ps = ks->pts + (size_t)s * ks->cap_pts;
-        fprintf(df, "%s# %s: x kept random\n", s ? "\n\n" : "", ks->label[s]);
-        for (int i = 0; i < ks->np[s]; i++) fprintf(df, "%g\t%.6f\t%.6f\n", ps[i].x, ps[i].kept, ps[i].rnd);
+        fprintf(df, "%s# %s: x kept random kept-95%%-CI-half-width (over seeds; 0 from one)\n", s ? "\n\n" : "",
+                ks->label[s]);
+        for (int i = 0; i < ks->np[s]; i++)
+            fprintf(df, "%g\t%.6f\t%.6f\t%.6f\n", ps[i].x, ps[i].kept, ps[i].rnd, ps[i].ci);
         plot_quote(q, sizeof q, ks->label[s]);
-        fprintf(gf, "  'kept_mass.dat' index %d using 1:2 with linespoints lw 2 pt 7 lc %d title '%s', \\\n"
+        fprintf(gf, "  'kept_mass.dat' index %d using 1:2:4 with yerrorlines lw 2 pt 7 lc %d title '%s', \\\n"
                     "  'kept_mass.dat' index %d using 1:3 with linespoints dt 2 pt 6 lc %d title '%s random'%s\n",
                 s, s + 1, q, s, s + 1, q, s + 1 < ks->n ? ", \\" : "");
     }

@@ -343,10 +343,18 @@ static int fit_range(const fig *f, const pt *pts, int np, double *k, double *c, 
     return rc;
 }
 
+/* The plot style of the red circles around noisy points: in the key once. */
+static const char *noisy_circle(int *keyed) {
+    int first = !*keyed;
+    *keyed = 1;
+    return first ? "with points pt 6 ps 2.2 lw 2 lc rgb '#cc0000' title 'noisy measurement'"
+                 : "with points pt 6 ps 2.2 lw 2 lc rgb '#cc0000' notitle";
+}
+
 /* One series: its data block, its fitted power law (defined in the script,
  * drawn over the lengths fitted) and its plot clauses into clause. */
 static void series_block(const fig *f, FILE *s, FILE *dat, const char *name, int block, const char *label, const pt *pts,
-                         int np, char *clause, size_t clen) {
+                         int np, char *clause, size_t clen, int *noisy_keyed) {
     double k = NAN, c = NAN, x0, x1;
     int used = 0, fitted = fit_range(f, pts, np, &k, &c, &used, &x0, &x1) == 0, nz = 0;
     if (block) fprintf(dat, "\n\n");
@@ -370,9 +378,8 @@ static void series_block(const fig *f, FILE *s, FILE *dat, const char *name, int
     for (int i = 0; i < np; i++)
         if (pts[i].noisy) nz++;
     if (nz && o < (int)clen)
-        snprintf(clause + o, clen - o,
-                 ", '%s.dat' index %d using 1:($5 > 0 ? $2 : 1/0) with points pt 6 ps 2.2 lw 2 lc rgb '#cc0000' "
-                 "title 'noisy (%s)'", name, block, q);
+        snprintf(clause + o, clen - o, ", '%s.dat' index %d using 1:($5 > 0 ? $2 : 1/0) %s", name, block,
+                 noisy_circle(noisy_keyed));
 }
 
 /* Log-log figure of `measure` against seq, one line per series. */
@@ -396,14 +403,14 @@ static int fig_scaling(const fig *f, const char *name, const char *measure, doub
     pt *pts = mallocCheck((size_t)f->ng * sizeof *pts);
     missing m = {0};
     char (*plot)[3000] = mallocCheck((size_t)f->ng * sizeof *plot);
-    int nplot = 0;
+    int nplot = 0, noisy_keyed = 0;
     rpt_series_split(d, f->g, f->ng, xp, split);
     for (int a = 0; a < f->ng; a++) {
         if (done[a]) continue;
         char label[512];
         series_label(f, &d->t[f->g[a].first], split, label, sizeof label);
         int np = series_points(f, a, xp, split, measure, yscale, done, pts, &m);
-        if (np) series_block(f, s, dat, name, nplot, label, pts, np, plot[nplot], sizeof plot[0]), nplot++;
+        if (np) series_block(f, s, dat, name, nplot, label, pts, np, plot[nplot], sizeof plot[0], &noisy_keyed), nplot++;
     }
     if (m.n) fprintf(dat, "# missing (%d): %s%s\n", m.n, m.text, m.n > MAX_MISSING_SHOWN ? ", ..." : "");
     fclose(dat);
@@ -798,7 +805,7 @@ static int fig_tradeoff(const fig *f, const char *tmeas, const char *mmeas, char
     /* backends in first-seen order */
     int *bdone = callocCheck((size_t)f->ng, sizeof *bdone);
     char (*plot)[900] = mallocCheck((size_t)f->ng * sizeof *plot);
-    int nb = 0;
+    int nb = 0, noisy_keyed = 0;
     for (int a = 0; a < f->ng; a++) {
         if (bdone[a]) continue;
         const char *be = d->t[f->g[a].first].backend;
@@ -834,8 +841,8 @@ static int fig_tradeoff(const fig *f, const char *tmeas, const char *mmeas, char
                          "using 1:2:3 with points pt 7 ps variable lc %d title '%s'",
                          nb, nb % 8 + 1, nb, nb % 8 + 1, q);
         if (nz)
-            snprintf(plot[nb] + o, sizeof plot[0] - o, ", '' index %d using 1:($9 > 0 ? $2 : 1/0) with points pt 6 ps "
-                                                      "3 lw 2 lc rgb '#cc0000' title 'noisy (%s)'", nb, q);
+            snprintf(plot[nb] + o, sizeof plot[0] - o, ", '' index %d using 1:($9 > 0 ? $2 : 1/0) %s", nb,
+                     noisy_circle(&noisy_keyed));
         nb++;
     }
     if (m.n) fprintf(dat, "# missing (%d): %s%s\n", m.n, m.text, m.n > MAX_MISSING_SHOWN ? ", ..." : "");
@@ -861,7 +868,7 @@ static int fig_tradeoff(const fig *f, const char *tmeas, const char *mmeas, char
 /* crossover.dat: per series, length  time/dense  low  high  noisy; the
  * clauses into plot. Returns the blocks written. */
 static int cross_time_data(FILE *dat, const rpt_cross *c, int n, char (*plot)[1600], FILE *s) {
-    int nb = 0;
+    int nb = 0, noisy_keyed = 0;
     for (int i = 0; i < n; i++) {
         if (!c[i].n) continue;
         fprintf(dat, "%s# block %d: %s\n", nb ? "\n\n" : "", nb, c[i].label);
@@ -877,8 +884,8 @@ static int cross_time_data(FILE *dat, const rpt_cross *c, int n, char (*plot)[16
         int lc = nb % 8 + 1;
         int o = snprintf(plot[nb], 1600, "'crossover.dat' index %d using 1:2:3:4 with yerrorlines lc %d pt 7 ps 0.8 "
                                          "title '%s'", nb, lc, q);
-        if (nz) snprintf(plot[nb] + o, 1600 - o, ", '' index %d using 1:($5 > 0 ? $2 : 1/0) with points pt 6 ps 2.2 "
-                                                 "lw 2 lc rgb '#cc0000' notitle", nb);
+        if (nz) snprintf(plot[nb] + o, 1600 - o, ", '' index %d using 1:($5 > 0 ? $2 : 1/0) %s", nb,
+                         noisy_circle(&noisy_keyed));
         if (c[i].time_case == RPT_X_AT)
             fprintf(s, "set arrow %d from %.17g, graph 0 to %.17g, graph 1 nohead dt 2 lc %d\n", nb + 1, c[i].time_at,
                     c[i].time_at, lc);

@@ -1082,7 +1082,8 @@ static void display_cell(const rpt_stat *s, const char *m, int F, char *out) {
         snprintf(out, 1024, "%s", a);
         return;
     }
-    snprintf(out, 1024, "%s (%.2g)", a, s->spread); /* the spread to two digits: it is itself noisy */
+    /* the spread to about two digits: it is itself noisy */
+    snprintf(out, 1024, s->spread >= 10 ? "%s (%.0f)" : "%s (%.2g)", a, s->spread);
 }
 
 /* The cells of measure m for group x from cells[c]; returns the next c. */

@@ -27,7 +27,7 @@ DEB_PKGS := gcc make libc6-dev libopenblas-openmp-dev libyaml-dev libsqlite3-dev
 
 LIB_SRC  := $(filter-out core/cli/main.c,$(wildcard core/*/*.c)) $(wildcard variants/*.c)
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
-HDRS     := $(wildcard core/*/*.h) $(wildcard variants/*.h) variants/registry.def
+HDRS     := $(wildcard core/*/*.h) $(wildcard core/*/*.def) $(wildcard variants/*.h) variants/registry.def
 LIB      := $(BUILD)/librb.a
 BIN      := $(BUILD)/routebench
 TEST_SRC := $(wildcard tests/test_*.c)

@@ -6,6 +6,8 @@
 # stored loss curve is then step for step the one an uninterrupted run of the
 # same trial records (same seed, same data order, exactly equal values at
 # one thread), with every step once, and the checkpoint files are gone.
+# The trial is sized to take about 10 s on an idle machine (at 1 thread), so
+# that the checkpoints of one second come several times within each run.
 set -u
 RB=${RB:-build/routebench}
 n=0; fail=0
@@ -16,8 +18,8 @@ command -v sqlite3 >/dev/null || { echo "1..0 # SKIP sqlite3 not installed"; exi
 cat >"$tmp/t.yaml" <<'Y'
 name: ckpt_test
 kind: train
-params: {task: copy, copy_vocab: 8, d_model: 32, layers: 2, heads: 2, seq: 64, batch: 8, steps: 400, lr: 3e-3,
-         eval_every: 100, eval_batches: 2, window: 8, backend: routing, clusters: 4}
+params: {task: copy, copy_vocab: 8, d_model: 64, layers: 2, heads: 2, seq: 128, batch: 8, steps: 1000, lr: 3e-3,
+         eval_every: 250, eval_batches: 2, window: 16, backend: routing, clusters: 8}
 Y
 q() { sqlite3 -cmd ".timeout 5000" "$1" "$2"; }
 curve() { q "$1" "SELECT m.step || ' ' || printf('%.9g', m.value) FROM metrics m JOIN trials t ON t.id = m.trial_id WHERE m.name = '$2' AND m.step >= 0 ORDER BY m.step"; }
@@ -54,7 +56,7 @@ grep -q "resumes from its checkpoint at step [1-9]" "$tmp/log"; ok $? "the rerun
 ok $? "the third run finishes the trial"
 ok $([ "$(q "$tmp/c.db" "SELECT status FROM trials")" = done ]; echo $?) "the trial is done"
 curve "$tmp/ref.db" train_loss >"$tmp/ref.loss"; curve "$tmp/c.db" train_loss >"$tmp/c.loss"
-ok $([ "$(wc -l <"$tmp/ref.loss")" = 400 ]; echo $?) "the reference has 400 steps of train_loss"
+ok $([ "$(wc -l <"$tmp/ref.loss")" = 1000 ]; echo $?) "the reference has 1000 steps of train_loss"
 cmp -s "$tmp/ref.loss" "$tmp/c.loss"; ok $? "the resumed trial's loss curve equals the uninterrupted one step for step ($(diff "$tmp/ref.loss" "$tmp/c.loss" | head -2 | tr '\n' ' '))"
 curve "$tmp/ref.db" eval_loss >"$tmp/ref.eval"; curve "$tmp/c.db" eval_loss >"$tmp/c.eval"
 cmp -s "$tmp/ref.eval" "$tmp/c.eval"; ok $? "and so do its evaluations ($(wc -l <"$tmp/c.eval") points)"

@@ -223,7 +223,7 @@ static double def_batch_bytes(const char *name, const attn_params *p) {
 
 /* One thread's workspace by each backend's definition (the tile sizes its
  * comments give: dense 256 x 256 score tiles, local 64 query rows per chunk,
- * routing 64-row score tiles, dense-naive 256-row dS blocks), not counting
+ * routing 64-row score tiles and 32-centroid distance blocks, dense-naive 256-row dS blocks), not counting
  * the small per-thread bookkeeping struct (allowed for by the caller). */
 static double def_thread_bytes(const char *name, const attn_params *p) {
     double n = p->seq, d = p->head_dim, F = 4;
@@ -237,10 +237,14 @@ static double def_thread_bytes(const char *name, const attn_params *p) {
         return 2 * r64(qb * 2 * w * F) + r64(qb * F);
     }
     if (!strcmp(name, "routing")) {
-        double K = p->clusters, m = p->assign == ATTN_ASSIGN_TOPK ? p->window : n;
-        return r64(n * sizeof(kmeans_pair)) + r64(K * n * F) + r64(n * F) /* top-k pairs, dots, |x|^2 */
-               + 4 * r64(m * d * F)                                       /* gathered Q, K, V, dO */
-               + 2 * r64(64 * m * F) + r64(m * 4) + r64(m * F);           /* S, dP tiles; L, D */
+        /* distances to blocks of at most 32 centroids at a time; keys and
+         * values also transposed, rows padded to 16 floats */
+        double K = fmin(p->clusters, 32), m = p->assign == ATTN_ASSIGN_TOPK ? p->window : n;
+        double ldt = ceil(m / 16) * 16;
+        return r64(n * sizeof(kmeans_pair)) + r64(K * n * F) + 2 * r64(n * F) /* top-k pairs, dots, best, |x|^2 */
+               + 4 * r64(m * d * F) + 2 * r64(d * ldt * F)                    /* gathered Q, K, V, dO; K^T, V^T */
+               + 2 * r64(64 * m * F) + 2 * r64(m * 4) + r64(m * F)            /* S, dP tiles; L, F; D */
+               + r64(n);                                                      /* positions a scatter wrote */
     }
     /* the block kernel (core/attn/gattn.c): S and dP tiles of 64 rows, three
      * 64-int row vectors */
@@ -311,10 +315,11 @@ static void test_bytes(void) {
         double one = (double)be->act_bytes(&p);
         rb_set_threads(2);
         double two = (double)be->act_bytes(&p), def = def_thread_bytes(be->name, &p);
-        ok(def >= 0 && fabs(two - one - def) <= 128,
-           "%s: a second thread adds %.0f bytes of act_bytes; the definition's workspace is %.0f (+- 128 for "
+        double slack = strcmp(be->name, "hybrid") ? 128 : 256; /* hybrid: two instances' bookkeeping */
+        ok(def >= 0 && fabs(two - one - def) <= slack,
+           "%s: a second thread adds %.0f bytes of act_bytes; the definition's workspace is %.0f (+- %.0f for "
            "bookkeeping)",
-           desc(be, &p), two - one, def);
+           desc(be, &p), two - one, def, slack);
         rb_set_threads(1);
         /* (head_dim, window): routing keeps its probabilities up to window 4 x head_dim */
         const int dw[3][2] = {{16, 16}, {4, 16}, {4, 17}};

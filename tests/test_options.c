@@ -640,14 +640,18 @@ static void test_shape_options(void) {
         for (int b = 0; b < m->B; b++)
             for (int t = 0; t < m->T; t++)
                 for (int i = 0; i < C; i++) {
+                    /* README: the sinusoids are scaled to the rms of a token
+                     * embedding at initialisation (std 0.02): 0.02 sqrt(2) */
+                    double amp = 0.02 * sqrt(2.0);
                     double p = pos == TRAIN_POS_SINUSOIDAL
-                                   ? (i % 2 ? cos(t * pow(10000.0, -(double)(i - 1) / C)) : sin(t * pow(10000.0, -(double)i / C)))
+                                   ? amp * (i % 2 ? cos(t * pow(10000.0, -(double)(i - 1) / C))
+                                                  : sin(t * pow(10000.0, -(double)i / C)))
                                    : m->params.wpe[(size_t)t * C + i];
                     double want = m->params.wte[(size_t)tok[b * m->T + t] * C + i] + p;
                     worst = fmax(worst, fabs(m->encoded[((size_t)b * m->T + t) * C + i] - want));
                 }
         ok(worst < 1e-6, "pos %s: the input is the token embedding plus %s (worst %.1e)",
-           pos ? "sinusoidal" : "learned", pos ? "sin/cos of position / 10000^(2i/d_model)" : "the learned row of the position", worst);
+           pos ? "sinusoidal" : "learned", pos ? "0.02 sqrt(2) sin/cos of position / 10000^(2i/d_model)" : "the learned row of the position", worst);
         model_free(m);
     }
 }
@@ -703,6 +707,58 @@ static void test_attention_options(void) {
         }
         ok(good, "%s: layers %s with the parameters given", cs[k].what, names);
         model_free(m);
+    }
+}
+
+/* The parameters of the head-group backends reach the layer, and change its
+ * cost the way the README says: hybrid's local_window sets its local heads'
+ * block, strided's stride and strided_heads its pattern, lsh's hashes its
+ * rounds and buckets its hash range (one layer; flops from the backend's own
+ * count, which test_analytic checks against the pairs each pattern visits). */
+static void test_group_options(void) {
+    struct {
+        const char *what, *backend;
+        int heads, window, local_heads, local_window, stride, strided_heads, hashes, buckets;
+    } cs[] = {
+        {"hybrid, local_window 4 beside routing window 8", "hybrid", 2, 8, 1, 4, 0, -1, 0, 0},
+        {"strided, stride 8, strided_heads 2 of 2", "strided", 2, 0, -1, 0, 8, 2, 0, 0},
+        {"lsh, hashes 2, buckets 4", "lsh", 2, 4, -1, 0, 0, -1, 2, 4},
+    };
+    for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
+        double fl[2] = {0, 0};
+        int good = 1;
+        for (int v = 0; v < 2; v++) { /* v 0: the option given; v 1: at its default */
+            train_config c;
+            base(&c);
+            c.layers = 1, c.heads = cs[k].heads;
+            snprintf(c.backend, sizeof c.backend, "%s", cs[k].backend);
+            c.attn.window = cs[k].window, c.attn.local_heads = cs[k].local_heads;
+            if (!v) {
+                c.attn.local_window = cs[k].local_window, c.attn.stride = cs[k].stride;
+                c.attn.strided_heads = cs[k].strided_heads, c.attn.hashes = cs[k].hashes;
+                c.attn.buckets = cs[k].buckets;
+            }
+            char err[256];
+            if (train_config_check(&c, err, sizeof err)) {
+                good = 0, diag("%s: %s", cs[k].what, err);
+                continue;
+            }
+            model *m = model_create(&c, err, sizeof err);
+            attn *a = m ? model_layer_attn(m, 0) : NULL;
+            if (!a) {
+                good = 0;
+                continue;
+            }
+            if (!v) {
+                if (cs[k].local_window) good &= a->p.local_window == cs[k].local_window;
+                if (cs[k].stride) good &= a->p.stride == cs[k].stride && a->p.strided_heads == cs[k].strided_heads;
+                if (cs[k].hashes) good &= a->p.hashes == cs[k].hashes && a->p.buckets == cs[k].buckets;
+            }
+            fl[v] = a->be->flops(&a->p, ATTN_PASS_FWD);
+            model_free(m);
+        }
+        ok(good && fl[0] > 0 && fl[1] > 0 && fl[0] != fl[1],
+           "%s: reaches the layer and changes its forward flops (%.0f, at the defaults %.0f)", cs[k].what, fl[0], fl[1]);
     }
 }
 
@@ -830,7 +886,9 @@ static const char *const coverage[][2] = {
     {"pos", "test_shape_options"},        {"backend", "test_attention_options"},
     {"layer_backends", "test_attention_options"}, {"local_layers", "test_attention_options"},
     {"window", "test_attention_options"}, {"clusters", "test_attention_options"},
-    {"local_heads", "test_attention_options"}, {"share_qk", "test_attention_options"},
+    {"local_heads", "test_attention_options"}, {"local_window", "test_group_options"},
+    {"stride", "test_group_options"},     {"strided_heads", "test_group_options"},
+    {"hashes", "test_group_options"},     {"buckets", "test_group_options"}, {"share_qk", "test_attention_options"},
     {"assign", "test_attention_options"}, {"norm", "test_attention_options"},
     {"decay", "test_decay"},              {"kmeans_iters", "test_kmeans_iters"},
     {"commit_weight", "test_commit_beta"},  {"batch", "test_flops_per_step, test_gradient_options (accum)"},
@@ -880,6 +938,7 @@ int main(void) {
     test_kmeans_iters();
     test_shape_options();
     test_attention_options();
+    test_group_options();
     test_flops_per_step();
     test_eval_options();
     test_split_options();

@@ -87,6 +87,8 @@ static int lsh_nbuckets(const attn_params *p) {
 }
 
 static int lsh_shared(const attn_params *p) { return p->share_qk < 0 ? 1 : p->share_qk; }
+/* rounds of hashing (0: auto, one round) */
+static int lsh_hashes(const attn_params *p) { return p->hashes > 0 ? p->hashes : 1; }
 
 static int lsh_validate(attn_params *p, rb_err *e) {
     if (p->seq <= 0) return rb_err_set(e, RB_EINVAL, "seq", "seq must be positive (got %d)", p->seq);
@@ -97,8 +99,9 @@ static int lsh_validate(attn_params *p, rb_err *e) {
                           p->buckets);
     if (p->buckets > p->seq)
         return rb_err_set(e, RB_EINVAL, "buckets", "buckets (%d) must not exceed seq (%d)", p->buckets, p->seq);
-    if (p->hashes < 1 || p->hashes > 64)
-        return rb_err_set(e, RB_EINVAL, "hashes", "hashes must be in [1, 64] (got %d)", p->hashes);
+    if (p->hashes < 0 || p->hashes > 64)
+        return rb_err_set(e, RB_EINVAL, "hashes", "hashes must be auto or in [1, 64] (got %d)", p->hashes);
+    p->hashes = lsh_hashes(p);
     if (p->share_qk < -1 || p->share_qk > 1)
         return rb_err_set(e, RB_EINVAL, "share_qk", "share_qk must be auto, 0 or 1 (got %d)", p->share_qk);
     int w = lsh_window(p);
@@ -107,7 +110,7 @@ static int lsh_validate(attn_params *p, rb_err *e) {
     p->share_qk = lsh_shared(p);
     p->norm = ATTN_NORM_L2;
     /* routes() numbers the (round, chunk) pairs as clusters */
-    p->clusters = p->hashes * ((p->seq + w - 1) / w);
+    p->clusters = lsh_hashes(p) * ((p->seq + w - 1) / w);
     return 0;
 }
 
@@ -134,10 +137,10 @@ static double lsh_round_pairs(const attn_params *p) {
 }
 
 static double lsh_flops(const attn_params *p, int pass) {
-    double bh = (double)p->batch * p->heads, per = lsh_round_pairs(p) * p->hashes;
+    double bh = (double)p->batch * p->heads, per = lsh_round_pairs(p) * lsh_hashes(p);
     if (pass == ATTN_PASS_BWD) return bh * per * 8.0 * p->head_dim;
     int nb = lsh_nbuckets(p);
-    double hash = nb > 1 ? (double)p->hashes * (lsh_shared(p) ? 1 : 2) * p->seq * p->head_dim * nb : 0;
+    double hash = nb > 1 ? (double)lsh_hashes(p) * (lsh_shared(p) ? 1 : 2) * p->seq * p->head_dim * nb : 0;
     return bh * (per * 4.0 * p->head_dim + hash);
 }
 
@@ -150,7 +153,7 @@ static size_t lsh_layout(lsh_attn *L, const attn_params *p, int nthr, char *base
     lsh_attn tmp;
     lsh_attn *T = base ? L : &tmp;
     size_t BH = (size_t)p->batch * p->heads, n = p->seq, d = p->head_dim, w = lsh_window(p);
-    size_t hs = p->hashes, nb = lsh_nbuckets(p), nb2 = nb / 2, nck = (n + w - 1) / w;
+    size_t hs = lsh_hashes(p), nb = lsh_nbuckets(p), nb2 = nb / 2, nck = (n + w - 1) / w;
     size_t nsets = lsh_shared(p) ? 1 : 2, F = sizeof(float), I = sizeof(int);
     T->R = gattn_take(&ar, (size_t)p->heads * hs * d * nb2 * F);
     T->xk = gattn_take(&ar, nsets == 1 ? BH * n * d * F : 0);
@@ -202,7 +205,7 @@ static attn *lsh_create(const attn_params *p, char *err, size_t errlen) {
     lsh_layout(L, p, L->nthr, L->mem);
     L->B = p->batch, L->H = p->heads, L->n = p->seq, L->d = p->head_dim, L->BH = p->batch * p->heads;
     L->w = lsh_window(p), L->nck = (L->n + L->w - 1) / L->w;
-    L->nb = lsh_nbuckets(p), L->nb2 = L->nb / 2, L->hashes = p->hashes;
+    L->nb = lsh_nbuckets(p), L->nb2 = L->nb / 2, L->hashes = lsh_hashes(p);
     L->shared = lsh_shared(p), L->nsets = L->shared ? 1 : 2, L->causal = p->causal;
     L->scale = 1.0f / sqrtf((float)L->d);
     lsh_rotations(L->R, p->seed, L->H, L->hashes, L->d, L->nb2);

@@ -68,24 +68,46 @@ void attn_bench_opts_default(attn_bench_opts *o, int repeat) {
     if (repeat > 0) o->ar.min_runs = repeat;
 }
 
-/* Timed passes until the autorange rule is met; samples into tf, tb, tfb
- * (capacity max_runs). Returns how many. */
+/* A sample is the mean of a block of passes lasting at least this long
+ * (torch.utils.benchmark's blocked_autorange): a pass of 0.2 ms timed alone
+ * varies by 15% on an idle machine (the clock, thread wake-ups, routing's
+ * clusters moving with each training-mode pass), a block of ten by a third
+ * of that. Passes of 2 ms and more are timed one by one. */
+#define BENCH_BLOCK_S 2e-3
+
+/* Timed samples until the autorange rule is met; samples into tf, tb, tfb
+ * (capacity max_runs), each the mean over *block passes (chosen from the
+ * warm-up's duration). Returns how many. */
 static int sample(const attn_backend *be, attn *a, attn_io *io, const attn_bench_opts *o, double *tf, double *tb,
-                  double *tfb) {
+                  double *tfb, int *block) {
     for (int i = 0; i < o->warmup; i++) {
         be->forward(a, io->out, io->q, io->k, io->v, ATTN_TRAIN);
         be->backward(a, io->dq, io->dk, io->dv, io->dout, io->q, io->k, io->v, io->out);
     }
+    int b = 1;
+    if (o->warmup > 0) { /* one more untimed pass sizes the block (the first pass also initialises k-means) */
+        double t0 = rb_now();
+        be->forward(a, io->out, io->q, io->k, io->v, ATTN_TRAIN);
+        be->backward(a, io->dq, io->dk, io->dv, io->dout, io->q, io->k, io->v, io->out);
+        double tw = rb_now() - t0;
+        if (tw > 0 && tw < BENCH_BLOCK_S) b = (int)ceil(BENCH_BLOCK_S / tw);
+    }
+    *block = b;
     int n = 0;
     double elapsed = 0;
     do {
-        double t0 = rb_now();
-        be->forward(a, io->out, io->q, io->k, io->v, ATTN_TRAIN);
-        double t1 = rb_now();
-        be->backward(a, io->dq, io->dk, io->dv, io->dout, io->q, io->k, io->v, io->out);
-        double t2 = rb_now();
-        tf[n] = (t1 - t0) * 1e3, tb[n] = (t2 - t1) * 1e3, tfb[n] = (t2 - t0) * 1e3;
-        elapsed += t2 - t0, n++;
+        double f = 0, t0 = rb_now(), t2 = t0;
+        for (int i = 0; i < b; i++) {
+            double s0 = rb_now();
+            be->forward(a, io->out, io->q, io->k, io->v, ATTN_TRAIN);
+            double s1 = rb_now();
+            be->backward(a, io->dq, io->dk, io->dv, io->dout, io->q, io->k, io->v, io->out);
+            t2 = rb_now();
+            f += s1 - s0;
+        }
+        double all = t2 - t0;
+        tf[n] = f / b * 1e3, tb[n] = (all - f) / b * 1e3, tfb[n] = all / b * 1e3;
+        elapsed += all, n++;
     } while (rb_autorange_more(&o->ar, tfb, n, elapsed));
     return n;
 }
@@ -122,7 +144,7 @@ int attn_bench(const char *backend, attn_params *p, const attn_bench_opts *o, at
     rb_load_probe probe;
     rb_load load;
     rb_load_begin(&probe);
-    int n = sample(be, a, &io, o, tf, tb, tfb);
+    int n = sample(be, a, &io, o, tf, tb, tfb, &r->block);
     rb_load_end(&probe, &load);
     rb_summary sfb;
     summarize_into(r, tf, tb, tfb, n, &sfb);

@@ -12,8 +12,9 @@
 #define ATTN_BENCH_MAX_STATS 32
 
 typedef struct {
-    int repeat;                   /* timed runs (after warm-up) */
-    double fwd_ms, bwd_ms, fwdbwd_ms;           /* medians over the timed runs */
+    int repeat;                   /* timed samples (after warm-up) */
+    int block;                    /* passes per sample (sub-2 ms passes are timed in blocks) */
+    double fwd_ms, bwd_ms, fwdbwd_ms;           /* medians over the samples (per pass) */
     double fwd_ms_iqr, bwd_ms_iqr, fwdbwd_ms_iqr; /* their interquartile ranges */
     double fwd_ms_min, fwd_ms_max, bwd_ms_min, bwd_ms_max;
     int noisy;                    /* the spread or the machine's load too high to trust (util/measure.h) */

@@ -44,7 +44,8 @@ static int set_attn_param(void *target, const rb_param *d, const char *text, cha
 
 static const char attn_about[] =
     "Times one attention layer: forward, backward and forward+backward, median over\n"
-    "--repeat runs or more after --warmup untimed ones (interquartile ranges beside them,\n"
+    "--repeat samples or more after --warmup untimed passes (a sample is one pass, or the mean\n"
+    "of a block of passes lasting 2 ms when a pass is shorter; interquartile ranges beside them,\n"
     "and `noisy` when the spread or other processes' use of the machine says not to trust\n"
     "them), with GFLOP/s from the backend's analytic\n"
     "count (2 FLOPs per multiply-add, only attended query-key pairs), its activation\n"
@@ -162,6 +163,7 @@ static void bench_json(const char *backend, const attn_params *p, const attn_ben
     rb_jw_kstr(&w, "backend", backend);
     attn_params_json(&w, p, attn_find(backend)->uses, RB_FMT_TEXT);
     rb_jw_kint(&w, "threads", rb_threads()), rb_jw_kint(&w, "repeat", r->repeat);
+    rb_jw_kint(&w, "block", r->block);
     const struct {
         const char *k;
         double v;
@@ -195,8 +197,10 @@ static void bench_text(const char *backend, const attn_params *p, const attn_ben
            r->fwd_ms_min, r->fwd_ms_max, r->fwd_gflops);
     printf("  backward          %9.3f ms  (IQR %.3f, min %.3f, max %.3f)\n", r->bwd_ms, r->bwd_ms_iqr, r->bwd_ms_min,
            r->bwd_ms_max);
-    printf("  forward+backward  %9.3f ms  (IQR %.3f)  %8.2f GFLOP/s  (median of %d)\n", r->fwdbwd_ms, r->fwdbwd_ms_iqr,
-           r->fwdbwd_gflops, r->repeat);
+    printf("  forward+backward  %9.3f ms  (IQR %.3f)  %8.2f GFLOP/s  (median of %d sample%s", r->fwdbwd_ms,
+           r->fwdbwd_ms_iqr, r->fwdbwd_gflops, r->repeat, r->repeat == 1 ? "" : "s");
+    if (r->block > 1) printf(", each the mean of %d passes", r->block);
+    printf(")\n");
     printf("  activation bytes  %zu analytic, %zu held\n", r->act_bytes, r->inst_bytes);
     printf("  peak RSS          %.1f MiB (baseline with inputs %.1f MiB)\n", r->peak_rss_bytes / 1048576.0,
            r->base_rss_bytes / 1048576.0);

@@ -37,8 +37,8 @@ for m in analyze.L0.H0.entropy analyze.L1.H3.kept_mass analyze.L1.H3.random_mass
     [ "$(q "select count(*) from metrics where name = '$m' and step is null")" = 1 ] || { echo "# missing $m"; missing=1; }
 done
 ok $missing "per-head, per-layer, overall and backend-statistic metrics are in the database"
-[ "$(q "select count(*) from metrics where name like 'analyze.%jsd.%' and name not like '%.std' and (value < 0 or value > 0.6932)")" = 0 ] &&
-[ "$(q "select count(*) from metrics where name like 'analyze.%jsd.%' and name not like '%.std'")" -gt 0 ]
+[ "$(q "select count(*) from metrics where name like 'analyze.%jsd.%' and name not like '%.std' and name not like '%.pairs' and (value < 0 or value > 0.6932)")" = 0 ] &&
+[ "$(q "select count(*) from metrics where name like 'analyze.%jsd.%' and name not like '%.std' and name not like '%.pairs'")" -gt 0 ]
 ok $? "every JSD lies in [0, ln 2]"
 [ "$(q "select count(*) from metrics where (name like '%kept_mass%' or name like '%random_mass%') and (value < 0 or value > 1.000001)")" = 0 ]
 ok $? "every kept / random mass lies in [0, 1]"
@@ -69,6 +69,14 @@ ok $? "a database of another experiment is refused"
 "$RB" analyze --report "$tmp/a.db" >"$tmp/rep" 2>&1 && grep -q "| local-routing" "$tmp/rep" &&
     [ "$(grep -c '^| hybrid' "$tmp/rep")" = 3 ]
 ok $? "--report DB: the JSD table, one row per layer plus all"
+# 2 local + 2 routing heads: per layer one local-local pair (no spread: said
+# n=1, not a std of 0), four local-routing pairs, one routing-routing pair
+lr=$(q "select value from metrics where name = 'analyze.L0.jsd.local_routing.pairs'")
+ll=$(q "select value from metrics where name = 'analyze.L0.jsd.local_local.pairs'")
+sd=$(q "select count(*) from metrics where name = 'analyze.L0.jsd.local_local.std'")
+row=$(grep '^| hybrid *| *0 ' "$tmp/rep")
+[ "${lr%.0}" = 4 ] && [ "${ll%.0}" = 1 ] && [ "$sd" = 0 ] && echo "$row" | grep -q '(n=1)' && ! echo "$row" | grep -q '± 0.0000'
+ok $? "one head pair: the pair count is stored and the table says n=1 instead of ± 0.0000 ($row)"
 "$RB" analyze --report "$tmp/a.db" --format csv >"$tmp/rep.csv" 2>&1 &&
     lr=$(awk -F, '$2 == "all" {print $5}' "$tmp/rep.csv") &&
     want=$(sqlite3 "$tmp/a.db" "select value from metrics where name = 'analyze.jsd.local_routing'") &&

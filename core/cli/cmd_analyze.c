@@ -206,8 +206,8 @@ static const char analyze_epilog[] =
     "configuration hash. A checkpoint of format version 1 (written before checkpoints held their\n"
     "configuration) needs every option `routebench train` was given.\n"
     "Metric names with --db: analyze.L<l>.H<h>.entropy|kept_mass|random_mass|rows|unrouted_rows,\n"
-    "analyze.L<l>.kept_mass.<kind>, analyze.L<l>.jsd.<pair>[.std], analyze.L<l>.<backend statistic>,\n"
-    "analyze.kept_mass.<kind>, analyze.random_mass.<kind>, analyze.jsd.<pair>[.std], analyze.eval_loss\n";
+    "analyze.L<l>.kept_mass.<kind>, analyze.L<l>.jsd.<pair>[.std|.pairs], analyze.L<l>.<backend statistic>,\n"
+    "analyze.kept_mass.<kind>, analyze.random_mass.<kind>, analyze.jsd.<pair>[.std|.pairs], analyze.eval_loss\n";
 
 int cmd_analyze(int argc, char **argv) {
     train_config c;

@@ -341,15 +341,15 @@ double analyze_pair_jsd(const analyze_acc *acc, int l, int pair, double *std, in
     }
     if (npairs) *npairs = c;
     double mean = c ? s / c : NAN;
-    if (std) *std = c > 1 ? sqrt(fmax(0.0, (s2 - c * mean * mean) / (c - 1))) : c == 1 ? 0.0 : NAN;
+    if (std) *std = c > 1 ? sqrt(fmax(0.0, (s2 - c * mean * mean) / (c - 1))) : NAN; /* no spread from one pair */
     return mean;
 }
 
 /* ---- output ---- */
 
 int analyze_metrics_max(const analyze_acc *acc) {
-    return 7 + acc->L * (acc->H * 5 + 2 * ANALYZE_NKINDS + 2 * ANALYZE_NPAIRS + ANALYZE_MAX_STATS) +
-           2 * ANALYZE_NKINDS + 2 * ANALYZE_NPAIRS;
+    return 7 + acc->L * (acc->H * 5 + 2 * ANALYZE_NKINDS + 3 * ANALYZE_NPAIRS + ANALYZE_MAX_STATS) +
+           2 * ANALYZE_NKINDS + 3 * ANALYZE_NPAIRS;
 }
 
 static void put(rb_metric *out, int *n, int max, const char *name, double v) {
@@ -382,9 +382,11 @@ int analyze_metrics(const analyze_acc *acc, rb_metric *out, int max) {
         }
         for (int p = 0; p < ANALYZE_NPAIRS; p++) {
             double sd;
-            double m = analyze_pair_jsd(acc, l, p, &sd, NULL);
+            int np;
+            double m = analyze_pair_jsd(acc, l, p, &sd, &np);
             snprintf(nm, sizeof nm, "analyze.L%d.jsd.%s", l, analyze_pair_name(p)), put(out, &n, max, nm, m);
             snprintf(nm, sizeof nm, "analyze.L%d.jsd.%s.std", l, analyze_pair_name(p)), put(out, &n, max, nm, sd);
+            if (np) snprintf(nm, sizeof nm, "analyze.L%d.jsd.%s.pairs", l, analyze_pair_name(p)), put(out, &n, max, nm, np);
         }
         for (int s = 0; s < acc->nstats[l]; s++) {
             snprintf(nm, sizeof nm, "analyze.L%d.%.40s", l, acc->stat_names[l][s]);
@@ -399,9 +401,11 @@ int analyze_metrics(const analyze_acc *acc, rb_metric *out, int max) {
     }
     for (int p = 0; p < ANALYZE_NPAIRS; p++) {
         double sd;
-        double m = analyze_pair_jsd(acc, -1, p, &sd, NULL);
+        int np;
+        double m = analyze_pair_jsd(acc, -1, p, &sd, &np);
         snprintf(nm, sizeof nm, "analyze.jsd.%s", analyze_pair_name(p)), put(out, &n, max, nm, m);
         snprintf(nm, sizeof nm, "analyze.jsd.%s.std", analyze_pair_name(p)), put(out, &n, max, nm, sd);
+        if (np) snprintf(nm, sizeof nm, "analyze.jsd.%s.pairs", analyze_pair_name(p)), put(out, &n, max, nm, np);
     }
     if (acc->loss_batches > 0) put(out, &n, max, "analyze.eval_loss", acc->loss_sum / acc->loss_batches);
     /* the resolved cluster count and window (auto in the configuration), the

@@ -83,7 +83,7 @@ static void jsd_header(rpt_table *tb, const int *show, int format, int multi) {
              "Jensen-Shannon divergence (nats, at most ln 2 = 0.6931) between the attention distributions of pairs "
              "of heads, per layer, on held-out data: mean %s.",
              multi ? "± std over seeds (trials of the configuration)"
-                   : "± std over the head pairs of the layer (one trial per configuration)");
+                   : "± std over the head pairs of the layer (one trial per configuration; n=1: one pair, no spread)");
 }
 
 /* The cells of pair p in layer ll (-1: all layers) from cells[c]; returns
@@ -96,9 +96,13 @@ static int jsd_cells(const rpt_db *d, const rpt_group *g, int ll, int p, int for
     if (ll < 0) snprintf(nm, sizeof nm, "analyze.jsd.%s", analyze_pair_name(p));
     else snprintf(nm, sizeof nm, "analyze.L%d.jsd.%s", ll, analyze_pair_name(p));
     double m = group_metric(d, g, nm, &sd, &n);
+    size_t base = strlen(nm);
     strncat(nm, ".std", sizeof nm - strlen(nm) - 1);
     double psd = group_metric(d, g, nm, &dummy, &n2);
-    double spread = n > 1 ? sd : psd;
+    nm[base] = 0;
+    strncat(nm, ".pairs", sizeof nm - strlen(nm) - 1);
+    double pairs = group_metric(d, g, nm, &dummy, &n2); /* NaN in databases before the count was stored */
+    double spread = n > 1 ? sd : pairs == 1 ? NAN : psd;
     *have |= n > 0;
     if (format == RPT_CSV) {
         if (n > 0) snprintf(cells[c], 300, "%.6g", m);
@@ -109,7 +113,7 @@ static int jsd_cells(const rpt_db *d, const rpt_group *g, int ll, int p, int for
         return c + 1;
     }
     if (n == 0) snprintf(cells[c], 300, "-");
-    else if (isnan(spread)) snprintf(cells[c], 300, "%.4f", m);
+    else if (isnan(spread)) snprintf(cells[c], 300, n == 1 && pairs == 1 ? "%.4f (n=1)" : "%.4f", m);
     else snprintf(cells[c], 300, format == RPT_TEX ? "%.4f $\\pm$ %.4f" : "%.4f ± %.4f", m, spread);
     return c + 1;
 }

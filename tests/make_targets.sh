@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make_targets.sh: what the Makefile promises a new user: plain `make` on a
 # machine without the libraries names the missing packages and `make deps`
-# (instead of a linker error), and `make install` puts the program under
-# DESTDIR/PREFIX.
+# (instead of a linker error), `make install` puts the program under
+# DESTDIR/PREFIX, and `make results` rewrites the README's results section
+# from the published databases without running anything.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 n=0; fail=0
@@ -19,5 +20,22 @@ make -s have-deps >"$tmp/o" 2>&1; ok $? "with them, nothing to say"
 make -s install BUILD="$B" DESTDIR="$tmp/root" PREFIX=/opt/rb >"$tmp/o" 2>&1; rc=$?
 [ $rc = 0 ] && [ -x "$tmp/root/opt/rb/bin/routebench" ] && "$tmp/root/opt/rb/bin/routebench" backends --names | grep -qx dense
 ok $? "make install DESTDIR=... PREFIX=/opt/rb installs a working routebench (rc $rc)"
+# make results on a copy of the README, from a folder holding one small
+# published database (the quick experiment cut to two trials)
+RB=${RB:-$B/routebench}
+mkdir -p "$tmp/pub" "$tmp/plots"
+"$RB" run experiments/quick.yaml --db "$tmp/pub/quick.db" --set 'sweep.seq=[256]' --set 'sweep.backend=[dense, local]' \
+    --no-sgemm --quiet >"$tmp/o" 2>&1
+cp README.md "$tmp/README.md"
+make -s results BUILD="$B" PUB_DIR="$tmp/pub" RESULTS_README="$tmp/README.md" RESULTS_PLOTS="$tmp/plots" >"$tmp/o" 2>&1; rc=$?
+sec=$(sed -n '/^<!-- results:begin -->$/,/^<!-- results:end -->$/p' "$tmp/README.md")
+[ $rc = 0 ] && echo "$sec" | grep -q '^### `experiments/quick.yaml`' && echo "$sec" | grep -q '^| dense ' &&
+    echo "$sec" | grep -q '^| local ' && echo "$sec" | grep -q '(plots/readme/quick_scaling.png)' &&
+    [ -s "$tmp/plots/quick_scaling.png" ] && [ -s "$tmp/plots/quick_memory.png" ] &&
+    ! echo "$sec" | grep -q 'experiments/paper_small.yaml' && grep -q "no $tmp/pub/paper_small.db" "$tmp/o"
+ok $? "make results: the section holds the published database's report and figures, and names the missing ones (rc $rc)"
+diff <(sed '/^<!-- results:begin -->$/,/^<!-- results:end -->$/d' README.md) \
+     <(sed '/^<!-- results:begin -->$/,/^<!-- results:end -->$/d' "$tmp/README.md") >/dev/null
+ok $? "make results leaves the rest of the README as it was"
 echo "1..$n"
 exit $fail

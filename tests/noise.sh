@@ -47,6 +47,14 @@ nn=$(sqlite3 "$tmp/s.db" "SELECT count(*) FROM trials WHERE noisy = 1 AND noise 
 ok $([ "$nn" -ge 3 ]; echo $?) "a sweep beside the busy loop marks its trials noisy in the database ($nn of 4)"
 grep -q "is a noisy measurement" "$tmp/run.err" && grep -q "[1-9][0-9]* noisy; results" "$tmp/run.err"
 ok $? "and says so per trial and in its summary: $(tail -1 "$tmp/run.err")"
+# --redo-noisy measures those trials again (and only those), whatever the
+# machine is like now: each noisy trial is attempted a second time
+before=$(sqlite3 "$tmp/s.db" "SELECT group_concat(id || ':' || noisy, ' ') FROM trials ORDER BY id")
+nall=$(sqlite3 "$tmp/s.db" "SELECT count(*) FROM trials WHERE noisy = 1")
+"$RB" run "$tmp/s.yaml" --db "$tmp/s.db" --threads "$cores" --no-sgemm --redo-noisy 2>"$tmp/redo.err"; rc=$?
+bad=$(sqlite3 "$tmp/s.db" "SELECT count(*) FROM trials WHERE status != 'done' OR attempts != 1 + (instr(' $before ', ' ' || id || ':1 ') > 0)")
+ok $([ $rc = 0 ] && [ "$bad" = 0 ] && grep -q -- "--redo-noisy: $nall noisy trial" "$tmp/redo.err"; echo $?) \
+   "--redo-noisy measures the $nall noisy trials again and leaves the others ($bad wrong; $(head -1 "$tmp/redo.err"))"
 
 # idle: allow three tries; skip when others already load the machine
 o=$(others)

@@ -827,6 +827,37 @@ static void test_noisy_mark(void) {
     free(text);
 }
 
+/* A column keeps one scale: 22660 ms beside 5540 ms, 2193 MiB beside 589,
+ * never 2.266e+04 or 2.19e+03 (issue: tables mixed 12710 and 1.271e+04). */
+static void test_number_formats(void) {
+    char path[512], a[64];
+    rpt_fmt_sig(a, sizeof a, 22660.4, 4);
+    int good = !strcmp(a, "22660");
+    rpt_fmt_sig(a, sizeof a, 9999.6, 4);
+    good &= !strcmp(a, "10000");
+    rpt_fmt_sig(a, sizeof a, 5540.25, 4);
+    good &= !strcmp(a, "5540");
+    rpt_fmt_sig(a, sizeof a, 1.23456, 4);
+    good &= !strcmp(a, "1.235");
+    rpt_fmt_sig(a, sizeof a, 2193.1, 3);
+    good &= !strcmp(a, "2193");
+    ok(good, "rpt_fmt_sig: 4 significant digits below 10^4, whole numbers from there (%s)", a);
+    snprintf(path, sizeof path, "%s/formats.db", tmpdir);
+    int64_t exp;
+    rb_store *s = open_new(path, "formats", 0, &exp);
+    spec x = {"dense", 4096, 0, 0}, y = {"dense", 32768, 0, 0};
+    store_metric m1[2] = {{-1, "fwdbwd_ms", 5540.25}, {-1, "peak_rss_bytes", 589.0 * 1048576}};
+    store_metric m2[2] = {{-1, "fwdbwd_ms", 22660.4}, {-1, "peak_rss_bytes", 2193.1 * 1048576}};
+    add_cfg(s, exp, &x, 1, 0, m1, 2, -1, NULL);
+    add_cfg(s, exp, &y, 1, 1, m2, 2, -1, NULL);
+    store_close(s);
+    char *md = table_text(path, NULL, NULL, "time,mem", RPT_MD);
+    if (md && !strstr(md, " 2193 ")) diag("%s", md);
+    ok(md && strstr(md, " 22660 ") && strstr(md, " 2193 ") && strstr(md, " 5540 ") && !strstr(md, "e+0"),
+       "md: step time 22660 and peak RSS 2193 MiB written out, no exponent in any cell");
+    free(md);
+}
+
 /* Each trial's share of sgemm uses its own run's ceiling: run 1 (100
  * GFLOP/s) records A, run 2 (200 before, 250 after the sweep) records B, run
  * 3 (400) records nothing; both did 50 GFLOP/s: A 50%, B 20%. */
@@ -1089,6 +1120,7 @@ int main(void) {
     test_student_t();
     test_ci_table();
     test_noisy_mark();
+    test_number_formats();
     test_sgemm_own_run();
     test_speedup(known_db);
     test_compare_noise();

@@ -69,6 +69,9 @@ static int parse_run(int argc, char **argv, run_options *o, const char **file, i
          "the run. A database is kept to one set of overrides (see --new-overrides)"},
         {"--new-overrides", NULL, FL_SWITCH, &o->new_overrides, NULL, 0, 0, NULL,
          "accept --set overrides other than those the database's runs had"},
+        {"--redo-noisy", NULL, FL_SWITCH, &o->redo_noisy, NULL, 0, 0, NULL,
+         "measure again the selected trials that are done but marked noisy (their old\n"
+         "metrics are replaced when the new measurement ends; a training trial restarts)"},
     };
     const cli_spec spec = {.cmd = "run", .synopsis = "FILE.yaml [options]", .about = run_about, .flags = flags,
                            .nflags = (int)(sizeof flags / sizeof flags[0]), .positional = "FILE.yaml",

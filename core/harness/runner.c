@@ -539,6 +539,24 @@ static int open_run(run_ctx *r, char *err, size_t errlen) {
     return RUN_OK;
 }
 
+/* --redo-noisy: the selected trials done but marked noisy are pending again. */
+static int redo_noisy(run_ctx *r, char *err, size_t errlen) {
+    int n = 0;
+    for (int i = 0; i < r->nsel; i++) {
+        const exp_trial *t = &r->e->trials[r->sel[i]];
+        char status[32];
+        int64_t id;
+        if (store_trial_status(r->s, t->key, t->seed, status, sizeof status, &id, NULL, 0, err, errlen) != 0)
+            return RUN_BAD_INPUT;
+        int c = strcmp(status, ST_DONE) ? 0 : store_redo_noisy(r->s, id, err, errlen);
+        if (c < 0) return RUN_BAD_INPUT;
+        n += c;
+    }
+    if (!r->o->quiet)
+        fprintf(stderr, "routebench run: --redo-noisy: %d noisy trial%s to measure again\n", n, n == 1 ? "" : "s");
+    return RUN_OK;
+}
+
 /* Register the selected trials as pending (those already there keep their
  * state), and mark trials left running by killed processes interrupted. */
 static int register_selected(run_ctx *r, char *err, size_t errlen) {
@@ -557,6 +575,7 @@ static int register_selected(run_ctx *r, char *err, size_t errlen) {
     if (rc == RUN_OK && store_register_trials(r->s, rows, r->nsel, r->exp_id, err, errlen) != 0) rc = RUN_BAD_INPUT;
     free(rows), free(json), free(cols);
     if (rc == RUN_OK && (r->stale = store_reset_stale(r->s, r->si.host, err, errlen)) < 0) rc = RUN_BAD_INPUT;
+    if (rc == RUN_OK && r->o->redo_noisy) rc = redo_noisy(r, err, errlen);
     return rc;
 }
 

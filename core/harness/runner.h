@@ -53,6 +53,7 @@ typedef struct {
     const char *argv;      /* the command line, recorded */
     trial_exec exec;       /* NULL = runner_exec_default */
     int new_overrides;     /* accept --set overrides other than the database's runs had */
+    int redo_noisy;        /* measure again the selected trials that are done but marked noisy */
     int in_process;        /* run trials in this process (tests); default: each in its own child */
     double timeout_s;      /* per-trial time limit (s) overriding the file's `timeout:`; 0 = the file's */
     /* a training trial saves a checkpoint beside the database (DB.ckpt/) this

@@ -31,7 +31,9 @@ static int worse(const rpt_db *d, const rpt_group *x, const rpt_db *b, const rpt
 
 static void fmt_num(char *out, size_t len, double v, int csv, const char *fmt) {
     if (!isfinite(v)) snprintf(out, len, "%s", csv ? "" : "–");
-    else snprintf(out, len, csv ? "%.17g" : fmt, v);
+    else if (csv) snprintf(out, len, "%.17g", v);
+    else if (!strcmp(fmt, "%.4g")) rpt_fmt_sig(out, len, v, 4);
+    else snprintf(out, len, fmt, v);
 }
 
 /* One configuration of d against its match y in b (NULL: none): status and flag. */

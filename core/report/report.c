@@ -816,14 +816,19 @@ void rpt_text_cell(char *out, size_t len, const char *s, int format) {
 }
 
 /* A value for display: units chosen per measure. */
+void rpt_fmt_sig(char *out, size_t len, double v, int sig) {
+    if (isfinite(v) && fabs(v) >= pow(10.0, sig) - 0.5) snprintf(out, len, "%.0f", v);
+    else snprintf(out, len, "%.*g", sig, v);
+}
+
 static void fmt_display(char *out, size_t len, const char *m, double v, int format) {
     if (!strcmp(m, "loss") || !strcmp(m, "bpt")) snprintf(out, len, "%.4f", v);
     else if (!strcmp(m, "acc")) snprintf(out, len, "%.3f", v);
     else if (!strcmp(m, "tokens")) snprintf(out, len, "%.0f", v);
-    else if (!strcmp(m, "mem") || !strcmp(m, "act_mem")) snprintf(out, len, "%.3g", v / 1048576.0);
+    else if (!strcmp(m, "mem") || !strcmp(m, "act_mem")) rpt_fmt_sig(out, len, v / 1048576.0, 3);
     else if (!strcmp(m, "gflops")) snprintf(out, len, "%.2f", v);
     else if (!strcmp(m, "sgemm")) snprintf(out, len, format == RPT_TEX ? "%.1f\\%%" : "%.1f%%", 100 * v);
-    else snprintf(out, len, "%.4g", v);
+    else rpt_fmt_sig(out, len, v, 4);
 }
 
 static void write_csv_cell(FILE *f, const char *s) {

@@ -173,6 +173,9 @@ void rpt_table_free(rpt_table *tb);
 /* s as a text cell in format's escaping (LaTeX specials, Markdown's |; CSV
  * quoting happens at write time). */
 void rpt_text_cell(char *out, size_t len, const char *s, int format);
+/* v to sig significant digits ("%.*g"), but never with an exponent from
+ * 10^sig up (12710, not 1.271e+04), so a column reads as one scale. */
+void rpt_fmt_sig(char *out, size_t len, double v, int sig);
 
 /* "md" / "csv" / "tex" to RPT_*; -1 when unknown. */
 int rpt_format_parse(const char *s);

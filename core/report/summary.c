@@ -79,8 +79,11 @@ static void within_noise(sbuf *b, const rpt_db *d, const rpt_group *g, int ng, i
 
 static void value_text(sbuf *b, const rpt_db *d, const rpt_group *g, const char *m) {
     rpt_stat s = rpt_group_stat(d, g, m);
-    if (rpt_measure_agg(m) == RPT_AGG_MEDIAN) put(b, "%.4g ms (IQR %.2g)", s.median, s.spread);
-    else if (s.n > 1) put(b, "%.4f [95%% CI %.4f, %.4f]", s.mean, s.mean - s.ci, s.mean + s.ci);
+    if (rpt_measure_agg(m) == RPT_AGG_MEDIAN) {
+        char med[64];
+        rpt_fmt_sig(med, sizeof med, s.median, 4);
+        put(b, s.spread >= 10 ? "%s ms (IQR %.0f)" : "%s ms (IQR %.2g)", med, s.spread);
+    } else if (s.n > 1) put(b, "%.4f [95%% CI %.4f, %.4f]", s.mean, s.mean - s.ci, s.mean + s.ci);
     else put(b, "%.4f (one seed: no interval)", s.mean);
 }
 

@@ -106,6 +106,11 @@ int store_trial_status(rb_store *s, const char *key, uint64_t seed, char *status
  * such processes. Returns how many trials, or -1. */
 int store_reset_stale(rb_store *s, const char *host, char *err, size_t errlen);
 
+/* A done trial marked noisy becomes pending again (its metrics stay until a
+ * new measurement replaces them). 1 when it changed, 0 when it was not done
+ * and noisy, -1 on error. */
+int store_redo_noisy(rb_store *s, int64_t id, char *err, size_t errlen);
+
 /* Mark a trial running (by runner "host:pid", for experiment exp_id) unless
  * it is done or unsupported (then nothing changes). 0, or -1 on error. */
 int store_claim_trial(rb_store *s, int64_t id, int64_t exp_id, const char *runner, char *err, size_t errlen);

@@ -33,7 +33,7 @@ $RB >"$tmp/o" 2>&1; [ $? = 2 ]; ok $? "no command exits 2"
 
 $RB attn --backend dense --seq 128 --head-dim 32 --heads 2 --repeat 2 --json >"$tmp/j" 2>&1; rc=$?
 ok $rc "attn --json runs"
-for key in backend seq heads head_dim batch threads fwd_ms bwd_ms fwd_gflops fwdbwd_gflops act_bytes peak_rss_bytes; do
+for key in block backend seq heads head_dim batch threads fwd_ms bwd_ms fwd_gflops fwdbwd_gflops act_bytes peak_rss_bytes; do
   grep -Eq "\"$key\": ?" "$tmp/j"; ok $? "attn --json has key $key"
 done
 
@@ -54,5 +54,11 @@ done
 # the case a single entry's difference used to drown in float rounding (shared-QK routing)
 $RB attn --check --json --backend routing --clusters 4 --assign argmax --seq 1000 --heads 4 --threads 2 >"$tmp/c" 2>&1; rc=$?
 [ $rc = 0 ] && grep -Eq '"pass": ?true' "$tmp/c"; ok $? "attn --check routing --clusters 4 --assign argmax --seq 1000 --heads 4: $(tr -d '\n' <"$tmp/c" | grep -o '"grad_rel_err":[^,]*')"
+# passes under 2 ms are timed in blocks lasting 2 ms (a pass of a few
+# microseconds: many per sample); a pass of tens of ms alone
+$RB attn --backend local --seq 64 --heads 1 --head-dim 8 --json >"$tmp/b1" 2>/dev/null
+$RB attn --backend dense --seq 2048 --heads 2 --head-dim 64 --repeat 3 --max-time 1 --json >"$tmp/b2" 2>/dev/null
+b1=$(sed -n 's/.*"block": *\([0-9]*\).*/\1/p' "$tmp/b1"); b2=$(sed -n 's/.*"block": *\([0-9]*\).*/\1/p' "$tmp/b2")
+ok $([ "${b1:-0}" -gt 1 ] && [ "${b2:-0}" = 1 ]; echo $?) "a tiny pass is timed in blocks (block $b1), a long one alone (block $b2)"
 echo "1..$n"
 exit $fail

@@ -622,6 +622,10 @@ static void test_clip(void) {
     ok(n == 5.0 && h[0] == 3.0f && h[1] == 4.0f, "clip_grad_norm leaves a gradient below max_norm alone");
     n = clip_grad_norm(h, 2, 0.0);
     ok(n == 5.0 && h[0] == 3.0f && h[1] == 4.0f, "clip_grad_norm with max_norm 0 only measures");
+    float u[2] = {3.0f, 4.0f}; /* just above max_norm: scaled by 4/5 */
+    n = clip_grad_norm(u, 2, 4.0);
+    ok(n == 5.0 && fabsf(u[0] - 2.4f) < 1e-6f && fabsf(u[1] - 3.2f) < 1e-6f,
+       "clip_grad_norm: norm 5 over max_norm 4 -> (2.4, 3.2) (%.7f, %.7f)", u[0], u[1]);
     ok(clip_grad_norm(h, 0, 1.0) == 0.0, "clip_grad_norm of nothing is 0");
 
     size_t big = 3000001; /* several chunks and an odd tail */

@@ -2,10 +2,7 @@
 # cli_attn.sh: the command line's contract for `attn`, `backends`, `sysinfo`:
 # bad input gives a message and exit 2, --json carries the documented keys,
 # --check passes for the registered backends at a small size.
-set -u
-RB=${RB:-build/routebench}
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+. "$(dirname "$0")/tap.bash"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
 $RB backends --names >"$tmp/b" 2>&1; ok $? "backends --names lists"
@@ -54,5 +51,4 @@ done
 # the case a single entry's difference used to drown in float rounding (shared-QK routing)
 $RB attn --check --json --backend routing --clusters 4 --assign argmax --seq 1000 --heads 4 --threads 2 >"$tmp/c" 2>&1; rc=$?
 [ $rc = 0 ] && grep -Eq '"pass": ?true' "$tmp/c"; ok $? "attn --check routing --clusters 4 --assign argmax --seq 1000 --heads 4: $(tr -d '\n' <"$tmp/c" | grep -o '"grad_rel_err":[^,]*')"
-echo "1..$n"
-exit $fail
+tap_end

@@ -3,10 +3,8 @@
 # machine without the libraries names the missing packages and `make deps`
 # (instead of a linker error), and `make install` puts the program under
 # DESTDIR/PREFIX.
-set -u
-cd "$(dirname "$0")/.." || exit 1
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+. "$(dirname "$0")/tap.bash"
+cd "$TOP" || exit 1
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 B=${BUILD:-build}
 
@@ -19,5 +17,4 @@ make -s have-deps >"$tmp/o" 2>&1; ok $? "with them, nothing to say"
 make -s install BUILD="$B" DESTDIR="$tmp/root" PREFIX=/opt/rb >"$tmp/o" 2>&1; rc=$?
 [ $rc = 0 ] && [ -x "$tmp/root/opt/rb/bin/routebench" ] && "$tmp/root/opt/rb/bin/routebench" backends --names | grep -qx dense
 ok $? "make install DESTDIR=... PREFIX=/opt/rb installs a working routebench (rc $rc)"
-echo "1..$n"
-exit $fail
+tap_end

@@ -1072,11 +1072,7 @@ static void test_plot_skip(const char *power) {
 }
 
 int main(void) {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/rb_test_report_XXXXXX");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (tu_tmpdir(tmpdir, sizeof tmpdir, "test_report")) return 1;
     char known_db[512], power_db[512];
     snprintf(known_db, sizeof known_db, "%s/known.db", tmpdir);
     snprintf(power_db, sizeof power_db, "%s/power.db", tmpdir);
@@ -1095,9 +1091,6 @@ int main(void) {
     test_crossover();
     test_heatmap_panels();
     test_plot_skip(power_db);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (getenv("RB_KEEP_TMP")) diag("kept %s", tmpdir);
-    else if (system(cmd) != 0) diag("could not remove %s", tmpdir);
+    tu_rmtree(tmpdir);
     return tap_done();
 }

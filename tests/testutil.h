@@ -1,6 +1,6 @@
 /* testutil.h: fixtures the C tests repeat, beside tap.h: strings that live
  * to the end of the test, a trial row's parameter columns by name, a
- * temporary directory, random tensors. Header-only (static functions), so a
+ * temporary directory, one value read from a database, random tensors. Header-only (static functions), so a
  * test includes what it uses and nothing links twice. */
 #ifndef RB_TESTUTIL_H
 #define RB_TESTUTIL_H
@@ -22,17 +22,71 @@ static __attribute__((unused, format(printf, 1, 2))) const char *tu_str(const ch
     return s;
 }
 
-/* A fresh directory under $TMPDIR (or /tmp) named for the test. */
-static __attribute__((unused)) const char *tu_tmpdir(const char *test) {
-    static char dir[256];
+/* A fresh directory $TMPDIR/rb_TEST_XXXXXX (/tmp without TMPDIR) into dir;
+ * on failure a TAP "Bail out!" line and -1. */
+static __attribute__((unused)) int tu_tmpdir(char *dir, size_t len, const char *test) {
     const char *base = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/rb_%s_XXXXXX", base && *base ? base : "/tmp", test);
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        exit(1);
-    }
-    return dir;
+    snprintf(dir, len, "%s/rb_%s_XXXXXX", base && *base ? base : "/tmp", test);
+    if (mkdtemp(dir)) return 0;
+    printf("Bail out! cannot make a temporary directory %s\n", dir);
+    return -1;
 }
+
+/* Remove a test's directory and all in it (kept, and said so, when
+ * RB_KEEP_TMP is set). */
+static __attribute__((unused)) void tu_rmtree(const char *dir) {
+    char cmd[600];
+    if (getenv("RB_KEEP_TMP")) {
+        printf("# kept %s\n", dir);
+        return;
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) printf("# could not remove %s\n", dir);
+}
+
+#ifdef SQLITE3_H
+/* The first row of sql on the database at path (opened read-only), or NULL
+ * (and *db closed) when it cannot be opened, the query fails or has no row;
+ * tu_sql_end finalises and closes. The three readers below give the row's
+ * first column as an integer, a double (-1 for no row) or text ("" for none). */
+static __attribute__((unused)) sqlite3_stmt *tu_sql_row(sqlite3 **db, const char *path, const char *sql) {
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_open_v2(path, db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(*db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        return st;
+    sqlite3_finalize(st);
+    sqlite3_close(*db);
+    return NULL;
+}
+static __attribute__((unused)) void tu_sql_end(sqlite3 *db, sqlite3_stmt *st) {
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+static __attribute__((unused)) long long tu_q1(const char *path, const char *sql) {
+    sqlite3 *db;
+    sqlite3_stmt *st = tu_sql_row(&db, path, sql);
+    if (!st) return -1;
+    long long v = sqlite3_column_int64(st, 0);
+    tu_sql_end(db, st);
+    return v;
+}
+static __attribute__((unused)) double tu_qd(const char *path, const char *sql) {
+    sqlite3 *db;
+    sqlite3_stmt *st = tu_sql_row(&db, path, sql);
+    if (!st) return -1;
+    double v = sqlite3_column_double(st, 0);
+    tu_sql_end(db, st);
+    return v;
+}
+static __attribute__((unused)) void tu_qs(const char *path, const char *sql, char *out, size_t len) {
+    sqlite3 *db;
+    sqlite3_stmt *st = tu_sql_row(&db, path, sql);
+    out[0] = 0;
+    if (!st) return;
+    if (sqlite3_column_text(st, 0)) snprintf(out, len, "%s", (const char *)sqlite3_column_text(st, 0));
+    tu_sql_end(db, st);
+}
+#endif
 
 #ifdef RB_STORE_H
 /* Set a trial row's parameter column by name (a column the table lacks is ignored). */
@@ -42,6 +96,23 @@ static __attribute__((unused)) void tu_col(store_trial *t, const char *name, con
 }
 static __attribute__((unused)) void tu_coli(store_trial *t, const char *name, long long v) {
     tu_col(t, name, tu_str("%lld", v));
+}
+#endif
+
+#ifdef RB_TRAIN_H
+/* The small model the training tests share: task "copy" or "random" with
+ * vocab symbols, 2 layers of 2 heads, d_model wide, seq long, batch
+ * sequences a step for steps steps, backend (NULL: the default); the rest
+ * train_config_default's. */
+static __attribute__((unused)) void tu_small_model(train_config *c, const char *task, int vocab, int d_model, int seq,
+                                                   int batch, int steps, const char *backend) {
+    train_config_default(c);
+    snprintf(c->task, sizeof c->task, "%s", task);
+    if (!strcmp(task, "copy")) c->copy_vocab = vocab;
+    else c->random_vocab = vocab;
+    c->layers = 2, c->heads = 2;
+    c->d_model = d_model, c->seq = seq, c->batch = batch, c->steps = steps;
+    if (backend) snprintf(c->backend, sizeof c->backend, "%s", backend);
 }
 #endif
 

@@ -99,6 +99,41 @@ static __attribute__((unused)) void tu_coli(store_trial *t, const char *name, lo
 }
 #endif
 
+#ifdef RB_ATTN_H
+/* One attention layer's tensors, [batch, heads, seq, head_dim] each: the
+ * inputs q, k, v and dout drawn from N(0, 1) (reproducible from the seed),
+ * the outputs out, dq, dk, dv zeroed. */
+typedef struct {
+    int B, H, n, d;
+    size_t N; /* elements per tensor */
+    float *q, *k, *v, *dout, *out, *dq, *dk, *dv;
+} tu_io;
+
+static __attribute__((unused)) void tu_io_make(tu_io *io, const attn_params *p, uint64_t seed) {
+    io->B = p->batch, io->H = p->heads, io->n = p->seq, io->d = p->head_dim;
+    io->N = (size_t)io->B * io->H * io->n * io->d;
+    float **all[] = {&io->q, &io->k, &io->v, &io->dout, &io->out, &io->dq, &io->dk, &io->dv};
+    for (int i = 0; i < 8; i++) *all[i] = callocCheck(io->N, sizeof(float));
+    rb_rng r;
+    rb_rng_seed(&r, seed);
+    for (int t = 0; t < 4; t++)
+        for (size_t i = 0; i < io->N; i++) (*all[t])[i] = rb_rng_normal(&r);
+}
+
+static __attribute__((unused)) void tu_io_free(tu_io *io) {
+    free(io->q), free(io->k), free(io->v), free(io->dout);
+    free(io->out), free(io->dq), free(io->dk), free(io->dv);
+}
+
+/* attn_make, saying why in a TAP comment when it fails. */
+static __attribute__((unused)) attn *tu_make(const char *name, attn_params *p) {
+    char err[512];
+    attn *a = attn_make(name, p, err, sizeof err);
+    if (!a) printf("# attn_make(%s) failed: %s\n", name, err);
+    return a;
+}
+#endif
+
 #ifdef RB_TRAIN_H
 /* The small model the training tests share: task "copy" or "random" with
  * vocab symbols, 2 layers of 2 heads, d_model wide, seq long, batch

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "attn/attn.h"
+#include "attn/instance.h"
 #include "util/common.h"
 #include "util/threads.h"
 #include "util/vexp.h"
@@ -112,11 +113,8 @@ static size_t dense_bytes_for(const attn_params *p, int nthr) {
 static size_t dense_act_bytes(const attn_params *p) { return dense_bytes_for(p, rb_threads()); }
 
 static attn *dense_create(const attn_params *p, char *err, size_t errlen) {
-    dense_attn *da = calloc(1, sizeof *da);
-    if (!da) {
-        rb_fail(err, errlen, "out of memory");
-        return NULL;
-    }
+    dense_attn *da = attn_instance_new(sizeof *da, &attn_backend_dense, p, err, errlen);
+    if (!da) return NULL;
     int nthr = RB_MAX(rb_threads(), omp_get_max_threads());
     size_t rows = (size_t)p->batch * p->heads * p->seq;
     size_t per = dense_ws_floats(p, nthr);
@@ -153,8 +151,6 @@ static attn *dense_create(const attn_params *p, char *err, size_t errlen) {
         w->dq = dense_needs_dq_partial(p, nthr) ? base : NULL;
     }
     da->nthr = nthr;
-    da->a.be = &attn_backend_dense;
-    da->a.p = *p;
     da->a.bytes = total * sizeof(float) + (size_t)nthr * sizeof(dense_ws);
     return &da->a;
 }

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "attn/attn.h"
+#include "attn/instance.h"
 #include "util/common.h"
 #include "util/threads.h"
 #include "util/vexp.h"
@@ -103,11 +104,8 @@ static int local_threads(void) { return RB_MAX(rb_threads(), omp_get_max_threads
 static size_t local_act_bytes(const attn_params *p) { return local_bytes_for(p, local_threads()); }
 
 static attn *local_create(const attn_params *p, char *err, size_t errlen) {
-    local_attn *la = calloc(1, sizeof *la);
-    if (!la) {
-        rb_fail(err, errlen, "out of memory");
-        return NULL;
-    }
+    local_attn *la = attn_instance_new(sizeof *la, &attn_backend_local, p, err, errlen);
+    if (!la) return NULL;
     int nthr = local_threads();
     size_t rows = (size_t)p->batch * p->heads * p->seq;
     size_t per = local_ws_floats(p);
@@ -135,8 +133,6 @@ static attn *local_create(const attn_params *p, char *err, size_t errlen) {
         la->ws[t].r = base + 2 * tile;
     }
     la->nthr = nthr;
-    la->a.be = &attn_backend_local;
-    la->a.p = *p;
     la->a.bytes = local_bytes_for(p, nthr);
     return &la->a;
 }

@@ -191,11 +191,7 @@ static size_t lsh_act_bytes(const attn_params *p) { return attn_block_bytes(lsh_
 
 static attn *lsh_create(const attn_params *p, char *err, size_t errlen) {
     lsh_attn *L = attn_instance_new(sizeof *L, &attn_backend_lsh, p, err, errlen);
-    if (!L) return NULL;
-    if (!(L->mem = attn_block_alloc(L, lsh_layout, &L->nthr, err, errlen))) {
-        free(L);
-        return NULL;
-    }
+    if (!L || !(L->mem = attn_block_alloc(L, lsh_layout, &L->nthr, err, errlen))) return NULL;
     L->B = p->batch, L->H = p->heads, L->n = p->seq, L->d = p->head_dim, L->BH = p->batch * p->heads;
     L->w = lsh_window(p), L->nck = (L->n + L->w - 1) / L->w;
     L->nb = lsh_nbuckets(p), L->nb2 = L->nb / 2, L->hashes = lsh_hashes(p);

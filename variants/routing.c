@@ -293,10 +293,7 @@ static attn *rt_create(const attn_params *p, char *err, size_t errlen) {
     R->scale = 1.0f / sqrtf((float)R->d);
     R->commit_weight = p->commit_weight, R->decay = p->decay, R->init_iters = p->kmeans_iters;
     R->seed = p->seed;
-    if (!(R->block = attn_block_alloc(R, rt_layout, &R->nthr, err, errlen))) {
-        free(R);
-        return NULL;
-    }
+    if (!(R->block = attn_block_alloc(R, rt_layout, &R->nthr, err, errlen))) return NULL;
     return &R->base;
 }
 

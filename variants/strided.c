@@ -119,11 +119,7 @@ static size_t sd_act_bytes(const attn_params *p) { return attn_block_bytes(sd_la
 
 static attn *sd_create(const attn_params *p, char *err, size_t errlen) {
     strided_attn *S = attn_instance_new(sizeof *S, &attn_backend_strided, p, err, errlen);
-    if (!S) return NULL;
-    if (!(S->mem = attn_block_alloc(S, sd_layout, &S->nthr, err, errlen))) {
-        free(S);
-        return NULL;
-    }
+    if (!S || !(S->mem = attn_block_alloc(S, sd_layout, &S->nthr, err, errlen))) return NULL;
     for (int i = 0; i < p->seq; i++) S->pos[i] = i;
     S->l = sd_stride(p), S->sh = p->strided_heads, S->lh = p->heads - p->strided_heads;
     S->band = sd_band(S->l, p->seq);

@@ -31,6 +31,7 @@ char *attn_block_alloc(void *inst, attn_layout_fn layout, int *nthr, char *err, 
     char *mem = rb_aligned_alloc(bytes);
     if (!mem) {
         rb_fail(err, errlen, "out of memory: %s needs %.1f MiB", a->be->name, (double)bytes / (1 << 20));
+        free(inst);
         return NULL;
     }
     memset(mem, 0, bytes);

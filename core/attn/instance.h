@@ -26,8 +26,9 @@ size_t attn_block_bytes(attn_layout_fn layout, const attn_params *p);
 
 /* inst's block for its attn's p: laid out for attn_block_threads() threads
  * (stored in *nthr), allocated aligned and zeroed (so its pages are resident
- * before the first timed pass), its size stored in the attn's bytes. NULL,
- * with err naming the backend and the size, when it cannot be allocated. */
+ * before the first timed pass), its size stored in the attn's bytes. When
+ * it cannot be allocated: NULL, err naming the backend and the size, and
+ * inst freed (it holds nothing else yet), so create can return at once. */
 char *attn_block_alloc(void *inst, attn_layout_fn layout, int *nthr, char *err, size_t errlen);
 
 #endif

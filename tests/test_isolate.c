@@ -98,12 +98,7 @@ int main(void) {
     const char *yaml = "name: isolate_test\nparams:\n  heads: 1\n  head_dim: 8\n  backend: dense\n"
                        "sweep:\n  seq: [16, 32, 48, 64, 80, 96, 112]\n";
     experiment e;
-    exp_errors errs;
-    if (exp_load_string(&e, yaml, strlen(yaml), "isolate_test.yaml", &errs) != 0 || e.ntrials != 7) {
-        exp_errors_print(&errs, stdout);
-        printf("Bail out! the test experiment does not load\n");
-        return 1;
-    }
+    if (tu_load_exp(&e, yaml, "isolate_test.yaml", 7)) return 1;
     char db[600], alone[600];
     snprintf(db, sizeof db, "%s/all.db", dir);
     snprintf(alone, sizeof alone, "%s/alone.db", dir);

@@ -66,13 +66,7 @@ int main(void) {
     const char *yaml = "name: runner_test\nparams:\n  heads: 1\n  head_dim: 8\nsweep:\n  backend: [dense]\n"
                        "  seq: [16, 32, 64]\n";
     experiment e;
-    exp_errors errs;
-    memset(&e, 0, sizeof e);
-    if (exp_load_string(&e, yaml, strlen(yaml), "runner_test.yaml", &errs) != 0 || e.ntrials != 3) {
-        exp_errors_print(&errs, stdout);
-        printf("Bail out! the test experiment does not load\n");
-        return 1;
-    }
+    if (tu_load_exp(&e, yaml, "runner_test.yaml", 3)) return 1;
     char db[512], err[512];
     snprintf(db, sizeof db, "%s/r.db", dir);
 

@@ -100,6 +100,8 @@ static __attribute__((unused)) void tu_coli(store_trial *t, const char *name, lo
 #endif
 
 #ifdef RB_ATTN_H
+#include "util/common.h"
+
 /* One attention layer's tensors, [batch, heads, seq, head_dim] each: the
  * inputs q, k, v and dout drawn from N(0, 1) (reproducible from the seed),
  * the outputs out, dq, dk, dv zeroed. */
@@ -131,6 +133,20 @@ static __attribute__((unused)) attn *tu_make(const char *name, attn_params *p) {
     attn *a = attn_make(name, p, err, sizeof err);
     if (!a) printf("# attn_make(%s) failed: %s\n", name, err);
     return a;
+}
+#endif
+
+#ifdef RB_EXPERIMENT_H
+/* The experiment file text yaml (named name in messages) loaded into e, which
+ * must give ntrials trials; otherwise its errors and a TAP "Bail out!" line,
+ * and -1. */
+static __attribute__((unused)) int tu_load_exp(experiment *e, const char *yaml, const char *name, int ntrials) {
+    exp_errors errs;
+    memset(e, 0, sizeof *e);
+    if (exp_load_string(e, yaml, strlen(yaml), name, &errs) == 0 && e->ntrials == ntrials) return 0;
+    exp_errors_print(&errs, stdout);
+    printf("Bail out! the test experiment does not load\n");
+    return -1;
 }
 #endif
 

@@ -80,6 +80,19 @@ static double st_fd_all(attn *a, tu_io *io, int *worst_t, size_t *worst_i) {
     return worst;
 }
 
+/* st_fd_all for backend `name` at p on inputs drawn from seed; INFINITY
+ * when the backend refuses p. */
+static double st_fd_check(const char *name, attn_params *p, uint64_t seed, int *worst_t, size_t *worst_i) {
+    attn *a = tu_make(name, p);
+    if (!a) return INFINITY;
+    tu_io io;
+    tu_io_make(&io, p, seed);
+    double e = st_fd_all(a, &io, worst_t, worst_i);
+    tu_io_free(&io);
+    attn_free(a);
+    return e;
+}
+
 /* Backend `name` at p (equals_dense must say 1) against `dense`: the
  * largest difference of out, dq, dk, dv. */
 static double st_vs_dense(const char *name, attn_params p) {

@@ -195,17 +195,12 @@ static void test_reference(int B, int H, int n, int d, int w, int hashes, int bu
 
 static void test_fd(int n, int w, int hashes, int share, int causal) {
     attn_params p = params(1, 2, n, 4, w, hashes, 0, share, causal);
-    attn *a = tu_make("lsh", &p);
-    tu_io io;
-    tu_io_make(&io, &p, 78 + (uint64_t)causal);
     int t = 0;
     size_t i = 0;
-    double e = a ? st_fd_all(a, &io, &t, &i) : INFINITY;
+    double e = st_fd_check("lsh", &p, 78 + (uint64_t)causal, &t, &i);
     ok(e < 5e-3, "every gradient entry matches central differences: n=%d w=%d (%s) buckets=%d hashes=%d %s causal=%d "
        "(worst %.1e at d%c[%zu])", n, w, n % w ? "not a multiple" : "multiple", p.buckets, hashes,
        share ? "shared" : "unshared", causal, e, "qkv"[t], i);
-    tu_io_free(&io);
-    attn_free(a);
 }
 
 static void test_check(int n, int d, int w, int hashes, int causal) {

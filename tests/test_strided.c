@@ -110,18 +110,9 @@ static void test_dependence(int n, int l, int causal) {
     float *base = mallocCheck(io.N * sizeof(float)), *o = mallocCheck(io.N * sizeof(float));
     a->be->forward(a, base, io.q, io.k, io.v, ATTN_EVAL);
     int leaks = 0, later = 0, missing = 0, d = p.head_dim;
-    float *xs[3] = {io.q, io.k, io.v};
     for (int t = 0; t < 3; t++)
         for (int pos = 0; pos < n; pos++) {
-            float saved[2][8];
-            for (int h = 0; h < 2; h++)
-                for (int e = 0; e < d; e++) {
-                    saved[h][e] = xs[t][((size_t)h * n + pos) * d + e];
-                    xs[t][((size_t)h * n + pos) * d + e] += 0.5f;
-                }
-            a->be->forward(a, o, io.q, io.k, io.v, ATTN_EVAL);
-            for (int h = 0; h < 2; h++)
-                for (int e = 0; e < d; e++) xs[t][((size_t)h * n + pos) * d + e] = saved[h][e];
+            tu_forward_perturbed(a, &io, t, pos, o);
             for (int h = 0; h < 2; h++)
                 for (int i = 0; i < n; i++) {
                     int may = t == 0 ? i == pos : def_sees(&p, h, i, pos);

@@ -127,6 +127,24 @@ static __attribute__((unused)) void tu_io_free(tu_io *io) {
     free(io->out), free(io->dq), free(io->dk), free(io->dv);
 }
 
+/* a's forward (ATTN_EVAL) on io into o with row pos of input t (0 q, 1 k,
+ * 2 v) raised by 0.5 in every batch entry and head; the input is restored
+ * after, bit for bit. */
+static __attribute__((unused)) void tu_forward_perturbed(attn *a, tu_io *io, int t, int pos, float *o) {
+    float *x = t == 0 ? io->q : t == 1 ? io->k : io->v;
+    size_t d = (size_t)io->d, rows = (size_t)io->B * io->H;
+    float *saved = mallocCheck(rows * d * sizeof(float));
+    for (size_t bh = 0; bh < rows; bh++)
+        for (size_t e = 0; e < d; e++) {
+            saved[bh * d + e] = x[(bh * io->n + pos) * d + e];
+            x[(bh * io->n + pos) * d + e] += 0.5f;
+        }
+    a->be->forward(a, o, io->q, io->k, io->v, ATTN_EVAL);
+    for (size_t bh = 0; bh < rows; bh++)
+        for (size_t e = 0; e < d; e++) x[(bh * io->n + pos) * d + e] = saved[bh * d + e];
+    free(saved);
+}
+
 /* attn_make, saying why in a TAP comment when it fails. */
 static __attribute__((unused)) attn *tu_make(const char *name, attn_params *p) {
     char err[512];

@@ -100,6 +100,18 @@ static attn *make(attn_params *p) {
     return a;
 }
 
+/* A local instance for p and its inputs drawn from seed into io; NULL, and
+ * a failed test saying what could not be made, when p is refused. */
+static attn *make_with_io(attn_params *p, tu_io *io, uint64_t seed, const char *what) {
+    attn *a = make(p);
+    if (!a) {
+        ok(0, "%s: create", what);
+        return NULL;
+    }
+    tu_io_make(io, p, seed);
+    return a;
+}
+
 static void run(attn *a, tu_io *io) {
     a->be->forward(a, io->out, io->q, io->k, io->v, ATTN_TRAIN);
     a->be->backward(a, io->dq, io->dk, io->dv, io->dout, io->q, io->k, io->v, io->out);
@@ -115,13 +127,10 @@ static attn_params params(int B, int H, int n, int d, int w, int causal) {
 /* local against the double reference, forward and all three gradients. */
 static void test_reference(int B, int H, int n, int d, int w, int causal) {
     attn_params p = params(B, H, n, d, w, causal);
-    attn *a = make(&p);
-    if (!a) {
-        ok(0, "reference n=%d w=%d causal=%d: create", n, w, causal);
-        return;
-    }
     tu_io io;
-    tu_io_make(&io, &p, 1000 + (uint64_t)n * 7 + (uint64_t)w + (uint64_t)causal);
+    attn *a = make_with_io(&p, &io, 1000 + (uint64_t)n * 7 + (uint64_t)w + (uint64_t)causal,
+                           tu_str("reference n=%d w=%d causal=%d", n, w, causal));
+    if (!a) return;
     run(a, &io);
     double *ro = mallocCheck(io.N * sizeof(double)), *rq = mallocCheck(io.N * sizeof(double));
     double *rk = mallocCheck(io.N * sizeof(double)), *rv = mallocCheck(io.N * sizeof(double));
@@ -143,13 +152,9 @@ static void test_reference(int B, int H, int n, int d, int w, int causal) {
  * the objective differences summed in double. */
 static void test_fd_all(int n, int d, int w, int causal) {
     attn_params p = params(1, 2, n, d, w, causal);
-    attn *a = make(&p);
-    if (!a) {
-        ok(0, "fd create");
-        return;
-    }
     tu_io io;
-    tu_io_make(&io, &p, 77 + (uint64_t)causal);
+    attn *a = make_with_io(&p, &io, 77 + (uint64_t)causal, "fd");
+    if (!a) return;
     run(a, &io);
     float *o1 = mallocCheck(io.N * sizeof(float)), *o2 = mallocCheck(io.N * sizeof(float));
     float *xs[3] = {io.q, io.k, io.v};
@@ -228,13 +233,9 @@ static void test_vs_dense(int n, int d, int w, int causal) {
  * an allowed row did (so the test notices a backend that ignores inputs). */
 static void test_dependence(int n, int d, int w, int causal) {
     attn_params p = params(1, 2, n, d, w, causal);
-    attn *a = make(&p);
-    if (!a) {
-        ok(0, "create");
-        return;
-    }
     tu_io io;
-    tu_io_make(&io, &p, 9);
+    attn *a = make_with_io(&p, &io, 9, "dependence");
+    if (!a) return;
     float *base = mallocCheck(io.N * sizeof(float)), *o = mallocCheck(io.N * sizeof(float));
     a->be->forward(a, base, io.q, io.k, io.v, ATTN_EVAL);
     int leaks = 0, missing = 0, probes = 0;

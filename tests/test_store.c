@@ -170,16 +170,25 @@ static int64_t put(rb_store *s, int64_t eid, const store_trial *t, const char *s
     return id;
 }
 
+/* A new database dir/name (its path into p) with the experiment xrow("exp",
+ * "h1") begun in it, whose id goes into *eid. */
+static rb_store *open_exp(char *p, size_t plen, const char *name, int64_t *eid) {
+    char err[512];
+    snprintf(p, plen, "%s/%s", dir, name);
+    rb_store *s;
+    store_open(&s, p, 1, err, sizeof err);
+    store_experiment x = xrow("exp", "h1");
+    store_begin_experiment(s, &x, eid, err, sizeof err);
+    return s;
+}
+
 /* Registering the same (key, seed) again, from a new run and with other
  * fields, leaves every recorded trial as it was. */
 static void test_reregister(void) {
     char p[512], err[512];
-    snprintf(p, sizeof p, "%s/rereg.db", dir);
-    rb_store *s;
-    store_open(&s, p, 1, err, sizeof err);
-    store_experiment x = xrow("exp", "h1");
     int64_t e1, e2;
-    store_begin_experiment(s, &x, &e1, err, sizeof err);
+    rb_store *s = open_exp(p, sizeof p, "rereg.db", &e1);
+    store_experiment x = xrow("exp", "h1");
     store_trial t[4] = {trow("d000", 1, "done-one"), trow("f000", 1, "failed-one"), trow("u000", 1, "unsup-one"),
                         trow("i000", 1, "interrupted-one")};
     store_metric m[3] = {{-1, "fwd_ms", 1.0}, {-1, "bwd_ms", 2.0}, {5, "train_loss", 3.0}};
@@ -249,12 +258,8 @@ static int add_die(sqlite3 *db, const char **msg, const void *api) {
 
 static void test_killed_in_finish(void) {
     char p[512], err[512], host_me[64];
-    snprintf(p, sizeof p, "%s/killed.db", dir);
-    rb_store *s;
-    store_open(&s, p, 1, err, sizeof err);
-    store_experiment x = xrow("exp", "h1");
     int64_t eid, id;
-    store_begin_experiment(s, &x, &eid, err, sizeof err);
+    rb_store *s = open_exp(p, sizeof p, "killed.db", &eid);
     store_trial t = trow("k000", 1, "killed");
     store_register_trials(s, &t, 1, eid, err, sizeof err);
     char st[32];
@@ -306,12 +311,8 @@ static void test_killed_in_finish(void) {
  * failure that had written some, or an interruption, leaves none. */
 static void test_retry_metrics(void) {
     char p[512], err[512], st[32];
-    snprintf(p, sizeof p, "%s/retry.db", dir);
-    rb_store *s;
-    store_open(&s, p, 1, err, sizeof err);
-    store_experiment x = xrow("exp", "h1");
     int64_t eid;
-    store_begin_experiment(s, &x, &eid, err, sizeof err);
+    rb_store *s = open_exp(p, sizeof p, "retry.db", &eid);
     store_trial t = trow("r000", 1, "retried");
     store_metric m[2] = {{-1, "partial", 1.0}, {3, "loss", 2.0}};
     int64_t id = put(s, eid, &t, ST_FAILED, m, 2);

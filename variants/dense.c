@@ -296,22 +296,7 @@ static void dense_backward_pair(float *dqacc, float *dk, float *dv, const float 
         float *srow = s + (size_t)i * nk, *dprow = dp + (size_t)i * nk;
         int nv = causal ? RB_MIN(nk, q0 + i - k0 + 1) : nk;
         if (nv < 0) nv = 0;
-        float li = lse[q0 + i], di = dd[q0 + i];
-        int j = 0;
-#ifdef __AVX2__
-        __m256 vl = _mm256_set1_ps(li), vd = _mm256_set1_ps(di);
-        for (; j + 8 <= nv; j += 8) {
-            __m256 pj = rb_exp256(_mm256_sub_ps(_mm256_loadu_ps(srow + j), vl));
-            _mm256_storeu_ps(srow + j, pj);
-            _mm256_storeu_ps(dprow + j, _mm256_mul_ps(pj, _mm256_sub_ps(_mm256_loadu_ps(dprow + j), vd)));
-        }
-#endif
-        for (; j < nv; j++) {
-            float pj = rb_expf(srow[j] - li);
-            srow[j] = pj;
-            dprow[j] = pj * (dprow[j] - di);
-        }
-        for (; j < nk; j++) srow[j] = dprow[j] = 0.0f;
+        rb_softmax_bwd_row(srow, dprow, nv, nk, lse[q0 + i], dd[q0 + i]);
     }
     /* dV += P^T dO; dK += dS^T Q * scale; dQ += dS K * scale */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, d, nq, 1.0f, s, nk, dob, d, 1.0f, dv + (size_t)k0 * d, d);

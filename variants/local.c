@@ -232,22 +232,7 @@ static void local_backward_chunk(float *dq, float *dk, float *dv, const float *d
     for (int i = 0; i < nq; i++) {
         float *srow = s + (size_t)i * nk, *dprow = dp + (size_t)i * nk;
         int nv = causal ? vis0 + i : nk;
-        float li = lse[i], di = dd[i];
-        int j = 0;
-#ifdef __AVX2__
-        __m256 vl = _mm256_set1_ps(li), vd = _mm256_set1_ps(di);
-        for (; j + 8 <= nv; j += 8) {
-            __m256 pj = rb_exp256(_mm256_sub_ps(_mm256_loadu_ps(srow + j), vl));
-            _mm256_storeu_ps(srow + j, pj);
-            _mm256_storeu_ps(dprow + j, _mm256_mul_ps(pj, _mm256_sub_ps(_mm256_loadu_ps(dprow + j), vd)));
-        }
-#endif
-        for (; j < nv; j++) {
-            float pj = rb_expf(srow[j] - li);
-            srow[j] = pj;
-            dprow[j] = pj * (dprow[j] - di);
-        }
-        for (; j < nk; j++) srow[j] = dprow[j] = 0.0f;
+        rb_softmax_bwd_row(srow, dprow, nv, nk, lse[i], dd[i]);
     }
     /* dV += P^T dO; dK += dS^T Q * scale; dQ = dS K * scale */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, d, nq, 1.0f, s, nk, dout, d, 1.0f, dv, d);

@@ -95,6 +95,27 @@ RB_EXP_VEC(256)
 RB_EXP_VEC(512)
 #endif
 
+/* One row of attention's softmax backward, in place: s[j] = exp(s[j] - lse)
+ * (the probability) and dp[j] = s[j] * (dp[j] - dd) (the score's gradient)
+ * for the nv visible keys, both 0 for keys nv to nk (masked). */
+static inline void rb_softmax_bwd_row(float *s, float *dp, int nv, int nk, float lse, float dd) {
+    int j = 0;
+#ifdef __AVX2__
+    __m256 vl = _mm256_set1_ps(lse), vd = _mm256_set1_ps(dd);
+    for (; j + 8 <= nv; j += 8) {
+        __m256 pj = rb_exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), vl));
+        _mm256_storeu_ps(s + j, pj);
+        _mm256_storeu_ps(dp + j, _mm256_mul_ps(pj, _mm256_sub_ps(_mm256_loadu_ps(dp + j), vd)));
+    }
+#endif
+    for (; j < nv; j++) {
+        float pj = rb_expf(s[j] - lse);
+        s[j] = pj;
+        dp[j] = pj * (dp[j] - dd);
+    }
+    for (; j < nk; j++) s[j] = dp[j] = 0.0f;
+}
+
 /* y[i] = exp(x[i]); y may alias x. */
 void rb_vexp(float *y, const float *x, int n);
 

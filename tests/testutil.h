@@ -127,6 +127,14 @@ static __attribute__((unused)) void tu_io_free(tu_io *io) {
     free(io->out), free(io->dq), free(io->dk), free(io->dv);
 }
 
+/* The default parameters with the shape [B, H, n, d] and the seed set. */
+static __attribute__((unused)) attn_params tu_params(int B, int H, int n, int d, uint64_t seed) {
+    attn_params p;
+    attn_params_default(&p);
+    p.batch = B, p.heads = H, p.seq = n, p.head_dim = d, p.seed = seed;
+    return p;
+}
+
 /* a's forward (ATTN_EVAL) on io into o with row pos of input t (0 q, 1 k,
  * 2 v) raised by 0.5 in every batch entry and head; the input is restored
  * after, bit for bit. */

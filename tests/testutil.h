@@ -1,7 +1,11 @@
 /* testutil.h: fixtures the C tests repeat, beside tap.h: strings that live
- * to the end of the test, a trial row's parameter columns by name, a
- * temporary directory, one value read from a database, random tensors. Header-only (static functions), so a
- * test includes what it uses and nothing links twice. */
+ * to the end of the test, a temporary directory, one value read from a
+ * database, a trial row's parameter columns by name, an experiment loaded
+ * from text, one attention layer's tensors and instance, the small training
+ * model, random tensors. Header-only (static functions), so a test includes
+ * what it uses and nothing links twice. Each part is compiled when the
+ * header it needs (sqlite3.h, store.h, experiment.h, attn.h, train.h,
+ * common.h) is included first: include this file last. */
 #ifndef RB_TESTUTIL_H
 #define RB_TESTUTIL_H
 

@@ -536,7 +536,8 @@ int train_run(const train_config *cin, const train_hooks *h, train_result *r, ch
     size_t BT = (size_t)c->batch * c->seq;
     s.bb = (batch_bufs){mallocCheck(BT * sizeof(int)), mallocCheck(BT * sizeof(int)), mallocCheck(BT * sizeof(float))};
     int nmax = c->steps > 0 ? c->steps : 1;
-    s.st = mallocCheck(4 * nmax * sizeof(double)), s.fws = s.st + nmax, s.bws = s.st + 2 * nmax, s.ops = s.st + 3 * nmax;
+    s.st = mallocCheck(4 * nmax * sizeof(double));
+    s.fws = s.st + nmax, s.bws = s.st + 2 * nmax, s.ops = s.st + 3 * nmax;
     rb_rng_seed(&s.rng, task_stream_seed(c->seed, TASK_TRAIN, 0));
     int rc = 0;
     if (c->load[0] && checkpoint_load(c->load, s.m, &s.step, &s.rng, train_config_hash(c), err, errlen)) rc = -1;

@@ -108,7 +108,8 @@ int main(void) {
     double dt = rb_now() - t0;
     ok(rc == RUN_SOME_FAILED, "the sweep ends with exit status 1 (some trials failed), not in a crash (rc %d)", rc);
     ok(dt < 50, "the sleeping trial was stopped at its limit: the sweep took %.1f s", dt);
-    ok(tu_qd(db, "SELECT count(*) FROM trials WHERE status = 'done'") == 3, "the 1 GiB trial and both small ones are done");
+    ok(tu_qd(db, "SELECT count(*) FROM trials WHERE status = 'done'") == 3,
+       "the 1 GiB trial and both small ones are done");
     status_is(db, 48, "failed", "Segmentation fault", "the segfaulting trial is failed with the signal");
     status_is(db, 64, "failed", "time limit", "the trial past its limit is failed with the limit");
     status_is(db, 80, "failed", "out of memory", "the impossible allocation is failed as out of memory");
@@ -119,7 +120,8 @@ int main(void) {
     rc = run(&e, alone, "*-n32", 0);
     double a = peak(alone, 32), after = peak(db, 32), later = peak(db, 112);
     ok(rc == RUN_OK && a > 8, "the small trial alone: peak RSS %.1f MiB", a);
-    ok(after > 8 && fabs(after - a) < 4, "after the 1 GiB trial its peak RSS is its own: %.1f MiB (alone %.1f)", after, a);
+    ok(after > 8 && fabs(after - a) < 4, "after the 1 GiB trial its peak RSS is its own: %.1f MiB (alone %.1f)", after,
+       a);
     ok(later > 8 && fabs(later - a) < 4, "and after the failures too: %.1f MiB", later);
 
     /* the same sweep in process: the 1 GiB stays in the small trial's peak

@@ -77,8 +77,8 @@ int main(void) {
     char qs[512];
     snprintf(qs, sizeof qs, "%sstatus='done' AND (SELECT count(*) FROM metrics WHERE trial_id=t.id)=3", by_seq);
     ok(qk(db, qs, 16) == 1, "the done trial has its 3 metrics");
-    snprintf(qs, sizeof qs, "%sstatus='failed' AND error='boom 1' AND (SELECT count(*) FROM metrics WHERE trial_id=t.id)=0",
-             by_seq);
+    snprintf(qs, sizeof qs,
+             "%sstatus='failed' AND error='boom 1' AND (SELECT count(*) FROM metrics WHERE trial_id=t.id)=0", by_seq);
     ok(qk(db, qs, 32) == 1, "the failed trial has its error and none of the 3 metrics it appended");
     snprintf(qs, sizeof qs, "%sstatus='interrupted' AND (SELECT count(*) FROM metrics WHERE trial_id=t.id)=0", by_seq);
     ok(qk(db, qs, 64) == 1, "the trial interrupted by a signal is interrupted, with none of its metrics");
@@ -89,7 +89,8 @@ int main(void) {
     rc = run_round(&e, db, "ddd", err, sizeof err);
     int ran_right = g_calls == 2 && ((g_called[0] == 1 && g_called[1] == 2) || (g_called[0] == 2 && g_called[1] == 1));
     ok(rc == RUN_OK && ran_right, "round 2 ran exactly the failed and the interrupted trial (%d calls)", g_calls);
-    ok(tu_q1(db, "SELECT count(*) FROM trials") == 3 && tu_q1(db, "SELECT count(*) FROM trials WHERE status='done'") == 3,
+    ok(tu_q1(db, "SELECT count(*) FROM trials") == 3 &&
+           tu_q1(db, "SELECT count(*) FROM trials WHERE status='done'") == 3,
        "3 trials, all done");
     ok(qk(db, "SELECT id FROM trials WHERE seq=%d", 16) == done_id &&
            qk(db, "SELECT length(ended_at) + 1000 * attempts FROM trials WHERE seq=%d", 16) == done_end &&

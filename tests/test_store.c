@@ -200,11 +200,13 @@ static void test_reregister(void) {
     /* a second run registers them again, renamed and with other columns, plus a new one */
     store_begin_experiment(s, &x, &e2, err, sizeof err);
     store_trial t2[5];
-    for (int i = 0; i < 4; i++) t2[i] = t[i], t2[i].name = "renamed", tu_col(&t2[i], "seq", "999"), t2[i].params_json = "{\"x\":1}";
+    for (int i = 0; i < 4; i++)
+        t2[i] = t[i], t2[i].name = "renamed", tu_col(&t2[i], "seq", "999"), t2[i].params_json = "{\"x\":1}";
     t2[4] = trow("n000", 1, "new-one");
     int rc = store_register_trials(s, t2, 5, e2, err, sizeof err);
     store_close(s);
-    ok(rc == 0 && tu_q1(p, "SELECT count(*) FROM trials") == 5, "registering 4 recorded trials again and a new one: 5 trials");
+    ok(rc == 0 && tu_q1(p, "SELECT count(*) FROM trials") == 5,
+       "registering 4 recorded trials again and a new one: 5 trials");
     ok(q1f(p, "SELECT count(*) FROM trials WHERE id=%lld AND status='done' AND name='done-one' AND seq=64 "
               "AND params='{}' AND attempts=1",
            id0) == 1 &&
@@ -356,12 +358,14 @@ static void test_merge_invariants(void) {
                          "(key='0000000000000002' AND status='done') OR (key='0000000000000003' AND status='failed') "
                          "OR (key='0000000000000004' AND status='unsupported')") == 4;
         /* done trials carry make_db's 2 metrics, the others none */
-        long long orphans = tu_q1(o, "SELECT count(*) FROM metrics m JOIN trials t ON t.id=m.trial_id WHERE t.status<>'done'");
+        long long orphans =
+            tu_q1(o, "SELECT count(*) FROM metrics m JOIN trials t ON t.id=m.trial_id WHERE t.status<>'done'");
         long long nm = tu_q1(o, "SELECT count(*) FROM metrics");
         long long dangling = tu_q1(o, "SELECT count(*) FROM metrics WHERE trial_id NOT IN (SELECT id FROM trials)");
-        long long bad_exp = tu_q1(o, "SELECT count(*) FROM trials WHERE experiment_id NOT IN (SELECT id FROM experiments)");
-        ok(rc == 0 && tu_q1(o, "SELECT count(*) FROM trials") == 4 && best && orphans == 0 && nm == 4 && dangling == 0 &&
-               bad_exp == 0,
+        long long bad_exp =
+            tu_q1(o, "SELECT count(*) FROM trials WHERE experiment_id NOT IN (SELECT id FROM experiments)");
+        ok(rc == 0 && tu_q1(o, "SELECT count(*) FROM trials") == 4 && best && orphans == 0 && nm == 4 &&
+               dangling == 0 && bad_exp == 0,
            "merge %s: 4 trials, each with its best status, 4 metrics all of done trials, every trial of a recorded "
            "run",
            order ? "b, a" : "a, b");
@@ -418,7 +422,8 @@ int main(void) {
     tu_col(&t[2], "seq", "128");
     ok(store_register_trials(s, t, 3, eid, err, sizeof err) == 0, "three trials registered");
     ok(store_register_trials(s, t, 3, eid, err, sizeof err) == 0, "registering again is harmless");
-    ok(tu_q1(p, "SELECT count(*) FROM trials") == 3 && tu_q1(p, "SELECT count(*) FROM trials WHERE status='pending'") == 3,
+    ok(tu_q1(p, "SELECT count(*) FROM trials") == 3 &&
+           tu_q1(p, "SELECT count(*) FROM trials WHERE status='pending'") == 3,
        "still three trials, all pending");
     ok(tu_q1(p, "SELECT count(*) FROM trials WHERE window IS NULL AND clusters IS NULL AND seq=128") == 1,
        "parameters that do not apply are NULL, the others are columns");
@@ -428,19 +433,24 @@ int main(void) {
     char me[64];
     snprintf(me, sizeof me, "testhost:%ld", (long)getpid());
     ok(store_try_claim_trial(s, id, eid, me, err, sizeof err) == 0, "a pending trial is claimed");
-    ok(store_try_claim_trial(s, id, eid, "otherhost:2", err, sizeof err) == 1, "a running trial cannot be claimed again");
+    ok(store_try_claim_trial(s, id, eid, "otherhost:2", err, sizeof err) == 1,
+       "a running trial cannot be claimed again");
     store_metric m[3] = {{-1, "fwd_ms", 1.5}, {3, "train_loss", 2.25}, {-1, "nan_value", 0.0 / 0.0}};
     ok(store_finish_trial(s, id, ST_DONE, NULL, m, 3, err, sizeof err) == 0, "a trial finishes");
-    ok(tu_q1(p, "SELECT count(*) FROM metrics WHERE step IS NULL") == 2 && tu_q1(p, "SELECT step FROM metrics WHERE name='train_loss'") == 3,
+    ok(tu_q1(p, "SELECT count(*) FROM metrics WHERE step IS NULL") == 2 &&
+           tu_q1(p, "SELECT step FROM metrics WHERE name='train_loss'") == 3,
        "summary metrics have step NULL, curves their step");
-    ok(tu_q1(p, "SELECT count(*) FROM metrics WHERE name='nan_value' AND value IS NULL") == 1, "a non-finite value is stored as NULL");
+    ok(tu_q1(p, "SELECT count(*) FROM metrics WHERE name='nan_value' AND value IS NULL") == 1,
+       "a non-finite value is stored as NULL");
     ok(tu_q1(p, "SELECT attempts FROM trials WHERE key='aaaa' AND seed=2") == 1, "attempts counted");
-    ok(store_try_claim_trial(s, id, eid, me, err, sizeof err) == 1 && store_claim_trial(s, id, eid, me, err, sizeof err) == 0 &&
+    ok(store_try_claim_trial(s, id, eid, me, err, sizeof err) == 1 &&
+           store_claim_trial(s, id, eid, me, err, sizeof err) == 0 &&
            tu_q1(p, "SELECT status='done' FROM trials WHERE key='aaaa' AND seed=2") == 1,
        "a done trial cannot be claimed (claim leaves it done)");
 
     /* all-or-nothing: a trigger makes the third metric insert fail */
-    sql(p, "CREATE TRIGGER boom BEFORE INSERT ON metrics WHEN NEW.name='boom' BEGIN SELECT RAISE(ABORT, 'forced'); END;");
+    sql(p,
+        "CREATE TRIGGER boom BEFORE INSERT ON metrics WHEN NEW.name='boom' BEGIN SELECT RAISE(ABORT, 'forced'); END;");
     store_trial_status(s, "bbbb", 1, st, sizeof st, &id, NULL, 0, err, sizeof err);
     store_claim_trial(s, id, eid, me, err, sizeof err);
     store_metric mb[3] = {{-1, "fwd_ms", 1.0}, {-1, "bwd_ms", 2.0}, {-1, "boom", 3.0}};
@@ -478,7 +488,8 @@ int main(void) {
     sql(p, "CREATE TABLE mine(x); INSERT INTO mine VALUES (42);");
     rc = store_open(&s, p, 1, err, sizeof err);
     ok(rc != 0 && strstr(err, "not one routebench wrote"), "an SQLite file of another program is refused: %s", err);
-    ok(tu_q1(p, "SELECT x FROM mine") == 42 && tu_q1(p, "SELECT count(*) FROM sqlite_master") == 1, "and left unchanged");
+    ok(tu_q1(p, "SELECT x FROM mine") == 42 && tu_q1(p, "SELECT count(*) FROM sqlite_master") == 1,
+       "and left unchanged");
 
     snprintf(p, sizeof p, "%s/newer.db", dir);
     make_db(p, "exp", "h1", 1, (const char *const[]){ST_DONE});
@@ -503,7 +514,8 @@ int main(void) {
     const char *in[2] = {a, b};
     int copied, kept;
     ok(store_merge(o, in, 2, &copied, &kept, err, sizeof err) == 0, "two shards merge");
-    ok(tu_q1(o, "SELECT count(*) FROM trials") == 3, "one copy of each trial (%lld)", tu_q1(o, "SELECT count(*) FROM trials"));
+    ok(tu_q1(o, "SELECT count(*) FROM trials") == 3, "one copy of each trial (%lld)",
+       tu_q1(o, "SELECT count(*) FROM trials"));
     ok(tu_q1(o, "SELECT count(*) FROM trials WHERE status='done'") == 2, "done wins over failed and interrupted");
     ok(tu_q1(o, "SELECT count(*) FROM metrics") == 4 &&
            tu_q1(o, "SELECT count(*) FROM metrics m JOIN trials t ON t.id=m.trial_id WHERE t.status='done'") == 4,
@@ -516,11 +528,13 @@ int main(void) {
     char o2[512];
     snprintf(o2, sizeof o2, "%s/m_out2.db", dir);
     rc = store_merge(o2, in2, 2, &copied, &kept, err, sizeof err);
-    ok(rc != 0 && strstr(err, "another") && access(o2, F_OK) != 0, "shards of different experiments are refused, nothing written: %s", err);
+    ok(rc != 0 && strstr(err, "another") && access(o2, F_OK) != 0,
+       "shards of different experiments are refused, nothing written: %s", err);
     const char *in3[1] = {c};
     long long before = tu_q1(o, "SELECT count(*) FROM metrics");
     rc = store_merge(o, in3, 1, &copied, &kept, err, sizeof err);
-    ok(rc != 0 && tu_q1(o, "SELECT count(*) FROM metrics") == before, "merging another experiment into an output refused, rows kept: %s", err);
+    ok(rc != 0 && tu_q1(o, "SELECT count(*) FROM metrics") == before,
+       "merging another experiment into an output refused, rows kept: %s", err);
 
     test_migration(dir);
     test_reregister();

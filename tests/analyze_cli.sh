@@ -9,10 +9,7 @@
 # another experiment exit 2. The checkpoint holds its configuration: analyze
 # and export from the checkpoint alone give what they give with the training
 # flags, and a flag on top (--batch) replaces one key.
-set -u
-RB=${RB:-build/routebench}
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+. "$(dirname "$0")/tap.bash"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 if ! command -v sqlite3 >/dev/null; then echo "1..0 # SKIP sqlite3 not installed"; exit 0; fi
 
@@ -112,5 +109,4 @@ ok $? "--report on the sweep: one configuration per cluster count"
 "$RB" analyze --help | grep -q "O(seq^2) per head"
 ok $? "--help states the cost"
 
-echo "1..$n"
-exit $fail
+tap_end

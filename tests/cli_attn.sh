@@ -2,10 +2,7 @@
 # cli_attn.sh: the command line's contract for `attn`, `backends`, `sysinfo`:
 # bad input gives a message and exit 2, --json carries the documented keys,
 # --check passes for the registered backends at a small size.
-set -u
-RB=${RB:-build/routebench}
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+. "$(dirname "$0")/tap.bash"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
 $RB backends --names >"$tmp/b" 2>&1; ok $? "backends --names lists"
@@ -60,5 +57,4 @@ $RB attn --backend local --seq 64 --heads 1 --head-dim 8 --json >"$tmp/b1" 2>/de
 $RB attn --backend dense --seq 2048 --heads 2 --head-dim 64 --repeat 3 --max-time 1 --json >"$tmp/b2" 2>/dev/null
 b1=$(sed -n 's/.*"block": *\([0-9]*\).*/\1/p' "$tmp/b1"); b2=$(sed -n 's/.*"block": *\([0-9]*\).*/\1/p' "$tmp/b2")
 ok $([ "${b1:-0}" -gt 1 ] && [ "${b2:-0}" = 1 ]; echo $?) "a tiny pass is timed in blocks (block $b1), a long one alone (block $b2)"
-echo "1..$n"
-exit $fail
+tap_end

@@ -5,11 +5,8 @@
 # line and column), --config read like an experiment file's parameters,
 # --load taking the configuration from the checkpoint, Ctrl-C exiting 130,
 # --bench N --json printing one object that a script can parse.
-set -u
-RB=${RB:-build/routebench}
-RB=$(cd "$(dirname "$RB")" && pwd)/$(basename "$RB")
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+. "$(dirname "$0")/tap.bash"
+rb_abs
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 cd "$tmp" || exit 1
 small="--task copy --d-model 32 --layers 1 --heads 2 --seq 32 --batch 2 --eval-batches 1 --threads 1"
@@ -76,5 +73,4 @@ ok $(( rc != 0 || $? != 0 )) "train --bench 3 --json: one JSON object with consi
 [ $rc = 2 ] && grep -q -- "--json needs --bench" o; ok $? "train --json without --bench: exit 2 (rc $rc)"
 
 "$RB" backends --help >/dev/null 2>&1; ok $? "backends --help exits 0"
-echo "1..$n"
-exit $fail
+tap_end

@@ -2,12 +2,9 @@
 # experiments_shipped.sh: every file in experiments/ validates (--dry-run
 # exits 0, lists at least one trial, writes no database) and its header
 # comment says how long it takes, as the README promises.
-set -u
-RB=${RB:-build/routebench}
-RB=$(cd "$(dirname "$RB")" && pwd)/$(basename "$RB")
-X=$(cd "$(dirname "$0")/../experiments" && pwd)
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+. "$(dirname "$0")/tap.bash"
+rb_abs
+X=$TOP/experiments
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 cd "$tmp" || exit 1
 # text experiments check their corpus at validation: a stand-in for `make data`
@@ -23,5 +20,4 @@ for f in "$X"/*.yaml; do
   grep -qiE '^#.*(duration|minutes|seconds|[0-9] ?h\b|hours)' "$f"; ok $? "$b: the header says how long it takes"
 done
 [ $count -ge 8 ]; ok $? "found the shipped experiment files ($count)"
-echo "1..$n"
-exit $fail
+tap_end

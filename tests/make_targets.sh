@@ -4,10 +4,8 @@
 # (instead of a linker error), `make install` puts the program under
 # DESTDIR/PREFIX, and `make results` rewrites the README's results section
 # from the published databases without running anything.
-set -u
-cd "$(dirname "$0")/.." || exit 1
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+. "$(dirname "$0")/tap.bash"
+cd "$TOP" || exit 1
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 B=${BUILD:-build}
 
@@ -37,5 +35,4 @@ ok $? "make results: the section holds the published database's report and figur
 diff <(sed '/^<!-- results:begin -->$/,/^<!-- results:end -->$/d' README.md) \
      <(sed '/^<!-- results:begin -->$/,/^<!-- results:end -->$/d' "$tmp/README.md") >/dev/null
 ok $? "make results leaves the rest of the README as it was"
-echo "1..$n"
-exit $fail
+tap_end

@@ -5,10 +5,7 @@
 # loop is a child of this test on the same two cores as the 2-thread
 # measurement. The idle half allows retries (CI machines are shared) and is
 # skipped when the machine is loaded by others before it starts.
-set -u
-RB=${RB:-build/routebench}
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+. "$(dirname "$0")/tap.bash"
 skip() { n=$((n+1)); echo "ok $n # SKIP $1"; }
 tmp=$(mktemp -d); busy=""
 trap '[ -n "$busy" ] && kill $busy 2>/dev/null; rm -rf "$tmp"' EXIT
@@ -69,5 +66,4 @@ else
   done
   ok $clean "with nothing beside it the same measurement is not noisy (try $try: $(sed -n 's/.*"noise":"\([^"]*\)".*/\1/p' "$tmp/idle.json"))"
 fi
-echo "1..$n"
-exit $fail
+tap_end

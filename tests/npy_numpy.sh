@@ -8,8 +8,7 @@
 # 2.0 file is accepted. Needs a python3 with numpy: /usr/bin/python3 first
 # (Debian's python3-numpy lives there), then python3 on PATH; skipped with a
 # reason when neither imports numpy.
-set -u
-RB=${RB:-build/routebench}
+. "$(dirname "$0")/tap.bash"
 PY=""
 for cand in /usr/bin/python3 python3; do
   if "$cand" -c 'import numpy' >/dev/null 2>&1; then PY=$cand; break; fi
@@ -18,8 +17,6 @@ if [ -z "$PY" ]; then
   echo "1..0 # SKIP no python3 with numpy (tried /usr/bin/python3 and python3; apt-get install python3-numpy)"
   exit 0
 fi
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 echo "# using $PY (numpy $("$PY" -c 'import numpy; print(numpy.__version__)'))"
 
@@ -226,5 +223,4 @@ $RB import "$m/x" "$m/c.ckpt" >"$tmp/o" 2>&1; rc=$?
 [ $rc = 2 ] && grep -q "missing: ln_f.bias.npy" "$tmp/o" && grep -q "unexpected: ln_f.beta.npy" "$tmp/o" && [ ! -e "$m/c.ckpt" ]
 ok $? "import with a renamed array refused, both names given, no checkpoint written (exit $rc): $(head -c 300 "$tmp/o")"
 
-echo "1..$n"
-exit $fail
+tap_end

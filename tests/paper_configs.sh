@@ -5,12 +5,9 @@
 # against the count worked out here from the shapes, the head groups of each
 # layer); every experiments/paper_*_like.yaml dry-runs and trains 3 steps, and
 # its hybrid trials store the unrouted share of each routing layer.
-set -u
-RB=${RB:-build/routebench}
-RB=$(cd "$(dirname "$RB")" && pwd)/$(basename "$RB")
-X=$(cd "$(dirname "$0")/../experiments" && pwd)
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+. "$(dirname "$0")/tap.bash"
+rb_abs
+X=$TOP/experiments
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
 # --- one layer: local heads with their own block beside routing heads ---
@@ -89,5 +86,4 @@ for f in "$X"/paper_*_like.yaml; do
   v=$(sqlite3 "$tmp/$b.db" "SELECT min(value) > 0 AND max(value) < 1 FROM metrics WHERE name LIKE 'attn.unrouted_share.L%'")
   [ "$v" = 1 ]; ok $? "$b: the shares are between 0 and 1"
 done
-echo "1..$n"
-exit $fail
+tap_end

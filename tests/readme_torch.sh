@@ -4,16 +4,13 @@
 # independent double-precision softmax: forward and all three gradients.
 # The lines are taken from README.md between the readme-snippet markers, so
 # the README cannot drift from what works. Skipped without torch.
-set -u
-RB=${RB:-build/routebench}
-RB=$(cd "$(dirname "$RB")" && pwd)/$(basename "$RB")
-README=$(cd "$(dirname "$0")/.." && pwd)/README.md
+. "$(dirname "$0")/tap.bash"
+rb_abs
+README=$TOP/README.md
 if ! /usr/bin/python3 -c "import torch, numpy" 2>/dev/null; then
   echo "1..0 # SKIP /usr/bin/python3 has no torch and numpy (apt-get install python3-torch python3-numpy)"; exit 0
 fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
 sed -n '/^<!-- readme-snippet: torch -->$/,/^<!-- \/readme-snippet -->$/p' "$README" | sed '1d;$d' |
   sed 's/^    //' | sed "s#build/routebench#$RB#" >"$tmp/snippet.sh"
 [ "$(wc -l <"$tmp/snippet.sh")" -gt 5 ]; ok $? "the snippet is in README.md ($(wc -l <"$tmp/snippet.sh") lines)"
@@ -23,5 +20,4 @@ for t in out dq dk dv; do
   v=$(awk -v t=$t '$1 == t { print $2 }' "$tmp/o")
   awk -v v="${v:-1}" 'BEGIN { exit !(v + 0 < 1e-4) }'; ok $? "$t: largest difference from the double softmax $v < 1e-4"
 done
-echo "1..$n"
-exit $fail
+tap_end

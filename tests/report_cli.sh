@@ -7,10 +7,7 @@
 # data skipped and listed), --dumb draws in the terminal, every table format prints one row per configuration, CSV rows
 # have the header's field count, compare exits 0 on the same database and 1
 # after a step time is made 50% slower in a copy (sqlite3), bad input exits 2.
-set -u
-RB=${RB:-build/routebench}
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+. "$(dirname "$0")/tap.bash"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
 png_sig() { [ -s "$1" ] && [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]; }
@@ -124,5 +121,4 @@ done
 RB_GNUPLOT=/nonexistent/gnuplot $RB plot "$tmp/attn.db" --out "$tmp/x" >"$tmp/o" 2>&1; rc=$?
 [ $rc = 2 ] && grep -q gnuplot "$tmp/o"; ok $? "a missing gnuplot is reported (exit $rc)"
 
-echo "1..$n"
-exit $fail
+tap_end

@@ -4,12 +4,9 @@
 # -wal or -shm file behind anywhere; creating a database in a read-only
 # directory says the directory is not writable. Root writes through
 # permission bits, so as root the read-only part runs as user nobody.
-set -u
-RB=${RB:-build/routebench}
-RB=$(cd "$(dirname "$RB")" && pwd)/$(basename "$RB")
-X=$(cd "$(dirname "$0")/.." && pwd)/experiments/example.yaml
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+. "$(dirname "$0")/tap.bash"
+rb_abs
+X=$TOP/experiments/example.yaml
 tmp=$(mktemp -d); chmod 755 "$tmp"
 trap 'chmod -R u+w "$tmp"; rm -rf "$tmp"' EXIT
 as_user() { if [ "$(id -u)" = 0 ]; then su nobody -s /bin/sh -c "$1"; else sh -c "$1"; fi; }
@@ -34,5 +31,4 @@ as_user "'$RB' plot '$tmp/ro/r.db' --dumb --only scaling --out '$tmp/out'" >"$tm
 [ "$(ls "$tmp/ro")" = r.db ]; ok $? "nothing written beside it: $(ls "$tmp/ro" | tr '\n' ' ')"
 as_user "'$RB' run '$X' --db '$tmp/ro/new.db' --no-sgemm --quiet" >"$tmp/o" 2>&1; rc=$?
 [ $rc = 2 ] && grep -q "not writable" "$tmp/o"; ok $? "creating a database there: exit 2, 'not writable' (rc $rc: $(head -c 150 "$tmp/o"))"
-echo "1..$n"
-exit $fail
+tap_end

@@ -13,12 +13,9 @@
 # put where no process can create a file: under a regular file
 # (/dev/null/x.db: ENOTDIR) and inside procfs (/proc/x.db), which refuses file
 # creation for root too.
-set -u
-RB=${RB:-build/routebench}
-Y=$(cd "$(dirname "$0")" && pwd)/yaml
-X=$(cd "$(dirname "$0")/.." && pwd)/experiments/example.yaml
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+. "$(dirname "$0")/tap.bash"
+Y=$TESTS/yaml
+X=$TOP/experiments/example.yaml
 tmp=$(mktemp -d); pid=; lockpid=
 trap 'kill -9 $pid $lockpid 2>/dev/null; rm -rf "$tmp"' EXIT
 command -v sqlite3 >/dev/null || { echo "1..0 # SKIP sqlite3 not installed"; exit 0; }
@@ -105,5 +102,4 @@ for m in eval_loss bits_per_token accuracy fwd_ms bwd_ms opt_ms step_ms step_ms_
 done
 "$RB" run "$Y/good_train.yaml" --db "$tmp/tr.db" --threads 1 --no-sgemm --quiet 2>/dev/null; rc=$?
 ok $([ $rc = 1 ] && [ "$(q "$tmp/tr.db" "SELECT attempts FROM trials WHERE lr > 1")" = 2 ] && [ "$(q "$tmp/tr.db" "SELECT attempts FROM trials WHERE lr < 1")" = 1 ]; echo $?) "on resume the failed trial runs again, the done one does not"
-echo "1..$n"
-exit $fail
+tap_end

@@ -8,10 +8,7 @@
 # one thread), with every step once, and the checkpoint files are gone.
 # The trial is sized to take about 10 s on an idle machine (at 1 thread), so
 # that the checkpoints of one second come several times within each run.
-set -u
-RB=${RB:-build/routebench}
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+. "$(dirname "$0")/tap.bash"
 tmp=$(mktemp -d); pid=""
 trap '[ -n "$pid" ] && kill -9 $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 command -v sqlite3 >/dev/null || { echo "1..0 # SKIP sqlite3 not installed"; exit 0; }
@@ -61,5 +58,4 @@ cmp -s "$tmp/ref.loss" "$tmp/c.loss"; ok $? "the resumed trial's loss curve equa
 curve "$tmp/ref.db" eval_loss >"$tmp/ref.eval"; curve "$tmp/c.db" eval_loss >"$tmp/c.eval"
 cmp -s "$tmp/ref.eval" "$tmp/c.eval"; ok $? "and so do its evaluations ($(wc -l <"$tmp/c.eval") points)"
 ok $([ -z "$(ls -A "$tmp/c.db.ckpt" 2>/dev/null)" ]; echo $?) "the done trial's checkpoint and sidecar are removed"
-echo "1..$n"
-exit $fail
+tap_end

@@ -4,12 +4,9 @@
 # each override checked as a line of the file would be and reported as
 # "--set N"; recorded with the run; a database keeps to one set of overrides
 # unless --new-overrides says otherwise.
-set -u
-RB=${RB:-build/routebench}
-RB=$(cd "$(dirname "$RB")" && pwd)/$(basename "$RB")
-X=$(cd "$(dirname "$0")/.." && pwd)/experiments/example.yaml
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+. "$(dirname "$0")/tap.bash"
+rb_abs
+X=$TOP/experiments/example.yaml
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 cd "$tmp" || exit 1
 count() { "$RB" run "$X" --dry-run "$@" | head -1 | sed -n 's/^[^:]*: \([0-9]*\) trials.*/\1/p'; }
@@ -35,5 +32,4 @@ ok $? "a run with overrides records them (rc $rc)"
 ok $? "other overrides on that database are refused, nothing recorded (rc $rc)"
 "$RB" run "$X" --db o.db --threads 1 --no-sgemm --quiet --set seq=128 --new-overrides >/dev/null 2>&1; rc=$?
 [ $rc = 0 ] && [ "$(sqlite3 o.db "SELECT count(*) FROM experiments")" = 2 ]; ok $? "--new-overrides runs them (rc $rc)"
-echo "1..$n"
-exit $fail
+tap_end

@@ -6,11 +6,8 @@
 # metrics belong to a trial that is not done. Then a YAML edit that changes
 # one parameter adds new trials without touching the recorded ones, and
 # `repeat: 3` runs only the new seed.
-set -u
-RB=${RB:-build/routebench}
-Y=$(cd "$(dirname "$0")" && pwd)/yaml
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+. "$(dirname "$0")/tap.bash"
+Y=$TESTS/yaml
 tmp=$(mktemp -d); trap 'kill -9 $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 command -v sqlite3 >/dev/null || { echo "1..0 # SKIP sqlite3 not installed"; exit 0; }
 db=$tmp/r.db
@@ -69,5 +66,4 @@ ok $([ "$(q "SELECT count(*) FROM trials WHERE head_dim=32 AND status='done'")" 
 sed -i 's/repeat: 2/repeat: 3/' "$tmp/changed.yaml"
 "$RB" run "$tmp/changed.yaml" --db "$db" --threads 1 --no-sgemm 2>"$tmp/log4"; rc=$?
 ok $([ $rc = 0 ] && grep -q "12 trials selected of 12, 4 to run" "$tmp/log4"; echo $?) "repeat 3: only the 4 new seeds run"
-echo "1..$n"
-exit $fail
+tap_end

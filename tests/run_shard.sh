@@ -4,12 +4,9 @@
 # into one that holds exactly the trials of an unsharded run (same keys,
 # seeds, names, all done, the same metrics per trial). Merge refuses shards
 # of another experiment or of an edited file, and merging twice adds nothing.
-set -u
-RB=${RB:-build/routebench}
-Y=$(cd "$(dirname "$0")" && pwd)/yaml
-X=$(cd "$(dirname "$0")/.." && pwd)/experiments/example.yaml
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+. "$(dirname "$0")/tap.bash"
+Y=$TESTS/yaml
+X=$TOP/experiments/example.yaml
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 command -v sqlite3 >/dev/null || { echo "1..0 # SKIP sqlite3 not installed"; exit 0; }
 q() { sqlite3 -cmd ".timeout 5000" "$1" "$2"; }
@@ -72,5 +69,4 @@ ok $([ $rc = 2 ] && grep -q "YAML hash" "$tmp/o" && [ ! -e "$tmp/m2.db" ]; echo 
 "$RB" merge "$tmp/m3.db" "$tmp/nosuch.db" >"$tmp/o" 2>&1; rc=$?
 ok $([ $rc = 2 ] && grep -q "nosuch.db" "$tmp/o"; echo $?) "a missing input is named (rc $rc)"
 "$RB" merge "$tmp/m3.db" >/dev/null 2>&1; ok $([ $? = 2 ]; echo $?) "merge without inputs: usage, exit 2"
-echo "1..$n"
-exit $fail
+tap_end

@@ -4,12 +4,9 @@
 # the line (and the key where there is one), and no database created, neither
 # at --db nor at the default results/NAME.db. Also: --help documents the
 # keys, --dry-run of a good file lists its trials and writes nothing.
-set -u
-RB=${RB:-build/routebench}
-RB=$(cd "$(dirname "$RB")" && pwd)/$(basename "$RB")
-Y=$(cd "$(dirname "$0")" && pwd)/yaml
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+. "$(dirname "$0")/tap.bash"
+rb_abs
+Y=$TESTS/yaml
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 mkdir "$tmp/w"; cd "$tmp/w" || exit 1
 
@@ -111,5 +108,4 @@ rows=$(tail -n +2 "$tmp/d" | grep -c .)
 "$RB" run "$Y/../../experiments/example.yaml" --dry-run --shard 0/2 >"$tmp/d0" 2>&1
 a=$(tail -n +2 "$tmp/d0" | grep -c .); b=$(tail -n +2 "$tmp/d1" | grep -c .)
 [ $((a + b)) = "$rows" ] && [ "$a" -ge 1 ] && [ "$b" -ge 1 ]; ok $? "--dry-run shards 0/2 and 1/2 split the trials ($a + $b = $rows)"
-echo "1..$n"
-exit $fail
+tap_end

@@ -20,14 +20,11 @@
 # failure instead). The daemons this test starts are stopped by their
 # recorded pids on every exit path. The cluster's ports are fixed, so one
 # such test runs on a machine at a time: a lock serialises concurrent runs.
-set -u
-RB=${RB:-build/routebench}
+. "$(dirname "$0")/tap.bash"
 BUILD=${BUILD:-build}
-top=$(cd "$(dirname "$0")/.." && pwd)
+top=$TOP
 script=$top/experiments/slurm.sh
 yaml=$top/tests/slurm/sweep.yaml
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
 diag() { sed 's/^/# /'; }
 
 # --- the script's own checks: run anywhere, no cluster needed ---
@@ -160,5 +157,4 @@ grep "^failed" "$w/r2" | grep -F "$failname" | grep -qF "$err"; ok $? "so does s
 ! grep -q "^never ran\|did not finish\|no database" "$w/r2"; ok $? "after the resume nothing is reported missing"
 
 echo "cluster part took $(( $(date +%s) - t0 )) s" | diag
-echo "1..$n"
-exit $fail
+tap_end

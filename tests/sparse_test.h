@@ -17,35 +17,9 @@
 #include "tap.h"
 #include "util/common.h"
 #include "util/threads.h"
+#include "testutil.h"
 
-typedef struct {
-    size_t N; /* elements per tensor */
-    float *q, *k, *v, *dout, *out, *dq, *dk, *dv;
-} st_io;
-
-static void st_io_make(st_io *io, const attn_params *p, uint64_t seed) {
-    io->N = (size_t)p->batch * p->heads * p->seq * p->head_dim;
-    float **all[] = {&io->q, &io->k, &io->v, &io->dout, &io->out, &io->dq, &io->dk, &io->dv};
-    for (int i = 0; i < 8; i++) *all[i] = callocCheck(io->N, sizeof(float));
-    rb_rng r;
-    rb_rng_seed(&r, seed);
-    for (int t = 0; t < 4; t++)
-        for (size_t i = 0; i < io->N; i++) (*all[t])[i] = rb_rng_normal(&r);
-}
-
-static void st_io_free(st_io *io) {
-    free(io->q), free(io->k), free(io->v), free(io->dout);
-    free(io->out), free(io->dq), free(io->dk), free(io->dv);
-}
-
-static attn *st_make(const char *name, attn_params *p) {
-    char err[512];
-    attn *a = attn_make(name, p, err, sizeof err);
-    if (!a) diag("attn_make %s failed: %s", name, err);
-    return a;
-}
-
-static void st_run(attn *a, st_io *io, int flags) {
+static void st_run(attn *a, tu_io *io, int flags) {
     a->be->forward(a, io->out, io->q, io->k, io->v, flags);
     a->be->backward(a, io->dq, io->dk, io->dv, io->dout, io->q, io->k, io->v, io->out);
 }
@@ -63,7 +37,7 @@ static void st_free_patterns(ref_pattern *pats, const attn_params *p) {
 
 /* The backend's out, dq, dk, dv (from io) against ref_attention on pats;
  * worst error relative to max(1, largest reference entry). */
-static double st_vs_pattern(const ref_pattern *pats, const attn_params *p, const st_io *io, char *detail, size_t len) {
+static double st_vs_pattern(const ref_pattern *pats, const attn_params *p, const tu_io *io, char *detail, size_t len) {
     double *r[4];
     for (int t = 0; t < 4; t++) r[t] = mallocCheck(io->N * sizeof(double));
     ref_info info;
@@ -81,7 +55,7 @@ static double st_vs_pattern(const ref_pattern *pats, const attn_params *p, const
 
 /* Every entry of dq, dk, dv against central differences of sum(out * dout)
  * with the routes of the first pass held (ATTN_KEEP_ROUTES). */
-static double st_fd_all(attn *a, st_io *io, int *worst_t, size_t *worst_i) {
+static double st_fd_all(attn *a, tu_io *io, int *worst_t, size_t *worst_i) {
     st_run(a, io, ATTN_EVAL);
     float *o1 = mallocCheck(io->N * sizeof(float)), *o2 = mallocCheck(io->N * sizeof(float));
     float *xs[3] = {io->q, io->k, io->v};
@@ -106,23 +80,36 @@ static double st_fd_all(attn *a, st_io *io, int *worst_t, size_t *worst_i) {
     return worst;
 }
 
+/* st_fd_all for backend `name` at p on inputs drawn from seed; INFINITY
+ * when the backend refuses p. */
+static double st_fd_check(const char *name, attn_params *p, uint64_t seed, int *worst_t, size_t *worst_i) {
+    attn *a = tu_make(name, p);
+    if (!a) return INFINITY;
+    tu_io io;
+    tu_io_make(&io, p, seed);
+    double e = st_fd_all(a, &io, worst_t, worst_i);
+    tu_io_free(&io);
+    attn_free(a);
+    return e;
+}
+
 /* Backend `name` at p (equals_dense must say 1) against `dense`: the
  * largest difference of out, dq, dk, dv. */
 static double st_vs_dense(const char *name, attn_params p) {
     attn_params pd = p;
-    attn *a = st_make(name, &p), *dn = st_make("dense", &pd);
+    attn *a = tu_make(name, &p), *dn = tu_make("dense", &pd);
     if (!a || !dn) {
         attn_free(a), attn_free(dn);
         return INFINITY;
     }
-    st_io x, y;
-    st_io_make(&x, &p, 5);
-    st_io_make(&y, &p, 5);
+    tu_io x, y;
+    tu_io_make(&x, &p, 5);
+    tu_io_make(&y, &p, 5);
     st_run(a, &x, ATTN_TRAIN);
     st_run(dn, &y, ATTN_TRAIN);
     double m = fmax(fmax(st_maxdiff(x.out, y.out, x.N), st_maxdiff(x.dq, y.dq, x.N)),
                     fmax(st_maxdiff(x.dk, y.dk, x.N), st_maxdiff(x.dv, y.dv, x.N)));
-    st_io_free(&x), st_io_free(&y);
+    tu_io_free(&x), tu_io_free(&y);
     attn_free(a), attn_free(dn);
     return m;
 }
@@ -130,14 +117,14 @@ static double st_vs_dense(const char *name, attn_params p) {
 /* Bit-identical out and gradients from two runs of one instance and from
  * instances made with 1 and 2 threads; 1 when they are. */
 static int st_deterministic(const char *name, attn_params p) {
-    st_io x, y;
-    st_io_make(&x, &p, 11);
-    st_io_make(&y, &p, 11);
+    tu_io x, y;
+    tu_io_make(&x, &p, 11);
+    tu_io_make(&y, &p, 11);
     int threads = rb_threads(), same = 1;
     for (int round = 0; round < 2; round++) {
         rb_set_threads(2 - round);
         attn_params pp = p;
-        attn *a = st_make(name, &pp);
+        attn *a = tu_make(name, &pp);
         if (!a) return 0;
         if (round == 0) st_run(a, &x, ATTN_TRAIN);
         st_run(a, &y, ATTN_TRAIN);
@@ -146,7 +133,7 @@ static int st_deterministic(const char *name, attn_params p) {
         attn_free(a);
     }
     rb_set_threads(threads);
-    st_io_free(&x), st_io_free(&y);
+    tu_io_free(&x), tu_io_free(&y);
     return same;
 }
 

@@ -31,6 +31,7 @@
 #include "tap.h"
 #include "util/common.h"
 #include "util/threads.h"
+#include "testutil.h"
 
 static const char *desc(const attn_backend *be, const attn_params *p) {
     static char buf[200];
@@ -161,9 +162,7 @@ static void flops_combos(const attn_backend *be, const attn_params *base) {
 static void test_flops(void) {
     for (int bi = 0; bi < attn_count(); bi++) {
         const attn_backend *be = attn_get(bi);
-        attn_params base;
-        attn_params_default(&base);
-        base.batch = 2, base.heads = 2, base.seq = 48, base.head_dim = 16, base.seed = 3;
+        attn_params base = tu_params(2, 2, 48, 16, 3);
         flops_combos(be, &base);
         if (be->uses & ATTN_USES_LOCAL_HEADS) /* besides the default split, all heads of one kind */
             for (base.local_heads = 0; base.local_heads <= base.heads; base.local_heads += base.heads)

@@ -24,6 +24,7 @@
 #include "model/tasks.h"
 #include "util/threads.h"
 #include "model/train.h"
+#include "testutil.h"
 
 static attn_params params(int B, int H, int n, int d) {
     attn_params p;
@@ -38,13 +39,6 @@ static float *randn(size_t n, uint64_t seed, float scale) {
     rb_rng_seed(&r, seed);
     for (size_t i = 0; i < n; i++) x[i] = scale * rb_rng_normal(&r);
     return x;
-}
-
-static attn *make(const char *name, attn_params *p) {
-    char err[512];
-    attn *a = attn_make(name, p, err, sizeof err);
-    if (!a) diag("attn_make(%s): %s", name, err);
-    return a;
 }
 
 /* Reference causal softmax weight of query i on key j, in long double,
@@ -138,7 +132,7 @@ static void test_rows(void) {
 static void test_dense(void) {
     int B = 2, H = 3, n = 40, d = 8; /* n not a multiple of d: a ragged last pass */
     attn_params p = params(B, H, n, d);
-    attn *a = make("dense", &p);
+    attn *a = tu_make("dense", &p);
     size_t N = (size_t)B * H * n * d, hs = (size_t)n * d;
     float *q = randn(N, 11, 1.0f), *k = randn(N, 12, 1.0f);
     /* head 1 = head 0 in each batch entry */
@@ -175,7 +169,7 @@ static void test_full_patterns(void) {
     /* routing, one cluster holding every token, separate keys */
     attn_params p = params(B, H, n, d);
     p.clusters = 1, p.window = n, p.share_qk = 0;
-    attn *a = make("routing", &p);
+    attn *a = tu_make("routing", &p);
     analyze_acc *acc = analyse_one(a, q, k, 1);
     double km = analyze_kind_kept(acc, 0, ANALYZE_HEAD_ROUTING), rm = analyze_kind_random(acc, 0, ANALYZE_HEAD_ROUTING);
     diag("routing clusters=1 window=seq unshared: kept %.15f, random %.15f", km, rm);
@@ -187,7 +181,7 @@ static void test_full_patterns(void) {
      * nothing else, so the kept mass is 1 minus the dense diagonal (keys = q) */
     p = params(B, H, n, d);
     p.clusters = 1, p.window = n;
-    a = make("routing", &p);
+    a = tu_make("routing", &p);
     acc = analyse_one(a, q, k, 1);
     double want = 0;
     size_t hs = (size_t)n * d;
@@ -203,7 +197,7 @@ static void test_full_patterns(void) {
     /* local, window >= seq */
     p = params(B, H, n, d);
     p.window = n + 5;
-    a = make("local", &p);
+    a = tu_make("local", &p);
     acc = analyse_one(a, q, k, 1);
     km = analyze_kind_kept(acc, 0, ANALYZE_HEAD_LOCAL);
     diag("local window=%d >= seq: kept %.15f", p.window, km);
@@ -214,7 +208,7 @@ static void test_full_patterns(void) {
     int w = 12;
     p = params(B, H, n, d);
     p.window = w;
-    a = make("local", &p);
+    a = tu_make("local", &p);
     acc = analyse_one(a, q, k, 1);
     want = 0;
     for (int bh = 0; bh < B * H; bh++)
@@ -254,7 +248,7 @@ static void test_planted(void) {
     }
     attn_params p = params(B, H, n, d);
     p.clusters = K, p.window = n / K, p.share_qk = 0;
-    attn *a = make("routing", &p);
+    attn *a = tu_make("routing", &p);
     analyze_acc *acc = analyse_one(a, q, q, 2);
     double km = analyze_kind_kept(acc, 0, ANALYZE_HEAD_ROUTING), rm = analyze_kind_random(acc, 0, ANALYZE_HEAD_ROUTING);
     diag("planted clusters (K=%d, n=%d): routing keeps %.4f of the dense mass, random floor %.4f", K, n, km, rm);
@@ -276,7 +270,7 @@ static void test_hybrid(void) {
         rb_set_threads(t == 0 ? 2 : 1);
         attn_params p = params(B, H, n, d);
         p.clusters = 4, p.window = 8; /* 32 slots for 64 tokens: many unrouted */
-        attn *a = make("hybrid", &p);
+        attn *a = tu_make("hybrid", &p);
         analyze_acc *acc = analyse_one(a, q, k, 5);
         int max = analyze_metrics_max(acc);
         m[t] = mallocCheck((size_t)max * sizeof(rb_metric));

@@ -20,22 +20,14 @@
 #include "tap.h"
 #include "util/threads.h"
 #include "model/train.h"
+#include "testutil.h"
 
 static void small(train_config *c, const char *backend) {
-    train_config_default(c);
-    snprintf(c->task, sizeof c->task, "copy");
-    c->copy_vocab = 8;
-    c->d_model = 32;
-    c->layers = 2;
-    c->heads = 2;
-    c->seq = 32;
-    c->batch = 2;
-    c->steps = 40;
+    tu_small_model(c, "copy", 8, 32, 32, 2, 40, backend);
     c->lr = 3e-3f;
     c->eval_batches = 1;
     c->attn.window = 8;
     c->attn.clusters = 4;
-    snprintf(c->backend, sizeof c->backend, "%s", backend);
 }
 
 static unsigned char *slurp(const char *path, size_t *n) {
@@ -209,8 +201,8 @@ static size_t write_v1(const char *path, const unsigned char *v2, size_t n) {
 
 int main(void) {
     rb_set_threads(1);
-    char dir[] = "/tmp/rb_ckpt_XXXXXX";
-    if (!mkdtemp(dir)) return 1;
+    char dir[256];
+    if (tu_tmpdir(dir, sizeof dir, "ckpt")) return 1;
 
     config_text_tests();
     round_trip("dense", dir);
@@ -399,7 +391,6 @@ int main(void) {
     free(good);
     free(before);
     model_free(m);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) diag("could not remove %s", dir);
+    tu_rmtree(dir);
     return tap_done();
 }

@@ -11,16 +11,13 @@
 #include "util/common.h"
 #include "tap.h"
 #include "util/threads.h"
+#include "testutil.h"
 
 typedef struct {
     int b, h, n, d, causal;
 } shape;
 
 static size_t sh_elems(shape s) { return (size_t)s.b * s.h * s.n * s.d; }
-
-static void fill_normal(float *x, size_t n, float sd, rb_rng *r) {
-    for (size_t i = 0; i < n; i++) x[i] = sd * rb_rng_normal(r);
-}
 
 /* Reference attention in double for one shape. Inputs (B,H,n,d) float; out,
  * dq, dk, dv (B,H,n,d) double. Gradients of L = sum(dout * out), by hand:
@@ -122,34 +119,6 @@ static void test_reference_gradients(int causal) {
     free(tmp);
 }
 
-typedef struct {
-    float *q, *k, *v, *dout, *out, *dq, *dk, *dv;
-} bufs;
-
-static void bufs_alloc(bufs *b, shape s, uint64_t seed) {
-    size_t ne = sh_elems(s);
-    float **all[] = {&b->q, &b->k, &b->v, &b->dout, &b->out, &b->dq, &b->dk, &b->dv};
-    for (int i = 0; i < 8; i++) *all[i] = calloc(ne, sizeof(float));
-    rb_rng r;
-    rb_rng_seed(&r, seed);
-    /* q larger than k so some rows are peaked and some flat */
-    fill_normal(b->q, ne, 1.5f, &r);
-    fill_normal(b->k, ne, 1.0f, &r);
-    fill_normal(b->v, ne, 1.0f, &r);
-    fill_normal(b->dout, ne, 1.0f, &r);
-}
-
-static void bufs_free(bufs *b) {
-    free(b->q);
-    free(b->k);
-    free(b->v);
-    free(b->dout);
-    free(b->out);
-    free(b->dq);
-    free(b->dk);
-    free(b->dv);
-}
-
 static void params_for(attn_params *p, shape s) {
     attn_params_default(p);
     p->batch = s.b;
@@ -157,6 +126,16 @@ static void params_for(attn_params *p, shape s) {
     p->seq = s.n;
     p->head_dim = s.d;
     p->causal = s.causal;
+}
+
+/* One shape's tensors (tests/testutil.h's tu_io), q scaled by 1.5 so some
+ * rows are peaked and some flat. */
+typedef tu_io bufs;
+static void bufs_alloc(bufs *b, shape s, uint64_t seed) {
+    attn_params p;
+    params_for(&p, s);
+    tu_io_make(b, &p, seed);
+    for (size_t i = 0; i < b->N; i++) b->q[i] *= 1.5f;
 }
 
 /* Runs forward and backward of a backend into b->out, dq, dk, dv. */
@@ -225,7 +204,7 @@ static void test_against_reference(const char *name, shape s) {
     for (int t = 0; t < 4; t++) free(dx[t]);
     for (int t = 0; t < 3; t++) free(rg[t]);
     free(ro);
-    bufs_free(&b);
+    tu_io_free(&b);
 }
 
 static double max_abs_diff(const float *a, const float *b, size_t n) {
@@ -249,8 +228,8 @@ static void test_dense_vs_naive(shape s) {
          s.causal ? "causal" : "full", w[0], w[1], w[2], w[3]);
     ok(made && w[0] < 1e-4 && w[1] < 1e-3 && w[2] < 1e-3 && w[3] < 1e-4,
        "dense and dense-naive agree at b%d h%d n%d d%d %s", s.b, s.h, s.n, s.d, s.causal ? "causal" : "full");
-    bufs_free(&a);
-    bufs_free(&b);
+    tu_io_free(&a);
+    tu_io_free(&b);
 }
 
 /* Output rows 0..pos must not change, bit for bit, when q, k and v after pos
@@ -289,7 +268,7 @@ static void test_causality(const char *name, shape s, int pos) {
     ok(same && changed, "%s n%d: outputs 0..%d bit-identical after changing q, k, v beyond (later ones did change)",
        name, s.n, pos);
     free(out2);
-    bufs_free(&b);
+    tu_io_free(&b);
     attn_free(a);
 }
 
@@ -315,8 +294,8 @@ static void test_determinism(const char *name, shape s) {
     }
     ok(good, "%s b%d h%d n%d: reruns give bit-identical out, dq, dk, dv (%d threads)", name, s.b, s.h, s.n,
        rb_threads());
-    bufs_free(&a);
-    bufs_free(&b);
+    tu_io_free(&a);
+    tu_io_free(&b);
 }
 
 static void test_bad_input(void) {

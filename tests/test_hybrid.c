@@ -14,30 +14,11 @@
 #include "attn/bench.h"
 #include "util/common.h"
 #include "tap.h"
-
-typedef struct {
-    size_t N;
-    float *q, *k, *v, *dout, *out, *dq, *dk, *dv;
-} io_t;
-
-static void io_make(io_t *io, const attn_params *p, uint64_t seed) {
-    io->N = (size_t)p->batch * p->heads * p->seq * p->head_dim;
-    float **all[] = {&io->q, &io->k, &io->v, &io->dout, &io->out, &io->dq, &io->dk, &io->dv};
-    for (int i = 0; i < 8; i++) *all[i] = callocCheck(io->N, sizeof(float));
-    rb_rng r;
-    rb_rng_seed(&r, seed);
-    for (int t = 0; t < 4; t++)
-        for (size_t i = 0; i < io->N; i++) (*all[t])[i] = rb_rng_normal(&r);
-}
-
-static void io_free(io_t *io) {
-    free(io->q), free(io->k), free(io->v), free(io->dout);
-    free(io->out), free(io->dq), free(io->dk), free(io->dv);
-}
+#include "testutil.h"
 
 /* Heads [h0, h0+nh) of every batch entry of a [B, H, n, d] io, as a new
  * [B, nh, n, d] io (inputs only). */
-static void io_heads(io_t *dst, const io_t *src, int B, int H, int h0, int nh, size_t hsz) {
+static void io_heads(tu_io *dst, const tu_io *src, int B, int H, int h0, int nh, size_t hsz) {
     dst->N = (size_t)B * nh * hsz;
     float **d[] = {&dst->q, &dst->k, &dst->v, &dst->dout, &dst->out, &dst->dq, &dst->dk, &dst->dv};
     float *s[] = {src->q, src->k, src->v, src->dout};
@@ -63,14 +44,7 @@ static attn_params params(int B, int H, int n, int d, int L, int causal) {
     return p;
 }
 
-static attn *make(const char *name, attn_params *p) {
-    char err[512];
-    attn *a = attn_make(name, p, err, sizeof err);
-    if (!a) diag("attn_make(%s) failed: %s", name, err);
-    return a;
-}
-
-static void run(attn *a, io_t *io, int flags) {
+static void run(attn *a, tu_io *io, int flags) {
     a->be->forward(a, io->out, io->q, io->k, io->v, flags);
     a->be->backward(a, io->dq, io->dk, io->dv, io->dout, io->q, io->k, io->v, io->out);
 }
@@ -99,18 +73,18 @@ static void test_parts(int B, int H, int n, int d, int L, int causal) { test_par
 static void test_parts_lw(int B, int H, int n, int d, int L, int causal, int K, int w, int lw) {
     attn_params p = params(B, H, n, d, L, causal);
     p.clusters = K, p.window = w, p.local_window = lw;
-    attn *hy = make("hybrid", &p);
+    attn *hy = tu_make("hybrid", &p);
     if (!hy) {
         ok(0, "hybrid create B=%d H=%d L=%d", B, H, L);
         return;
     }
     size_t hsz = (size_t)n * d;
-    io_t io;
-    io_make(&io, &p, 300 + (uint64_t)B * 10 + (uint64_t)L);
+    tu_io io;
+    tu_io_make(&io, &p, 300 + (uint64_t)B * 10 + (uint64_t)L);
     double worst[2] = {0, 0};
     const char *names[2] = {"local", "routing"};
     attn *part[2] = {NULL, NULL};
-    io_t sub[2];
+    tu_io sub[2];
     int h0[2] = {0, p.local_heads}, nh[2] = {p.local_heads, H - p.local_heads};
     for (int s = 0; s < 2; s++) {
         io_heads(&sub[s], &io, B, H, h0[s], nh[s], hsz);
@@ -120,7 +94,7 @@ static void test_parts_lw(int B, int H, int n, int d, int L, int causal, int K, 
         ps.local_heads = -1;
         ps.local_window = 0;
         if (s == 0 && lw > 0) ps.window = lw;
-        part[s] = make(names[s], &ps);
+        part[s] = tu_make(names[s], &ps);
     }
     for (int pass = 0; pass < 2; pass++) {
         run(hy, &io, ATTN_TRAIN);
@@ -148,9 +122,9 @@ static void test_parts_lw(int B, int H, int n, int d, int L, int causal, int K, 
         attn_stat a[32];
         ok(hy->be->stats(hy, a, 32) == 0, "no routing heads: no stats");
     }
-    for (int s = 0; s < 2; s++) attn_free(part[s]), io_free(&sub[s]);
+    for (int s = 0; s < 2; s++) attn_free(part[s]), tu_io_free(&sub[s]);
     attn_free(hy);
-    io_free(&io);
+    tu_io_free(&io);
 }
 
 static void test_check_lw(int B, int H, int n, int d, int L, int w, int causal, int lw);
@@ -178,13 +152,13 @@ static void test_check_lw(int B, int H, int n, int d, int L, int w, int causal, 
 static void test_causal(void) {
     attn_params p = params(2, 4, 64, 8, 2, 1);
     p.window = 8;
-    attn *a = make("hybrid", &p);
+    attn *a = tu_make("hybrid", &p);
     if (!a) {
         ok(0, "create");
         return;
     }
-    io_t io;
-    io_make(&io, &p, 21);
+    tu_io io;
+    tu_io_make(&io, &p, 21);
     float *base = mallocCheck(io.N * 4), *o = mallocCheck(io.N * 4);
     a->be->forward(a, base, io.q, io.k, io.v, ATTN_TRAIN); /* routes chosen once, then held */
     a->be->forward(a, base, io.q, io.k, io.v, ATTN_KEEP_ROUTES);
@@ -214,23 +188,23 @@ static void test_causal(void) {
     diag("causality: %d earlier output rows changed, %d later rows changed", leaks, moved);
     ok(leaks == 0 && moved > 0, "causal hybrid: perturbing position p never changes outputs before p");
     free(base), free(o);
-    io_free(&io);
+    tu_io_free(&io);
     attn_free(a);
 }
 
 static void test_determinism(void) {
     attn_params p = params(2, 4, 100, 16, -1, 1);
-    io_t x, y;
-    io_make(&x, &p, 8);
-    io_make(&y, &p, 8);
-    attn *a = make("hybrid", &p), *b = make("hybrid", &p);
+    tu_io x, y;
+    tu_io_make(&x, &p, 8);
+    tu_io_make(&y, &p, 8);
+    attn *a = tu_make("hybrid", &p), *b = tu_make("hybrid", &p);
     run(a, &x, ATTN_TRAIN);
     run(b, &y, ATTN_TRAIN);
     int same = !memcmp(x.out, y.out, x.N * 4) && !memcmp(x.dq, y.dq, x.N * 4) && !memcmp(x.dk, y.dk, x.N * 4) &&
                !memcmp(x.dv, y.dv, x.N * 4);
     ok(same, "two instances with one seed give bit-identical outputs and gradients");
     attn_free(a), attn_free(b);
-    io_free(&x), io_free(&y);
+    tu_io_free(&x), tu_io_free(&y);
 }
 
 /* Routes and centroids through the hybrid: local heads have no routes; the
@@ -238,11 +212,11 @@ static void test_determinism(void) {
  * [H, K, d] view are the ones its routing heads use. */
 static void test_routes_centroids(int B) {
     attn_params p = params(B, 3, 48, 8, 1, 1);
-    attn *hy = make("hybrid", &p);
+    attn *hy = tu_make("hybrid", &p);
     attn_params pr = p;
     pr.heads = 2;
     pr.local_heads = -1;
-    attn *rt = make("routing", &pr);
+    attn *rt = tu_make("routing", &pr);
     if (!hy || !rt) {
         ok(0, "create");
         attn_free(hy), attn_free(rt);
@@ -258,8 +232,8 @@ static void test_routes_centroids(int B) {
             ch[(size_t)h * K * d + i] = x;
             if (h >= 1) cr[(size_t)(h - 1) * K * d + i] = x;
         }
-    io_t io, sub;
-    io_make(&io, &p, 4);
+    tu_io io, sub;
+    tu_io_make(&io, &p, 4);
     io_heads(&sub, &io, B, 3, 1, 2, (size_t)p.seq * d);
     hy->be->forward(hy, io.out, io.q, io.k, io.v, ATTN_TRAIN);
     rt->be->forward(rt, sub.out, sub.q, sub.k, sub.v, ATTN_TRAIN);
@@ -284,7 +258,7 @@ static void test_routes_centroids(int B) {
             }
         }
     ok(bad == 0, "B=%d: routes: -1 for the local head, routing's for the others", B);
-    io_free(&io), io_free(&sub);
+    tu_io_free(&io), tu_io_free(&sub);
     attn_free(hy), attn_free(rt);
 }
 
@@ -292,7 +266,7 @@ static void test_counts(void) {
     int cases[][4] = {{2, 4, -1, 1}, {1, 4, 0, 1}, {2, 4, 4, 0}, {1, 3, 1, 0}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         attn_params p = params(cases[c][0], cases[c][1], 144, 16, cases[c][2], cases[c][3]);
-        attn *a = make("hybrid", &p);
+        attn *a = tu_make("hybrid", &p);
         if (!a) {
             ok(0, "create");
             continue;

@@ -20,34 +20,7 @@
 #include "harness/runner.h"
 #include "util/common.h"
 #include "tap.h"
-
-static double qd(const char *path, const char *sql) {
-    sqlite3 *db;
-    double v = -1;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
-        sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
-            if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_double(st, 0);
-            sqlite3_finalize(st);
-        }
-    }
-    sqlite3_close(db);
-    return v;
-}
-
-static void qs(const char *path, const char *sql, char *out, size_t len) {
-    sqlite3 *db;
-    out[0] = 0;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
-        sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
-            if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
-                snprintf(out, len, "%s", (const char *)sqlite3_column_text(st, 0));
-            sqlite3_finalize(st);
-        }
-    }
-    sqlite3_close(db);
-}
+#include "testutil.h"
 
 /* n bytes in RSS at once (MAP_POPULATE: page faults one at a time take
  * seconds per GiB on some virtual machines), never given back. */
@@ -106,34 +79,26 @@ static double peak(const char *db, int seq) {
     char sql[256];
     snprintf(sql, sizeof sql, "SELECT m.value FROM metrics m JOIN trials t ON t.id = m.trial_id WHERE t.seq = %d AND "
              "m.name = 'peak_rss_bytes'", seq);
-    return qd(db, sql) / (1 << 20);
+    return tu_qd(db, sql) / (1 << 20);
 }
 
 static void status_is(const char *db, int seq, const char *status, const char *why, const char *what) {
     char sql[256], st[64], er[512];
     snprintf(sql, sizeof sql, "SELECT status FROM trials WHERE seq = %d", seq);
-    qs(db, sql, st, sizeof st);
+    tu_qs(db, sql, st, sizeof st);
     snprintf(sql, sizeof sql, "SELECT coalesce(error, '') FROM trials WHERE seq = %d", seq);
-    qs(db, sql, er, sizeof er);
+    tu_qs(db, sql, er, sizeof er);
     ok(!strcmp(st, status) && strstr(er, why) != NULL, "%s: %s (%s)", what, st, er);
 }
 
 int main(void) {
-    char dir[] = "/tmp/rb_test_isolate_XXXXXX";
-    if (!mkdtemp(dir)) {
-        printf("Bail out! mkdtemp\n");
-        return 1;
-    }
+    char dir[256];
+    if (tu_tmpdir(dir, sizeof dir, "isolate")) return 1;
     runner_install_signals();
     const char *yaml = "name: isolate_test\nparams:\n  heads: 1\n  head_dim: 8\n  backend: dense\n"
                        "sweep:\n  seq: [16, 32, 48, 64, 80, 96, 112]\n";
     experiment e;
-    exp_errors errs;
-    if (exp_load_string(&e, yaml, strlen(yaml), "isolate_test.yaml", &errs) != 0 || e.ntrials != 7) {
-        exp_errors_print(&errs, stdout);
-        printf("Bail out! the test experiment does not load\n");
-        return 1;
-    }
+    if (tu_load_exp(&e, yaml, "isolate_test.yaml", 7)) return 1;
     char db[600], alone[600];
     snprintf(db, sizeof db, "%s/all.db", dir);
     snprintf(alone, sizeof alone, "%s/alone.db", dir);
@@ -143,18 +108,20 @@ int main(void) {
     double dt = rb_now() - t0;
     ok(rc == RUN_SOME_FAILED, "the sweep ends with exit status 1 (some trials failed), not in a crash (rc %d)", rc);
     ok(dt < 50, "the sleeping trial was stopped at its limit: the sweep took %.1f s", dt);
-    ok(qd(db, "SELECT count(*) FROM trials WHERE status = 'done'") == 3, "the 1 GiB trial and both small ones are done");
+    ok(tu_qd(db, "SELECT count(*) FROM trials WHERE status = 'done'") == 3,
+       "the 1 GiB trial and both small ones are done");
     status_is(db, 48, "failed", "Segmentation fault", "the segfaulting trial is failed with the signal");
     status_is(db, 64, "failed", "time limit", "the trial past its limit is failed with the limit");
     status_is(db, 80, "failed", "out of memory", "the impossible allocation is failed as out of memory");
     status_is(db, 96, "failed", "status 3", "the trial that called exit(3) is failed with its status");
-    ok(qd(db, "SELECT count(*) FROM metrics m JOIN trials t ON t.id = m.trial_id WHERE t.status = 'failed'") == 0,
+    ok(tu_qd(db, "SELECT count(*) FROM metrics m JOIN trials t ON t.id = m.trial_id WHERE t.status = 'failed'") == 0,
        "failed trials left no metrics");
 
     rc = run(&e, alone, "*-n32", 0);
     double a = peak(alone, 32), after = peak(db, 32), later = peak(db, 112);
     ok(rc == RUN_OK && a > 8, "the small trial alone: peak RSS %.1f MiB", a);
-    ok(after > 8 && fabs(after - a) < 4, "after the 1 GiB trial its peak RSS is its own: %.1f MiB (alone %.1f)", after, a);
+    ok(after > 8 && fabs(after - a) < 4, "after the 1 GiB trial its peak RSS is its own: %.1f MiB (alone %.1f)", after,
+       a);
     ok(later > 8 && fabs(later - a) < 4, "and after the failures too: %.1f MiB", later);
 
     /* the same sweep in process: the 1 GiB stays in the small trial's peak
@@ -166,9 +133,7 @@ int main(void) {
     ok(in > 1000, "in process the small trial's peak RSS includes the 1 GiB before it: %.0f MiB", in);
 
     exp_free(&e);
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (getenv("KEEP")) return tap_done();
-    if (system(cmd) != 0) diag("could not remove %s", dir);
+    tu_rmtree(dir);
     return tap_done();
 }

@@ -5,7 +5,6 @@
  * tiny size, and attn_check's sampled check at larger ones), plus causality,
  * locality, determinism across runs and thread counts, the FLOP count and
  * refused parameters. */
-#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,28 +14,7 @@
 #include "util/common.h"
 #include "tap.h"
 #include "util/threads.h"
-
-typedef struct {
-    int B, H, n, d;
-    size_t N; /* elements per tensor */
-    float *q, *k, *v, *dout, *out, *dq, *dk, *dv;
-} io_t;
-
-static void io_make(io_t *io, const attn_params *p, uint64_t seed) {
-    io->B = p->batch, io->H = p->heads, io->n = p->seq, io->d = p->head_dim;
-    io->N = (size_t)io->B * io->H * io->n * io->d;
-    float **all[] = {&io->q, &io->k, &io->v, &io->dout, &io->out, &io->dq, &io->dk, &io->dv};
-    for (int i = 0; i < 8; i++) *all[i] = callocCheck(io->N, sizeof(float));
-    rb_rng r;
-    rb_rng_seed(&r, seed);
-    for (int t = 0; t < 4; t++)
-        for (size_t i = 0; i < io->N; i++) (*all[t])[i] = rb_rng_normal(&r);
-}
-
-static void io_free(io_t *io) {
-    free(io->q), free(io->k), free(io->v), free(io->dout);
-    free(io->out), free(io->dq), free(io->dk), free(io->dv);
-}
+#include "testutil.h"
 
 /* Key range query i may see under the definition: its block j = i / w sees
  * the previous block [(j-1)w, jw) and its own block [jw, min(n, (j+1)w)),
@@ -50,7 +28,7 @@ static void ref_range(int *lo, int *hi, int i, int n, int w, int causal) {
 
 /* Double-precision forward and backward of masked dense attention. Outputs
  * are double arrays of N elements each. */
-static void ref_attention(double *out, double *dq, double *dk, double *dv, const io_t *io, int w, int causal) {
+static void ref_attention(double *out, double *dq, double *dk, double *dv, const tu_io *io, int w, int causal) {
     int n = io->n, d = io->d;
     double scale = 1.0 / sqrt((double)d);
     double *s = callocCheck((size_t)n, sizeof(double));
@@ -122,7 +100,19 @@ static attn *make(attn_params *p) {
     return a;
 }
 
-static void run(attn *a, io_t *io) {
+/* A local instance for p and its inputs drawn from seed into io; NULL, and
+ * a failed test saying what could not be made, when p is refused. */
+static attn *make_with_io(attn_params *p, tu_io *io, uint64_t seed, const char *what) {
+    attn *a = make(p);
+    if (!a) {
+        ok(0, "%s: create", what);
+        return NULL;
+    }
+    tu_io_make(io, p, seed);
+    return a;
+}
+
+static void run(attn *a, tu_io *io) {
     a->be->forward(a, io->out, io->q, io->k, io->v, ATTN_TRAIN);
     a->be->backward(a, io->dq, io->dk, io->dv, io->dout, io->q, io->k, io->v, io->out);
 }
@@ -137,13 +127,10 @@ static attn_params params(int B, int H, int n, int d, int w, int causal) {
 /* local against the double reference, forward and all three gradients. */
 static void test_reference(int B, int H, int n, int d, int w, int causal) {
     attn_params p = params(B, H, n, d, w, causal);
-    attn *a = make(&p);
-    if (!a) {
-        ok(0, "reference n=%d w=%d causal=%d: create", n, w, causal);
-        return;
-    }
-    io_t io;
-    io_make(&io, &p, 1000 + (uint64_t)n * 7 + (uint64_t)w + (uint64_t)causal);
+    tu_io io;
+    attn *a = make_with_io(&p, &io, 1000 + (uint64_t)n * 7 + (uint64_t)w + (uint64_t)causal,
+                           tu_str("reference n=%d w=%d causal=%d", n, w, causal));
+    if (!a) return;
     run(a, &io);
     double *ro = mallocCheck(io.N * sizeof(double)), *rq = mallocCheck(io.N * sizeof(double));
     double *rk = mallocCheck(io.N * sizeof(double)), *rv = mallocCheck(io.N * sizeof(double));
@@ -157,7 +144,7 @@ static void test_reference(int B, int H, int n, int d, int w, int causal) {
     ok(worst <= 2e-5 * scale, "local matches the double masked-dense reference: n=%d w=%d (%s) causal=%d", n, w,
        n % w ? "last block short" : "multiple", causal);
     free(ro), free(rq), free(rk), free(rv);
-    io_free(&io);
+    tu_io_free(&io);
     attn_free(a);
 }
 
@@ -165,13 +152,9 @@ static void test_reference(int B, int H, int n, int d, int w, int causal) {
  * the objective differences summed in double. */
 static void test_fd_all(int n, int d, int w, int causal) {
     attn_params p = params(1, 2, n, d, w, causal);
-    attn *a = make(&p);
-    if (!a) {
-        ok(0, "fd create");
-        return;
-    }
-    io_t io;
-    io_make(&io, &p, 77 + (uint64_t)causal);
+    tu_io io;
+    attn *a = make_with_io(&p, &io, 77 + (uint64_t)causal, "fd");
+    if (!a) return;
     run(a, &io);
     float *o1 = mallocCheck(io.N * sizeof(float)), *o2 = mallocCheck(io.N * sizeof(float));
     float *xs[3] = {io.q, io.k, io.v};
@@ -200,7 +183,7 @@ static void test_fd_all(int n, int d, int w, int causal) {
          wi);
     ok(worst < 5e-3, "every gradient entry matches central differences (n=%d w=%d causal=%d)", n, w, causal);
     free(o1), free(o2);
-    io_free(&io);
+    tu_io_free(&io);
     attn_free(a);
 }
 
@@ -230,9 +213,9 @@ static void test_vs_dense(int n, int d, int w, int causal) {
         return;
     }
     ok(a->be->equals_dense(&p) == 1, "equals_dense(window %d >= seq %d) is 1", w, n);
-    io_t x, y;
-    io_make(&x, &p, 5);
-    io_make(&y, &p, 5);
+    tu_io x, y;
+    tu_io_make(&x, &p, 5);
+    tu_io_make(&y, &p, 5);
     run(a, &x);
     run(dn, &y);
     double e[4] = {max_abs_diff_f(x.out, y.out, x.N), max_abs_diff_f(x.dq, y.dq, x.N),
@@ -241,7 +224,7 @@ static void test_vs_dense(int n, int d, int w, int causal) {
     diag("local vs dense n=%d w=%d causal=%d: max abs diff out %.2e dq %.2e dk %.2e dv %.2e", n, w, causal, e[0], e[1],
          e[2], e[3]);
     ok(m < 1e-5, "local with window >= seq equals dense (n=%d w=%d causal=%d)", n, w, causal);
-    io_free(&x), io_free(&y);
+    tu_io_free(&x), tu_io_free(&y);
     attn_free(a), attn_free(dn);
 }
 
@@ -249,30 +232,16 @@ static void test_vs_dense(int n, int d, int w, int causal) {
  * any output row outside the set the definition allows changed, and whether
  * an allowed row did (so the test notices a backend that ignores inputs). */
 static void test_dependence(int n, int d, int w, int causal) {
-    assert(d <= 64);
     attn_params p = params(1, 2, n, d, w, causal);
-    attn *a = make(&p);
-    if (!a) {
-        ok(0, "create");
-        return;
-    }
-    io_t io;
-    io_make(&io, &p, 9);
+    tu_io io;
+    attn *a = make_with_io(&p, &io, 9, "dependence");
+    if (!a) return;
     float *base = mallocCheck(io.N * sizeof(float)), *o = mallocCheck(io.N * sizeof(float));
     a->be->forward(a, base, io.q, io.k, io.v, ATTN_EVAL);
     int leaks = 0, missing = 0, probes = 0;
-    float *xs[3] = {io.q, io.k, io.v};
     for (int t = 0; t < 3; t++)
         for (int pos = 0; pos < n; pos += 3) {
-            float saved[2][64];
-            for (int bh = 0; bh < 2; bh++)
-                for (int e = 0; e < d; e++) {
-                    saved[bh][e] = xs[t][((size_t)bh * n + pos) * d + e];
-                    xs[t][((size_t)bh * n + pos) * d + e] += 0.5f;
-                }
-            a->be->forward(a, o, io.q, io.k, io.v, ATTN_EVAL);
-            for (int bh = 0; bh < 2; bh++)
-                for (int e = 0; e < d; e++) xs[t][((size_t)bh * n + pos) * d + e] = saved[bh][e];
+            tu_forward_perturbed(a, &io, t, pos, o);
             for (int bh = 0; bh < 2; bh++)
                 for (int i = 0; i < n; i++) {
                     int lo, hi;
@@ -296,16 +265,16 @@ static void test_dependence(int n, int d, int w, int causal) {
        causal ? "causal" : "non-causal", n, w);
     ok(missing == 0, "every output that sees a perturbed position changes (n=%d w=%d causal=%d)", n, w, causal);
     free(base), free(o);
-    io_free(&io);
+    tu_io_free(&io);
     attn_free(a);
 }
 
 /* Same inputs: bit-identical results across runs, instances and thread counts. */
 static void test_determinism(void) {
     attn_params p = params(2, 2, 1000, 32, 128, 1);
-    io_t x, y;
-    io_make(&x, &p, 11);
-    io_make(&y, &p, 11);
+    tu_io x, y;
+    tu_io_make(&x, &p, 11);
+    tu_io_make(&y, &p, 11);
     int threads = rb_threads();
     rb_set_threads(2);
     attn *a = make(&p);
@@ -325,7 +294,7 @@ static void test_determinism(void) {
     ok(same, "1 thread and 2 threads give bit-identical results");
     attn_free(a);
     rb_set_threads(threads);
-    io_free(&x), io_free(&y);
+    tu_io_free(&x), tu_io_free(&y);
 }
 
 /* Pair count from the definition, against the backend's FLOP figures. */

@@ -73,7 +73,7 @@ typedef struct {
 
 /* Recompute the buckets of head (b, h) in every round and compare the
  * chunks with routes(); accumulate statistics. */
-static void ind_head(const attn *a, const st_io *io, const float *R, int b, int h, ind_result *res) {
+static void ind_head(const attn *a, const tu_io *io, const float *R, int b, int h, ind_result *res) {
     const attn_params *p = &a->p;
     int n = p->seq, d = p->head_dim, w = p->window, nb2 = p->buckets / 2, nck = (n + w - 1) / w, sets = p->share_qk ? 1 : 2;
     size_t off = ((size_t)b * p->heads + h) * n * d;
@@ -157,13 +157,13 @@ static double stat_of(const attn *a, const char *name) {
 /* Hashing, statistics and attention of one configuration. */
 static void test_reference(int B, int H, int n, int d, int w, int hashes, int buckets, int share, int causal) {
     attn_params p = params(B, H, n, d, w, hashes, buckets, share, causal);
-    attn *a = st_make("lsh", &p);
+    attn *a = tu_make("lsh", &p);
     if (!a) {
         ok(0, "create");
         return;
     }
-    st_io io;
-    st_io_make(&io, &p, 500 + (uint64_t)n + (uint64_t)hashes);
+    tu_io io;
+    tu_io_make(&io, &p, 500 + (uint64_t)n + (uint64_t)hashes);
     st_run(a, &io, ATTN_TRAIN);
     char what[160];
     snprintf(what, sizeof what, "n=%d w=%d (%s) hashes=%d buckets=%d %s causal=%d", n, p.window,
@@ -189,23 +189,18 @@ static void test_reference(int B, int H, int n, int d, int w, int hashes, int bu
        stat_of(a, "pairs_per_query"), pairs / queries);
     st_free_patterns(pats, &p);
     free(R);
-    st_io_free(&io);
+    tu_io_free(&io);
     attn_free(a);
 }
 
 static void test_fd(int n, int w, int hashes, int share, int causal) {
     attn_params p = params(1, 2, n, 4, w, hashes, 0, share, causal);
-    attn *a = st_make("lsh", &p);
-    st_io io;
-    st_io_make(&io, &p, 78 + (uint64_t)causal);
     int t = 0;
     size_t i = 0;
-    double e = a ? st_fd_all(a, &io, &t, &i) : INFINITY;
+    double e = st_fd_check("lsh", &p, 78 + (uint64_t)causal, &t, &i);
     ok(e < 5e-3, "every gradient entry matches central differences: n=%d w=%d (%s) buckets=%d hashes=%d %s causal=%d "
        "(worst %.1e at d%c[%zu])", n, w, n % w ? "not a multiple" : "multiple", p.buckets, hashes,
        share ? "shared" : "unshared", causal, e, "qkv"[t], i);
-    st_io_free(&io);
-    attn_free(a);
 }
 
 static void test_check(int n, int d, int w, int hashes, int causal) {
@@ -233,7 +228,7 @@ static void test_dense(void) {
 
 /* Perturb row pos of q, k or v; count output rows i < pos that move. With
  * the routes held (keep) none may; with hashing live v may not either. */
-static void dependence(attn *a, st_io *io, int keep, long moved[3], long *probes) {
+static void dependence(attn *a, tu_io *io, int keep, long moved[3], long *probes) {
     const attn_params *p = &a->p;
     int n = p->seq, d = p->head_dim, H = p->heads;
     float *base = mallocCheck(io->N * sizeof(float)), *o = mallocCheck(io->N * sizeof(float));
@@ -266,9 +261,9 @@ static void dependence(attn *a, st_io *io, int keep, long moved[3], long *probes
 
 static void test_causality(int share) {
     attn_params p = params(1, 2, 96, 8, 16, 2, 0, share, 1);
-    attn *a = st_make("lsh", &p);
-    st_io io;
-    st_io_make(&io, &p, 21);
+    attn *a = tu_make("lsh", &p);
+    tu_io io;
+    tu_io_make(&io, &p, 21);
     long held[3], live[3], probes;
     dependence(a, &io, 1, held, &probes);
     ok(held[0] + held[1] + held[2] == 0, "%s, routes held: a later q, k or v never moves output i (%ld, %ld, %ld moved)",
@@ -279,16 +274,16 @@ static void test_causality(int share) {
     diag("%s, hashing live, n=96 w=16 buckets=%d hashes=2: a later q moved %.1f%% of earlier outputs, a later k "
          "%.1f%% (of %ld pairs): the sort moves chunk boundaries", share ? "shared" : "unshared", p.buckets,
          100.0 * live[0] / probes, 100.0 * live[1] / probes, probes);
-    st_io_free(&io);
+    tu_io_free(&io);
     attn_free(a);
 }
 
 /* FLOPs against the pairs the membership attends, plus the hashing. */
 static void test_flops(int n, int w, int buckets, int share, int causal, double tol) {
     attn_params p = params(2, 2, n, 32, w, 2, buckets, share, causal);
-    attn *a = st_make("lsh", &p);
-    st_io io;
-    st_io_make(&io, &p, 31);
+    attn *a = tu_make("lsh", &p);
+    tu_io io;
+    tu_io_make(&io, &p, 31);
     a->be->forward(a, io.out, io.q, io.k, io.v, ATTN_EVAL);
     ref_pattern *pats = member_patterns(a);
     double pairs = 0;
@@ -300,7 +295,7 @@ static void test_flops(int n, int w, int buckets, int share, int causal, double 
        "(%.2f%%, %.2f%%)", n, w, p.buckets, share ? "shared" : "unshared", causal, 100 * tol, 100 * ef, 100 * eb);
     ok(a->bytes == a->be->act_bytes(&p), "act_bytes %zu = held %zu", a->be->act_bytes(&p), a->bytes);
     st_free_patterns(pats, &p);
-    st_io_free(&io);
+    tu_io_free(&io);
     attn_free(a);
 }
 

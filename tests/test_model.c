@@ -13,21 +13,13 @@
 #include "tap.h"
 #include "util/threads.h"
 #include "model/train.h"
+#include "testutil.h"
 
 static void tiny_config(train_config *c, const char *backend) {
-    train_config_default(c);
-    snprintf(c->task, sizeof c->task, "random");
-    c->random_vocab = 11;
-    c->d_model = 16;
-    c->layers = 2;
-    c->heads = 2;
-    c->seq = 16;
-    c->batch = 2;
-    c->steps = 10;
+    tu_small_model(c, "random", 11, 16, 16, 2, 10, backend);
     c->attn.window = 4;
     c->attn.clusters = 4;
     c->commit_beta = 0.05f; /* large enough that its gradient shows in the check */
-    snprintf(c->backend, sizeof c->backend, "%s", backend);
 }
 
 static void fill_batch(int *tok, int *tgt, float *mask, int n, int V, uint64_t seed) {

@@ -21,6 +21,7 @@
 #include "util/fsutil.h"
 #include "util/npy.h"
 #include "tap.h"
+#include "testutil.h"
 
 static char tmpdir[256];
 
@@ -737,11 +738,7 @@ static void test_dir_and_nul(void) {
 }
 
 int main(void) {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_npy.XXXXXX");
-    if (!mkdtemp(tmpdir)) {
-        printf("Bail out! cannot make a temporary directory\n");
-        return 1;
-    }
+    if (tu_tmpdir(tmpdir, sizeof tmpdir, "npy")) return 1;
     test_write_layout();
     test_round_trip();
     test_good_headers();
@@ -749,8 +746,6 @@ int main(void) {
     test_dir_and_nul();
     test_attn_round_trip();
     test_export_import();
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) diag("could not remove %s", tmpdir);
+    tu_rmtree(tmpdir);
     return tap_done();
 }

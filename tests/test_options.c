@@ -32,6 +32,7 @@
 #include "util/params.h"
 #include "util/common.h"
 #include "util/threads.h"
+#include "testutil.h"
 
 static char dir[256];
 
@@ -924,11 +925,7 @@ static void test_coverage(void) {
 /* ---- cleanup -------------------------------------------------------------- */
 
 int main(void) {
-    snprintf(dir, sizeof dir, "/tmp/rb_test_options_XXXXXX");
-    if (!mkdtemp(dir)) {
-        printf("Bail out! mkdtemp\n");
-        return 1;
-    }
+    if (tu_tmpdir(dir, sizeof dir, "test_options")) return 1;
     rb_set_threads(1);
     test_schedule();
     test_adamw_options();
@@ -943,8 +940,6 @@ int main(void) {
     test_eval_options();
     test_split_options();
     test_coverage();
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) diag("could not remove %s", dir);
+    tu_rmtree(dir);
     return tap_done();
 }

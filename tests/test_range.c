@@ -28,6 +28,7 @@
 #include "util/common.h"
 #include "util/kernels.h"
 #include "util/threads.h"
+#include "testutil.h"
 
 #define TOL_OUT 1e-2
 #define TOL_GRAD 2e-2
@@ -166,9 +167,7 @@ static void one_config(const attn_backend *be, const attn_params *p0, combo cb, 
 static void test_backends(void) {
     for (int bi = 0; bi < attn_count(); bi++) {
         const attn_backend *be = attn_get(bi);
-        attn_params p;
-        attn_params_default(&p);
-        p.batch = 2, p.heads = 2, p.seq = 40, p.head_dim = 16, p.seed = 5;
+        attn_params p = tu_params(2, 2, 40, 16, 5);
         if (be->uses & ATTN_USES_CLUSTERS) p.clusters = 4; /* window: the backend's default, seq / clusters */
         else if (be->uses & ATTN_USES_WINDOW) p.window = 16; /* 16, 16 and a short last block of 8 */
         int empty = 0, nshare = (be->uses & ATTN_USES_SHARE_QK) ? 2 : 1;

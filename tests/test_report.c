@@ -570,6 +570,23 @@ static void test_tables(const char *db) {
        "a file that is not a database is refused: %s", err);
 }
 
+/* The figures only (NULL: all) of database db drawn as format into out:
+ * plot_all's status, with its message in err and the figures made in *nmade. */
+static int draw(const char *db, const char *out, const char *format, const char *only, int *nmade, char *err,
+                size_t errlen) {
+    rpt_db d;
+    *nmade = 0;
+    if (rpt_open(&d, db, NULL, err, errlen)) return -1;
+    plot_opts o;
+    memset(&o, 0, sizeof o);
+    o.out_dir = out, o.format = format, o.only = only, o.quiet = 1;
+    plot_result pr;
+    int rc = plot_all(&d, &o, &pr, err, errlen);
+    *nmade = pr.nmade;
+    rpt_close(&d);
+    return rc;
+}
+
 static void test_power_law(const char *db) {
     double x[6], y[6], k, c;
     for (int i = 0; i < 6; i++) x[i] = 100.0 * (1 << i), y[i] = 0.5 * pow(x[i], 1.37);
@@ -581,18 +598,8 @@ static void test_power_law(const char *db) {
 
     char err[2048], out[512];
     snprintf(out, sizeof out, "%s/power", tmpdir);
-    rpt_db d;
-    if (rpt_open(&d, db, NULL, err, sizeof err)) {
-        ok(0, "open power db: %s", err);
-        return;
-    }
-    plot_opts o;
-    memset(&o, 0, sizeof o);
-    o.out_dir = out, o.format = "png", o.only = "scaling,memory", o.quiet = 1;
-    plot_result pr;
-    int rc = plot_all(&d, &o, &pr, err, sizeof err);
-    int n = pr.nmade;
-    rpt_close(&d);
+    int n;
+    int rc = draw(db, out, "png", "scaling,memory", &n, err, sizeof err);
     ok(rc == 0 && n == 2, "scaling and memory figures drawn (%s)", rc ? err : "ok");
     char path[600];
     snprintf(path, sizeof path, "%s/scaling.gp", out);
@@ -624,18 +631,8 @@ static void test_every_figure(const char *db) {
     for (int fi = 0; fi < 2; fi++) {
         char err[2048], out[512];
         snprintf(out, sizeof out, "%s/figs-%s", tmpdir, fmts[fi]);
-        rpt_db d;
-        if (rpt_open(&d, db, NULL, err, sizeof err)) {
-            ok(0, "open: %s", err);
-            return;
-        }
-        plot_opts o;
-        memset(&o, 0, sizeof o);
-        o.out_dir = out, o.format = fmts[fi], o.quiet = 1;
-        plot_result pr;
-        int rc = plot_all(&d, &o, &pr, err, sizeof err);
-        int n = pr.nmade;
-        rpt_close(&d);
+        int n;
+        int rc = draw(db, out, fmts[fi], NULL, &n, err, sizeof err);
         ok(rc == 0 && n == PLOT_NFIGURES, "%s: every figure drawn, gnuplot exited 0 (%d of %d%s%s)", fmts[fi], n,
            PLOT_NFIGURES, rc ? ": " : "", rc ? err : "");
         for (int i = 0; i < PLOT_NFIGURES; i++) {
@@ -1042,14 +1039,8 @@ static void test_heatmap_panels(void) {
     add_cfg(s, exp, &r, 1, 0, m1, 1, -1, NULL), add_cfg(s, exp, &h, 1, 1, m2, 1, -1, NULL);
     add_cfg(s, exp, &r2, 1, 2, m3, 1, -1, NULL);
     store_close(s);
-    rpt_db d;
-    if (rpt_open(&d, path, NULL, err, sizeof err)) return (void)ok(0, "open: %s", err);
-    plot_opts o;
-    memset(&o, 0, sizeof o);
-    o.out_dir = out, o.format = "png", o.only = "heatmap", o.quiet = 1;
-    plot_result pr;
-    int rc = plot_all(&d, &o, &pr, err, sizeof err);
-    rpt_close(&d);
+    int n;
+    int rc = draw(path, out, "png", "heatmap", &n, err, sizeof err);
     char p[600];
     snprintf(p, sizeof p, "%s/heatmap.dat", out);
     char *dat = slurp(p, NULL);
@@ -1103,11 +1094,7 @@ static void test_plot_skip(const char *power) {
 }
 
 int main(void) {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/rb_test_report_XXXXXX");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (tu_tmpdir(tmpdir, sizeof tmpdir, "test_report")) return 1;
     char known_db[512], power_db[512];
     snprintf(known_db, sizeof known_db, "%s/known.db", tmpdir);
     snprintf(power_db, sizeof power_db, "%s/power.db", tmpdir);
@@ -1127,9 +1114,6 @@ int main(void) {
     test_crossover();
     test_heatmap_panels();
     test_plot_skip(power_db);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (getenv("RB_KEEP_TMP")) diag("kept %s", tmpdir);
-    else if (system(cmd) != 0) diag("could not remove %s", tmpdir);
+    tu_rmtree(tmpdir);
     return tap_done();
 }

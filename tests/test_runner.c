@@ -15,22 +15,9 @@
 #include "harness/experiment.h"
 #include "harness/runner.h"
 #include "tap.h"
+#include "testutil.h"
 
 static char dir[256];
-
-static long long q1(const char *path, const char *sql) {
-    sqlite3 *db;
-    long long v = -1;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
-        sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
-            if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
-            sqlite3_finalize(st);
-        }
-    }
-    sqlite3_close(db);
-    return v;
-}
 
 /* What each trial does in the current round, by the trial's sequence length:
  * 'd' done, 'f' failed, 'i' interrupted by SIGINT; all after appending
@@ -70,26 +57,16 @@ static int run_round(const experiment *e, const char *db, const char *plan, char
 static long long qk(const char *db, const char *fmt, int seq) {
     char s[512];
     snprintf(s, sizeof s, fmt, seq);
-    return q1(db, s);
+    return tu_q1(db, s);
 }
 
 int main(void) {
-    snprintf(dir, sizeof dir, "/tmp/rb_test_runner_XXXXXX");
-    if (!mkdtemp(dir)) {
-        printf("Bail out! mkdtemp\n");
-        return 1;
-    }
+    if (tu_tmpdir(dir, sizeof dir, "test_runner")) return 1;
     runner_install_signals();
     const char *yaml = "name: runner_test\nparams:\n  heads: 1\n  head_dim: 8\nsweep:\n  backend: [dense]\n"
                        "  seq: [16, 32, 64]\n";
     experiment e;
-    exp_errors errs;
-    memset(&e, 0, sizeof e);
-    if (exp_load_string(&e, yaml, strlen(yaml), "runner_test.yaml", &errs) != 0 || e.ntrials != 3) {
-        exp_errors_print(&errs, stdout);
-        printf("Bail out! the test experiment does not load\n");
-        return 1;
-    }
+    if (tu_load_exp(&e, yaml, "runner_test.yaml", 3)) return 1;
     char db[512], err[512];
     snprintf(db, sizeof db, "%s/r.db", dir);
 
@@ -100,8 +77,8 @@ int main(void) {
     char qs[512];
     snprintf(qs, sizeof qs, "%sstatus='done' AND (SELECT count(*) FROM metrics WHERE trial_id=t.id)=3", by_seq);
     ok(qk(db, qs, 16) == 1, "the done trial has its 3 metrics");
-    snprintf(qs, sizeof qs, "%sstatus='failed' AND error='boom 1' AND (SELECT count(*) FROM metrics WHERE trial_id=t.id)=0",
-             by_seq);
+    snprintf(qs, sizeof qs,
+             "%sstatus='failed' AND error='boom 1' AND (SELECT count(*) FROM metrics WHERE trial_id=t.id)=0", by_seq);
     ok(qk(db, qs, 32) == 1, "the failed trial has its error and none of the 3 metrics it appended");
     snprintf(qs, sizeof qs, "%sstatus='interrupted' AND (SELECT count(*) FROM metrics WHERE trial_id=t.id)=0", by_seq);
     ok(qk(db, qs, 64) == 1, "the trial interrupted by a signal is interrupted, with none of its metrics");
@@ -112,26 +89,25 @@ int main(void) {
     rc = run_round(&e, db, "ddd", err, sizeof err);
     int ran_right = g_calls == 2 && ((g_called[0] == 1 && g_called[1] == 2) || (g_called[0] == 2 && g_called[1] == 1));
     ok(rc == RUN_OK && ran_right, "round 2 ran exactly the failed and the interrupted trial (%d calls)", g_calls);
-    ok(q1(db, "SELECT count(*) FROM trials") == 3 && q1(db, "SELECT count(*) FROM trials WHERE status='done'") == 3,
+    ok(tu_q1(db, "SELECT count(*) FROM trials") == 3 &&
+           tu_q1(db, "SELECT count(*) FROM trials WHERE status='done'") == 3,
        "3 trials, all done");
     ok(qk(db, "SELECT id FROM trials WHERE seq=%d", 16) == done_id &&
            qk(db, "SELECT length(ended_at) + 1000 * attempts FROM trials WHERE seq=%d", 16) == done_end &&
            qk(db, "SELECT count(*) FROM metrics m JOIN trials t ON t.id=m.trial_id WHERE t.seq=%d", 16) == 3,
        "the trial done in round 1 was not reset, rerun or given more metrics");
-    ok(q1(db, "SELECT count(*) FROM trials WHERE attempts=2") == 2 &&
-           q1(db, "SELECT count(*) FROM (SELECT trial_id FROM metrics GROUP BY trial_id HAVING count(*)=3)") == 3 &&
-           q1(db, "SELECT count(*) FROM metrics") == 9,
+    ok(tu_q1(db, "SELECT count(*) FROM trials WHERE attempts=2") == 2 &&
+           tu_q1(db, "SELECT count(*) FROM (SELECT trial_id FROM metrics GROUP BY trial_id HAVING count(*)=3)") == 3 &&
+           tu_q1(db, "SELECT count(*) FROM metrics") == 9,
        "the retried trials ran twice and hold exactly one attempt's metrics each");
 
     /* round 3: nothing left */
     rc = run_round(&e, db, "fff", err, sizeof err);
-    ok(rc == RUN_OK && g_calls == 0 && q1(db, "SELECT count(*) FROM trials WHERE status='done'") == 3 &&
-           q1(db, "SELECT count(*) FROM experiments") == 3,
+    ok(rc == RUN_OK && g_calls == 0 && tu_q1(db, "SELECT count(*) FROM trials WHERE status='done'") == 3 &&
+           tu_q1(db, "SELECT count(*) FROM experiments") == 3,
        "round 3 has nothing to run; each run is recorded");
 
     exp_free(&e);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) diag("could not remove %s", dir);
+    tu_rmtree(dir);
     return tap_done();
 }

@@ -28,20 +28,6 @@
 
 static char dir[256];
 
-static long long q1(const char *path, const char *sql) {
-    sqlite3 *db;
-    long long v = -1;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
-        sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
-            if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
-            sqlite3_finalize(st);
-        }
-    }
-    sqlite3_close(db);
-    return v;
-}
-
 static int sql(const char *path, const char *s) {
     sqlite3 *db;
     int rc = sqlite3_open(path, &db);
@@ -147,7 +133,7 @@ static void test_migration(const char *dir) {
     rb_store *s;
     ok(store_open(&s, p, 0, err, sizeof err) == 0, "a schema-1 database opens (upgraded): %s", err);
     store_close(s);
-    ok(q1(p, "PRAGMA user_version") == STORE_SCHEMA_VERSION, "its schema version is now %d", STORE_SCHEMA_VERSION);
+    ok(tu_q1(p, "PRAGMA user_version") == STORE_SCHEMA_VERSION, "its schema version is now %d", STORE_SCHEMA_VERSION);
     sqlite3 *db;
     sqlite3_stmt *st;
     sqlite3_open_v2(p, &db, SQLITE_OPEN_READONLY, NULL);
@@ -157,9 +143,9 @@ static void test_migration(const char *dir) {
     sqlite3_close(db);
     ok(e.ntrials == 1 && strcmp(key, e.trials[0].key) == 0,
        "the old trial's key is today's key of the same file (%s, expected %s)", key, e.trials[0].key);
-    ok(q1(p, "SELECT count(*) FROM pragma_table_info('trials') WHERE name = 'kmeans_iters'") == 1,
+    ok(tu_q1(p, "SELECT count(*) FROM pragma_table_info('trials') WHERE name = 'kmeans_iters'") == 1,
        "a missing parameter column is added");
-    ok(q1(p, "SELECT count(*) FROM trials WHERE params LIKE '%commit_beta%'") == 0, "old spellings are renamed");
+    ok(tu_q1(p, "SELECT count(*) FROM trials WHERE params LIKE '%commit_beta%'") == 0, "old spellings are renamed");
     exp_free(&e);
 }
 
@@ -168,7 +154,7 @@ static void test_migration(const char *dir) {
 static long long q1f(const char *path, const char *fmt, long long a) {
     char sqlq[512];
     snprintf(sqlq, sizeof sqlq, fmt, a);
-    return q1(path, sqlq);
+    return tu_q1(path, sqlq);
 }
 
 /* Register, claim and finish one trial; its id. */
@@ -184,16 +170,25 @@ static int64_t put(rb_store *s, int64_t eid, const store_trial *t, const char *s
     return id;
 }
 
+/* A new database dir/name (its path into p) with the experiment xrow("exp",
+ * "h1") begun in it, whose id goes into *eid. */
+static rb_store *open_exp(char *p, size_t plen, const char *name, int64_t *eid) {
+    char err[512];
+    snprintf(p, plen, "%s/%s", dir, name);
+    rb_store *s;
+    store_open(&s, p, 1, err, sizeof err);
+    store_experiment x = xrow("exp", "h1");
+    store_begin_experiment(s, &x, eid, err, sizeof err);
+    return s;
+}
+
 /* Registering the same (key, seed) again, from a new run and with other
  * fields, leaves every recorded trial as it was. */
 static void test_reregister(void) {
     char p[512], err[512];
-    snprintf(p, sizeof p, "%s/rereg.db", dir);
-    rb_store *s;
-    store_open(&s, p, 1, err, sizeof err);
-    store_experiment x = xrow("exp", "h1");
     int64_t e1, e2;
-    store_begin_experiment(s, &x, &e1, err, sizeof err);
+    rb_store *s = open_exp(p, sizeof p, "rereg.db", &e1);
+    store_experiment x = xrow("exp", "h1");
     store_trial t[4] = {trow("d000", 1, "done-one"), trow("f000", 1, "failed-one"), trow("u000", 1, "unsup-one"),
                         trow("i000", 1, "interrupted-one")};
     store_metric m[3] = {{-1, "fwd_ms", 1.0}, {-1, "bwd_ms", 2.0}, {5, "train_loss", 3.0}};
@@ -205,11 +200,13 @@ static void test_reregister(void) {
     /* a second run registers them again, renamed and with other columns, plus a new one */
     store_begin_experiment(s, &x, &e2, err, sizeof err);
     store_trial t2[5];
-    for (int i = 0; i < 4; i++) t2[i] = t[i], t2[i].name = "renamed", tu_col(&t2[i], "seq", "999"), t2[i].params_json = "{\"x\":1}";
+    for (int i = 0; i < 4; i++)
+        t2[i] = t[i], t2[i].name = "renamed", tu_col(&t2[i], "seq", "999"), t2[i].params_json = "{\"x\":1}";
     t2[4] = trow("n000", 1, "new-one");
     int rc = store_register_trials(s, t2, 5, e2, err, sizeof err);
     store_close(s);
-    ok(rc == 0 && q1(p, "SELECT count(*) FROM trials") == 5, "registering 4 recorded trials again and a new one: 5 trials");
+    ok(rc == 0 && tu_q1(p, "SELECT count(*) FROM trials") == 5,
+       "registering 4 recorded trials again and a new one: 5 trials");
     ok(q1f(p, "SELECT count(*) FROM trials WHERE id=%lld AND status='done' AND name='done-one' AND seq=64 "
               "AND params='{}' AND attempts=1",
            id0) == 1 &&
@@ -218,11 +215,11 @@ static void test_reregister(void) {
        "the done trial keeps its row: status, name, parameters, run, attempts, end time");
     ok(q1f(p, "SELECT count(*) FROM metrics WHERE trial_id=%lld", id0) == 3,
        "and its 3 metrics (%lld)", q1f(p, "SELECT count(*) FROM metrics WHERE trial_id=%lld", id0));
-    ok(q1(p, "SELECT count(*) FROM trials WHERE (key='f000' AND status='failed' AND error='boom') OR "
+    ok(tu_q1(p, "SELECT count(*) FROM trials WHERE (key='f000' AND status='failed' AND error='boom') OR "
              "(key='u000' AND status='unsupported') OR (key='i000' AND status='interrupted')") == 3 &&
-           q1(p, "SELECT count(*) FROM trials WHERE name='renamed'") == 0,
+           tu_q1(p, "SELECT count(*) FROM trials WHERE name='renamed'") == 0,
        "failed, unsupported and interrupted trials keep their status and error");
-    ok(q1(p, "SELECT count(*) FROM trials WHERE key='n000' AND status='pending' AND experiment_id=2") == 1,
+    ok(tu_q1(p, "SELECT count(*) FROM trials WHERE key='n000' AND status='pending' AND experiment_id=2") == 1,
        "the new trial is pending, registered by the second run");
 }
 
@@ -263,12 +260,8 @@ static int add_die(sqlite3 *db, const char **msg, const void *api) {
 
 static void test_killed_in_finish(void) {
     char p[512], err[512], host_me[64];
-    snprintf(p, sizeof p, "%s/killed.db", dir);
-    rb_store *s;
-    store_open(&s, p, 1, err, sizeof err);
-    store_experiment x = xrow("exp", "h1");
     int64_t eid, id;
-    store_begin_experiment(s, &x, &eid, err, sizeof err);
+    rb_store *s = open_exp(p, sizeof p, "killed.db", &eid);
     store_trial t = trow("k000", 1, "killed");
     store_register_trials(s, &t, 1, eid, err, sizeof err);
     char st[32];
@@ -320,12 +313,8 @@ static void test_killed_in_finish(void) {
  * failure that had written some, or an interruption, leaves none. */
 static void test_retry_metrics(void) {
     char p[512], err[512], st[32];
-    snprintf(p, sizeof p, "%s/retry.db", dir);
-    rb_store *s;
-    store_open(&s, p, 1, err, sizeof err);
-    store_experiment x = xrow("exp", "h1");
     int64_t eid;
-    store_begin_experiment(s, &x, &eid, err, sizeof err);
+    rb_store *s = open_exp(p, sizeof p, "retry.db", &eid);
     store_trial t = trow("r000", 1, "retried");
     store_metric m[2] = {{-1, "partial", 1.0}, {3, "loss", 2.0}};
     int64_t id = put(s, eid, &t, ST_FAILED, m, 2);
@@ -365,24 +354,26 @@ static void test_merge_invariants(void) {
         int copied, kept;
         int rc = store_merge(o, in, 2, &copied, &kept, err, sizeof err);
         /* k1 done (a), k2 done (b), k3 failed (b), k4 unsupported (a) */
-        int best = q1(o, "SELECT count(*) FROM trials WHERE (key='0000000000000001' AND status='done') OR "
+        int best = tu_q1(o, "SELECT count(*) FROM trials WHERE (key='0000000000000001' AND status='done') OR "
                          "(key='0000000000000002' AND status='done') OR (key='0000000000000003' AND status='failed') "
                          "OR (key='0000000000000004' AND status='unsupported')") == 4;
         /* done trials carry make_db's 2 metrics, the others none */
-        long long orphans = q1(o, "SELECT count(*) FROM metrics m JOIN trials t ON t.id=m.trial_id WHERE t.status<>'done'");
-        long long nm = q1(o, "SELECT count(*) FROM metrics");
-        long long dangling = q1(o, "SELECT count(*) FROM metrics WHERE trial_id NOT IN (SELECT id FROM trials)");
-        long long bad_exp = q1(o, "SELECT count(*) FROM trials WHERE experiment_id NOT IN (SELECT id FROM experiments)");
-        ok(rc == 0 && q1(o, "SELECT count(*) FROM trials") == 4 && best && orphans == 0 && nm == 4 && dangling == 0 &&
-               bad_exp == 0,
+        long long orphans =
+            tu_q1(o, "SELECT count(*) FROM metrics m JOIN trials t ON t.id=m.trial_id WHERE t.status<>'done'");
+        long long nm = tu_q1(o, "SELECT count(*) FROM metrics");
+        long long dangling = tu_q1(o, "SELECT count(*) FROM metrics WHERE trial_id NOT IN (SELECT id FROM trials)");
+        long long bad_exp =
+            tu_q1(o, "SELECT count(*) FROM trials WHERE experiment_id NOT IN (SELECT id FROM experiments)");
+        ok(rc == 0 && tu_q1(o, "SELECT count(*) FROM trials") == 4 && best && orphans == 0 && nm == 4 &&
+               dangling == 0 && bad_exp == 0,
            "merge %s: 4 trials, each with its best status, 4 metrics all of done trials, every trial of a recorded "
            "run",
            order ? "b, a" : "a, b");
         if (order == 0) total_metrics = nm;
         const char *again[1] = {in[1]};
         int rc2 = store_merge(o, again, 1, &copied, &kept, err, sizeof err);
-        ok(rc2 == 0 && copied == 0 && q1(o, "SELECT count(*) FROM metrics") == total_metrics &&
-               q1(o, "SELECT count(*) FROM experiments") == 2,
+        ok(rc2 == 0 && copied == 0 && tu_q1(o, "SELECT count(*) FROM metrics") == total_metrics &&
+               tu_q1(o, "SELECT count(*) FROM experiments") == 2,
            "merging an input again copies nothing (%d) and keeps each run once", copied);
     }
     /* a shard's pending copy never replaces a done one already merged */
@@ -393,17 +384,13 @@ static void test_merge_invariants(void) {
     const char *in3[1] = {c};
     int copied, kept;
     store_merge(o, in3, 1, &copied, &kept, err, sizeof err);
-    ok(copied == 0 && kept == 4 && q1(o, "SELECT count(*) FROM trials WHERE status='done'") == 2 &&
-           q1(o, "SELECT count(*) FROM metrics") == total_metrics,
+    ok(copied == 0 && kept == 4 && tu_q1(o, "SELECT count(*) FROM trials WHERE status='done'") == 2 &&
+           tu_q1(o, "SELECT count(*) FROM metrics") == total_metrics,
        "merging a shard of pending copies keeps the recorded trials and their metrics (kept %d)", kept);
 }
 
 int main(void) {
-    snprintf(dir, sizeof dir, "/tmp/rb_test_store_XXXXXX");
-    if (!mkdtemp(dir)) {
-        printf("Bail out! mkdtemp\n");
-        return 1;
-    }
+    if (tu_tmpdir(dir, sizeof dir, "test_store")) return 1;
     char p[512], err[512];
     rb_store *s;
 
@@ -411,10 +398,10 @@ int main(void) {
     snprintf(p, sizeof p, "%s/a.db", dir);
     ok(store_open(&s, p, 1, err, sizeof err) == 0, "a new database is created");
     store_close(s);
-    ok(q1(p, "PRAGMA user_version") == STORE_SCHEMA_VERSION, "schema version in PRAGMA user_version");
-    ok(q1(p, "SELECT count(*) FROM sqlite_master WHERE name IN ('experiments','trials','metrics')") == 3,
+    ok(tu_q1(p, "PRAGMA user_version") == STORE_SCHEMA_VERSION, "schema version in PRAGMA user_version");
+    ok(tu_q1(p, "SELECT count(*) FROM sqlite_master WHERE name IN ('experiments','trials','metrics')") == 3,
        "tables experiments, trials, metrics");
-    ok(q1(p, "PRAGMA journal_mode") >= 0, "journal mode readable");
+    ok(tu_q1(p, "PRAGMA journal_mode") >= 0, "journal mode readable");
     {
         sqlite3 *db;
         sqlite3_open(p, &db);
@@ -435,9 +422,10 @@ int main(void) {
     tu_col(&t[2], "seq", "128");
     ok(store_register_trials(s, t, 3, eid, err, sizeof err) == 0, "three trials registered");
     ok(store_register_trials(s, t, 3, eid, err, sizeof err) == 0, "registering again is harmless");
-    ok(q1(p, "SELECT count(*) FROM trials") == 3 && q1(p, "SELECT count(*) FROM trials WHERE status='pending'") == 3,
+    ok(tu_q1(p, "SELECT count(*) FROM trials") == 3 &&
+           tu_q1(p, "SELECT count(*) FROM trials WHERE status='pending'") == 3,
        "still three trials, all pending");
-    ok(q1(p, "SELECT count(*) FROM trials WHERE window IS NULL AND clusters IS NULL AND seq=128") == 1,
+    ok(tu_q1(p, "SELECT count(*) FROM trials WHERE window IS NULL AND clusters IS NULL AND seq=128") == 1,
        "parameters that do not apply are NULL, the others are columns");
     char st[32], runner[64];
     store_trial_status(s, "aaaa", 2, st, sizeof st, &id, NULL, 0, err, sizeof err);
@@ -445,19 +433,24 @@ int main(void) {
     char me[64];
     snprintf(me, sizeof me, "testhost:%ld", (long)getpid());
     ok(store_try_claim_trial(s, id, eid, me, err, sizeof err) == 0, "a pending trial is claimed");
-    ok(store_try_claim_trial(s, id, eid, "otherhost:2", err, sizeof err) == 1, "a running trial cannot be claimed again");
+    ok(store_try_claim_trial(s, id, eid, "otherhost:2", err, sizeof err) == 1,
+       "a running trial cannot be claimed again");
     store_metric m[3] = {{-1, "fwd_ms", 1.5}, {3, "train_loss", 2.25}, {-1, "nan_value", 0.0 / 0.0}};
     ok(store_finish_trial(s, id, ST_DONE, NULL, m, 3, err, sizeof err) == 0, "a trial finishes");
-    ok(q1(p, "SELECT count(*) FROM metrics WHERE step IS NULL") == 2 && q1(p, "SELECT step FROM metrics WHERE name='train_loss'") == 3,
+    ok(tu_q1(p, "SELECT count(*) FROM metrics WHERE step IS NULL") == 2 &&
+           tu_q1(p, "SELECT step FROM metrics WHERE name='train_loss'") == 3,
        "summary metrics have step NULL, curves their step");
-    ok(q1(p, "SELECT count(*) FROM metrics WHERE name='nan_value' AND value IS NULL") == 1, "a non-finite value is stored as NULL");
-    ok(q1(p, "SELECT attempts FROM trials WHERE key='aaaa' AND seed=2") == 1, "attempts counted");
-    ok(store_try_claim_trial(s, id, eid, me, err, sizeof err) == 1 && store_claim_trial(s, id, eid, me, err, sizeof err) == 0 &&
-           q1(p, "SELECT status='done' FROM trials WHERE key='aaaa' AND seed=2") == 1,
+    ok(tu_q1(p, "SELECT count(*) FROM metrics WHERE name='nan_value' AND value IS NULL") == 1,
+       "a non-finite value is stored as NULL");
+    ok(tu_q1(p, "SELECT attempts FROM trials WHERE key='aaaa' AND seed=2") == 1, "attempts counted");
+    ok(store_try_claim_trial(s, id, eid, me, err, sizeof err) == 1 &&
+           store_claim_trial(s, id, eid, me, err, sizeof err) == 0 &&
+           tu_q1(p, "SELECT status='done' FROM trials WHERE key='aaaa' AND seed=2") == 1,
        "a done trial cannot be claimed (claim leaves it done)");
 
     /* all-or-nothing: a trigger makes the third metric insert fail */
-    sql(p, "CREATE TRIGGER boom BEFORE INSERT ON metrics WHEN NEW.name='boom' BEGIN SELECT RAISE(ABORT, 'forced'); END;");
+    sql(p,
+        "CREATE TRIGGER boom BEFORE INSERT ON metrics WHEN NEW.name='boom' BEGIN SELECT RAISE(ABORT, 'forced'); END;");
     store_trial_status(s, "bbbb", 1, st, sizeof st, &id, NULL, 0, err, sizeof err);
     store_claim_trial(s, id, eid, me, err, sizeof err);
     store_metric mb[3] = {{-1, "fwd_ms", 1.0}, {-1, "bwd_ms", 2.0}, {-1, "boom", 3.0}};
@@ -465,9 +458,9 @@ int main(void) {
     ok(rc != 0 && strstr(err, "a.db"), "a failing insert fails the finish, message names the file: %s", err);
     char q[256];
     snprintf(q, sizeof q, "SELECT count(*) FROM metrics WHERE trial_id=%lld", (long long)id);
-    ok(q1(p, q) == 0, "none of that trial's metrics were written");
+    ok(tu_q1(p, q) == 0, "none of that trial's metrics were written");
     snprintf(q, sizeof q, "SELECT status='running' FROM trials WHERE id=%lld", (long long)id);
-    ok(q1(p, q) == 1, "and its status did not become done");
+    ok(tu_q1(p, q) == 1, "and its status did not become done");
     sql(p, "DROP TRIGGER boom;");
 
     /* stale running rows */
@@ -495,14 +488,15 @@ int main(void) {
     sql(p, "CREATE TABLE mine(x); INSERT INTO mine VALUES (42);");
     rc = store_open(&s, p, 1, err, sizeof err);
     ok(rc != 0 && strstr(err, "not one routebench wrote"), "an SQLite file of another program is refused: %s", err);
-    ok(q1(p, "SELECT x FROM mine") == 42 && q1(p, "SELECT count(*) FROM sqlite_master") == 1, "and left unchanged");
+    ok(tu_q1(p, "SELECT x FROM mine") == 42 && tu_q1(p, "SELECT count(*) FROM sqlite_master") == 1,
+       "and left unchanged");
 
     snprintf(p, sizeof p, "%s/newer.db", dir);
     make_db(p, "exp", "h1", 1, (const char *const[]){ST_DONE});
     sql(p, "PRAGMA user_version=99;");
     rc = store_open(&s, p, 1, err, sizeof err);
     ok(rc != 0 && strstr(err, "newer routebench") && strstr(err, "99"), "a newer schema is refused with why: %s", err);
-    ok(q1(p, "PRAGMA user_version") == 99 && q1(p, "SELECT count(*) FROM metrics") == 2, "and left unchanged");
+    ok(tu_q1(p, "PRAGMA user_version") == 99 && tu_q1(p, "SELECT count(*) FROM metrics") == 2, "and left unchanged");
 
     snprintf(p, sizeof p, "/dev/null/x.db");
     rc = store_open(&s, p, 1, err, sizeof err);
@@ -520,24 +514,27 @@ int main(void) {
     const char *in[2] = {a, b};
     int copied, kept;
     ok(store_merge(o, in, 2, &copied, &kept, err, sizeof err) == 0, "two shards merge");
-    ok(q1(o, "SELECT count(*) FROM trials") == 3, "one copy of each trial (%lld)", q1(o, "SELECT count(*) FROM trials"));
-    ok(q1(o, "SELECT count(*) FROM trials WHERE status='done'") == 2, "done wins over failed and interrupted");
-    ok(q1(o, "SELECT count(*) FROM metrics") == 4 &&
-           q1(o, "SELECT count(*) FROM metrics m JOIN trials t ON t.id=m.trial_id WHERE t.status='done'") == 4,
+    ok(tu_q1(o, "SELECT count(*) FROM trials") == 3, "one copy of each trial (%lld)",
+       tu_q1(o, "SELECT count(*) FROM trials"));
+    ok(tu_q1(o, "SELECT count(*) FROM trials WHERE status='done'") == 2, "done wins over failed and interrupted");
+    ok(tu_q1(o, "SELECT count(*) FROM metrics") == 4 &&
+           tu_q1(o, "SELECT count(*) FROM metrics m JOIN trials t ON t.id=m.trial_id WHERE t.status='done'") == 4,
        "metrics follow the kept trials");
-    ok(q1(o, "SELECT count(*) FROM experiments") == 2, "both runs recorded");
+    ok(tu_q1(o, "SELECT count(*) FROM experiments") == 2, "both runs recorded");
     ok(store_merge(o, in, 2, &copied, &kept, err, sizeof err) == 0 && copied == 0 &&
-           q1(o, "SELECT count(*) FROM trials") == 3 && q1(o, "SELECT count(*) FROM experiments") == 2,
+           tu_q1(o, "SELECT count(*) FROM trials") == 3 && tu_q1(o, "SELECT count(*) FROM experiments") == 2,
        "merging again changes nothing");
     const char *in2[2] = {a, c};
     char o2[512];
     snprintf(o2, sizeof o2, "%s/m_out2.db", dir);
     rc = store_merge(o2, in2, 2, &copied, &kept, err, sizeof err);
-    ok(rc != 0 && strstr(err, "another") && access(o2, F_OK) != 0, "shards of different experiments are refused, nothing written: %s", err);
+    ok(rc != 0 && strstr(err, "another") && access(o2, F_OK) != 0,
+       "shards of different experiments are refused, nothing written: %s", err);
     const char *in3[1] = {c};
-    long long before = q1(o, "SELECT count(*) FROM metrics");
+    long long before = tu_q1(o, "SELECT count(*) FROM metrics");
     rc = store_merge(o, in3, 1, &copied, &kept, err, sizeof err);
-    ok(rc != 0 && q1(o, "SELECT count(*) FROM metrics") == before, "merging another experiment into an output refused, rows kept: %s", err);
+    ok(rc != 0 && tu_q1(o, "SELECT count(*) FROM metrics") == before,
+       "merging another experiment into an output refused, rows kept: %s", err);
 
     test_migration(dir);
     test_reregister();
@@ -546,8 +543,6 @@ int main(void) {
     test_retry_metrics();
     test_merge_invariants();
 
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) diag("could not remove %s", dir);
+    tu_rmtree(dir);
     return tap_done();
 }

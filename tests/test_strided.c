@@ -43,13 +43,13 @@ static ref_pattern *def_patterns(const attn_params *p) {
 
 static void test_reference(int B, int H, int n, int d, int l, int sh, int causal) {
     attn_params p = params(B, H, n, d, l, sh, causal);
-    attn *a = st_make("strided", &p);
+    attn *a = tu_make("strided", &p);
     if (!a) {
         ok(0, "reference n=%d l=%d: create", n, l);
         return;
     }
-    st_io io;
-    st_io_make(&io, &p, 100 + (uint64_t)n + (uint64_t)l);
+    tu_io io;
+    tu_io_make(&io, &p, 100 + (uint64_t)n + (uint64_t)l);
     st_run(a, &io, ATTN_TRAIN);
     ref_pattern *pats = def_patterns(&p);
     char detail[200];
@@ -57,22 +57,17 @@ static void test_reference(int B, int H, int n, int d, int l, int sh, int causal
     ok(e <= 2e-5, "strided = the paper's masked dense attention in double: n=%d l=%d (%s) %d of %d heads strided, "
        "causal=%d (%s)", n, l, n % l ? "not a multiple" : "multiple", sh, H, causal, detail);
     st_free_patterns(pats, &p);
-    st_io_free(&io);
+    tu_io_free(&io);
     attn_free(a);
 }
 
 static void test_fd(int n, int l, int causal) {
     attn_params p = params(1, 2, n, 4, l, 1, causal);
-    attn *a = st_make("strided", &p);
-    st_io io;
-    st_io_make(&io, &p, 77 + (uint64_t)causal);
     int t = 0;
     size_t i = 0;
-    double e = a ? st_fd_all(a, &io, &t, &i) : INFINITY;
+    double e = st_fd_check("strided", &p, 77 + (uint64_t)causal, &t, &i);
     ok(e < 5e-3, "every gradient entry matches central differences: n=%d l=%d (%s) causal=%d (worst %.1e at d%c[%zu])",
        n, l, n % l ? "not a multiple" : "multiple", causal, e, "qkv"[t], i);
-    st_io_free(&io);
-    attn_free(a);
 }
 
 static void test_check(int n, int d, int l, int causal) {
@@ -109,24 +104,15 @@ static void test_dense(void) {
  * must change where it does. Causal: a later row never moves output i. */
 static void test_dependence(int n, int l, int causal) {
     attn_params p = params(1, 2, n, 8, l, 1, causal);
-    attn *a = st_make("strided", &p);
-    st_io io;
-    st_io_make(&io, &p, 9);
+    attn *a = tu_make("strided", &p);
+    tu_io io;
+    tu_io_make(&io, &p, 9);
     float *base = mallocCheck(io.N * sizeof(float)), *o = mallocCheck(io.N * sizeof(float));
     a->be->forward(a, base, io.q, io.k, io.v, ATTN_EVAL);
     int leaks = 0, later = 0, missing = 0, d = p.head_dim;
-    float *xs[3] = {io.q, io.k, io.v};
     for (int t = 0; t < 3; t++)
         for (int pos = 0; pos < n; pos++) {
-            float saved[2][8];
-            for (int h = 0; h < 2; h++)
-                for (int e = 0; e < d; e++) {
-                    saved[h][e] = xs[t][((size_t)h * n + pos) * d + e];
-                    xs[t][((size_t)h * n + pos) * d + e] += 0.5f;
-                }
-            a->be->forward(a, o, io.q, io.k, io.v, ATTN_EVAL);
-            for (int h = 0; h < 2; h++)
-                for (int e = 0; e < d; e++) xs[t][((size_t)h * n + pos) * d + e] = saved[h][e];
+            tu_forward_perturbed(a, &io, t, pos, o);
             for (int h = 0; h < 2; h++)
                 for (int i = 0; i < n; i++) {
                     int may = t == 0 ? i == pos : def_sees(&p, h, i, pos);
@@ -143,7 +129,7 @@ static void test_dependence(int n, int l, int causal) {
        "perturbed row (%d moved that must not, %d did not that should)", causal, n, l, leaks, missing);
     if (causal) ok(later == 0, "causal: changing q, k or v after position i never changes output i (%d did)", later);
     free(base), free(o);
-    st_io_free(&io);
+    tu_io_free(&io);
     attn_free(a);
 }
 
@@ -152,7 +138,7 @@ static void test_flops_bytes(void) {
     int bad = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         attn_params p = params(2, 3, cases[c][0], 16, cases[c][1], cases[c][2], cases[c][3]);
-        attn *a = st_make("strided", &p);
+        attn *a = tu_make("strided", &p);
         ref_pattern *pats = def_patterns(&p);
         double pairs = 0;
         for (int bh = 0; bh < 6; bh++) pairs += ref_pairs(&pats[bh]);

@@ -68,12 +68,17 @@ static int shared_between_splits(train_config *c, int per, int key_from, int key
     return shared;
 }
 
+/* The defaults with task and seq set. */
+static void task_config(train_config *c, const char *task, int seq) {
+    train_config_default(c);
+    snprintf(c->task, sizeof c->task, "%s", task);
+    c->seq = seq;
+}
+
 static void test_copy(void) {
     train_config c;
-    train_config_default(&c);
-    snprintf(c.task, sizeof c.task, "copy");
+    task_config(&c, "copy", 16);
     c.copy_vocab = 3; /* 2 symbols, w of 7: only 128 distinct w, so overlaps would show */
-    c.seq = 16;
     char err[512];
     task *t = task_open(&c, err, sizeof err);
     ok(t != NULL, "copy task opens");
@@ -119,11 +124,9 @@ static void test_copy(void) {
 
 static void test_recall(void) {
     train_config c;
-    train_config_default(&c);
-    snprintf(c.task, sizeof c.task, "recall");
+    task_config(&c, "recall", 24);
     c.recall_keys = 8;
     c.recall_values = 4;
-    c.seq = 24;
     char err[512];
     ok(task_vocab(&c, err, sizeof err) == 13, "recall vocabulary is 1 + keys + values");
     task *t = task_open(&c, err, sizeof err);
@@ -208,10 +211,8 @@ static void test_text(void) {
 
 static void test_random(void) {
     train_config c;
-    train_config_default(&c);
-    snprintf(c.task, sizeof c.task, "random");
+    task_config(&c, "random", 32);
     c.random_vocab = 7;
-    c.seq = 32;
     char err[512];
     task *t = task_open(&c, err, sizeof err);
     int tok[64], tgt[64];

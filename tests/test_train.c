@@ -12,6 +12,7 @@
 #include "tap.h"
 #include "util/threads.h"
 #include "model/train.h"
+#include "testutil.h"
 
 #define MAXS 64
 
@@ -33,15 +34,7 @@ static void on_eval(void *ctx, const train_eval_info *e) {
 }
 
 static void small(train_config *c) {
-    train_config_default(c);
-    snprintf(c->task, sizeof c->task, "copy");
-    c->copy_vocab = 8;
-    c->d_model = 32;
-    c->layers = 2;
-    c->heads = 2;
-    c->seq = 32;
-    c->batch = 4;
-    c->steps = 12;
+    tu_small_model(c, "copy", 8, 32, 32, 4, 12, NULL);
     c->lr = 3e-3f;
     c->eval_batches = 2;
 }

@@ -4,10 +4,8 @@
 # routebench with it (in build/toy, nothing else edited) and checks that the
 # one line made it a flag with help, an experiment-file key with validation,
 # a part of trial keys and names, a database column and a report column.
-set -u
-cd "$(dirname "$0")/.." || exit 1
-n=0; fail=0
-ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+. "$(dirname "$0")/tap.bash"
+cd "$TOP" || exit 1
 B=${BUILD:-build}/toy
 NORMAL=${RB:-build/routebench}
 if ! make -s BUILD=$B EXTRA_CFLAGS=-DRB_TOY_PARAM $B/routebench >$B.log 2>&1; then
@@ -45,5 +43,4 @@ head -1 "$tmp/r" | grep -q "toy"; ok $? "report shows toy as a column: $(head -1
 # the normal build knows no such parameter
 "$NORMAL" attn --backend dense --seq 32 --toy 1 >/dev/null 2>&1; [ $? = 2 ]
 ok $? "without the line, --toy is an unknown option"
-echo "1..$n"
-exit $fail
+tap_end

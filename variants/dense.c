@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "attn/attn.h"
+#include "attn/instance.h"
 #include "util/common.h"
 #include "util/threads.h"
 #include "util/vexp.h"
@@ -112,11 +113,8 @@ static size_t dense_bytes_for(const attn_params *p, int nthr) {
 static size_t dense_act_bytes(const attn_params *p) { return dense_bytes_for(p, rb_threads()); }
 
 static attn *dense_create(const attn_params *p, char *err, size_t errlen) {
-    dense_attn *da = calloc(1, sizeof *da);
-    if (!da) {
-        rb_fail(err, errlen, "out of memory");
-        return NULL;
-    }
+    dense_attn *da = attn_instance_new(sizeof *da, &attn_backend_dense, p, err, errlen);
+    if (!da) return NULL;
     int nthr = RB_MAX(rb_threads(), omp_get_max_threads());
     size_t rows = (size_t)p->batch * p->heads * p->seq;
     size_t per = dense_ws_floats(p, nthr);
@@ -153,8 +151,6 @@ static attn *dense_create(const attn_params *p, char *err, size_t errlen) {
         w->dq = dense_needs_dq_partial(p, nthr) ? base : NULL;
     }
     da->nthr = nthr;
-    da->a.be = &attn_backend_dense;
-    da->a.p = *p;
     da->a.bytes = total * sizeof(float) + (size_t)nthr * sizeof(dense_ws);
     return &da->a;
 }
@@ -300,22 +296,7 @@ static void dense_backward_pair(float *dqacc, float *dk, float *dv, const float 
         float *srow = s + (size_t)i * nk, *dprow = dp + (size_t)i * nk;
         int nv = causal ? RB_MIN(nk, q0 + i - k0 + 1) : nk;
         if (nv < 0) nv = 0;
-        float li = lse[q0 + i], di = dd[q0 + i];
-        int j = 0;
-#ifdef __AVX2__
-        __m256 vl = _mm256_set1_ps(li), vd = _mm256_set1_ps(di);
-        for (; j + 8 <= nv; j += 8) {
-            __m256 pj = rb_exp256(_mm256_sub_ps(_mm256_loadu_ps(srow + j), vl));
-            _mm256_storeu_ps(srow + j, pj);
-            _mm256_storeu_ps(dprow + j, _mm256_mul_ps(pj, _mm256_sub_ps(_mm256_loadu_ps(dprow + j), vd)));
-        }
-#endif
-        for (; j < nv; j++) {
-            float pj = rb_expf(srow[j] - li);
-            srow[j] = pj;
-            dprow[j] = pj * (dprow[j] - di);
-        }
-        for (; j < nk; j++) srow[j] = dprow[j] = 0.0f;
+        rb_softmax_bwd_row(srow, dprow, nv, nk, lse[q0 + i], dd[q0 + i]);
     }
     /* dV += P^T dO; dK += dS^T Q * scale; dQ += dS K * scale */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, d, nq, 1.0f, s, nk, dob, d, 1.0f, dv + (size_t)k0 * d, d);

@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "attn/attn.h"
+#include "attn/instance.h"
 #include "util/common.h"
 
 extern const attn_backend attn_backend_hybrid;
@@ -208,13 +209,8 @@ static void hybrid_carve(hybrid_attn *ha, const attn_params *p) {
 }
 
 static attn *hybrid_create(const attn_params *p, char *err, size_t errlen) {
-    hybrid_attn *ha = calloc(1, sizeof *ha);
-    if (!ha) {
-        rb_fail(err, errlen, "out of memory");
-        return NULL;
-    }
-    ha->a.be = &attn_backend_hybrid;
-    ha->a.p = *p;
+    hybrid_attn *ha = attn_instance_new(sizeof *ha, &attn_backend_hybrid, p, err, errlen);
+    if (!ha) return NULL;
     attn_head_group g[HYBRID_NKINDS];
     hybrid_groups_of(p, g);
     size_t own = hybrid_own_floats(p), bytes = own * sizeof(float);

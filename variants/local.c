@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "attn/attn.h"
+#include "attn/instance.h"
 #include "util/common.h"
 #include "util/threads.h"
 #include "util/vexp.h"
@@ -103,11 +104,8 @@ static int local_threads(void) { return RB_MAX(rb_threads(), omp_get_max_threads
 static size_t local_act_bytes(const attn_params *p) { return local_bytes_for(p, local_threads()); }
 
 static attn *local_create(const attn_params *p, char *err, size_t errlen) {
-    local_attn *la = calloc(1, sizeof *la);
-    if (!la) {
-        rb_fail(err, errlen, "out of memory");
-        return NULL;
-    }
+    local_attn *la = attn_instance_new(sizeof *la, &attn_backend_local, p, err, errlen);
+    if (!la) return NULL;
     int nthr = local_threads();
     size_t rows = (size_t)p->batch * p->heads * p->seq;
     size_t per = local_ws_floats(p);
@@ -135,8 +133,6 @@ static attn *local_create(const attn_params *p, char *err, size_t errlen) {
         la->ws[t].r = base + 2 * tile;
     }
     la->nthr = nthr;
-    la->a.be = &attn_backend_local;
-    la->a.p = *p;
     la->a.bytes = local_bytes_for(p, nthr);
     return &la->a;
 }
@@ -236,22 +232,7 @@ static void local_backward_chunk(float *dq, float *dk, float *dv, const float *d
     for (int i = 0; i < nq; i++) {
         float *srow = s + (size_t)i * nk, *dprow = dp + (size_t)i * nk;
         int nv = causal ? vis0 + i : nk;
-        float li = lse[i], di = dd[i];
-        int j = 0;
-#ifdef __AVX2__
-        __m256 vl = _mm256_set1_ps(li), vd = _mm256_set1_ps(di);
-        for (; j + 8 <= nv; j += 8) {
-            __m256 pj = rb_exp256(_mm256_sub_ps(_mm256_loadu_ps(srow + j), vl));
-            _mm256_storeu_ps(srow + j, pj);
-            _mm256_storeu_ps(dprow + j, _mm256_mul_ps(pj, _mm256_sub_ps(_mm256_loadu_ps(dprow + j), vd)));
-        }
-#endif
-        for (; j < nv; j++) {
-            float pj = rb_expf(srow[j] - li);
-            srow[j] = pj;
-            dprow[j] = pj * (dprow[j] - di);
-        }
-        for (; j < nk; j++) srow[j] = dprow[j] = 0.0f;
+        rb_softmax_bwd_row(srow, dprow, nv, nk, lse[i], dd[i]);
     }
     /* dV += P^T dO; dK += dS^T Q * scale; dQ = dS K * scale */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, d, nq, 1.0f, s, nk, dout, d, 1.0f, dv, d);

@@ -36,6 +36,7 @@
 
 #include "attn/attn.h"
 #include "attn/gattn.h"
+#include "attn/instance.h"
 #include "attn/lsh_hash.h"
 #include "util/common.h"
 #include "util/threads.h"
@@ -148,7 +149,8 @@ static double lsh_flops(const attn_params *p, int pass) {
 
 /* Bytes of every buffer for p with nthr threads; with base, points L's
  * buffers into it. */
-static size_t lsh_layout(lsh_attn *L, const attn_params *p, int nthr, char *base) {
+static size_t lsh_layout(void *inst, const attn_params *p, int nthr, char *base) {
+    lsh_attn *L = inst;
     gattn_arena ar = {base, 0};
     lsh_attn tmp;
     lsh_attn *T = base ? L : &tmp;
@@ -185,33 +187,17 @@ static size_t lsh_layout(lsh_attn *L, const attn_params *p, int nthr, char *base
     return ar.used;
 }
 
-static size_t lsh_act_bytes(const attn_params *p) { return lsh_layout(NULL, p, omp_get_max_threads(), NULL); }
+static size_t lsh_act_bytes(const attn_params *p) { return attn_block_bytes(lsh_layout, p); }
 
 static attn *lsh_create(const attn_params *p, char *err, size_t errlen) {
-    lsh_attn *L = calloc(1, sizeof *L);
-    if (!L) {
-        rb_fail(err, errlen, "out of memory");
-        return NULL;
-    }
-    L->nthr = omp_get_max_threads();
-    size_t bytes = lsh_layout(NULL, p, L->nthr, NULL);
-    L->mem = rb_aligned_alloc(bytes);
-    if (!L->mem) {
-        free(L);
-        rb_fail(err, errlen, "out of memory: lsh needs %.1f MiB", (double)bytes / (1 << 20));
-        return NULL;
-    }
-    memset(L->mem, 0, bytes);
-    lsh_layout(L, p, L->nthr, L->mem);
+    lsh_attn *L = attn_instance_new(sizeof *L, &attn_backend_lsh, p, err, errlen);
+    if (!L || !(L->mem = attn_block_alloc(L, lsh_layout, &L->nthr, err, errlen))) return NULL;
     L->B = p->batch, L->H = p->heads, L->n = p->seq, L->d = p->head_dim, L->BH = p->batch * p->heads;
     L->w = lsh_window(p), L->nck = (L->n + L->w - 1) / L->w;
     L->nb = lsh_nbuckets(p), L->nb2 = L->nb / 2, L->hashes = lsh_hashes(p);
     L->shared = lsh_shared(p), L->nsets = L->shared ? 1 : 2, L->causal = p->causal;
     L->scale = 1.0f / sqrtf((float)L->d);
     lsh_rotations(L->R, p->seed, L->H, L->hashes, L->d, L->nb2);
-    L->a.be = &attn_backend_lsh;
-    L->a.p = *p;
-    L->a.bytes = bytes;
     return &L->a;
 }
 

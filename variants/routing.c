@@ -46,6 +46,7 @@
 
 #include "attn/attn.h"
 #include "attn/cluster.h"
+#include "attn/instance.h"
 #include "util/common.h"
 #include "attn/kmeans.h"
 #include "util/threads.h"
@@ -209,7 +210,8 @@ static size_t rt_ldt(size_t maxm) { return (maxm + 15) & ~(size_t)15; }
 
 /* Bytes every buffer needs for p with nthr threads; when blk is not NULL,
  * also points R's buffers into blk. */
-static size_t rt_layout(routing *R, const attn_params *p, int nthr, char *blk) {
+static size_t rt_layout(void *inst, const attn_params *p, int nthr, char *blk) {
+    routing *R = inst;
     int K, w, shared;
     rt_resolve(p, &K, &w, &shared);
     size_t B = p->batch, H = p->heads, n = p->seq, d = p->head_dim, BH = B * H;
@@ -275,16 +277,11 @@ static size_t rt_layout(routing *R, const attn_params *p, int nthr, char *blk) {
     return used;
 }
 
-static size_t rt_act_bytes(const attn_params *p) { return rt_layout(NULL, p, omp_get_max_threads(), NULL); }
+static size_t rt_act_bytes(const attn_params *p) { return attn_block_bytes(rt_layout, p); }
 
 static attn *rt_create(const attn_params *p, char *err, size_t errlen) {
-    routing *R = calloc(1, sizeof *R);
-    if (!R) {
-        rb_fail(err, errlen, "out of memory");
-        return NULL;
-    }
-    R->base.be = &attn_backend_routing;
-    R->base.p = *p;
+    routing *R = attn_instance_new(sizeof *R, &attn_backend_routing, p, err, errlen);
+    if (!R) return NULL;
     rt_resolve(p, &R->K, &R->w, &R->shared);
     R->B = p->batch, R->H = p->heads, R->n = p->seq, R->d = p->head_dim, R->BH = p->batch * p->heads;
     R->causal = p->causal, R->assign = p->assign, R->norm = p->norm;
@@ -293,20 +290,10 @@ static attn *rt_create(const attn_params *p, char *err, size_t errlen) {
     R->maxm = R->assign == ATTN_ASSIGN_TOPK ? R->w : R->n;
     R->ldt = (int)rt_ldt((size_t)R->maxm);
     R->keep_p = rt_keep_p(p, R->w);
-    R->nthr = omp_get_max_threads();
     R->scale = 1.0f / sqrtf((float)R->d);
     R->commit_weight = p->commit_weight, R->decay = p->decay, R->init_iters = p->kmeans_iters;
     R->seed = p->seed;
-    size_t bytes = rt_layout(NULL, p, R->nthr, NULL);
-    R->block = rb_aligned_alloc(bytes);
-    if (!R->block) {
-        free(R);
-        rb_fail(err, errlen, "out of memory (%zu bytes of routing buffers)", bytes);
-        return NULL;
-    }
-    memset(R->block, 0, bytes); /* also makes the pages resident now, not in the first timed pass */
-    rt_layout(R, p, R->nthr, R->block);
-    R->base.bytes = bytes;
+    if (!(R->block = attn_block_alloc(R, rt_layout, &R->nthr, err, errlen))) return NULL;
     return &R->base;
 }
 

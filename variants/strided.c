@@ -28,6 +28,7 @@
 
 #include "attn/attn.h"
 #include "attn/gattn.h"
+#include "attn/instance.h"
 #include "util/common.h"
 #include "util/threads.h"
 
@@ -95,7 +96,8 @@ static int sd_mk_max(const attn_params *p) {
 
 /* The one allocation: lse, positions, per-thread residue positions and
  * kernel workspaces. With base NULL only the size. */
-static size_t sd_layout(strided_attn *S, const attn_params *p, int nthr, char *base) {
+static size_t sd_layout(void *inst, const attn_params *p, int nthr, char *base) {
+    strided_attn *S = inst;
     gattn_arena ar = {base, 0};
     strided_attn tmp;
     strided_attn *T = base ? S : &tmp;
@@ -113,31 +115,15 @@ static size_t sd_layout(strided_attn *S, const attn_params *p, int nthr, char *b
     return ar.used;
 }
 
-static size_t sd_act_bytes(const attn_params *p) { return sd_layout(NULL, p, omp_get_max_threads(), NULL); }
+static size_t sd_act_bytes(const attn_params *p) { return attn_block_bytes(sd_layout, p); }
 
 static attn *sd_create(const attn_params *p, char *err, size_t errlen) {
-    strided_attn *S = calloc(1, sizeof *S);
-    if (!S) {
-        rb_fail(err, errlen, "out of memory");
-        return NULL;
-    }
-    S->nthr = omp_get_max_threads();
-    size_t bytes = sd_layout(NULL, p, S->nthr, NULL);
-    S->mem = rb_aligned_alloc(bytes);
-    if (!S->mem) {
-        free(S);
-        rb_fail(err, errlen, "out of memory: strided needs %.1f MiB", (double)bytes / (1 << 20));
-        return NULL;
-    }
-    memset(S->mem, 0, bytes);
-    sd_layout(S, p, S->nthr, S->mem);
+    strided_attn *S = attn_instance_new(sizeof *S, &attn_backend_strided, p, err, errlen);
+    if (!S || !(S->mem = attn_block_alloc(S, sd_layout, &S->nthr, err, errlen))) return NULL;
     for (int i = 0; i < p->seq; i++) S->pos[i] = i;
     S->l = sd_stride(p), S->sh = p->strided_heads, S->lh = p->heads - p->strided_heads;
     S->band = sd_band(S->l, p->seq);
     S->mk_max = sd_mk_max(p);
-    S->a.be = &attn_backend_strided;
-    S->a.p = *p;
-    S->a.bytes = bytes;
     return &S->a;
 }
 

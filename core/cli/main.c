@@ -1,6 +1,6 @@
 /* main.c: the routebench command line: a table of subcommands. Each is a
  * cmd_x function in core/cli/cmd_*.c (several related commands may share a
- * file); adding one is a line here and one in commands.h. */
+ * file); adding one is a line in commands.def. */
 #include <stdio.h>
 #include <string.h>
 
@@ -13,18 +13,9 @@ typedef struct {
 } command;
 
 static const command commands[] = {
-    {"backends", cmd_backends, "list the registered attention backends"},
-    {"attn", cmd_attn, "time (or --check) one attention layer"},
-    {"sysinfo", cmd_sysinfo, "CPU, threads, BLAS and the measured sgemm GFLOP/s"},
-    {"train", cmd_train, "train one model (flags), print its evaluation and step timing"},
-    {"run", cmd_run, "run an experiment file (YAML sweep) into SQLite; resumable"},
-    {"merge", cmd_merge, "fold shard databases of one experiment into one"},
-    {"report", cmd_report, "tables (md/csv/tex) of a results database: mean ± std over seeds"},
-    {"plot", cmd_plot, "gnuplot figures of a results database (scaling, memory, curves, heatmap, tradeoff)"},
-    {"compare", cmd_compare, "compare a results database with a baseline; exit 1 on a regression"},
-    {"export", cmd_export, "write a checkpoint's parameters as .npy files (for NumPy/PyTorch)"},
-    {"import", cmd_import, "make a checkpoint from .npy parameter files"},
-    {"analyze", cmd_analyze, "what a checkpoint's attention heads do: entropy, kept dense mass, JSD table"},
+#define RB_COMMAND(name, help) {#name, cmd_##name, help},
+#include "cli/commands.def"
+#undef RB_COMMAND
 };
 
 static void usage(FILE *f) {

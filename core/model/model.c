@@ -176,6 +176,70 @@ static int make_positions(model *m, char *err, size_t errlen) {
     return 0;
 }
 
+/* The parameters, their gradients and AdamW moments (one block each, the
+ * tensors pointed into it), the weight-decay mask and the layer table;
+ * the parameters initialised, the rest zeroed. */
+static int alloc_params(model *m, char *err, size_t errlen) {
+    size_t *sizes = m->sizes;
+    m->nparams = model_param_sizes(&m->c, sizes);
+    size_t pbytes = m->nparams * sizeof(float);
+    m->params_mem = rb_aligned_alloc(pbytes);
+    m->grads_mem = rb_aligned_alloc(pbytes);
+    m->m_mem = rb_aligned_alloc(pbytes);
+    m->v_mem = rb_aligned_alloc(pbytes);
+    m->decay_mask = malloc(m->nparams);
+    m->att = calloc((size_t)m->L, sizeof(attn *));
+    if (!m->params_mem || !m->grads_mem || !m->m_mem || !m->v_mem || !m->decay_mask || !m->att)
+        return rb_fail(err, errlen, "out of memory for %zu parameters", m->nparams);
+    point_tensors(&m->params, m->params_mem, sizes);
+    point_tensors(&m->grads, m->grads_mem, sizes);
+    memset(m->grads_mem, 0, pbytes);
+    memset(m->m_mem, 0, pbytes);
+    memset(m->v_mem, 0, pbytes);
+    size_t off = 0;
+    for (int i = 0; i < MODEL_NTENSORS; i++) {
+        memset(m->decay_mask + off, tensor_decays[i], sizes[i]);
+        off += sizes[i];
+    }
+    init_params(m);
+    return 0;
+}
+
+/* Each layer's attention instance, with the layer's parameters and seed. */
+static int make_layers(model *m, char *err, size_t errlen) {
+    const train_config *c = &m->c;
+    for (int l = 0; l < m->L; l++) {
+        attn_params p;
+        char e2[256];
+        const char *name = train_layer_backend(c, l);
+        if (train_layer_params(c, l, &p) != 0)
+            return rb_fail(err, errlen, "layer %d (%s): parameters refused (train_config_check says why)", l, name);
+        p.seed = c->seed * 1000003ull + (uint64_t)l * 7919ull + 17;
+        m->att[l] = attn_make(name, &p, e2, sizeof e2);
+        if (!m->att[l]) return rb_fail(err, errlen, "layer %d (%s): %s", l, name, e2);
+        if (m->att[l]->be != attn_find(name)) {
+            /* a backend bug, but say so instead of crashing on the first forward */
+            m->att[l]->be = attn_find(name); /* so model_free can destroy it */
+            return rb_fail(err, errlen, "layer %d: backend %s's create() did not set the instance's be pointer", l,
+                           name);
+        }
+    }
+    return 0;
+}
+
+/* The activation arena: sized with a dry carve, then allocated once. */
+static int alloc_arena(model *m, char *err, size_t errlen) {
+    m->arena.base = NULL;
+    m->arena.peak = 0;
+    carve_acts(m);
+    m->arena.size = m->arena.used;
+    m->arena.base = rb_aligned_alloc(m->arena.size);
+    if (!m->arena.base) return rb_fail(err, errlen, "out of memory for %.1f MB of activations", m->arena.size / 1e6);
+    m->arena.peak = 0;
+    carve_acts(m);
+    return 0;
+}
+
 model *model_create(const train_config *c, char *err, size_t errlen) {
     model *m = callocCheck(1, sizeof(model));
     m->c = *c;
@@ -189,77 +253,11 @@ model *model_create(const train_config *c, char *err, size_t errlen) {
     m->F = c->mlp_mult * c->d_model;
     m->accum = c->accum > 0 ? c->accum : 1;
     assert(m->V > 0 && m->C > 0 && m->L > 0 && m->H > 0 && m->C % m->H == 0 && m->T > 0 && m->B > 0);
-    size_t L = m->L;
-    size_t *sizes = m->sizes;
-    m->nparams = model_param_sizes(c, sizes);
-
-    size_t pbytes = m->nparams * sizeof(float);
-    m->params_mem = rb_aligned_alloc(pbytes);
-    m->grads_mem = rb_aligned_alloc(pbytes);
-    m->m_mem = rb_aligned_alloc(pbytes);
-    m->v_mem = rb_aligned_alloc(pbytes);
-    m->decay_mask = malloc(m->nparams);
-    m->att = calloc(L, sizeof(attn *));
-    if (!m->params_mem || !m->grads_mem || !m->m_mem || !m->v_mem || !m->decay_mask || !m->att) {
-        rb_fail(err, errlen, "out of memory for %zu parameters", m->nparams);
+    if (alloc_params(m, err, errlen) || make_positions(m, err, errlen) || make_layers(m, err, errlen) ||
+        alloc_arena(m, err, errlen)) {
         model_free(m);
         return NULL;
     }
-    point_tensors(&m->params, m->params_mem, sizes);
-    point_tensors(&m->grads, m->grads_mem, sizes);
-    memset(m->grads_mem, 0, pbytes);
-    memset(m->m_mem, 0, pbytes);
-    memset(m->v_mem, 0, pbytes);
-    size_t off = 0;
-    for (int i = 0; i < MODEL_NTENSORS; i++) {
-        memset(m->decay_mask + off, tensor_decays[i], sizes[i]);
-        off += sizes[i];
-    }
-    init_params(m);
-
-    if (make_positions(m, err, errlen) != 0) {
-        model_free(m);
-        return NULL;
-    }
-
-    for (int l = 0; l < m->L; l++) {
-        attn_params p;
-        char e2[256];
-        const char *name = train_layer_backend(c, l);
-        if (train_layer_params(c, l, &p) != 0) {
-            rb_fail(err, errlen, "layer %d (%s): parameters refused (train_config_check says why)", l, name);
-            model_free(m);
-            return NULL;
-        }
-        p.seed = c->seed * 1000003ull + (uint64_t)l * 7919ull + 17;
-        m->att[l] = attn_make(name, &p, e2, sizeof e2);
-        if (!m->att[l]) {
-            rb_fail(err, errlen, "layer %d (%s): %s", l, name, e2);
-            model_free(m);
-            return NULL;
-        }
-        if (m->att[l]->be != attn_find(name)) {
-            /* a backend bug, but say so instead of crashing on the first forward */
-            rb_fail(err, errlen, "layer %d: backend %s's create() did not set the instance's be pointer", l, name);
-            m->att[l]->be = attn_find(name); /* so model_free can destroy it */
-            model_free(m);
-            return NULL;
-        }
-    }
-
-    /* size the arena with a dry carve, then allocate it once */
-    m->arena.base = NULL;
-    m->arena.peak = 0;
-    carve_acts(m);
-    m->arena.size = m->arena.used;
-    m->arena.base = rb_aligned_alloc(m->arena.size);
-    if (!m->arena.base) {
-        rb_fail(err, errlen, "out of memory for %.1f MB of activations", m->arena.size / 1e6);
-        model_free(m);
-        return NULL;
-    }
-    m->arena.peak = 0;
-    carve_acts(m);
     return m;
 }
 

@@ -421,120 +421,135 @@ static double one_step(model *m, const train_config *c, int step, task *t, rb_rn
     return loss;
 }
 
+/* What a training run holds while it runs: the configuration and hooks,
+ * the model, the task and its batch buffers, the random stream, the step
+ * reached, the clock at the first step, and each step's times (ms: whole
+ * step, forward, backward, optimiser), ntimed of them so far. */
+typedef struct {
+    const train_config *c;
+    const train_hooks *h;
+    model *m;
+    task *t;
+    batch_bufs bb;
+    rb_rng rng;
+    int step, ntimed;
+    double start;
+    double *st, *fws, *bws, *ops;
+} train_state;
+
+/* Evaluation on split (TASK_VAL or TASK_TEST) into *el, *ea; a validation
+ * also goes to the on_eval hook. */
+static int eval_split(train_state *s, int split, double *el, double *ea, char *err, size_t errlen) {
+    if (evaluate(s->m, s->t, s->c, split, &s->bb, el, ea, err, errlen)) return -1;
+    if (split == TASK_VAL && s->h && s->h->on_eval) {
+        train_eval_info ei = {s->step, *el, *el / M_LN2, *ea, rb_now() - s->start};
+        s->h->on_eval(s->h->ctx, &ei);
+    }
+    return 0;
+}
+
+/* After a step that is not the last: the periodic evaluation and the
+ * checkpoint (every save_every steps, or when the should_save hook asks). */
+static int between_steps(train_state *s, char *err, size_t errlen) {
+    const train_config *c = s->c;
+    const train_hooks *h = s->h;
+    if (c->eval_every > 0 && s->step % c->eval_every == 0) {
+        double el, ea;
+        if (eval_split(s, TASK_VAL, &el, &ea, err, errlen)) return -1;
+    }
+    int save = c->save_every > 0 && s->step % c->save_every == 0;
+    if (h && h->should_save && c->save[0]) save |= h->should_save(h->ctx, s->step) != 0;
+    if (c->save[0] && save && checkpoint_save(c->save, s->m, s->step, &s->rng, c, err, errlen)) return -1;
+    return 0;
+}
+
+/* The steps from s->step to the configured count (or until stop_after or
+ * the should_stop hook), each timed and reported to the on_step hook. */
+static int run_steps(train_state *s, train_result *r, char *err, size_t errlen) {
+    const train_config *c = s->c;
+    const train_hooks *h = s->h;
+    r->steps_done = s->step;
+    s->start = rb_now();
+    while (s->step < c->steps) {
+        int step = ++s->step, fail;
+        double fw, bw, op, gnorm;
+        double t0 = rb_now();
+        double loss = one_step(s->m, c, step, s->t, &s->rng, &s->bb, &fw, &bw, &op, &gnorm, err, errlen, &fail);
+        double ms = (rb_now() - t0) * 1e3;
+        if (fail) return -1;
+        if (!isfinite(loss) || !isfinite(gnorm))
+            return rb_fail(err, errlen, "%s became %s at step %d", isfinite(loss) ? "gradient norm" : "loss",
+                           isnan(isfinite(loss) ? gnorm : loss) ? "NaN" : "infinite", step);
+        r->steps_done = step;
+        r->final_train_loss = loss;
+        s->st[s->ntimed] = ms, s->fws[s->ntimed] = fw, s->bws[s->ntimed] = bw, s->ops[s->ntimed] = op;
+        s->ntimed++;
+        if (h && h->on_step) {
+            train_step_info si = {step, loss, lr_at(c, step), gnorm, (double)c->batch * c->seq * c->accum / (ms / 1e3),
+                                  fw, bw, op, ms, rb_now() - s->start};
+            h->on_step(h->ctx, &si);
+        }
+        int last = step == c->steps || (c->stop_after > 0 && step >= c->stop_after) || (h && h->should_stop &&
+                                                                                         h->should_stop(h->ctx));
+        if (last) break;
+        if (between_steps(s, err, errlen)) return -1;
+    }
+    return 0;
+}
+
+/* After the last step: the timing medians, the final validation and test
+ * evaluations, and the peak RSS (recorded even when the evaluation loss
+ * is not finite, which fails the run). */
+static int finish_run(train_state *s, train_result *r, char *err, size_t errlen) {
+    const train_config *c = s->c;
+    int n = s->ntimed;
+    fill_common(r, c, s->m);
+    /* the first step warms caches and the backends' lazy state: not timed when there are others */
+    if (n > 1) fill_medians(r, s->st + 1, s->fws + 1, s->bws + 1, s->ops + 1, n - 1, c);
+    else fill_medians(r, s->st, s->fws, s->bws, s->ops, n, c);
+    double el, ea;
+    if (eval_split(s, TASK_VAL, &el, &ea, err, errlen)) return -1;
+    r->final_eval_loss = el, r->bits_per_token = el / M_LN2, r->accuracy = ea;
+    if (eval_split(s, TASK_TEST, &el, &ea, err, errlen)) return -1;
+    r->test_loss = el, r->test_bits_per_token = el / M_LN2, r->test_accuracy = ea;
+    int rc = 0;
+    if (!isfinite(r->final_eval_loss))
+        rc = rb_fail(err, errlen, "evaluation loss became %s after step %d",
+                     isnan(r->final_eval_loss) ? "NaN" : "infinite", s->step);
+    r->peak_rss = rb_peak_rss();
+    return rc;
+}
+
 int train_run(const train_config *cin, const train_hooks *h, train_result *r, char *err, size_t errlen) {
     train_config cc = *cin, *c = &cc;
+    train_state s = {.c = c, .h = h};
     rb_reset_peak_rss(); /* peak RSS of this run, not of an earlier one in the same process */
     memset(r, 0, sizeof *r);
     r->final_eval_loss = r->bits_per_token = r->accuracy = NAN;
     r->test_loss = r->test_bits_per_token = r->test_accuracy = r->final_train_loss = NAN;
     if (train_config_check(c, err, errlen)) return -1;
-    task *t = task_open(c, err, errlen);
-    if (!t) return -1;
-    model *m = model_create(c, err, errlen);
-    if (!m) {
-        task_free(t);
+    if (!(s.t = task_open(c, err, errlen))) return -1;
+    if (!(s.m = model_create(c, err, errlen))) {
+        task_free(s.t);
         return -1;
     }
     size_t BT = (size_t)c->batch * c->seq;
-    batch_bufs bb = {mallocCheck(BT * sizeof(int)), mallocCheck(BT * sizeof(int)), mallocCheck(BT * sizeof(float))};
+    s.bb = (batch_bufs){mallocCheck(BT * sizeof(int)), mallocCheck(BT * sizeof(int)), mallocCheck(BT * sizeof(float))};
     int nmax = c->steps > 0 ? c->steps : 1;
-    double *st = mallocCheck(4 * nmax * sizeof(double)), *fws = st + nmax, *bws = st + 2 * nmax, *ops = st + 3 * nmax;
-    int ntimed = 0, rc = 0;
-    uint64_t hash = train_config_hash(c);
-
-    rb_rng rng;
-    rb_rng_seed(&rng, task_stream_seed(c->seed, TASK_TRAIN, 0));
-    int step = 0;
-    if (c->load[0] && checkpoint_load(c->load, m, &step, &rng, hash, err, errlen)) {
-        rc = -1;
-        goto done;
-    }
-    r->steps_done = step;
-    double start = rb_now();
-    while (step < c->steps) {
-        step++;
-        double fw, bw, op, gnorm;
-        int fail;
-        double t0 = rb_now();
-        double loss = one_step(m, c, step, t, &rng, &bb, &fw, &bw, &op, &gnorm, err, errlen, &fail);
-        double ms = (rb_now() - t0) * 1e3;
-        if (fail) {
-            rc = -1;
-            goto done;
-        }
-        if (!isfinite(loss) || !isfinite(gnorm)) {
-            rb_fail(err, errlen, "%s became %s at step %d", isfinite(loss) ? "gradient norm" : "loss",
-                    isnan(isfinite(loss) ? gnorm : loss) ? "NaN" : "infinite", step);
-            rc = -1;
-            goto done;
-        }
-        r->steps_done = step;
-        r->final_train_loss = loss;
-        st[ntimed] = ms, fws[ntimed] = fw, bws[ntimed] = bw, ops[ntimed] = op;
-        ntimed++;
-        if (h && h->on_step) {
-            train_step_info si = {step, loss, lr_at(c, step), gnorm,
-                                  (double)BT * c->accum / (ms / 1e3), fw, bw, op, ms, rb_now() - start};
-            h->on_step(h->ctx, &si);
-        }
-        int last = step == c->steps || (c->stop_after > 0 && step >= c->stop_after) || (h && h->should_stop &&
-                                                                                         h->should_stop(h->ctx));
-        if (c->eval_every > 0 && step % c->eval_every == 0 && !last) {
-            double el, ea;
-            if (evaluate(m, t, c, TASK_VAL, &bb, &el, &ea, err, errlen)) {
-                rc = -1;
-                goto done;
-            }
-            if (h && h->on_eval) {
-                train_eval_info ei = {step, el, el / M_LN2, ea, rb_now() - start};
-                h->on_eval(h->ctx, &ei);
-            }
-        }
-        int save = c->save_every > 0 && step % c->save_every == 0;
-        if (h && h->should_save && !last && c->save[0]) save |= h->should_save(h->ctx, step) != 0;
-        if (c->save[0] && save && !last && checkpoint_save(c->save, m, step, &rng, c, err, errlen)) {
-            rc = -1;
-            goto done;
-        }
-        if (last) break;
-    }
-    if (c->save[0] && checkpoint_save(c->save, m, step, &rng, c, err, errlen)) {
-        rc = -1;
-        goto done;
-    }
-    /* the first step warms caches and the backends' lazy state: not timed when there are others */
-    fill_common(r, c, m);
-    if (ntimed > 1) fill_medians(r, st + 1, fws + 1, bws + 1, ops + 1, ntimed - 1, c);
-    else fill_medians(r, st, fws, bws, ops, ntimed, c);
-    {
-        double el, ea;
-        if (evaluate(m, t, c, TASK_VAL, &bb, &el, &ea, err, errlen)) {
-            rc = -1;
-            goto done;
-        }
-        r->final_eval_loss = el, r->bits_per_token = el / M_LN2, r->accuracy = ea;
-        if (h && h->on_eval) {
-            train_eval_info ei = {step, el, el / M_LN2, ea, rb_now() - start};
-            h->on_eval(h->ctx, &ei);
-        }
-        if (evaluate(m, t, c, TASK_TEST, &bb, &el, &ea, err, errlen)) {
-            rc = -1;
-            goto done;
-        }
-        r->test_loss = el, r->test_bits_per_token = el / M_LN2, r->test_accuracy = ea;
-        if (!isfinite(r->final_eval_loss)) {
-            rc = rb_fail(err, errlen, "evaluation loss became %s after step %d",
-                         isnan(r->final_eval_loss) ? "NaN" : "infinite", step);
-        }
-    }
-    r->peak_rss = rb_peak_rss();
-done:
-    free(st);
-    free(bb.tokens);
-    free(bb.targets);
-    free(bb.mask);
-    model_free(m);
-    task_free(t);
+    s.st = mallocCheck(4 * nmax * sizeof(double));
+    s.fws = s.st + nmax, s.bws = s.st + 2 * nmax, s.ops = s.st + 3 * nmax;
+    rb_rng_seed(&s.rng, task_stream_seed(c->seed, TASK_TRAIN, 0));
+    int rc = 0;
+    if (c->load[0] && checkpoint_load(c->load, s.m, &s.step, &s.rng, train_config_hash(c), err, errlen)) rc = -1;
+    if (rc == 0) rc = run_steps(&s, r, err, errlen);
+    if (rc == 0 && c->save[0] && checkpoint_save(c->save, s.m, s.step, &s.rng, c, err, errlen)) rc = -1;
+    if (rc == 0) rc = finish_run(&s, r, err, errlen);
+    free(s.st);
+    free(s.bb.tokens);
+    free(s.bb.targets);
+    free(s.bb.mask);
+    model_free(s.m);
+    task_free(s.t);
     return rc;
 }
 

@@ -776,6 +776,54 @@ static void tradeoff_bars(const fig *f, const rpt_group *g, const char *tmeas, F
     fprintf(dat, "%.17g\t%.17g\t%.17g\t%.17g\t%d", lo, hi, l.mean - h, l.mean + h, rpt_group_noisy(f->d, g, NULL, 0));
 }
 
+/* How many configurations have both a loss and a step time (the tradeoff
+ * figure's points), and the largest memory among them into *maxmem. */
+static int tradeoff_count(const fig *f, const char *tmeas, const char *mmeas, double *maxmem) {
+    int nval = 0;
+    *maxmem = 0;
+    for (int a = 0; a < f->ng; a++) {
+        double y = rpt_group_value(f->d, &f->g[a], "loss"), x = rpt_group_value(f->d, &f->g[a], tmeas);
+        double mem = rpt_group_value(f->d, &f->g[a], mmeas);
+        if (isfinite(y) && x > 0) nval++, *maxmem = fmax(*maxmem, isfinite(mem) ? mem : 0);
+    }
+    return nval;
+}
+
+/* Block nb of tradeoff.dat: the rows of backend be's configurations from
+ * group a on (each marked in bdone), point size by memory against maxmem;
+ * one without a loss or a time goes to m instead. Returns the rows written;
+ * *nz counts those with noisy trials. */
+static int tradeoff_block(const fig *f, int a, int *bdone, const char *tmeas, const char *mmeas, double maxmem,
+                          int nb, FILE *dat, missing *m, int *nz) {
+    const rpt_db *d = f->d;
+    const char *be = d->t[f->g[a].first].backend;
+    int np = 0;
+    for (int b = a; b < f->ng; b++) {
+        if (bdone[b] || strcmp(d->t[f->g[b].first].backend, be) != 0) continue;
+        bdone[b] = 1;
+        double y = rpt_group_value(d, &f->g[b], "loss"), x = rpt_group_value(d, &f->g[b], tmeas);
+        double mem = rpt_group_value(d, &f->g[b], mmeas);
+        char gl[600];
+        rpt_group_label(d, &f->g[b], f->varying, gl, sizeof gl);
+        if (!isfinite(y) || !(x > 0)) {
+            char why[64];
+            why_missing(f, &f->g[b], !isfinite(y) ? "loss" : "time", why, sizeof why);
+            missing_add(m, gl, why);
+            continue;
+        }
+        if (!np) fprintf(dat, "%s# block %d: %s\n", nb ? "\n\n" : "", nb, be);
+        double ps = isfinite(mem) && maxmem > 0 ? 0.8 + 3.2 * sqrt(mem / maxmem) : 1.0;
+        char q[700];
+        dq(q, sizeof q, gl);
+        fprintf(dat, "%.17g\t%.17g\t%.4f\t%.6g\t", x, y, ps, isfinite(mem) ? mem / 1048576.0 : NAN);
+        tradeoff_bars(f, &f->g[b], tmeas, dat);
+        fprintf(dat, "\t\"%s\"\n", q);
+        *nz += rpt_group_noisy(d, &f->g[b], NULL, 0) > 0;
+        np++;
+    }
+    return np;
+}
+
 static int fig_tradeoff(const fig *f, const char *tmeas, const char *mmeas, char *err, size_t errlen) {
     const rpt_db *d = f->d;
     const char *name = "tradeoff";
@@ -783,14 +831,8 @@ static int fig_tradeoff(const fig *f, const char *tmeas, const char *mmeas, char
     if (!s) return -1;
     title(s, f, "final evaluation loss against step time (point size: memory)");
     missing m = {0};
-    double maxmem = 0;
-    int nval = 0;
-    for (int a = 0; a < f->ng; a++) {
-        double y = rpt_group_value(d, &f->g[a], "loss"), x = rpt_group_value(d, &f->g[a], tmeas);
-        double mem = rpt_group_value(d, &f->g[a], mmeas);
-        if (isfinite(y) && x > 0) nval++, maxmem = fmax(maxmem, isfinite(mem) ? mem : 0);
-    }
-    if (!nval) {
+    double maxmem;
+    if (!tradeoff_count(f, tmeas, mmeas, &maxmem)) {
         placeholder(s, f->ng ? "no configuration has both an evaluation loss and a step time "
                                "(quality against speed needs kind: train)"
                              : "no trials in this database (or none match --where)");
@@ -809,31 +851,8 @@ static int fig_tradeoff(const fig *f, const char *tmeas, const char *mmeas, char
     for (int a = 0; a < f->ng; a++) {
         if (bdone[a]) continue;
         const char *be = d->t[f->g[a].first].backend;
-        int np = 0, nz = 0;
-        for (int b = a; b < f->ng; b++) {
-            if (bdone[b] || strcmp(d->t[f->g[b].first].backend, be) != 0) continue;
-            bdone[b] = 1;
-            double y = rpt_group_value(d, &f->g[b], "loss"), x = rpt_group_value(d, &f->g[b], tmeas);
-            double mem = rpt_group_value(d, &f->g[b], mmeas);
-            char gl[600];
-            rpt_group_label(d, &f->g[b], f->varying, gl, sizeof gl);
-            if (!isfinite(y) || !(x > 0)) {
-                char why[64];
-                why_missing(f, &f->g[b], !isfinite(y) ? "loss" : "time", why, sizeof why);
-                missing_add(&m, gl, why);
-                continue;
-            }
-            if (!np) fprintf(dat, "%s# block %d: %s\n", nb ? "\n\n" : "", nb, be);
-            double ps = isfinite(mem) && maxmem > 0 ? 0.8 + 3.2 * sqrt(mem / maxmem) : 1.0;
-            char q[700];
-            dq(q, sizeof q, gl);
-            fprintf(dat, "%.17g\t%.17g\t%.4f\t%.6g\t", x, y, ps, isfinite(mem) ? mem / 1048576.0 : NAN);
-            tradeoff_bars(f, &f->g[b], tmeas, dat);
-            fprintf(dat, "\t\"%s\"\n", q);
-            nz += rpt_group_noisy(d, &f->g[b], NULL, 0) > 0;
-            np++;
-        }
-        if (!np) continue;
+        int nz = 0;
+        if (!tradeoff_block(f, a, bdone, tmeas, mmeas, maxmem, nb, dat, &m, &nz)) continue;
         char q[600];
         plot_quote(q, sizeof q, be);
         int o = snprintf(plot[nb], sizeof plot[0],

@@ -102,6 +102,14 @@ static int db_fail(rb_store *s, int rc, const char *what, char *err, size_t errl
     return rb_fail(err, errlen, "%s: %s: %s%s", s ? s->path : "database", what, msg, hint);
 }
 
+/* Runs a prepared statement that returns no rows and finalises it; a
+ * failure is reported as db_fail does, naming what was being done. */
+static int step_done(rb_store *s, sqlite3_stmt *st, const char *what, char *err, size_t errlen) {
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : db_fail(s, rc, what, err, errlen);
+}
+
 static int exec(rb_store *s, const char *sql, const char *what, char *err, size_t errlen) {
     char *m = NULL;
     int rc = sqlite3_exec(s->db, sql, NULL, NULL, &m);
@@ -457,9 +465,7 @@ int store_begin_experiment(rb_store *s, const store_experiment *x, int64_t *id, 
              ts.tv_nsec);
     bind_text(st, 18, uid);
     bind_text(st, 19, x->overrides && *x->overrides ? x->overrides : NULL);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) return db_fail(s, rc, "recording the run", err, errlen);
+    if (step_done(s, st, "recording the run", err, errlen)) return -1;
     *id = sqlite3_last_insert_rowid(s->db);
     return 0;
 }
@@ -473,9 +479,7 @@ int store_end_experiment(rb_store *s, int64_t id, const char *status, char *err,
     bind_text(st, 1, now);
     bind_text(st, 2, status);
     sqlite3_bind_int64(st, 3, id);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) return db_fail(s, rc, "recording the end of the run", err, errlen);
+    if (step_done(s, st, "recording the end of the run", err, errlen)) return -1;
     return 0;
 }
 
@@ -485,9 +489,7 @@ int store_set_sgemm_after(rb_store *s, int64_t id, double gflops, char *err, siz
     if (rc != SQLITE_OK) return db_fail(s, rc, "recording the sgemm ceiling after the run", err, errlen);
     bind_real(st, 1, gflops > 0 ? gflops : NAN);
     sqlite3_bind_int64(st, 2, id);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) return db_fail(s, rc, "recording the sgemm ceiling after the run", err, errlen);
+    if (step_done(s, st, "recording the sgemm ceiling after the run", err, errlen)) return -1;
     return 0;
 }
 
@@ -649,9 +651,7 @@ static int claim(rb_store *s, int64_t id, int64_t exp_id, const char *runner, co
     bind_text(st, 2, now);
     sqlite3_bind_int64(st, 3, exp_id);
     sqlite3_bind_int64(st, 4, id);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) return db_fail(s, rc, "starting a trial", err, errlen);
+    if (step_done(s, st, "starting a trial", err, errlen)) return -1;
     return sqlite3_changes(s->db) == 1 ? 0 : 1;
 }
 

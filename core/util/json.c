@@ -116,27 +116,22 @@ void rb_fmt_real(char *out, size_t len, double x, int as_float) {
     }
 }
 
-void rb_jw_real(rb_jw *w, double x) {
+/* A number, in the shortest form that reads back as the same double (or
+ * float, as_float), null when not finite. */
+static void jw_number(rb_jw *w, double x, int as_float) {
     char b[40];
     sep(w);
     if (!isfinite(x)) {
         emit(w, "null");
         return;
     }
-    rb_fmt_real(b, sizeof b, x, 0);
+    rb_fmt_real(b, sizeof b, x, as_float);
     emit(w, "%s", b);
 }
 
-void rb_jw_float(rb_jw *w, float x) {
-    char b[40];
-    sep(w);
-    if (!isfinite(x)) {
-        emit(w, "null");
-        return;
-    }
-    rb_fmt_real(b, sizeof b, x, 1);
-    emit(w, "%s", b);
-}
+void rb_jw_real(rb_jw *w, double x) { jw_number(w, x, 0); }
+
+void rb_jw_float(rb_jw *w, float x) { jw_number(w, x, 1); }
 
 void rb_jw_bool(rb_jw *w, int b) {
     sep(w);

@@ -14,36 +14,44 @@ void rb_vexp(float *y, const float *x, int n) {
     for (; i < n; i++) y[i] = rb_expf(x[i]);
 }
 
+/* The lane sums of rb_vexp_shift_sum, added in a fixed pairwise order. */
+static inline double lanes4(const double *l) { return (l[0] + l[1]) + (l[2] + l[3]); }
+static inline double lanes8(const double *l) { return lanes4(l) + lanes4(l + 4); }
+
+/* The low and high halves of a vector of W bits, as floats. */
+#define RB_LO256(e) _mm256_castps256_ps128(e)
+#define RB_HI256(e) _mm256_extractf128_ps(e, 1)
+#define RB_LO512(e) _mm512_castps512_ps256(e)
+#define RB_HI512(e) _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))
+
+/* rb_vexp_shift_sum's vector loop for lane width W (256 or 512 bits, L
+ * floats): exp(x - m) into y and into two double accumulators (the halves
+ * of each vector), whose lanes are then added into total. */
+#define RB_SHIFT_SUM_LOOP(W, L)                                                                              \
+    do {                                                                                                     \
+        __m##W##d acc_lo = _mm##W##_setzero_pd(), acc_hi = _mm##W##_setzero_pd();                            \
+        __m##W vm = _mm##W##_set1_ps(m);                                                                     \
+        for (; i + (L) <= n; i += (L)) {                                                                     \
+            __m##W e = rb_exp##W(_mm##W##_sub_ps(_mm##W##_loadu_ps(x + i), vm));                             \
+            _mm##W##_storeu_ps(y + i, e);                                                                    \
+            acc_lo = _mm##W##_add_pd(acc_lo, _mm##W##_cvtps_pd(RB_LO##W(e)));                                 \
+            acc_hi = _mm##W##_add_pd(acc_hi, _mm##W##_cvtps_pd(RB_HI##W(e)));                                 \
+        }                                                                                                    \
+        double lanes[(L) / 2];                                                                               \
+        _mm##W##_storeu_pd(lanes, _mm##W##_add_pd(acc_lo, acc_hi));                                          \
+        total += (L) == 16 ? lanes8(lanes) : lanes4(lanes);                                                  \
+    } while (0)
+
 double rb_vexp_shift_sum(float *y, const float *x, float m, int n) {
     int i = 0;
     double total = 0.0;
     /* lane sums in double: in float a long row (softmax over 10^5 keys)
      * drifts by ~1e-6 relative, more than the exponentials' own error */
 #ifdef __AVX512F__
-    __m512d acc_lo = _mm512_setzero_pd(), acc_hi = _mm512_setzero_pd();
-    __m512 vm = _mm512_set1_ps(m);
-    for (; i + 16 <= n; i += 16) {
-        __m512 e = rb_exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
-        _mm512_storeu_ps(y + i, e);
-        acc_lo = _mm512_add_pd(acc_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
-        acc_hi = _mm512_add_pd(acc_hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
-    }
-    double l16[8];
-    _mm512_storeu_pd(l16, _mm512_add_pd(acc_lo, acc_hi));
-    total = ((l16[0] + l16[1]) + (l16[2] + l16[3])) + ((l16[4] + l16[5]) + (l16[6] + l16[7]));
+    RB_SHIFT_SUM_LOOP(512, 16);
 #endif
 #ifdef __AVX2__
-    __m256d a_lo = _mm256_setzero_pd(), a_hi = _mm256_setzero_pd();
-    __m256 vm8 = _mm256_set1_ps(m);
-    for (; i + 8 <= n; i += 8) {
-        __m256 e = rb_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm8));
-        _mm256_storeu_ps(y + i, e);
-        a_lo = _mm256_add_pd(a_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-        a_hi = _mm256_add_pd(a_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
-    }
-    double lanes[4];
-    _mm256_storeu_pd(lanes, _mm256_add_pd(a_lo, a_hi));
-    total += (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+    RB_SHIFT_SUM_LOOP(256, 8);
 #endif
     for (; i < n; i++) {
         y[i] = rb_expf(x[i] - m);

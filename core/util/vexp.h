@@ -45,69 +45,76 @@ static inline float rb_expf(float x) {
     return y * s1 * s2;
 }
 
+/* rb_exp256 (eight lanes, AVX2) and rb_exp512 (sixteen, AVX-512) are one
+ * body, written once below for lane width W (256 or 512) so that they stay
+ * operation for operation the polynomial of rb_expf and all three give the
+ * same bits. What differs between the widths is named per width: the mask
+ * type (a vector for AVX2, a bit mask for AVX-512), a comparison giving a
+ * mask, a blend taking b where the mask is set, and round to nearest. */
+#define RB_VMASK256 __m256
+#define RB_VCMP256(a, b, pred) _mm256_cmp_ps(a, b, pred)
+#define RB_VBLEND256(m, a, b) _mm256_blendv_ps(a, b, m)
+#define RB_VROUND256(v) _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define RB_VMASK512 __mmask16
+#define RB_VCMP512(a, b, pred) _mm512_cmp_ps_mask(a, b, pred)
+#define RB_VBLEND512(m, a, b) _mm512_mask_blend_ps(m, a, b)
+#define RB_VROUND512(v) _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
+#define RB_EXP_VEC(W)                                                                                        \
+    static inline __m##W rb_exp##W(__m##W x) {                                                               \
+        const __m##W lo = _mm##W##_set1_ps(RB_EXP_LO), hi = _mm##W##_set1_ps(RB_EXP_HI);                     \
+        RB_VMASK##W under = RB_VCMP##W(x, lo, _CMP_NGE_UQ); /* x < lo or NaN */                              \
+        RB_VMASK##W isnan = RB_VCMP##W(x, x, _CMP_UNORD_Q);                                                  \
+        RB_VMASK##W over = RB_VCMP##W(x, hi, _CMP_GT_OQ);                                                    \
+        __m##W xc = _mm##W##_min_ps(_mm##W##_max_ps(x, lo), hi);                                             \
+        __m##W n = RB_VROUND##W(_mm##W##_mul_ps(xc, _mm##W##_set1_ps(1.44269504088896341f)));                \
+        __m##W r = _mm##W##_fnmadd_ps(n, _mm##W##_set1_ps(0.693359375f), xc);                               \
+        r = _mm##W##_fnmadd_ps(n, _mm##W##_set1_ps(-2.12194440e-4f), r);                                     \
+        __m##W y = _mm##W##_set1_ps(1.9875691500e-4f);                                                       \
+        y = _mm##W##_fmadd_ps(y, r, _mm##W##_set1_ps(1.3981999507e-3f));                                     \
+        y = _mm##W##_fmadd_ps(y, r, _mm##W##_set1_ps(8.3334519073e-3f));                                     \
+        y = _mm##W##_fmadd_ps(y, r, _mm##W##_set1_ps(4.1665795894e-2f));                                     \
+        y = _mm##W##_fmadd_ps(y, r, _mm##W##_set1_ps(1.6666665459e-1f));                                     \
+        y = _mm##W##_fmadd_ps(y, r, _mm##W##_set1_ps(5.0000001201e-1f));                                     \
+        y = _mm##W##_fmadd_ps(_mm##W##_mul_ps(y, r), r, _mm##W##_add_ps(r, _mm##W##_set1_ps(1.0f)));          \
+        __m##W##i e = _mm##W##_cvtps_epi32(n);                                                               \
+        __m##W##i e1 = _mm##W##_srai_epi32(e, 1), e2 = _mm##W##_sub_epi32(e, e1);                            \
+        __m##W##i c127 = _mm##W##_set1_epi32(127);                                                           \
+        __m##W s1 = _mm##W##_castsi##W##_ps(_mm##W##_slli_epi32(_mm##W##_add_epi32(e1, c127), 23));           \
+        __m##W s2 = _mm##W##_castsi##W##_ps(_mm##W##_slli_epi32(_mm##W##_add_epi32(e2, c127), 23));           \
+        y = _mm##W##_mul_ps(_mm##W##_mul_ps(y, s1), s2);                                                     \
+        y = RB_VBLEND##W(over, y, _mm##W##_set1_ps(INFINITY));                                               \
+        y = RB_VBLEND##W(under, y, _mm##W##_setzero_ps());                                                   \
+        return RB_VBLEND##W(isnan, y, x);                                                                    \
+    }
+
 #ifdef __AVX2__
-static inline __m256 rb_exp256(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(RB_EXP_LO), hi = _mm256_set1_ps(RB_EXP_HI);
-    __m256 under = _mm256_cmp_ps(x, lo, _CMP_NGE_UQ); /* x < lo or NaN */
-    __m256 isnan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
-    __m256 over = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
-    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(_mm256_mul_ps(y, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_cvtps_epi32(n);
-    __m256i e1 = _mm256_srai_epi32(e, 1), e2 = _mm256_sub_epi32(e, e1);
-    __m256i c127 = _mm256_set1_epi32(127);
-    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e1, c127), 23));
-    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e2, c127), 23));
-    y = _mm256_mul_ps(_mm256_mul_ps(y, s1), s2);
-    y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), over);
-    y = _mm256_blendv_ps(y, _mm256_setzero_ps(), under);
-    y = _mm256_blendv_ps(y, x, isnan);
-    return y;
-}
+RB_EXP_VEC(256)
+#endif
+#ifdef __AVX512F__
+RB_EXP_VEC(512)
 #endif
 
-#ifdef __AVX512F__
-/* Sixteen lanes of the same polynomial, operation for operation as
- * rb_exp256 and rb_expf, so all three give the same bits. */
-static inline __m512 rb_exp512(__m512 x) {
-    const __m512 lo = _mm512_set1_ps(RB_EXP_LO), hi = _mm512_set1_ps(RB_EXP_HI);
-    __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_NGE_UQ); /* x < lo or NaN */
-    __mmask16 isnan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-    __mmask16 over = _mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ);
-    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
-    y = _mm512_fmadd_ps(_mm512_mul_ps(y, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    __m512i e = _mm512_cvtps_epi32(n);
-    __m512i e1 = _mm512_srai_epi32(e, 1), e2 = _mm512_sub_epi32(e, e1);
-    __m512i c127 = _mm512_set1_epi32(127);
-    __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(e1, c127), 23));
-    __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(e2, c127), 23));
-    y = _mm512_mul_ps(_mm512_mul_ps(y, s1), s2);
-    y = _mm512_mask_blend_ps(over, y, _mm512_set1_ps(INFINITY));
-    y = _mm512_mask_blend_ps(under, y, _mm512_setzero_ps());
-    y = _mm512_mask_blend_ps(isnan, y, x);
-    return y;
-}
+/* One row of attention's softmax backward, in place: s[j] = exp(s[j] - lse)
+ * (the probability) and dp[j] = s[j] * (dp[j] - dd) (the score's gradient)
+ * for the nv visible keys, both 0 for keys nv to nk (masked). */
+static inline void rb_softmax_bwd_row(float *s, float *dp, int nv, int nk, float lse, float dd) {
+    int j = 0;
+#ifdef __AVX2__
+    __m256 vl = _mm256_set1_ps(lse), vd = _mm256_set1_ps(dd);
+    for (; j + 8 <= nv; j += 8) {
+        __m256 pj = rb_exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), vl));
+        _mm256_storeu_ps(s + j, pj);
+        _mm256_storeu_ps(dp + j, _mm256_mul_ps(pj, _mm256_sub_ps(_mm256_loadu_ps(dp + j), vd)));
+    }
 #endif
+    for (; j < nv; j++) {
+        float pj = rb_expf(s[j] - lse);
+        s[j] = pj;
+        dp[j] = pj * (dp[j] - dd);
+    }
+    for (; j < nk; j++) s[j] = dp[j] = 0.0f;
+}
 
 /* y[i] = exp(x[i]); y may alias x. */
 void rb_vexp(float *y, const float *x, int n);

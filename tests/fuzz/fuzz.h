@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* One memory file per slot, reused: its content replaced by data[0..size).
  * Returns a path any fopen() reads it through. Aborts when the kernel has no
  * memfd (a broken harness, not a finding). */
-static const char *__attribute__((unused)) fuzz_memfile(int slot, const void *data, size_t size) {
+static inline const char *fuzz_memfile(int slot, const void *data, size_t size) {
     static int fds[4] = {-1, -1, -1, -1};
     static char paths[4][64];
     if (slot < 0 || slot > 3) abort();
@@ -47,7 +47,7 @@ static const char *__attribute__((unused)) fuzz_memfile(int slot, const void *da
 
 /* Once per process: one thread (a fuzz run is one core's work; the OpenMP
  * teams of a model would only add noise). */
-static void __attribute__((unused)) fuzz_once(void) {
+static inline void fuzz_once(void) {
     static int done;
     if (done) return;
     done = 1;
@@ -55,7 +55,7 @@ static void __attribute__((unused)) fuzz_once(void) {
 }
 
 /* A NUL-terminated copy of data (parsers that take C strings). */
-static char *__attribute__((unused)) fuzz_cstr(const uint8_t *data, size_t size) {
+static inline char *fuzz_cstr(const uint8_t *data, size_t size) {
     char *s = malloc(size + 1);
     if (!s) abort();
     memcpy(s, data, size);

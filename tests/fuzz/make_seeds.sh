@@ -36,7 +36,8 @@ backends=$("$RB" backends --names)
   for b in $backends; do echo "\"$b\""; done
   for v in bench train analyze attn model auto true false topk argmax l2 layernorm learned sinusoidal \
            rotary none text copy recall random 90s 5m 2h; do echo "\"$v\""; done
-  for s in ': ' '- ' '[' ']' '{' '}' ', ' '\n  ' '\n    ' '"' "'" '#' '---' '~' 'null' '1e9' '-1' '0' '65536' \
+  # libFuzzer's dictionary escapes are \\, \" and \xAB only
+  for s in ': ' '- ' '[' ']' '{' '}' ', ' '\x0a  ' '\x0a    ' '\"' "'" '#' '---' '~' 'null' '1e9' '-1' '0' '65536' \
            '16777216' '2147483648' 'sweep.' 'params.' 'timing.' '='; do printf '"%s"\n' "$s"; done
 } >$F/experiment.dict
 {

@@ -4,7 +4,7 @@
  * followed by NUL-separated --set overrides ("yaml\0seq=64\0sweep.window=[8]").
  * Out: a validated experiment or messages; nothing is written anywhere.
  * Checked beside "no crash": a refusal says where (every message has a line
- * and column unless it is about a --set), a loaded experiment has trials and
+ * and column, or names its --set), a loaded experiment has trials and
  * each trial's parameters can be rebuilt as `run` rebuilds them. */
 #include "fuzz.h"
 
@@ -31,7 +31,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int rc = exp_load_string_sets(e, copy, ylen, "fuzz.yaml", nsets ? sets : NULL, nsets, errs);
     if (rc != 0) {
         FUZZ_CHECK(errs->n > 0); /* a refusal always says why */
-        for (int i = 0; i < errs->n && i < EXP_MAX_ERRORS; i++) FUZZ_CHECK(strlen(errs->msg[i]) > 0);
+        /* every problem has a place: line:col in the text (> 0), or its --set (line < 0) */
+        for (int i = 0; i < errs->n && i < EXP_MAX_ERRORS; i++)
+            FUZZ_CHECK(strlen(errs->msg[i]) > 0 && (errs->line[i] < 0 || (errs->line[i] > 0 && errs->col[i] > 0)));
     } else {
         FUZZ_CHECK(errs->n == 0 && e->ntrials > 0 && e->ntrials <= EXP_MAX_TRIALS);
         /* what `run` does with each trial before running it (the first few) */

@@ -77,14 +77,17 @@ static void fix_filters(ynode *sweep, const char *key, const ynode *value) {
     }
 }
 
-/* Put value under where.key, taking key out of params and sweep first. */
+/* Put value under where.key, taking key out of params and sweep first. The
+ * tree takes value over, or it is freed (-1: refused). */
 static int put(ynode *root, const char *where, const char *key, ynode *value, int idx, const char *path,
                exp_errors *errs) {
     int p = yt_map_find(root, "params"), s = yt_map_find(root, "sweep");
-    if (s >= 0 && zipped(root->kids[s + 1], key))
+    if (s >= 0 && zipped(root->kids[s + 1], key)) {
+        yt_free(value); /* not put anywhere: ours to free */
         return exp_add_err(errs, path, -(idx + 1), 0, key,
                            "is zipped with other axes in the file; --set cannot replace one axis of a zip group"),
                -1;
+    }
     int i;
     if (p >= 0 && (i = yt_map_find(root->kids[p + 1], key)) >= 0) yt_map_remove(root->kids[p + 1], i);
     if (s >= 0 && (i = yt_map_find(root->kids[s + 1], key)) >= 0) yt_map_remove(root->kids[s + 1], i);

@@ -11,6 +11,7 @@
  * the repair every mutation of the text would stop at a checksum; with it
  * the fuzzer reaches the configuration parser and the loader. */
 #include "fuzz.h"
+#include "fuzz_config.h"
 
 #include "model/checkpoint.h"
 #include "model/model.h"
@@ -36,6 +37,7 @@ static int small_model(const train_config *cin) {
     char err[1024];
     int ok = train_config_check(c, err, sizeof err) == 0;
     if (ok) {
+        fuzz_check_config_ranges(c);
         double B = c->batch, T = c->seq, C = c->d_model, L = c->layers, F = (double)c->mlp_mult * c->d_model;
         double act = 4.0 * B * T * (L * (16.0 * C + 2.0 * F + 2.0 * c->heads * T) + 2.0 * c->vocab);
         ok = model_param_sizes(c, NULL) <= MAX_PARAMS && act <= MAX_ACT_BYTES;

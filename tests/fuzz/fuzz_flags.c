@@ -8,6 +8,7 @@
  * by NUL bytes. Help text goes to stdout, complaints to stderr, as in the
  * program; nothing is run. */
 #include "fuzz.h"
+#include "fuzz_config.h"
 
 #include "attn/attn.h"
 #include "cli/flags.h"
@@ -80,6 +81,7 @@ static void fuzz_train(int argc, char **argv) {
         for (int i = 0; i < kv.n && !bad; i++) bad = train_config_set(c, kv.kv[2 * i], kv.kv[2 * i + 1], err, sizeof err);
         FUZZ_CHECK(!bad); /* cli_kv_remember refused it at once otherwise */
         if (train_config_check(c, err, sizeof err) == 0) {
+            fuzz_check_config_ranges(c);
             (void)model_param_sizes(c, NULL);
             (void)train_flops_per_step(c);
         }

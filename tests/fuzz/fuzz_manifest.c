@@ -6,6 +6,7 @@
  * JSON writer (strings escaped by it, numbers as their text), parses again
  * into the same tree. */
 #include "fuzz.h"
+#include "fuzz_config.h"
 
 #include "model/model.h"
 #include "model/model_npy.h"
@@ -84,8 +85,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!c) abort();
     train_config_default(c);
     if (npy_model_config_json(c, (const char *)data, size, "manifest.json", err, sizeof err) == 0 &&
-        train_config_check(c, err, sizeof err) == 0)
+        train_config_check(c, err, sizeof err) == 0) {
+        fuzz_check_config_ranges(c);
         (void)model_param_sizes(c, NULL);
+    }
     free(c);
     return 0;
 }

@@ -3,6 +3,7 @@
  * runs before a model is built (train_config_check) and what --dry-run prints
  * from it (parameter count, FLOPs). Nothing is built, trained or written. */
 #include "fuzz.h"
+#include "fuzz_config.h"
 
 #include "harness/experiment.h"
 #include "model/model.h"
@@ -20,6 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     } else {
         char err[1024];
         if (train_config_check(c, err, sizeof err) == 0) {
+            fuzz_check_config_ranges(c);
             (void)model_param_sizes(c, NULL);
             (void)train_flops_per_step(c);
             /* what a checkpoint stores: the text form reads back as the same configuration */

@@ -9,6 +9,8 @@
 #   make demo       build, run experiments/quick.yaml and quick_copy.yaml, report and plot
 #   make results    regenerate the README's results section from results/published/*.db
 #   make reproduce-paper  rerun every published experiment from scratch (hours; resumes)
+#   make fuzz       every libFuzzer target of tests/fuzz/ for FUZZ_SECONDS (60) each, built with
+#                   clang into build-fuzz/; fails on a crash, leak, sanitizer report or timeout
 # BUILD=dir puts every output under dir (several builds can coexist).
 
 CC      := gcc
@@ -36,7 +38,13 @@ TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 # tests/mutate.sh is `make mutate`, not a test of its own
 TEST_SH  := $(filter-out tests/mutate.sh,$(wildcard tests/*.sh))
 
-.PHONY: all check sanitize warn-check deps demo clean tests install have-deps mutate
+# Fuzz targets (tests/fuzz/fuzz_NAME.c), one per parser of untrusted input.
+# `make tests` builds each with tests/fuzz/replay.c as $(BUILD)/fuzz/replay_NAME,
+# which tests/fuzz_replay.sh runs on the kept crashes and the seed corpus.
+FUZZ_TARGETS := experiment train_config npy checkpoint manifest flags
+REPLAY_BIN   := $(patsubst %,$(BUILD)/fuzz/replay_%,$(FUZZ_TARGETS))
+
+.PHONY: all check sanitize warn-check deps demo clean tests install have-deps mutate fuzz fuzz-deps
 
 all: have-deps $(BIN) $(LIB)
 
@@ -75,7 +83,16 @@ $(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
-tests: $(BIN) $(TEST_BIN)
+$(BUILD)/fuzz/replay_%: tests/fuzz/replay.c tests/fuzz/fuzz_%.c $(wildcard tests/fuzz/*.h) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/fuzz -o $@ tests/fuzz/replay.c tests/fuzz/fuzz_$*.c $(LIB) $(LDFLAGS) $(LDLIBS)
+
+# The libFuzzer binaries: only in the clang build `make fuzz` makes.
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard tests/fuzz/*.h) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -Itests/fuzz -o $@ $< $(LIB) $(LDFLAGS) -fsanitize=fuzzer $(LDLIBS)
+
+tests: $(BIN) $(TEST_BIN) $(REPLAY_BIN)
 
 # Tests run from the top directory; shell tests find the program in $RB.
 check: deps
@@ -89,6 +106,26 @@ sanitize: deps
 warn-check: deps
 	tests/layering.sh >/dev/null || { tests/layering.sh | grep '^not ok'; exit 1; }
 	$(MAKE) --no-print-directory BUILD=build-warn WARN="-Wall -Wextra -Werror" all tests
+
+# Fuzzing: clang (installed as root when missing, as `make deps` does; else
+# the apt-get command is printed) builds the library and every target with
+# libFuzzer, AddressSanitizer and UBSan into build-fuzz/ (never build/), then
+# tests/fuzz/run.sh runs each target for FUZZ_SECONDS from the seed corpus
+# and the kept crashes. A crash, leak, sanitizer report, timeout (an input
+# slower than FUZZ_TIMEOUT s) or out-of-memory fails it, and the reproducer's
+# path under build-fuzz/fuzz/artifacts/ is printed. FUZZ_TARGETS="npy flags"
+# runs only those.
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := build-fuzz
+FUZZ_CC      ?= clang
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+fuzz: deps fuzz-deps
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) OPT="-O1 -march=native" WARN="-Wall" \
+	    SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" $(patsubst %,$(FUZZ_BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_TARGETS)
+
+fuzz-deps:
+	@FUZZ_CC=$(FUZZ_CC) tests/fuzz/deps.sh
 
 # Mutation testing: tests/mutate.sh reads tests/mutants.txt, plants each
 # single-line slip in a copy of the working tree, rebuilds only what the
@@ -246,4 +283,4 @@ slurm-check: deps
 	RB=$(abspath $(BIN)) BUILD=$(BUILD) RB_SLURM_REQUIRED=1 prove -v tests/slurm_sweep.sh
 
 clean:
-	rm -rf build build-san build-warn
+	rm -rf build build-san build-warn build-fuzz

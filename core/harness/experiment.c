@@ -775,9 +775,17 @@ int exp_train_config_file(const char *path, train_config *c, exp_errors *errs) {
     size_t len;
     char msg[600], *text = rb_read_file(path, EXP_MAX_FILE, &len, msg, sizeof msg);
     if (!text) return exp_add_err(errs, path, 0, 0, NULL, "%s", msg + strlen(path) + 2), -1;
+    int rc = exp_train_config_string(text, len, path, c, errs);
+    free(text);
+    return rc;
+}
+
+int exp_train_config_string(const char *text, size_t len, const char *path, train_config *c, exp_errors *errs) {
+    memset(errs, 0, sizeof *errs);
+    if (len > EXP_MAX_FILE)
+        return exp_add_err(errs, path, 1, 1, NULL, "larger than %d bytes", EXP_MAX_FILE), -1;
     int empty = 0;
     ynode *root = yt_read(text, len, path, errs, &empty);
-    free(text);
     if (!root && empty) exp_add_err(errs, path, 1, 1, NULL, "empty file (expected parameter: value lines)");
     const ynode *m = root;
     if (m && m->type == Y_MAP && m->n == 2 && m->kids[0]->type == Y_SCALAR && strcmp(m->kids[0]->s, "params") == 0)

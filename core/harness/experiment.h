@@ -143,6 +143,8 @@ int exp_trial_json(const experiment *e, const exp_trial *t, char *out, size_t le
  * `params:`, applied to c in file order. Every problem goes to errs as
  * FILE:LINE:COL: KEY: message. 0, or -1. */
 int exp_train_config_file(const char *path, train_config *c, exp_errors *errs);
+/* The same from len bytes of text (path only names it in messages). */
+int exp_train_config_string(const char *text, size_t len, const char *path, train_config *c, exp_errors *errs);
 
 /* "bench" / "train" and "attn" / "model" */
 const char *exp_kind_name(int kind);

@@ -21,13 +21,16 @@ static void mark(ynode *n, int idx) {
     for (int i = 0; i < n->n; i++) mark(n->kids[i], idx);
 }
 
-/* The mapping under key in root, made when missing. */
-static ynode *child_map(ynode *root, const char *key) {
+/* The mapping under key in root, made when missing (then it is override
+ * idx's: a problem with it, such as timing: in a train experiment, names the
+ * --set rather than no place at all). */
+static ynode *child_map(ynode *root, const char *key, int idx) {
     int i = yt_map_find(root, key);
     if (i >= 0 && root->kids[i + 1]->type == Y_MAP) return root->kids[i + 1];
     if (i >= 0) yt_map_remove(root, i);
-    ynode *m = yt_new(Y_MAP, NULL);
-    yt_add(root, yt_new(Y_SCALAR, key)), yt_add(root, m);
+    ynode *k = yt_new(Y_SCALAR, key), *m = yt_new(Y_MAP, NULL);
+    mark(k, idx), mark(m, idx);
+    yt_add(root, k), yt_add(root, m);
     return m;
 }
 
@@ -74,19 +77,22 @@ static void fix_filters(ynode *sweep, const char *key, const ynode *value) {
     }
 }
 
-/* Put value under where.key, taking key out of params and sweep first. */
+/* Put value under where.key, taking key out of params and sweep first. The
+ * tree takes value over, or it is freed (-1: refused). */
 static int put(ynode *root, const char *where, const char *key, ynode *value, int idx, const char *path,
                exp_errors *errs) {
     int p = yt_map_find(root, "params"), s = yt_map_find(root, "sweep");
-    if (s >= 0 && zipped(root->kids[s + 1], key))
+    if (s >= 0 && zipped(root->kids[s + 1], key)) {
+        yt_free(value); /* not put anywhere: ours to free */
         return exp_add_err(errs, path, -(idx + 1), 0, key,
                            "is zipped with other axes in the file; --set cannot replace one axis of a zip group"),
                -1;
+    }
     int i;
     if (p >= 0 && (i = yt_map_find(root->kids[p + 1], key)) >= 0) yt_map_remove(root->kids[p + 1], i);
     if (s >= 0 && (i = yt_map_find(root->kids[s + 1], key)) >= 0) yt_map_remove(root->kids[s + 1], i);
     if (s >= 0) fix_filters(root->kids[s + 1], key, value);
-    ynode *m = child_map(root, where);
+    ynode *m = child_map(root, where, idx);
     ynode *k = yt_new(Y_SCALAR, key);
     mark(k, idx);
     yt_add(m, k), yt_add(m, value);
@@ -112,7 +118,7 @@ static int apply_one(ynode *root, const char *set, int idx, const char *path, ex
         snprintf(head, sizeof head, "%.*s", (int)(dot - lhs), lhs);
         if (!strcmp(head, "sweep") || !strcmp(head, "params")) return put(root, head, dot + 1, value, idx, path, errs);
         if (!strcmp(head, "timing")) {
-            ynode *t = child_map(root, "timing");
+            ynode *t = child_map(root, "timing", idx);
             int i = yt_map_find(t, dot + 1);
             if (i >= 0) yt_map_remove(t, i);
             ynode *k = yt_new(Y_SCALAR, dot + 1);

@@ -171,15 +171,20 @@ int npy_export_model(const char *ckpt, const char *dir, const train_config *cin,
     return rc;
 }
 
-/* Apply every member of the manifest's "config" object to c with
- * train_config_set (numbers by their text, booleans as true/false). 0 or -1
- * with a message naming the file. */
+/* The manifest at path into c (npy_model_config_json). */
 static int config_from_manifest(train_config *c, const char *path, char *err, size_t errlen) {
     size_t len;
     char msg[512], *buf = rb_read_file(path, 1 << 24, &len, msg, sizeof msg);
     if (!buf) return rb_fail(err, errlen, "%s", msg);
-    rb_json *j = rb_json_parse(buf, len, msg, sizeof msg);
+    int rc = npy_model_config_json(c, buf, len, path, err, errlen);
     free(buf);
+    return rc;
+}
+
+int npy_model_config_json(train_config *c, const char *text, size_t len, const char *path, char *err,
+                          size_t errlen) {
+    char msg[512];
+    rb_json *j = rb_json_parse(text, len, msg, sizeof msg);
     if (!j) return rb_fail(err, errlen, "%s: bad JSON at %s", path, msg);
     const rb_json *cfg = rb_json_get(j, "config");
     int rc = 0;
@@ -187,11 +192,11 @@ static int config_from_manifest(train_config *c, const char *path, char *err, si
         rc = rb_fail(err, errlen, "%s: no \"config\" object (the model's configuration)", path);
     for (int i = 0; rc == 0 && i < cfg->n; i++) {
         const rb_json *v = cfg->items[i];
-        const char *text = v->type == RB_JSON_BOOL ? (v->b ? "true" : "false") : v->s;
+        const char *val = v->type == RB_JSON_BOOL ? (v->b ? "true" : "false") : v->s;
         if (v->type != RB_JSON_STR && v->type != RB_JSON_NUM && v->type != RB_JSON_BOOL)
             rc = rb_fail(err, errlen, "%s: config: %s: expected a string, number or boolean, got %s", path,
                          cfg->keys[i], rb_json_type_name(v->type));
-        else if (train_config_set(c, cfg->keys[i], text, msg, sizeof msg) != 0)
+        else if (train_config_set(c, cfg->keys[i], val, msg, sizeof msg) != 0)
             rc = rb_fail(err, errlen, "%s: config: %s", path, msg);
     }
     rb_json_free(j);

@@ -23,4 +23,11 @@ int npy_export_model(const char *ckpt, const char *dir, const train_config *c, i
  * is written. 0 or -1. */
 int npy_import_model(const char *dir, const char *ckpt, int *narrays, char *err, size_t errlen);
 
+/* The manifest's part of import: len bytes of manifest.json text parsed,
+ * and every member of its "config" object applied to c with
+ * train_config_set (numbers by their text, booleans as true/false). 0 or -1
+ * with a message naming path (only used in messages). */
+int npy_model_config_json(train_config *c, const char *text, size_t len, const char *path, char *err,
+                          size_t errlen);
+
 #endif

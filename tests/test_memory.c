@@ -20,7 +20,7 @@
 #if defined(__SANITIZE_ADDRESS__)
 /* AddressSanitizer replaces malloc and mallinfo2 reads zeros: its own
  * allocator counts the bytes in use instead. */
-#include <sanitizer/allocator_interface.h>
+size_t __sanitizer_get_current_allocated_bytes(void); /* libasan's (gcc has no header for it) */
 static double heap_bytes(void) { return (double)__sanitizer_get_current_allocated_bytes(); }
 #else
 static double heap_bytes(void) {

@@ -127,6 +127,71 @@ static void test_parts_lw(int B, int H, int n, int d, int L, int causal, int K, 
     tu_io_free(&io);
 }
 
+/* Local, lsh and routing heads in one layer (lsh_heads S after L local
+ * heads; the wikitext103_local_hash split when no routing head is left):
+ * each group's out, dq, dk, dv equal its backend run alone on those heads
+ * with the layer's window, seed and lsh settings; attn_check passes; the
+ * statistics are lsh's followed by routing's. */
+static void test_lsh_heads(int B, int H, int n, int d, int L, int S, int causal) {
+    attn_params p = params(B, H, n, d, L, causal);
+    p.lsh_heads = S, p.clusters = 4;
+    attn *hy = tu_make("hybrid", &p);
+    if (!hy) {
+        ok(0, "hybrid create B=%d H=%d L=%d lsh_heads=%d", B, H, L, S);
+        return;
+    }
+    size_t hsz = (size_t)n * d;
+    tu_io io;
+    tu_io_make(&io, &p, 700 + (uint64_t)B * 10 + (uint64_t)S);
+    const char *names[3] = {"local", "lsh", "routing"};
+    int h0[3] = {0, L, L + S}, nh[3] = {L, S, H - L - S}, made = 1;
+    double worst[3] = {0, 0, 0};
+    attn *part[3] = {NULL, NULL, NULL};
+    tu_io sub[3];
+    for (int g = 0; g < 3; g++) {
+        io_heads(&sub[g], &io, B, H, h0[g], nh[g], hsz);
+        if (nh[g] == 0) continue;
+        attn_params ps = hy->p; /* the layer's window as hybrid resolved it */
+        ps.heads = nh[g], ps.local_heads = -1, ps.lsh_heads = 0, ps.local_window = 0;
+        made &= (part[g] = tu_make(names[g], &ps)) != NULL;
+    }
+    for (int pass = 0; pass < 2 && made; pass++) {
+        run(hy, &io, ATTN_TRAIN);
+        for (int g = 0; g < 3; g++) {
+            if (!part[g]) continue;
+            run(part[g], &sub[g], ATTN_TRAIN);
+            const float *x[4] = {io.out, io.dq, io.dk, io.dv}, *y[4] = {sub[g].out, sub[g].dq, sub[g].dk, sub[g].dv};
+            for (int t = 0; t < 4; t++) worst[g] = fmax(worst[g], diff_heads(x[t], y[t], B, H, h0[g], nh[g], hsz));
+        }
+    }
+    diag("hybrid B=%d H=%d local %d lsh %d routing %d n=%d causal=%d window=%d: max abs diff %.2e %.2e %.2e", B, H, L,
+         S, H - L - S, n, causal, hy->p.window, worst[0], worst[1], worst[2]);
+    ok(made && worst[0] == 0.0 && worst[1] == 0.0 && worst[2] == 0.0,
+       "hybrid B=%d H=%d L=%d lsh_heads=%d causal=%d: each group equals its backend alone (out, dq, dk, dv)", B, H, L,
+       S, causal);
+    attn_head_group gs[4];
+    int ng = hy->be->head_groups(&hy->p, gs, 4), want = (L > 0) + (S > 0) + (H - L - S > 0), good = ng == want;
+    for (int i = 0, g = 0; good && g < 3; g++)
+        if (nh[g] > 0) good = !strcmp(gs[i].be->name, names[g]) && gs[i].first == h0[g] && gs[i].heads == nh[g], i++;
+    ok(good, "head_groups: %d group(s) in the order local, lsh, routing", ng);
+    attn_stat a[64], b[64];
+    int na = hy->be->stats(hy, a, 64), nb = 0;
+    for (int g = 1; g < 3 && made; g++)
+        if (part[g] && part[g]->be->stats) nb += part[g]->be->stats(part[g], b + nb, 64 - nb);
+    int same = na == nb && na > 0;
+    for (int i = 0; same && i < na; i++) same = !strcmp(a[i].name, b[i].name) && a[i].value == b[i].value;
+    ok(same, "stats are lsh's then routing's (%d entries, %d expected)", na, nb);
+    for (int g = 0; g < 3; g++) attn_free(part[g]), tu_io_free(&sub[g]);
+    attn_free(hy);
+    tu_io_free(&io);
+    attn_check_result r;
+    char err[512];
+    if (attn_check("hybrid", &p, &r, err, sizeof err) != 0) ok(0, "attn_check: %s", err);
+    else
+        ok(r.pass, "attn_check passes with lsh heads (B=%d H=%d L=%d lsh_heads=%d causal=%d): grad rel err %.2e", B,
+           H, L, S, causal, r.grad_rel_err);
+}
+
 static void test_check_lw(int B, int H, int n, int d, int L, int w, int causal, int lw);
 
 static void test_check(int B, int H, int n, int d, int L, int w, int causal) { test_check_lw(B, H, n, d, L, w, causal, 0); }
@@ -321,6 +386,10 @@ static void test_params(void) {
     a = attn_make("hybrid", &p, err, sizeof err);
     ok(a == NULL && strstr(err, "local_heads"), "attn_make refuses local_heads 5 of 4: %s", err);
     p = params(1, 4, 64, 16, 2, 1);
+    p.lsh_heads = 3;
+    a = attn_make("hybrid", &p, err, sizeof err);
+    ok(a == NULL && strstr(err, "lsh_heads"), "attn_make refuses local_heads 2 + lsh_heads 3 of 4: %s", err);
+    p = params(1, 4, 64, 16, 2, 1);
     p.clusters = 65;
     a = attn_make("hybrid", &p, err, sizeof err);
     ok(a == NULL && strstr(err, "clusters"), "more clusters than tokens refused: %s", err);
@@ -374,6 +443,11 @@ int main(void) {
         test_parts_lw(1, 4, 64, 16, 2, causal, 4, 16, 8);
         test_parts_lw(2, 4, 64, 8, 3, causal, 4, 16, 8);
         test_parts_lw(3, 3, 70, 8, 1, causal, 0, 0, 7);
+    }
+    for (int causal = 0; causal <= 1; causal++) {
+        test_lsh_heads(1, 4, 64, 16, 2, 2, causal); /* local + lsh: wikitext103_local_hash */
+        test_lsh_heads(2, 4, 70, 8, 1, 2, causal);  /* all three kinds */
+        test_lsh_heads(2, 3, 64, 8, 0, 3, causal);  /* all lsh */
     }
     test_causal();
     test_determinism();

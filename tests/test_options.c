@@ -719,11 +719,12 @@ static void test_attention_options(void) {
 static void test_group_options(void) {
     struct {
         const char *what, *backend;
-        int heads, window, local_heads, local_window, stride, strided_heads, hashes, buckets;
+        int heads, window, local_heads, local_window, stride, strided_heads, hashes, buckets, lsh_heads;
     } cs[] = {
-        {"hybrid, local_window 4 beside routing window 8", "hybrid", 2, 8, 1, 4, 0, -1, 0, 0},
-        {"strided, stride 8, strided_heads 2 of 2", "strided", 2, 0, -1, 0, 8, 2, 0, 0},
-        {"lsh, hashes 2, buckets 4", "lsh", 2, 4, -1, 0, 0, -1, 2, 4},
+        {"hybrid, local_window 4 beside routing window 8", "hybrid", 2, 8, 1, 4, 0, -1, 0, 0, 0},
+        {"strided, stride 8, strided_heads 2 of 2", "strided", 2, 0, -1, 0, 8, 2, 0, 0, 0},
+        {"lsh, hashes 2, buckets 4", "lsh", 2, 4, -1, 0, 0, -1, 2, 4, 0},
+        {"hybrid, lsh_heads 2 of 4 (hashes 2) beside 1 local and 1 routing", "hybrid", 4, 8, 1, 0, 0, -1, 2, 0, 2},
     };
     for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
         double fl[2] = {0, 0};
@@ -737,7 +738,7 @@ static void test_group_options(void) {
             if (!v) {
                 c.attn.local_window = cs[k].local_window, c.attn.stride = cs[k].stride;
                 c.attn.strided_heads = cs[k].strided_heads, c.attn.hashes = cs[k].hashes;
-                c.attn.buckets = cs[k].buckets;
+                c.attn.buckets = cs[k].buckets, c.attn.lsh_heads = cs[k].lsh_heads;
             }
             char err[256];
             if (train_config_check(&c, err, sizeof err)) {
@@ -753,7 +754,14 @@ static void test_group_options(void) {
             if (!v) {
                 if (cs[k].local_window) good &= a->p.local_window == cs[k].local_window;
                 if (cs[k].stride) good &= a->p.stride == cs[k].stride && a->p.strided_heads == cs[k].strided_heads;
-                if (cs[k].hashes) good &= a->p.hashes == cs[k].hashes && a->p.buckets == cs[k].buckets;
+                if (cs[k].hashes && !cs[k].lsh_heads)
+                    good &= a->p.hashes == cs[k].hashes && a->p.buckets == cs[k].buckets;
+                if (cs[k].lsh_heads) {
+                    attn_head_group g[8];
+                    int ng = attn_head_groups(a->be, &a->p, g, 8);
+                    good &= a->p.lsh_heads == cs[k].lsh_heads && ng == 3 && !strcmp(g[1].be->name, "lsh") &&
+                            g[1].heads == cs[k].lsh_heads && g[1].p.hashes == cs[k].hashes;
+                }
             }
             fl[v] = a->be->flops(&a->p, ATTN_PASS_FWD);
             model_free(m);
@@ -889,7 +897,8 @@ static const char *const coverage[][2] = {
     {"window", "test_attention_options"}, {"clusters", "test_attention_options"},
     {"local_heads", "test_attention_options"}, {"local_window", "test_group_options"},
     {"stride", "test_group_options"},     {"strided_heads", "test_group_options"},
-    {"hashes", "test_group_options"},     {"buckets", "test_group_options"}, {"share_qk", "test_attention_options"},
+    {"hashes", "test_group_options"},     {"buckets", "test_group_options"}, {"lsh_heads", "test_group_options"},
+    {"share_qk", "test_attention_options"},
     {"assign", "test_attention_options"}, {"norm", "test_attention_options"},
     {"decay", "test_decay"},              {"kmeans_iters", "test_kmeans_iters"},
     {"commit_weight", "test_commit_beta"},  {"batch", "test_flops_per_step, test_gradient_options (accum)"},

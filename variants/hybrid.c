@@ -1,15 +1,17 @@
 /* hybrid.c: the Routing Transformer paper's headline layer ("hybrid"): the H
  * heads of one layer split into head groups, each computed by a registered
  * backend with its own parameters. The groups are the rows of hybrid_kinds
- * below, in head order: today the first local_heads (L) heads are `local`
- * with block local_window (auto: window), the rest `routing` with clusters
- * and window (default seq / clusters, rounded up as routing does; clusters
- * auto = round(sqrt(seq))). Every other parameter is the layer's. This is
- * the authors' local_num_heads / sparsity_cluster_num_heads split with
- * query_shape (local block) and sparsity_cluster_attention_window (cluster
- * size) set apart.
+ * below, in head order: the first local_heads (L) heads are `local` with
+ * block local_window (auto: window), the next lsh_heads (default 0) `lsh`
+ * with chunk window and the layer's hashes and buckets, the rest `routing`
+ * with clusters and window (default seq / clusters, rounded up as routing
+ * does; clusters auto = round(sqrt(seq))). Every other parameter is the
+ * layer's. This is the authors' local_num_heads /
+ * sparsity_cluster_num_heads split with query_shape (local block) and
+ * sparsity_cluster_attention_window (cluster size) set apart; local heads
+ * beside lsh heads and no routing ones is their wikitext103_local_hash.
  *
- * Adding a kind of head (lsh, strided) is one row of hybrid_kinds (its
+ * Adding a kind of head (strided, say) is one row of hybrid_kinds (its
  * backend's name, how many heads it takes, how its parameters differ from
  * the layer's) plus, in params.def, the parameter that counts its heads:
  * nothing else here changes, and neither backend knows about the other.
@@ -49,6 +51,7 @@ typedef struct {
 } hybrid_kind;
 
 static int local_heads_of(const attn_params *p) { return p->local_heads; }
+static int lsh_heads_of(const attn_params *p) { return p->lsh_heads; }
 static int rest_of(const attn_params *p) { (void)p; return -1; }
 
 static void local_params(attn_params *g, const attn_params *p) {
@@ -64,6 +67,7 @@ static void routing_resolved(attn_params *p, const attn_params *g) {
 
 static const hybrid_kind hybrid_kinds[] = {
     {"local", local_heads_of, local_params, NULL},
+    {"lsh", lsh_heads_of, NULL, NULL},
     {"routing", rest_of, NULL, routing_resolved},
 };
 #define HYBRID_NKINDS ((int)(sizeof hybrid_kinds / sizeof hybrid_kinds[0]))
@@ -97,9 +101,9 @@ static int hybrid_groups(const attn_params *p, attn_head_group *out, rb_err *e) 
         out[i].heads = n;
     }
     if (taken > p->heads)
-        return rb_err_set(e, RB_EINVAL, "local_heads",
-                          "local_heads must be between 0 and heads (%d), or auto for heads/2 (got %d)", p->heads,
-                          p->local_heads);
+        return rb_err_set(e, RB_EINVAL, p->lsh_heads > 0 ? "lsh_heads" : "local_heads",
+                          "local_heads (%d) and lsh_heads (%d) take more than the layer's %d heads", p->local_heads,
+                          p->lsh_heads, p->heads);
     for (int i = 0, h = 0; i < HYBRID_NKINDS; i++) {
         const hybrid_kind *k = &hybrid_kinds[i];
         attn_head_group *g = &out[i];
@@ -112,6 +116,7 @@ static int hybrid_groups(const attn_params *p, attn_head_group *out, rb_err *e) 
         g->p.heads = g->heads;
         g->p.local_heads = -1;
         g->p.local_window = 0;
+        g->p.lsh_heads = 0;
         if (k->params) k->params(&g->p, p);
     }
     return 0;
@@ -386,10 +391,11 @@ static int hybrid_head_groups(const attn_params *p, attn_head_group *out, int ma
 
 const attn_backend attn_backend_hybrid = {
     .name = "hybrid",
-    .description = "local_heads heads local (block local_window, auto: window), the rest routing (clusters x window); "
-                   "default half and half",
+    .description = "local_heads heads local (block local_window, auto: window), lsh_heads lsh (default 0), the rest "
+                   "routing (clusters x window); default half local, half routing",
     .uses = ATTN_USES_WINDOW | ATTN_USES_CLUSTERS | ATTN_USES_LOCAL_HEADS | ATTN_USES_LOCAL_WINDOW |
-            ATTN_USES_SHARE_QK | ATTN_USES_ASSIGN | ATTN_USES_NORM | ATTN_USES_KMEANS,
+            ATTN_USES_SHARE_QK | ATTN_USES_ASSIGN | ATTN_USES_NORM | ATTN_USES_KMEANS | ATTN_USES_LSH_HEADS |
+            ATTN_USES_HASH,
     .validate = hybrid_validate,
     .create = hybrid_create,
     .forward = hybrid_forward,

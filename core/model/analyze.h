@@ -41,7 +41,8 @@
 /* The kind of each of a's heads (kinds has a->p.heads entries), from the
  * backend's `uses` bits and validated parameters: with ATTN_USES_LOCAL_HEADS
  * the first p.local_heads heads are local and the rest routing (hybrid's
- * layout); otherwise ATTN_USES_CLUSTERS means routing, ATTN_USES_WINDOW
+ * layout; its lsh heads, content-based too, are counted with the routing
+ * ones); otherwise ATTN_USES_CLUSTERS means routing, ATTN_USES_WINDOW
  * local, neither dense. */
 void analyze_head_kinds(const attn *a, int *kinds);
 

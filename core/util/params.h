@@ -26,6 +26,7 @@ enum {
     ATTN_USES_LOCAL_WINDOW = 1 << 7, /* hybrid's local heads; in a model also its local layers */
     ATTN_USES_STRIDE = 1 << 8, /* strided: stride, strided_heads */
     ATTN_USES_HASH = 1 << 9,   /* lsh: hashes, buckets */
+    ATTN_USES_LSH_HEADS = 1 << 10, /* hybrid's lsh heads */
 };
 
 enum {

@@ -224,7 +224,8 @@ results: deps
 	     e=$${x%%:*}; r=$${x#*:}; figs=$${r%%:*}; extra=$${r#*:}; db=$(PUB_DIR)/$$e.db; \
 	     [ -f $$db ] || { echo "results: no $$db (make reproduce-paper makes it)" >&2; continue; }; \
 	     echo; echo "### \`experiments/$$e.yaml\`"; \
-	     echo; sed -n 's/^# Duration/Duration/p' experiments/$$e.yaml | head -1; \
+	     echo; awk '/^# Duration/ { on = 1 } on && (!/^# / || /^# Reproduce/) { exit } on { sub(/^# /, ""); print }' \
+	       experiments/$$e.yaml; \
 	     echo; $(BIN) report $$db || exit 1; \
 	     for o in $$extra; do echo; $(BIN) report $$db $$o || exit 1; done; \
 	     rm -rf $(BUILD)/results/$$e; \

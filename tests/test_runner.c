@@ -3,8 +3,10 @@
  * trained: a trial that fails or is interrupted after appending metrics
  * leaves none in the database; a rerun of the same experiment runs exactly
  * the trials not done, leaves the done ones (row, metrics, attempts) as they
- * were, and a third run has nothing to do. The database is read with plain
- * SQL, independently of store.c. */
+ * were, and a third run has nothing to do. With the ceiling probed (a probe
+ * of this test's) a trial after which it fell is noisy; --redo runs the
+ * selected done trials again. The database is read with plain SQL,
+ * independently of store.c. */
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -49,6 +51,34 @@ static int run_round(const experiment *e, const char *db, const char *plan, char
     memset(&o, 0, sizeof o);
     o.db_path = db, o.threads = 1, o.quiet = 1, o.exec = fake_exec;
     o.in_process = 1; /* the calls are counted in this process (test_isolate.c runs trials in children) */
+    int rc = runner_run(e, &o, err, errlen);
+    runner_reset_stop();
+    return rc;
+}
+
+/* The sgemm ceiling as the runner sees it: 200 GFLOP/s at the start (no
+ * trial called yet), then after the trial of seq 16, 32, 64: 190, 150 (75%
+ * of the start: the host slowed), 170. */
+static int g_probes;
+static int fake_probe(double *gflops) {
+    static const double after[3] = {190, 150, 170};
+    g_probes++;
+    *gflops = g_calls == 0 ? 200 : after[g_called[(g_calls - 1) % 8]];
+    return 0;
+}
+
+/* run_round with the ceiling probed (recheck_min_s: run_options) or with
+ * --redo of the trials whose name contains redo_filter ("": --redo-noisy). */
+static int run_opts(const experiment *e, const char *db, double recheck_min_s, const char *redo_filter, char *err,
+                    size_t errlen) {
+    g_plan = "ddd", g_calls = 0, g_probes = 0;
+    runner_reset_stop();
+    run_options o;
+    memset(&o, 0, sizeof o);
+    o.db_path = db, o.threads = 1, o.quiet = 1, o.exec = fake_exec, o.in_process = 1;
+    if (redo_filter && !redo_filter[0]) o.redo_noisy = 1;
+    else if (redo_filter) o.redo = 1, o.filter = redo_filter;
+    else o.measure_sgemm = 1, o.probe = fake_probe, o.recheck_min_s = recheck_min_s;
     int rc = runner_run(e, &o, err, errlen);
     runner_reset_stop();
     return rc;
@@ -106,6 +136,44 @@ int main(void) {
     ok(rc == RUN_OK && g_calls == 0 && tu_q1(db, "SELECT count(*) FROM trials WHERE status='done'") == 3 &&
            tu_q1(db, "SELECT count(*) FROM experiments") == 3,
        "round 3 has nothing to run; each run is recorded");
+
+    /* the ceiling measured again after each trial: the one after which it
+     * fell below 80% of the start's is noisy, with the reason */
+    snprintf(db, sizeof db, "%s/ceiling.db", dir);
+    rc = run_opts(&e, db, 1e-9, NULL, err, sizeof err);
+    const char *after = "SELECT value FROM metrics m JOIN trials t ON t.id=m.trial_id WHERE t.seq=%d AND "
+                        "m.name='sgemm_after_trial'";
+    ok(rc == RUN_OK && g_calls == 3 && qk(db, after, 16) == 190 && qk(db, after, 32) == 150 && qk(db, after, 64) == 170,
+       "the ceiling is measured after every trial and kept as sgemm_after_trial (190, 150, 170; rc %d)", rc);
+    ok(qk(db, "SELECT count(*) FROM trials WHERE seq=%d AND noisy=1 AND noise LIKE '%%sgemm ceiling after it was 150 "
+              "GFLOP/s, 75%% of the 200%%'",
+          32) == 1 &&
+           qk(db, "SELECT value FROM metrics m JOIN trials t ON t.id=m.trial_id WHERE t.seq=%d AND m.name='noisy'",
+              32) == 1 &&
+           tu_q1(db, "SELECT count(*) FROM trials WHERE noisy=1") == 1,
+       "the trial after which the ceiling fell to 75%% of the start's is noisy (and says why); the two at 95%% and 85%% "
+       "are not");
+    snprintf(db, sizeof db, "%s/short.db", dir);
+    rc = run_opts(&e, db, 0, NULL, err, sizeof err);
+    ok(rc == RUN_OK && g_probes == 2 && tu_q1(db, "SELECT count(*) FROM metrics WHERE name='sgemm_after_trial'") == 0,
+       "trials shorter than %.0f s are not followed by a measurement (2 probes: the start and the end, %d)",
+       RUN_RECHECK_MIN_S, g_probes);
+
+    /* --redo-noisy: the noisy trial is measured again, the others left;
+     * --redo: the selected done trials, noisy or not */
+    snprintf(db, sizeof db, "%s/ceiling.db", dir);
+    long long others = tu_q1(db, "SELECT sum(length(ended_at)) FROM trials WHERE seq<>32");
+    rc = run_opts(&e, db, 0, "", err, sizeof err);
+    ok(rc == RUN_OK && g_calls == 1 && g_called[0] == 1 && tu_q1(db, "SELECT count(*) FROM trials WHERE attempts=1") == 2,
+       "--redo-noisy runs the noisy trial again and only it (%d calls)", g_calls);
+    rc = run_opts(&e, db, 0, "n32", err, sizeof err);
+    ok(rc == RUN_OK && g_calls == 1 && g_called[0] == 1 && qk(db, "SELECT attempts FROM trials WHERE seq=%d", 32) == 3 &&
+           tu_q1(db, "SELECT count(*) FROM trials WHERE attempts=1") == 2 &&
+           tu_q1(db, "SELECT sum(length(ended_at)) FROM trials WHERE seq<>32") == others,
+       "--redo with --filter n32 runs that trial again, no longer noisy, and only it (%d calls)", g_calls);
+    ok(qk(db, "SELECT count(*) FROM trials WHERE seq=%d AND status='done' AND noisy=0", 32) == 1 &&
+           qk(db, "SELECT count(*) FROM metrics m JOIN trials t ON t.id=m.trial_id WHERE t.seq=%d", 32) == 3,
+       "the trial measured again replaced its metrics and is no longer noisy");
 
     exp_free(&e);
     tu_rmtree(dir);

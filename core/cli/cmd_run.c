@@ -72,6 +72,9 @@ static int parse_run(int argc, char **argv, run_options *o, const char **file, i
         {"--redo-noisy", NULL, FL_SWITCH, &o->redo_noisy, NULL, 0, 0, NULL,
          "measure again the selected trials that are done but marked noisy (their old\n"
          "metrics are replaced when the new measurement ends; a training trial restarts)"},
+        {"--redo", NULL, FL_SWITCH, &o->redo, NULL, 0, 0, NULL,
+         "measure again every selected trial that is done (choose them with --filter), as\n"
+         "--redo-noisy does; for trials a disturbance spoilt that the noise checks missed"},
     };
     const cli_spec spec = {.cmd = "run", .synopsis = "FILE.yaml [options]", .about = run_about, .flags = flags,
                            .nflags = (int)(sizeof flags / sizeof flags[0]), .positional = "FILE.yaml",

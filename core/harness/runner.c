@@ -478,8 +478,13 @@ typedef struct {
  * which a fork does not carry over (util/child.h). */
 static void measure_machine(run_ctx *r) {
     int child = !r->o->in_process;
-    rb_sysinfo_read(&r->si, r->o->measure_sgemm && !child);
-    if (r->o->measure_sgemm && child && runner_sgemm_isolated(&r->si.sgemm) == 0) r->si.sgemm_gflops = r->si.sgemm.gflops;
+    rb_sysinfo_read(&r->si, r->o->measure_sgemm && !child && !r->o->probe);
+    if (r->o->measure_sgemm && r->o->probe) {
+        double g = 0;
+        memset(&r->si.sgemm, 0, sizeof r->si.sgemm);
+        if (r->o->probe(&g) == 0) r->si.sgemm_gflops = r->si.sgemm.gflops = g;
+    } else if (r->o->measure_sgemm && child && runner_sgemm_isolated(&r->si.sgemm) == 0)
+        r->si.sgemm_gflops = r->si.sgemm.gflops;
     if (r->o->measure_sgemm && r->si.sgemm.noisy && !r->o->quiet)
         fprintf(stderr, "routebench run: warning: the sgemm ceiling (%.1f GFLOP/s) is a noisy measurement: %s\n",
                 r->si.sgemm_gflops, r->si.sgemm.noise);
@@ -488,19 +493,48 @@ static void measure_machine(run_ctx *r) {
 /* After the trials: the ceiling again (experiments.sgemm_after), so a run
  * whose machine changed speed under it shows it. Only when this run ran
  * something and measured before. */
+static int probe_ceiling(const run_ctx *r, double *gflops);
 static void measure_after(run_ctx *r) {
     if (!r->o->measure_sgemm || r->pr.ran == 0 || !r->s) return;
-    rb_sgemm_rate a;
-    memset(&a, 0, sizeof a);
-    int ok = r->o->in_process ? rb_sgemm_measure(RB_SGEMM_N, NULL, &a) == 0 : runner_sgemm_isolated(&a) == 0;
-    if (!ok) return;
+    double g;
+    if (probe_ceiling(r, &g) != 0) return;
     char err[512];
-    if (store_set_sgemm_after(r->s, r->exp_id, a.gflops, err, sizeof err) != 0 && !r->o->quiet)
+    if (store_set_sgemm_after(r->s, r->exp_id, g, err, sizeof err) != 0 && !r->o->quiet)
         fprintf(stderr, "routebench run: warning: %s\n", err);
     double before = r->si.sgemm_gflops;
-    if (!r->o->quiet && before > 0 && fabs(a.gflops - before) > 0.15 * before)
-        fprintf(stderr, "routebench run: warning: the sgemm ceiling moved during the run: %.1f GFLOP/s before, %.1f after%s%s\n",
-                before, a.gflops, a.noisy ? "; " : "", a.noisy ? a.noise : "");
+    if (!r->o->quiet && before > 0 && fabs(g - before) > 0.15 * before)
+        fprintf(stderr, "routebench run: warning: the sgemm ceiling moved during the run: %.1f GFLOP/s before, %.1f after\n",
+                before, g);
+}
+
+/* The sgemm ceiling now (GFLOP/s; 0 or -1), as measure_machine took it. */
+static int probe_ceiling(const run_ctx *r, double *gflops) {
+    if (r->o->probe) return r->o->probe(gflops);
+    rb_sgemm_rate a;
+    memset(&a, 0, sizeof a);
+    int rc = r->o->in_process ? rb_sgemm_measure(RB_SGEMM_N, NULL, &a) : runner_sgemm_isolated(&a);
+    *gflops = a.gflops;
+    return rc == 0 && a.gflops > 0 ? 0 : -1;
+}
+
+/* After a trial of `seconds` that is done: the ceiling again (metric
+ * sgemm_after_trial); one fallen below RUN_RECHECK_DROP of the start's
+ * makes the trial noisy (run_options.recheck_min_s). */
+static void recheck_ceiling(run_ctx *r, double seconds) {
+    double min_s = r->o->recheck_min_s ? r->o->recheck_min_s : RUN_RECHECK_MIN_S, before = r->si.sgemm_gflops, g;
+    if (!r->o->measure_sgemm || before <= 0 || min_s < 0 || seconds < min_s || probe_ceiling(r, &g) != 0) return;
+    metric_add(&r->ml, -1, "sgemm_after_trial", g);
+    if (g >= RUN_RECHECK_DROP * before) return;
+    size_t n = strlen(r->ml.noise);
+    snprintf(r->ml.noise + n, sizeof r->ml.noise - n,
+             "%sthe sgemm ceiling after it was %.0f GFLOP/s, %.0f%% of the %.0f at the start (the host slowed: "
+             "another tenant, throttling)",
+             n ? "; " : "", g, 100 * g / before, before);
+    r->ml.noisy = 1;
+    int have = 0;
+    for (int i = 0; i < r->ml.n; i++)
+        if (r->ml.m[i].step < 0 && !strcmp(r->ml.m[i].name, "noisy")) r->ml.m[i].value = 1, have = 1;
+    if (!have) metric_add(&r->ml, -1, "noisy", 1);
 }
 
 /* Open the database (it must hold this experiment or nothing), measure the
@@ -539,8 +573,9 @@ static int open_run(run_ctx *r, char *err, size_t errlen) {
     return RUN_OK;
 }
 
-/* --redo-noisy: the selected trials done but marked noisy are pending again. */
-static int redo_noisy(run_ctx *r, char *err, size_t errlen) {
+/* --redo-noisy: the selected trials done but marked noisy are pending
+ * again; --redo: every selected trial done. */
+static int redo_done(run_ctx *r, char *err, size_t errlen) {
     int n = 0;
     for (int i = 0; i < r->nsel; i++) {
         const exp_trial *t = &r->e->trials[r->sel[i]];
@@ -548,12 +583,13 @@ static int redo_noisy(run_ctx *r, char *err, size_t errlen) {
         int64_t id;
         if (store_trial_status(r->s, t->key, t->seed, status, sizeof status, &id, NULL, 0, err, errlen) != 0)
             return RUN_BAD_INPUT;
-        int c = strcmp(status, ST_DONE) ? 0 : store_redo_noisy(r->s, id, err, errlen);
+        int c = strcmp(status, ST_DONE) ? 0 : store_redo(r->s, id, !r->o->redo, err, errlen);
         if (c < 0) return RUN_BAD_INPUT;
         n += c;
     }
     if (!r->o->quiet)
-        fprintf(stderr, "routebench run: --redo-noisy: %d noisy trial%s to measure again\n", n, n == 1 ? "" : "s");
+        fprintf(stderr, "routebench run: %s: %d %strial%s to measure again\n", r->o->redo ? "--redo" : "--redo-noisy", n,
+                r->o->redo ? "" : "noisy ", n == 1 ? "" : "s");
     return RUN_OK;
 }
 
@@ -575,7 +611,7 @@ static int register_selected(run_ctx *r, char *err, size_t errlen) {
     if (rc == RUN_OK && store_register_trials(r->s, rows, r->nsel, r->exp_id, err, errlen) != 0) rc = RUN_BAD_INPUT;
     free(rows), free(json), free(cols);
     if (rc == RUN_OK && (r->stale = store_reset_stale(r->s, r->si.host, err, errlen)) < 0) rc = RUN_BAD_INPUT;
-    if (rc == RUN_OK && r->o->redo_noisy) rc = redo_noisy(r, err, errlen);
+    if (rc == RUN_OK && (r->o->redo_noisy || r->o->redo)) rc = redo_done(r, err, errlen);
     return rc;
 }
 
@@ -618,13 +654,14 @@ static int run_one(run_ctx *r, const exp_trial *t, char *err, size_t errlen) {
     }
     progress_start(&r->pr, t);
     r->ml.n = 0, r->ml.noisy = 0, r->ml.noise[0] = 0;
-    double limit = r->o->timeout_s > 0 ? r->o->timeout_s : r->e->timeout_s;
+    double limit = r->o->timeout_s > 0 ? r->o->timeout_s : r->e->timeout_s, t0 = rb_now();
     int out = r->o->in_process ? r->exec(r->e, t, r->si.sgemm_gflops, &r->ml, &r->pr, terr, sizeof terr)
                                : runner_exec_isolated(r->exec, r->e, t, r->si.sgemm_gflops, limit, &r->ml, &r->pr, terr,
                                                       sizeof terr);
     if (runner_should_stop()) out = TRIAL_INTERRUPTED; /* the trial in flight is not a clean measurement */
     if (out == TRIAL_INTERRUPTED) snprintf(terr, sizeof terr, "interrupted by a signal");
     if (out != TRIAL_DONE) r->ml.n = 0; /* a trial that did not finish leaves no metrics */
+    if (out == TRIAL_DONE) recheck_ceiling(r, rb_now() - t0);
     int noisy = out == TRIAL_DONE ? r->ml.noisy : -1;
     if (store_finish_trial_noise(r->s, id, trial_status(out), out == TRIAL_DONE ? NULL : terr, r->ml.m, r->ml.n, noisy,
                                  r->ml.noise, err, errlen) != 0)

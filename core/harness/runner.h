@@ -54,15 +54,27 @@ typedef struct {
     trial_exec exec;       /* NULL = runner_exec_default */
     int new_overrides;     /* accept --set overrides other than the database's runs had */
     int redo_noisy;        /* measure again the selected trials that are done but marked noisy */
+    int redo;              /* measure again every selected trial that is done */
     int in_process;        /* run trials in this process (tests); default: each in its own child */
     double timeout_s;      /* per-trial time limit (s) overriding the file's `timeout:`; 0 = the file's */
     /* a training trial saves a checkpoint beside the database (DB.ckpt/) this
      * often and resumes from it when rerun (harness/trial_ckpt.h); 0 = every
      * RUN_CHECKPOINT_EVERY seconds, < 0 = never */
     double checkpoint_every_s;
+    /* With measure_sgemm, the ceiling is measured again after every trial
+     * that ran at least recheck_min_s seconds (0: RUN_RECHECK_MIN_S; < 0
+     * never): a trial after which it fell below RUN_RECHECK_DROP of the
+     * start's is noisy. This catches a host that slowed under the machine
+     * (another tenant of it, throttling), which the machine's own load
+     * figures do not show. probe measures it (GFLOP/s; 0 or -1); NULL: the
+     * sgemm ceiling in a child (in this process with in_process). */
+    double recheck_min_s;
+    int (*probe)(double *gflops);
 } run_options;
 
 #define RUN_CHECKPOINT_EVERY 300.0
+#define RUN_RECHECK_MIN_S 10.0
+#define RUN_RECHECK_DROP 0.8
 
 /* 1 when trial t is selected by the shard and filter options. */
 int runner_selected(const run_options *o, const exp_trial *t);

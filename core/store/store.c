@@ -627,10 +627,10 @@ int store_reset_stale(rb_store *s, const char *host, char *err, size_t errlen) {
     return n;
 }
 
-int store_redo_noisy(rb_store *s, int64_t id, char *err, size_t errlen) {
+int store_redo(rb_store *s, int64_t id, int only_noisy, char *err, size_t errlen) {
     char sql[160];
-    snprintf(sql, sizeof sql, "UPDATE trials SET status='pending' WHERE id=%lld AND status='done' AND noisy=1",
-             (long long)id);
+    snprintf(sql, sizeof sql, "UPDATE trials SET status='pending' WHERE id=%lld AND status='done'%s", (long long)id,
+             only_noisy ? " AND noisy=1" : "");
     if (exec(s, sql, "updating trials", err, errlen)) return -1;
     return sqlite3_changes(s->db) == 1;
 }

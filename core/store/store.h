@@ -106,10 +106,10 @@ int store_trial_status(rb_store *s, const char *key, uint64_t seed, char *status
  * such processes. Returns how many trials, or -1. */
 int store_reset_stale(rb_store *s, const char *host, char *err, size_t errlen);
 
-/* A done trial marked noisy becomes pending again (its metrics stay until a
- * new measurement replaces them). 1 when it changed, 0 when it was not done
- * and noisy, -1 on error. */
-int store_redo_noisy(rb_store *s, int64_t id, char *err, size_t errlen);
+/* A done trial (with only_noisy: one marked noisy) becomes pending again
+ * (its metrics stay until a new measurement replaces them). 1 when it
+ * changed, 0 when it was not done (and noisy), -1 on error. */
+int store_redo(rb_store *s, int64_t id, int only_noisy, char *err, size_t errlen);
 
 /* Mark a trial running (by runner "host:pid", for experiment exp_id) unless
  * it is done or unsupported (then nothing changes). 0, or -1 on error. */

@@ -44,7 +44,7 @@ TEST_SH  := $(filter-out tests/mutate.sh,$(wildcard tests/*.sh))
 FUZZ_TARGETS := experiment train_config npy checkpoint manifest flags
 REPLAY_BIN   := $(patsubst %,$(BUILD)/fuzz/replay_%,$(FUZZ_TARGETS))
 
-.PHONY: all check sanitize warn-check deps demo clean tests install have-deps mutate fuzz fuzz-deps
+.PHONY: all check sanitize warn-check deps demo demo-sweeps clean tests install have-deps mutate fuzz fuzz-deps
 
 all: have-deps $(BIN) $(LIB)
 
@@ -176,16 +176,26 @@ DEMO_EXPS := quick:scaling,memory quick_copy:curves,tradeoff
 demo: deps
 	@$(MAKE) --no-print-directory all
 	$(BIN) sysinfo
+	@$(MAKE) --no-print-directory demo-sweeps
+
+# The demo's sweeps: each measured afresh, the previous database kept as
+# NAME.previous.db (a rerun of make demo says so instead of reprinting old
+# tables). DEMO_OUT, DEMO_PLOTS and DEMO_ARGS (extra `run` options) exist for
+# tests/make_targets.sh.
+DEMO_OUT   ?= results
+DEMO_PLOTS ?= plots/out
+DEMO_ARGS  ?=
+demo-sweeps:
 	@for x in $(DEMO_EXPS); do \
-	    e=$${x%%:*}; \
-	    if [ -f results/$$e.db ]; then \
-	        mv -f results/$$e.db results/$$e.previous.db; rm -f results/$$e.db-wal results/$$e.db-shm; \
-	        echo "demo: measuring afresh; the previous results are kept in results/$$e.previous.db"; \
+	    e=$${x%%:*}; db=$(DEMO_OUT)/$$e.db; \
+	    if [ -f $$db ]; then \
+	        mv -f $$db $(DEMO_OUT)/$$e.previous.db; rm -f $$db-wal $$db-shm; \
+	        echo "demo: measuring afresh; the previous results are kept in $(DEMO_OUT)/$$e.previous.db"; \
 	    fi; \
 	    echo "demo: routebench run experiments/$$e.yaml"; \
-	    $(BIN) run experiments/$$e.yaml || exit $$?; \
-	    $(BIN) report results/$$e.db || exit $$?; \
-	    $(BIN) plot results/$$e.db --only $${x#*:} || exit $$?; \
+	    $(BIN) run experiments/$$e.yaml --db $$db $(DEMO_ARGS) || exit $$?; \
+	    $(BIN) report $$db || exit $$?; \
+	    $(BIN) plot $$db --out $(DEMO_PLOTS)/$$e --only $${x#*:} || exit $$?; \
 	done
 
 # Published results: the databases behind the README's Results section, one

@@ -18,6 +18,26 @@ make -s have-deps >"$tmp/o" 2>&1; ok $? "with them, nothing to say"
 make -s install BUILD="$B" DESTDIR="$tmp/root" PREFIX=/opt/rb >"$tmp/o" 2>&1; rc=$?
 [ $rc = 0 ] && [ -x "$tmp/root/opt/rb/bin/routebench" ] && "$tmp/root/opt/rb/bin/routebench" backends --names | grep -qx dense
 ok $? "make install DESTDIR=... PREFIX=/opt/rb installs a working routebench (rc $rc)"
+# make demo's sweeps twice (the quick experiment cut to two trials, into a
+# temporary folder): the second measures afresh, says so, and keeps the first
+# database as quick.previous.db (issue 15, item 14)
+mkdir -p "$tmp/demo"
+demo() {
+  make -s demo-sweeps BUILD="$B" DEMO_EXPS=quick:scaling DEMO_OUT="$tmp/demo" DEMO_PLOTS="$tmp/demo/plots" \
+      DEMO_ARGS="--set 'sweep.seq=[256]' --set 'sweep.backend=[dense, local]' --no-sgemm --quiet" >"$1" 2>&1
+}
+demo "$tmp/d1"; rc1=$?
+uid1=$(sqlite3 "$tmp/demo/quick.db" "SELECT group_concat(uid) FROM experiments" 2>/dev/null)
+demo "$tmp/d2"; rc2=$?
+uid_prev=$(sqlite3 "$tmp/demo/quick.previous.db" "SELECT group_concat(uid) FROM experiments" 2>/dev/null)
+uid2=$(sqlite3 "$tmp/demo/quick.db" "SELECT group_concat(uid) FROM experiments" 2>/dev/null)
+done2=$(sqlite3 "$tmp/demo/quick.db" "SELECT count(*) FROM trials WHERE status='done'" 2>/dev/null)
+[ $rc1 = 0 ] && [ $rc2 = 0 ] && ! grep -q "measuring afresh" "$tmp/d1" &&
+    grep -q "measuring afresh; the previous results are kept in $tmp/demo/quick.previous.db" "$tmp/d2" &&
+    [ -n "$uid1" ] && [ "$uid_prev" = "$uid1" ] && [ -n "$uid2" ] && [ "$uid2" != "$uid1" ] && [ "$done2" = 2 ] &&
+    [ -s "$tmp/demo/plots/quick/scaling.png" ]
+ok $? "make demo again measures afresh, says so and keeps the previous database (rc $rc1 $rc2; runs $uid1 / $uid_prev / $uid2; $done2 done)"
+
 # make results on a copy of the README, from a folder holding one small
 # published database (the quick experiment cut to two trials)
 RB=${RB:-$B/routebench}

@@ -30,6 +30,7 @@ int rb_mkdir_p(const char *dir, char *err, size_t errlen) {
 const char *rb_path_join(char *buf, size_t len, const char *dir, const char *name) {
     size_t n = strlen(dir);
     while (n > 1 && dir[n - 1] == '/') n--;
+    if (n == 1 && dir[0] == '/') n = 0; /* the root: "/name", not "//name" */
     snprintf(buf, len, "%.*s/%s", (int)n, dir, name);
     return buf;
 }

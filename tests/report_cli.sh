@@ -66,6 +66,15 @@ done
 # the data the figures need: scaling lines with an exponent, training curves
 grep -q '~n^' "$tmp/png-attn/scaling.gp"; ok $? "attn scaling legend carries fitted exponents"
 grep -Eq '^[0-9]+	' "$tmp/png-train/curves.dat"; ok $? "train curves.dat holds evaluation points"
+# the trade-off figure keys its point sizes: the largest keyed memory is the
+# largest memory among its points (tradeoff.dat's column 4, MiB), and the
+# keyed sizes grow with the keyed memory
+maxmem=$(awk -F'\t' '/^[0-9]/ && $4 != "nan" && $4+0 > m {m = $4+0} END {printf "%.4g", m}' "$tmp/png-train/tradeoff.dat")
+grep -o "keyentry with points pt 6 ps [0-9.]* lc rgb 'gray40' title 'memory [0-9.e+]* MiB'" "$tmp/png-train/tradeoff.gp" |
+    awk '{print $7, $13}' >"$tmp/keys"
+top=$(awk 'NR==1 {print $2}' "$tmp/keys")
+[ "$(wc -l <"$tmp/keys")" = 3 ] && [ "$top" = "$maxmem" ] && sort -g -k1,1 "$tmp/keys" | sort -g -c -k2,2
+ok $? "train tradeoff.gp keys its point sizes: 3 sizes, the largest at the largest memory ($top = $maxmem MiB)"
 # a user reruns an edited script
 ( cd "$tmp/png-attn" && sed -i 's/^set grid.*/set grid/' scaling.gp && rm -f scaling.png && gnuplot scaling.gp ) >"$tmp/o" 2>&1
 png_sig "$tmp/png-attn/scaling.png"; ok $? "an edited scaling.gp reruns with gnuplot in its directory"

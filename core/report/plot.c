@@ -874,6 +874,14 @@ static int fig_tradeoff(const fig *f, const char *tmeas, const char *mmeas, char
     missing_label(s, &m);
     fprintf(s, "plot ");
     for (int i = 0; i < nb; i++) fprintf(s, "%s%s", i ? ", \\\n     " : "", plot[i]);
+    /* the key for point sizes: open circles at the largest memory and at a
+     * quarter and a sixteenth of it, sized by tradeoff_block's rule */
+    if (maxmem > 0)
+        for (int k = 0; k < 3; k++) {
+            double frac = k == 0 ? 1.0 : k == 1 ? 0.25 : 0.0625;
+            fprintf(s, ", \\\n     keyentry with points pt 6 ps %.4f lc rgb 'gray40' title 'memory %.4g MiB'",
+                    0.8 + 3.2 * sqrt(frac), maxmem * frac / 1048576.0);
+        }
     fprintf(s, "\n");
     free(bdone), free(plot);
     return finish(f, s, name, err, errlen);

@@ -77,16 +77,20 @@ static int exec(const experiment *e, const exp_trial *t, double sgemm, metric_li
     return TRIAL_DONE;
 }
 
-static int run(const experiment *e, const char *db, const char *filter, int in_process) {
+static int run_limit(const experiment *e, const char *db, const char *filter, int in_process, double limit) {
     char err[512];
     run_options o;
     memset(&o, 0, sizeof o);
     o.db_path = db, o.threads = 1, o.quiet = 1, o.exec = exec, o.filter = filter;
-    o.in_process = in_process, o.timeout_s = 15;
+    o.in_process = in_process, o.timeout_s = limit;
     runner_reset_stop();
     int rc = runner_run(e, &o, err, sizeof err);
     if (rc == RUN_BAD_INPUT) diag("%s", err);
     return rc;
+}
+
+static int run(const experiment *e, const char *db, const char *filter, int in_process) {
+    return run_limit(e, db, filter, in_process, 15);
 }
 
 static double peak(const char *db, int seq) {
@@ -109,8 +113,12 @@ int main(void) {
     char dir[256];
     if (tu_tmpdir(dir, sizeof dir, "isolate")) return 1;
     runner_install_signals();
-    const char *yaml = "name: isolate_test\nparams:\n  heads: 1\n  head_dim: 8\n  backend: dense\n"
-                       "sweep:\n  seq: [16, 32, 48, 64, 80, 96, 112]\n";
+    /* the sleeping trial (seq 64) has its own head_dim: the trials after it
+     * are other configurations, so the runner runs them (a longer length of
+     * the configuration that went over the limit would not be: below) */
+    const char *yaml = "name: isolate_test\nparams:\n  heads: 1\n  backend: dense\n"
+                       "sweep:\n  zip:\n    seq: [16, 32, 48, 64, 80, 96, 112]\n"
+                       "    head_dim: [8, 8, 8, 16, 8, 8, 8]\n";
     experiment e;
     if (tu_load_exp(&e, yaml, "isolate_test.yaml", 7)) return 1;
     char db[600], alone[600];
@@ -131,7 +139,7 @@ int main(void) {
     ok(tu_qd(db, "SELECT count(*) FROM metrics m JOIN trials t ON t.id = m.trial_id WHERE t.status = 'failed'") == 0,
        "failed trials left no metrics");
 
-    rc = run(&e, alone, "*-n32", 0);
+    rc = run(&e, alone, "*-n32-*", 0);
     double a = peak(alone, 32), after = peak(db, 32), later = peak(db, 112);
     ok(rc == RUN_OK && a > 8, "the small trial alone: peak RSS %.1f MiB", a);
     ok(after > 8 && fabs(after - a) < RSS_SLACK_MIB, "after the 1 GiB trial its peak RSS is its own: %.1f MiB (alone %.1f)", after,
@@ -142,10 +150,38 @@ int main(void) {
      * (this is what isolation removes; the faulting trials are left out) */
     char inproc[600];
     snprintf(inproc, sizeof inproc, "%s/inproc.db", dir);
-    run(&e, inproc, "*-n[13][62]", 1);
+    run(&e, inproc, "*-n[13][62]-*", 1);
     double in = peak(inproc, 32);
     ok(in > 1000, "in process the small trial's peak RSS includes the 1 GiB before it: %.0f MiB", in);
 
+    exp_free(&e);
+
+    /* a configuration over the time limit at seq 64: its longer lengths
+     * (which would finish at once here) are recorded over the limit unrun,
+     * with the length that went over it; a shorter one and another
+     * configuration run; a rerun tries the one over the limit again */
+    const char *ylong = "name: isolate_long\nparams:\n  heads: 1\n  backend: dense\n"
+                        "sweep:\n  head_dim: [8, 16]\n  seq: [32, 64, 128, 256]\n";
+    if (tu_load_exp(&e, ylong, "isolate_long.yaml", 8)) return 1;
+    char dl[600];
+    snprintf(dl, sizeof dl, "%s/long.db", dir);
+    t0 = rb_now();
+    rc = run_limit(&e, dl, "*-d8*", 0, 2);
+    dt = rb_now() - t0;
+    char er[512];
+    tu_qs(dl, "SELECT group_concat(seq || ':' || status, ' ') FROM (SELECT seq, status FROM trials WHERE head_dim = 8 "
+              "ORDER BY seq)", er, sizeof er);
+    ok(rc == RUN_SOME_FAILED && !strcmp(er, "32:done 64:failed 128:failed 256:failed"),
+       "over the limit at seq 64: the longer lengths are failed too (%s)", er);
+    tu_qs(dl, "SELECT error FROM trials WHERE head_dim = 8 AND seq = 256", er, sizeof er);
+    ok(strstr(er, "not run: over the time limit of 2 s (the same configuration at seq 64 went over it)") != NULL,
+       "the longer ones say why they were not run: %s", er);
+    ok(dt < 3 * 2 + 5, "only the one trial waited for the limit: %.1f s", dt);
+    rc = run_limit(&e, dl, "*-d16*", 0, 2);
+    tu_qs(dl, "SELECT group_concat(status || ':' || substr(coalesce(error, ''), 1, 7), ' ') FROM (SELECT status, error "
+              "FROM trials WHERE head_dim = 16 ORDER BY seq)", er, sizeof er);
+    ok(rc == RUN_SOME_FAILED && !strcmp(er, "done: failed:exceede failed:not run failed:not run"),
+       "another configuration is judged by its own trials: its seq 64 ran into the limit itself (%s)", er);
     exp_free(&e);
     if (getenv("KEEP")) return tap_done();
     tu_rmtree(dir);

@@ -471,6 +471,15 @@ typedef struct {
     run_progress pr;
     metric_list ml;
     int nfailed, interrupted, nnoisy;
+    /* configurations that went over the time limit in this run: their
+     * canonical parameters without seq, the length and the seed (a longer
+     * length of the same configuration is recorded over the limit unrun) */
+    struct over_limit {
+        char *rest;
+        long long seq;
+        uint64_t seed;
+    } *over;
+    int nover;
 } run_ctx;
 
 /* The machine and its sgemm ceiling. With trials in children the ceiling is
@@ -629,6 +638,48 @@ static int count_to_run(run_ctx *r, char *err, size_t errlen) {
     return RUN_OK;
 }
 
+/* The canonical parameters of t without its "seq" into rest; the length,
+ * or -1 when the trial has none. */
+static long long params_without_seq(const experiment *e, const exp_trial *t, char *rest, size_t len) {
+    char json[4096];
+    if (exp_trial_json(e, t, json, sizeof json) != 0) return -1;
+    char *p = strstr(json, "\"seq\":");
+    if (!p) return -1;
+    char *end;
+    long long seq = strtoll(p + 6, &end, 10);
+    if (*end == ',') end++;
+    else if (p > json && p[-1] == ',') p--;
+    snprintf(rest, len, "%.*s%s", (int)(p - json), json, end);
+    return seq;
+}
+
+/* When the same configuration and seed went over the time limit at a
+ * shorter length in this run, the reason trial t is not run into why; 1,
+ * else 0. */
+static int over_limit_before(run_ctx *r, const exp_trial *t, double limit, char *why, size_t len) {
+    if (!r->nover) return 0;
+    char rest[4096];
+    long long seq = params_without_seq(r->e, t, rest, sizeof rest);
+    for (int i = 0; seq > 0 && i < r->nover; i++)
+        if (r->over[i].seed == t->seed && seq > r->over[i].seq && !strcmp(r->over[i].rest, rest)) {
+            snprintf(why, len, "not run: over the time limit of %g s (the same configuration at seq %lld went over it)",
+                     limit, r->over[i].seq);
+            return 1;
+        }
+    return 0;
+}
+
+static void remember_over_limit(run_ctx *r, const exp_trial *t) {
+    char rest[4096];
+    long long seq = params_without_seq(r->e, t, rest, sizeof rest);
+    if (seq <= 0) return;
+    size_t n = strlen(rest) + 1;
+    char *copy = mallocCheck(n);
+    memcpy(copy, rest, n);
+    r->over = reallocCheck(r->over, sizeof *r->over * (size_t)(r->nover + 1));
+    r->over[r->nover++] = (struct over_limit){copy, seq, t->seed};
+}
+
 static const char *trial_status(int out) {
     return out == TRIAL_DONE ? ST_DONE : out == TRIAL_UNSUPPORTED ? ST_UNSUPPORTED
                                      : out == TRIAL_INTERRUPTED   ? ST_INTERRUPTED
@@ -655,9 +706,12 @@ static int run_one(run_ctx *r, const exp_trial *t, char *err, size_t errlen) {
     progress_start(&r->pr, t);
     r->ml.n = 0, r->ml.noisy = 0, r->ml.noise[0] = 0;
     double limit = r->o->timeout_s > 0 ? r->o->timeout_s : r->e->timeout_s, t0 = rb_now();
-    int out = r->o->in_process ? r->exec(r->e, t, r->si.sgemm_gflops, &r->ml, &r->pr, terr, sizeof terr)
-                               : runner_exec_isolated(r->exec, r->e, t, r->si.sgemm_gflops, limit, &r->ml, &r->pr, terr,
-                                                      sizeof terr);
+    int out = over_limit_before(r, t, limit, terr, sizeof terr) ? TRIAL_FAILED
+              : r->o->in_process ? r->exec(r->e, t, r->si.sgemm_gflops, &r->ml, &r->pr, terr, sizeof terr)
+                                 : runner_exec_isolated(r->exec, r->e, t, r->si.sgemm_gflops, limit, &r->ml, &r->pr,
+                                                        terr, sizeof terr);
+    /* a failure at the limit is the time limit's: longer lengths would go over it too */
+    if (out == TRIAL_FAILED && limit > 0 && !r->o->in_process && rb_now() - t0 >= limit) remember_over_limit(r, t);
     if (runner_should_stop()) out = TRIAL_INTERRUPTED; /* the trial in flight is not a clean measurement */
     if (out == TRIAL_INTERRUPTED) snprintf(terr, sizeof terr, "interrupted by a signal");
     if (out != TRIAL_DONE) r->ml.n = 0; /* a trial that did not finish leaves no metrics */
@@ -725,6 +779,8 @@ static int end_run(run_ctx *r, int rc, char *err, size_t errlen) {
     }
     store_close(r->s);
     free(r->ml.m), free(r->sel);
+    for (int i = 0; i < r->nover; i++) free(r->over[i].rest);
+    free(r->over);
     if (rc != RUN_OK) return rc;
     if (r->interrupted) {
         if (!o->quiet) fprintf(stderr, "routebench run: interrupted; rerun the same command to resume\n");

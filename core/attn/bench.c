@@ -74,18 +74,25 @@ void attn_bench_opts_default(attn_bench_opts *o, int repeat) {
  * clusters moving with each training-mode pass), a block of ten by a third
  * of that. Passes of 2 ms and more are timed one by one. */
 #define BENCH_BLOCK_S 2e-3
+#define BENCH_LONG_S 1.0
 
 /* Timed samples until the autorange rule is met; samples into tf, tb, tfb
  * (capacity max_runs), each the mean over *block passes (chosen from the
  * warm-up's duration). Returns how many. */
 static int sample(const attn_backend *be, attn *a, attn_io *io, const attn_bench_opts *o, double *tf, double *tb,
                   double *tfb, int *block) {
+    double twarm = 0;
     for (int i = 0; i < o->warmup; i++) {
+        double t0 = rb_now();
         be->forward(a, io->out, io->q, io->k, io->v, ATTN_TRAIN);
         be->backward(a, io->dq, io->dk, io->dv, io->dout, io->q, io->k, io->v, io->out);
+        twarm = rb_now() - t0;
     }
     int b = 1;
-    if (o->warmup > 0) {
+    /* a warm-up pass of a second or more says passes are timed one by one
+     * (k-means' initialisation cannot make a pass of milliseconds that long):
+     * no sizing passes, which at a million tokens cost a minute each */
+    if (o->warmup > 0 && twarm < BENCH_LONG_S) {
         /* untimed passes size the block (the first also initialises k-means):
          * the fastest of up to three, so one pass slowed by a descheduled
          * thread does not leave a tiny pass timed alone. A pass under 2 ms

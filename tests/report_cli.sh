@@ -75,6 +75,32 @@ grep -o "keyentry with points pt 6 ps [0-9.]* lc rgb 'gray40' title 'memory [0-9
 top=$(awk 'NR==1 {print $2}' "$tmp/keys")
 [ "$(wc -l <"$tmp/keys")" = 3 ] && [ "$top" = "$maxmem" ] && sort -g -k1,1 "$tmp/keys" | sort -g -c -k2,2
 ok $? "train tradeoff.gp keys its point sizes: 3 sizes, the largest at the largest memory ($top = $maxmem MiB)"
+# extrapolation: dense over its time limit at the longest length (its trial
+# failed, no metrics) gets its fit carried on, dotted and keyed as not
+# measured, up to that length; the value written for it is the fit's own
+# (recomputed here from the "# fit" line); local, measured everywhere, gets none
+cat >"$tmp/ext.yaml" <<'EOF'
+name: report-ext
+kind: bench
+bench: attn
+timing: {runs: 1, warmup: 0}
+params: {heads: 1, head_dim: 8, window: 8}
+sweep:
+  backend: [dense, local]
+  seq: [32, 64, 128, 256]
+EOF
+$RB run "$tmp/ext.yaml" --db "$tmp/ext.db" --threads 1 --no-sgemm --quiet >"$tmp/o" 2>&1
+sqlite3 "$tmp/ext.db" "DELETE FROM metrics WHERE trial_id IN (SELECT id FROM trials WHERE backend = 'dense' AND seq = 256);
+                       UPDATE trials SET status = 'failed', error = 'over the time limit' WHERE backend = 'dense' AND seq = 256"
+$RB plot "$tmp/ext.db" --out "$tmp/ext" --only scaling --quiet >"$tmp/o" 2>&1; rc=$?
+fit=$(grep '^# fit dense:' "$tmp/ext/scaling.dat" | sed 's/.*exponent \([^ ]*\) coefficient \([^ ]*\) .*/\1 \2/')
+want=$(echo "$fit" | awk '{printf "%.4g", $2 * 256 ^ $1}')
+got=$(grep '^# extrapolated dense:' "$tmp/ext/scaling.dat" | sed 's/.*(\([^ ]*\) at n=256).*/\1/' | awk '{printf "%.4g", $1}')
+[ $rc = 0 ] && grep -q "^e0(x) = (x >= 128 && x <= 256) ? c0 \* x\*\*k0 : 1/0" "$tmp/ext/scaling.gp" &&
+    grep -q "e0(x) with lines lc 1 dt 3 lw 2 title 'dense: extrapolated from the fit, not measured (n=128-256)'" \
+        "$tmp/ext/scaling.gp" && [ -n "$want" ] && [ "$got" = "$want" ] && ! grep -q '^e1(x)' "$tmp/ext/scaling.gp" &&
+    [ -s "$tmp/ext/scaling.png" ]
+ok $? "scaling: dense's fit extrapolated dotted to n=256 where it failed ($got = $want), local not (rc $rc)"
 # a user reruns an edited script
 ( cd "$tmp/png-attn" && sed -i 's/^set grid.*/set grid/' scaling.gp && rm -f scaling.png && gnuplot scaling.gp ) >"$tmp/o" 2>&1
 png_sig "$tmp/png-attn/scaling.png"; ok $? "an edited scaling.gp reruns with gnuplot in its directory"

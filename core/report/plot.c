@@ -300,13 +300,15 @@ static int group_point(const fig *f, const rpt_group *g, double x, const char *m
 }
 
 /* The points of the series that group a belongs to (the groups with its
- * label), marked done; configurations without a value go to m. Sorted by x. */
+ * label), marked done; configurations without a value go to m, and the
+ * largest length among them to *xmiss (0 when none). Sorted by x. */
 static int series_points(const fig *f, int a, int xp, const int *split, const char *measure, double yscale, int *done,
-                         pt *pts, missing *m) {
+                         pt *pts, missing *m, double *xmiss) {
     const rpt_db *d = f->d;
     char label[512], lb[512];
     series_label(f, &d->t[f->g[a].first], split, label, sizeof label);
     int np = 0;
+    *xmiss = 0;
     for (int b = a; b < f->ng; b++) {
         if (done[b]) continue;
         const rpt_trial *tb = &d->t[f->g[b].first];
@@ -317,6 +319,7 @@ static int series_points(const fig *f, int a, int xp, const int *split, const ch
             np++;
             continue;
         }
+        if (num(tb->pv[xp]) > *xmiss) *xmiss = num(tb->pv[xp]);
         char gl[600], why[64];
         rpt_group_label(d, &f->g[b], f->varying, gl, sizeof gl);
         why_missing(f, &f->g[b], measure, why, sizeof why);
@@ -352,9 +355,13 @@ static const char *noisy_circle(int *keyed) {
 }
 
 /* One series: its data block, its fitted power law (defined in the script,
- * drawn over the lengths fitted) and its plot clauses into clause. */
+ * drawn over the lengths fitted) and its plot clauses into clause. When the
+ * series has configurations without a value beyond its longest measured
+ * length (xmiss: dense over its time limit, or unsupported), the fit is
+ * carried on to xmiss as a dotted line keyed "extrapolated, not measured",
+ * drawn only from a fit over at least three points. */
 static void series_block(const fig *f, FILE *s, FILE *dat, const char *name, int block, const char *label, const pt *pts,
-                         int np, char *clause, size_t clen, int *noisy_keyed) {
+                         int np, double xmiss, char *clause, size_t clen, int *noisy_keyed) {
     double k = NAN, c = NAN, x0, x1;
     int used = 0, fitted = fit_range(f, pts, np, &k, &c, &used, &x0, &x1) == 0, nz = 0;
     if (block) fprintf(dat, "\n\n");
@@ -375,6 +382,15 @@ static void series_block(const fig *f, FILE *s, FILE *dat, const char *name, int
     int o = snprintf(clause, clen, "'%s.dat' index %d using 1:2:3:4 with yerrorlines lc %d pt 7 ps 0.8 title '%s'",
                      name, block, lc, q);
     if (fitted && o < (int)clen) o += snprintf(clause + o, clen - o, ", f%d(x) with lines lc %d dt 2 notitle", block, lc);
+    double xlast = np ? pts[np - 1].x : 0;
+    if (fitted && used >= 3 && xmiss > xlast && o < (int)clen) {
+        fprintf(dat, "# extrapolated %s: the fit carried from n=%g to n=%g, where it has no measured value (%.6g at "
+                     "n=%g)\n", label, xlast, xmiss, c * pow(xmiss, k), xmiss);
+        fprintf(s, "e%d(x) = (x >= %.17g && x <= %.17g) ? c%d * x**k%d : 1/0\n", block, xlast, xmiss, block, block);
+        snprintf(t, sizeof t, "%s: extrapolated from the fit, not measured (n=%g-%g)", label, xlast, xmiss);
+        plot_quote(q, sizeof q, t);
+        o += snprintf(clause + o, clen - o, ", e%d(x) with lines lc %d dt 3 lw 2 title '%s'", block, lc, q);
+    }
     for (int i = 0; i < np; i++)
         if (pts[i].noisy) nz++;
     if (nz && o < (int)clen)
@@ -409,8 +425,11 @@ static int fig_scaling(const fig *f, const char *name, const char *measure, doub
         if (done[a]) continue;
         char label[512];
         series_label(f, &d->t[f->g[a].first], split, label, sizeof label);
-        int np = series_points(f, a, xp, split, measure, yscale, done, pts, &m);
-        if (np) series_block(f, s, dat, name, nplot, label, pts, np, plot[nplot], sizeof plot[0], &noisy_keyed), nplot++;
+        double xmiss;
+        int np = series_points(f, a, xp, split, measure, yscale, done, pts, &m, &xmiss);
+        if (np)
+            series_block(f, s, dat, name, nplot, label, pts, np, xmiss, plot[nplot], sizeof plot[0], &noisy_keyed),
+                nplot++;
     }
     if (m.n) fprintf(dat, "# missing (%d): %s%s\n", m.n, m.text, m.n > MAX_MISSING_SHOWN ? ", ..." : "");
     fclose(dat);

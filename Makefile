@@ -205,6 +205,7 @@ demo-sweeps:
 PUB_DIR  ?= results/published
 PUB_EXPS := quick:scaling,memory: \
             scaling:scaling,crossover:--crossover \
+            scaling_long:scaling,memory: \
             paper_small:curves_step,tradeoff: \
             ablate_clusters:tradeoff,curves_step: \
             ablate_window:tradeoff,heatmap: \

@@ -97,7 +97,7 @@ fit=$(grep '^# fit dense:' "$tmp/ext/scaling.dat" | sed 's/.*exponent \([^ ]*\) 
 want=$(echo "$fit" | awk '{printf "%.4g", $2 * 256 ^ $1}')
 got=$(grep '^# extrapolated dense:' "$tmp/ext/scaling.dat" | sed 's/.*(\([^ ]*\) at n=256).*/\1/' | awk '{printf "%.4g", $1}')
 [ $rc = 0 ] && grep -q "^e0(x) = (x >= 128 && x <= 256) ? c0 \* x\*\*k0 : 1/0" "$tmp/ext/scaling.gp" &&
-    grep -q "e0(x) with lines lc 1 dt 3 lw 2 title 'dense: extrapolated from the fit, not measured (n=128-256)'" \
+    grep -q "e0(x) with lines lc 1 dt 3 lw 2 title 'dense: fit extrapolated, not measured (n=128-256)'" \
         "$tmp/ext/scaling.gp" && [ -n "$want" ] && [ "$got" = "$want" ] && ! grep -q '^e1(x)' "$tmp/ext/scaling.gp" &&
     [ -s "$tmp/ext/scaling.png" ]
 ok $? "scaling: dense's fit extrapolated dotted to n=256 where it failed ($got = $want), local not (rc $rc)"

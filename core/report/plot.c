@@ -236,7 +236,8 @@ static void missing_label(FILE *s, const missing *m) {
     char t[1400], q[2900];
     snprintf(t, sizeof t, "missing (%d): %s%s", m->n, m->text, m->n > MAX_MISSING_SHOWN ? ", ..." : "");
     plot_quote(q, sizeof q, t);
-    fprintf(s, "set bmargin 6\nset label 900 '%s' at screen 0.01, screen 0.02 left font ',8' textcolor rgb '#aa0000'\n",
+    /* above the plot, under the title's row (below it, a key under the plot would cover it) */
+    fprintf(s, "set tmargin 4\nset label 900 '%s' at screen 0.01, screen 0.975 left font ',8' textcolor rgb '#aa0000'\n",
             q);
 }
 
@@ -368,11 +369,12 @@ static void series_block(const fig *f, FILE *s, FILE *dat, const char *name, int
     fprintf(dat, "# block %d: %s\n", block, label);
     if (fitted)
         fprintf(dat, "# fit %s: exponent %.6f coefficient %.9g (least squares of log value on log seq over the %d "
-                     "points n=%g..%g)\n", label, k, c, used, x0, x1);
+                     "points n=%.0f..%.0f)\n", label, k, c, used, x0, x1);
     for (int i = 0; i < np; i++)
         fprintf(dat, "%.17g\t%.17g\t%.17g\t%.17g\t%d\n", pts[i].x, pts[i].y, pts[i].lo, pts[i].hi, pts[i].noisy);
     char t[700], q[1400];
-    if (fitted) snprintf(t, sizeof t, "%s: ~n^%.3f (fit n=%g-%g, %d of %d points)", label, k, x0, x1, used, np);
+    if (fitted && used == np) snprintf(t, sizeof t, "%s: ~n^%.3f (n=%.0f-%.0f)", label, k, x0, x1);
+    else if (fitted) snprintf(t, sizeof t, "%s: ~n^%.3f (fit n=%.0f-%.0f, %d of %d points)", label, k, x0, x1, used, np);
     else snprintf(t, sizeof t, "%s (%d point%s, %d in the fit range: no fit)", label, np, np == 1 ? "" : "s", used);
     plot_quote(q, sizeof q, t);
     int lc = block % 8 + 1;
@@ -384,10 +386,10 @@ static void series_block(const fig *f, FILE *s, FILE *dat, const char *name, int
     if (fitted && o < (int)clen) o += snprintf(clause + o, clen - o, ", f%d(x) with lines lc %d dt 2 notitle", block, lc);
     double xlast = np ? pts[np - 1].x : 0;
     if (fitted && used >= 3 && xmiss > xlast && o < (int)clen) {
-        fprintf(dat, "# extrapolated %s: the fit carried from n=%g to n=%g, where it has no measured value (%.6g at "
-                     "n=%g)\n", label, xlast, xmiss, c * pow(xmiss, k), xmiss);
+        fprintf(dat, "# extrapolated %s: the fit carried from n=%.0f to n=%.0f, where it has no measured value (%.6g at "
+                     "n=%.0f)\n", label, xlast, xmiss, c * pow(xmiss, k), xmiss);
         fprintf(s, "e%d(x) = (x >= %.17g && x <= %.17g) ? c%d * x**k%d : 1/0\n", block, xlast, xmiss, block, block);
-        snprintf(t, sizeof t, "%s: extrapolated from the fit, not measured (n=%g-%g)", label, xlast, xmiss);
+        snprintf(t, sizeof t, "%s: fit extrapolated, not measured (n=%.0f-%.0f)", label, xlast, xmiss);
         plot_quote(q, sizeof q, t);
         o += snprintf(clause + o, clen - o, ", e%d(x) with lines lc %d dt 3 lw 2 title '%s'", block, lc, q);
     }
@@ -441,7 +443,15 @@ static int fig_scaling(const fig *f, const char *name, const char *measure, doub
     } else {
         char yl[600];
         plot_quote(yl, sizeof yl, ylabel);
-        fprintf(s, "set logscale xy\nset xlabel 'sequence length n'\nset ylabel '%s'\nset bars small\nplot ", yl);
+        /* the key under the plot, the plot's bottom raised to leave it room
+         * (beside the plot, fitted exponents' long titles squeeze it into a
+         * strip; gnuplot's own room for a key below overlaps the x label) */
+        int nkey = 0;
+        for (int i = 0; i < nplot; i++)
+            for (const char *p = plot[i]; (p = strstr(p, " title '")) != NULL; p++) nkey++;
+        fprintf(s, "set key below box\nset bmargin at screen %.3f\nset format x '%%.0f'\nset logscale xy\n"
+                   "set xlabel 'sequence length n'\n", fmin(0.55, (4.5 + nkey) * 16 / 600.0));
+        fprintf(s, "set ylabel '%s'\nset bars small\nplot ", yl);
         for (int i = 0; i < nplot; i++) fprintf(s, "%s%s", i ? ", \\\n     " : "", plot[i]);
         fprintf(s, "\n");
     }

@@ -115,7 +115,7 @@ static void fastest(sbuf *b, const rpt_db *d, const rpt_group *g, int ng, const 
         int best = best_at(d, g, ng, sp, ns[i], "time");
         char l[600];
         rpt_group_label(d, &g[best], varying, l, sizeof l);
-        if (ns[i] >= 0) put(b, "%s n=%g: %s, ", i > from ? ";" : ":", ns[i], l);
+        if (ns[i] >= 0) put(b, "%s n=%.0f: %s, ", i > from ? ";" : ":", ns[i], l);
         else put(b, ": %s, ", l);
         value_text(b, d, &g[best], "time");
         within_noise(b, d, g, ng, sp, ns[i], best, "time", varying);

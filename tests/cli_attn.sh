@@ -48,12 +48,29 @@ for be in $($RB backends --names); do
     [ -z "$bad" ]; ok $? "attn --check $be seq 70 $causal passes for seeds 1-10${bad:+, fails for}$bad"
   done
 done
-# the case a single entry's difference used to drown in float rounding (shared-QK routing)
-$RB attn --check --json --backend routing --clusters 4 --assign argmax --seq 1000 --heads 4 --threads 2 >"$tmp/c" 2>&1; rc=$?
-[ $rc = 0 ] && grep -Eq '"pass": ?true' "$tmp/c"; ok $? "attn --check routing --clusters 4 --assign argmax --seq 1000 --heads 4: $(tr -d '\n' <"$tmp/c" | grep -o '"grad_rel_err":[^,]*')"
+# the case a single entry's difference used to drown in float rounding
+# (shared-QK routing, issue 15 item 1), and the README's seq 1000 checks:
+# every one passes for seeds 1-10
+while read -r what; do
+  bad="" worst=0
+  for seed in 1 2 3 4 5 6 7 8 9 10; do
+    $RB attn --check --json $what --threads 2 --seed $seed >"$tmp/c" 2>&1
+    [ $? = 0 ] && grep -Eq '"pass": ?true' "$tmp/c" || bad="$bad $seed: $(tr -d '\n' <"$tmp/c" | head -c 200)"
+    e=$(tr -d '\n' <"$tmp/c" | sed -n 's/.*"grad_rel_err": *\([^,}]*\).*/\1/p')
+    worst=$(awk -v a="$worst" -v b="${e:-0}" 'BEGIN { print (b + 0 > a + 0 ? b : a) }')
+  done
+  [ -z "$bad" ]; ok $? "attn --check $what passes for seeds 1-10 (worst relative error $worst)${bad:+, fails for}$bad"
+done <<'EOF'
+--backend routing --clusters 4 --assign argmax --seq 1000 --heads 4
+--backend local --seq 1000 --window 64
+--backend strided --seq 1000 --window 64
+--backend strided --seq 1000 --window 64 --no-causal
+EOF
 # passes under 2 ms are timed in blocks lasting 2 ms (a pass of a few
 # microseconds: many per sample); a pass of tens of ms alone
-$RB attn --backend local --seq 64 --heads 1 --head-dim 8 --json >"$tmp/b1" 2>/dev/null
+# (one thread: on a busy machine a two-thread team waits for a descheduled
+# thread at every barrier, and then no pass is under 2 ms)
+$RB attn --backend local --seq 64 --heads 1 --head-dim 8 --threads 1 --json >"$tmp/b1" 2>/dev/null
 $RB attn --backend dense --seq 2048 --heads 2 --head-dim 64 --repeat 3 --max-time 1 --json >"$tmp/b2" 2>/dev/null
 b1=$(sed -n 's/.*"block": *\([0-9]*\).*/\1/p' "$tmp/b1"); b2=$(sed -n 's/.*"block": *\([0-9]*\).*/\1/p' "$tmp/b2")
 ok $([ "${b1:-0}" -gt 1 ] && [ "${b2:-0}" = 1 ]; echo $?) "a tiny pass is timed in blocks (block $b1), a long one alone (block $b2)"

@@ -95,9 +95,10 @@ static int sample(const attn_backend *be, attn *a, attn_io *io, const attn_bench
     if (o->warmup > 0 && twarm < BENCH_LONG_S) {
         /* untimed passes size the block (the first also initialises k-means):
          * the fastest of up to three, so one pass slowed by a descheduled
-         * thread does not leave a tiny pass timed alone. A pass under 2 ms
-         * ends the sizing (a hiccup only makes passes slower), and so does
-         * one over 40 ms (no hiccup makes a pass of microseconds that long) */
+         * thread does not leave a tiny pass timed alone (on a busy machine a
+         * pass of microseconds can take tens of ms). A pass under 2 ms ends
+         * the sizing (a hiccup only makes passes slower), and so does one of
+         * a second or more */
         double tw = INFINITY;
         for (int i = 0; i < 3; i++) {
             double t0 = rb_now();
@@ -105,7 +106,7 @@ static int sample(const attn_backend *be, attn *a, attn_io *io, const attn_bench
             be->backward(a, io->dq, io->dk, io->dv, io->dout, io->q, io->k, io->v, io->out);
             double t = rb_now() - t0;
             if (t < tw) tw = t;
-            if (tw < BENCH_BLOCK_S || t > 20 * BENCH_BLOCK_S) break;
+            if (tw < BENCH_BLOCK_S || t > BENCH_LONG_S) break;
         }
         if (tw > 0 && tw < BENCH_BLOCK_S) b = (int)ceil(BENCH_BLOCK_S / tw);
     }

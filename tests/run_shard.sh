@@ -56,6 +56,21 @@ dfirst=$(q "$tmp/race.db" "SELECT count(*) FROM trials WHERE status='done'")
 wait $p0 $p1 2>/dev/null
 ok $([ $rfirst = 0 ] && [ "$dfirst" = 3 ]; echo $?) "the first of two runs to exit 0 leaves every trial done ($dfirst of 3 at its exit)"
 
+# a run that dies while another waits for its trial: the waiting run takes
+# the trial over (the dead run's row says interrupted), runs it and exits 0
+printf 'name: takeover\ntiming: {runs: 30, warmup: 1, max_time: 60}\nparams: {backend: dense, heads: 2}\nsweep:\n  seq: [4096]\n' >"$tmp/take.yaml"
+"$RB" run "$tmp/take.yaml" --threads 1 --no-sgemm --quiet --db "$tmp/take.db" & pa=$!
+for i in $(seq 100); do
+  [ "$(q "$tmp/take.db" "SELECT count(*) FROM trials WHERE status = 'running'" 2>/dev/null)" = 1 ] && break; sleep 0.1
+done
+timeout 60 "$RB" run "$tmp/take.yaml" --threads 1 --no-sgemm --db "$tmp/take.db" >"$tmp/take.out" 2>&1 & pb=$!  # a run that never takes over fails at 60 s
+sleep 1.5
+pkill -9 -P $pa; kill -9 $pa; wait $pa 2>/dev/null
+wait $pb; rb=$?
+st=$(q "$tmp/take.db" "SELECT status || ' ' || attempts FROM trials")
+ok $([ $rb = 0 ] && [ "$st" = "done 2" ] && grep -q "is being run by" "$tmp/take.out"; echo $?) \
+   "a run that dies while another waits: the other takes its trial over and exits 0 (exit $rb, trial $st)"
+
 # refusals: another experiment; the same name but an edited file
 "$RB" run "$Y/good_resume.yaml" --threads 1 --no-sgemm --quiet --db "$tmp/other.db" --filter 'dense-n256' >/dev/null 2>&1
 before=$(q "$tmp/m.db" "SELECT count(*) FROM trials")

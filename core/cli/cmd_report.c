@@ -127,7 +127,7 @@ static const char plot_about[] =
     "  scaling      step time against sequence length, log-log, one line per backend, the\n"
     "               fitted exponent (least squares on the logs) in the legend; a line whose\n"
     "               longer lengths have no value (dense over its time limit, unsupported)\n"
-    "               carries its fit on to them dotted, keyed 'extrapolated, not measured'\n"
+    "               carries its fit on to them dotted, keyed 'fit extrapolated, not measured'\n"
     "  memory       memory against sequence length, the same way\n"
     "  curves_step  evaluation loss against step, one line per configuration\n"
     "  curves_time  evaluation loss against training time\n"

@@ -237,8 +237,8 @@ static void missing_label(FILE *s, const missing *m) {
     snprintf(t, sizeof t, "missing (%d): %s%s", m->n, m->text, m->n > MAX_MISSING_SHOWN ? ", ..." : "");
     plot_quote(q, sizeof q, t);
     /* above the plot, under the title's row (below it, a key under the plot would cover it) */
-    fprintf(s, "set tmargin 4\nset label 900 '%s' at screen 0.01, screen 0.975 left font ',8' textcolor rgb '#aa0000'\n",
-            q);
+    fprintf(s, "set tmargin 4\nset label 900 '%s' at screen 0.01, screen 0.975 left font ',8' "
+               "textcolor rgb '#aa0000'\n", q);
 }
 
 /* A frame that says why there is nothing to draw. */
@@ -374,7 +374,8 @@ static void series_block(const fig *f, FILE *s, FILE *dat, const char *name, int
         fprintf(dat, "%.17g\t%.17g\t%.17g\t%.17g\t%d\n", pts[i].x, pts[i].y, pts[i].lo, pts[i].hi, pts[i].noisy);
     char t[700], q[1400];
     if (fitted && used == np) snprintf(t, sizeof t, "%s: ~n^%.3f (n=%.0f-%.0f)", label, k, x0, x1);
-    else if (fitted) snprintf(t, sizeof t, "%s: ~n^%.3f (fit n=%.0f-%.0f, %d of %d points)", label, k, x0, x1, used, np);
+    else if (fitted)
+        snprintf(t, sizeof t, "%s: ~n^%.3f (fit n=%.0f-%.0f, %d of %d points)", label, k, x0, x1, used, np);
     else snprintf(t, sizeof t, "%s (%d point%s, %d in the fit range: no fit)", label, np, np == 1 ? "" : "s", used);
     plot_quote(q, sizeof q, t);
     int lc = block % 8 + 1;
@@ -386,8 +387,8 @@ static void series_block(const fig *f, FILE *s, FILE *dat, const char *name, int
     if (fitted && o < (int)clen) o += snprintf(clause + o, clen - o, ", f%d(x) with lines lc %d dt 2 notitle", block, lc);
     double xlast = np ? pts[np - 1].x : 0;
     if (fitted && used >= 3 && xmiss > xlast && o < (int)clen) {
-        fprintf(dat, "# extrapolated %s: the fit carried from n=%.0f to n=%.0f, where it has no measured value (%.6g at "
-                     "n=%.0f)\n", label, xlast, xmiss, c * pow(xmiss, k), xmiss);
+        fprintf(dat, "# extrapolated %s: the fit carried from n=%.0f to n=%.0f, where it has no measured value "
+                     "(%.6g at n=%.0f)\n", label, xlast, xmiss, c * pow(xmiss, k), xmiss);
         fprintf(s, "e%d(x) = (x >= %.17g && x <= %.17g) ? c%d * x**k%d : 1/0\n", block, xlast, xmiss, block, block);
         snprintf(t, sizeof t, "%s: fit extrapolated, not measured (n=%.0f-%.0f)", label, xlast, xmiss);
         plot_quote(q, sizeof q, t);
@@ -818,6 +819,10 @@ static int tradeoff_count(const fig *f, const char *tmeas, const char *mmeas, do
     return nval;
 }
 
+/* The trade-off figure's point size for a memory frac of the largest (its
+ * points and the key of sizes both). */
+static double tradeoff_ps(double frac) { return 0.8 + 3.2 * sqrt(frac); }
+
 /* Block nb of tradeoff.dat: the rows of backend be's configurations from
  * group a on (each marked in bdone), point size by memory against maxmem;
  * one without a loss or a time goes to m instead. Returns the rows written;
@@ -841,7 +846,7 @@ static int tradeoff_block(const fig *f, int a, int *bdone, const char *tmeas, co
             continue;
         }
         if (!np) fprintf(dat, "%s# block %d: %s\n", nb ? "\n\n" : "", nb, be);
-        double ps = isfinite(mem) && maxmem > 0 ? 0.8 + 3.2 * sqrt(mem / maxmem) : 1.0;
+        double ps = isfinite(mem) && maxmem > 0 ? tradeoff_ps(mem / maxmem) : 1.0;
         char q[700];
         dq(q, sizeof q, gl);
         fprintf(dat, "%.17g\t%.17g\t%.4f\t%.6g\t", x, y, ps, isfinite(mem) ? mem / 1048576.0 : NAN);
@@ -904,12 +909,12 @@ static int fig_tradeoff(const fig *f, const char *tmeas, const char *mmeas, char
     fprintf(s, "plot ");
     for (int i = 0; i < nb; i++) fprintf(s, "%s%s", i ? ", \\\n     " : "", plot[i]);
     /* the key for point sizes: open circles at the largest memory and at a
-     * quarter and a sixteenth of it, sized by tradeoff_block's rule */
+     * quarter and a sixteenth of it, sized as the points are */
     if (maxmem > 0)
         for (int k = 0; k < 3; k++) {
             double frac = k == 0 ? 1.0 : k == 1 ? 0.25 : 0.0625;
             fprintf(s, ", \\\n     keyentry with points pt 6 ps %.4f lc rgb 'gray40' title 'memory %.4g MiB'",
-                    0.8 + 3.2 * sqrt(frac), maxmem * frac / 1048576.0);
+                    tradeoff_ps(frac), maxmem * frac / 1048576.0);
         }
     fprintf(s, "\n");
     free(bdone), free(plot);

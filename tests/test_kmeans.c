@@ -182,11 +182,13 @@ static int cmp_pair(const void *x, const void *y) {
 static void test_topk(void) {
     rb_rng r;
     rb_rng_seed(&r, 99);
-    int bad = 0, bad_portable = 0, n = 5000;
-    float *dots = malloc(n * 4), *xn2 = malloc(n * 4);
-    kmeans_pair *work = malloc(n * sizeof *work), *ref = malloc(n * sizeof *ref);
-    int *mem = malloc(n * sizeof(int)), *want = malloc(n * sizeof(int));
-    for (int t = 0; t < 40; t++) {
+    int bad = 0, bad_portable = 0, nmax = 9000;
+    float *dots = malloc(nmax * 4), *xn2 = malloc(nmax * 4);
+    kmeans_pair *work = malloc(nmax * sizeof *work), *ref = malloc(nmax * sizeof *ref);
+    int *mem = malloc(nmax * sizeof(int)), *want = malloc(nmax * sizeof(int));
+    /* 2048 and 5000 sample 256 keys for the threshold, 9000 samples 512 */
+    for (int t = 0; t < 120; t++) {
+        int n = t < 40 ? 5000 : t < 80 ? 2048 : 9000;
         for (int i = 0; i < n; i++) {
             /* coarse values: many exact ties, broken by position */
             dots[i] = t % 3 ? (float)(int)(rb_rng_below(&r, 20)) * 0.25f : rb_rng_normal(&r);

@@ -58,6 +58,10 @@ enum { RT_TQ = 64 }; /* query rows per score tile */
 /* centroids per block of distances: a thread holds RT_KB x n dots, not K x n
  * (at seq 2^20 and 1024 clusters that was 4 GiB a thread) */
 enum { RT_KB = 32 };
+/* ... or more while a block stays within RT_DOTS floats (one packing of the
+ * tokens for all the centroids at training sizes) */
+enum { RT_DOTS = 1 << 17 };
+static int rt_kb(int K, int n) { return RB_MIN(K, RB_MAX((int)RT_KB, RT_DOTS / n)); }
 
 typedef struct {
     kmeans_pair *pairs;         /* (n) top-k selection scratch */
@@ -253,7 +257,7 @@ static size_t rt_layout(void *inst, const attn_params *p, int nthr, char *blk) {
     for (int t = 0; t < nthr; t++) {
         rt_ws *W = blk ? &T->ws[t] : &(rt_ws){0};
         CARVE(W->pairs, n);
-        CARVE(W->dots, (size_t)RB_MIN(K, RT_KB) * n);
+        CARVE(W->dots, (size_t)rt_kb(K, (int)n) * n);
         CARVE(W->best, n);
         CARVE(W->xn2, n);
         CARVE(W->Qc, maxm * d);
@@ -356,8 +360,9 @@ static void rt_norm_backward(float *dv, const float *g, const float *x, float s,
 static void rt_nearest(const routing *R, int *near, int *mem, const float *X, const float *mu, const float *mun2,
                        rt_ws *W, int par) {
     int K = R->K, n = R->n, d = R->d, w = R->w;
-    for (int c0 = 0; c0 < K; c0 += RT_KB) {
-        int kb = RB_MIN(RT_KB, K - c0);
+    int kbs = rt_kb(K, n);
+    for (int c0 = 0; c0 < K; c0 += kbs) {
+        int kb = RB_MIN(kbs, K - c0);
         kmeans_dots(W->dots, mu + (size_t)c0 * d, X, n, kb, d);
         kmeans_nearest_fold(near, W->best, W->dots, mun2 + c0, n, c0, kb);
         if (!mem) continue;
@@ -523,6 +528,11 @@ static void rt_visible(int *L, const int *qm, int mq, const int *km, int mk, int
 /* Self is masked when shared, unless it is the only key the row sees. */
 static inline int rt_self_masked(int shared, int r, int Lr) { return shared && r < Lr && Lr > 1; }
 
+/* Shared and L2: a key row is its query row times the token's 1/|q| (the
+ * same float product rt_normalise made), so a cluster's keys come from its
+ * gathered queries. */
+static int rt_keys_from_queries(const routing *R) { return R->shared && R->norm == ATTN_NORM_L2; }
+
 typedef struct {
     int mq, mk;
     const int *qm, *km;
@@ -544,6 +554,22 @@ static rt_cluster rt_get_cluster(const routing *R, int bh, int c) {
 /* The softmax of one tile's score rows in place (rows x Lmax, self masked
  * when shared), zero beyond each row's visible keys; lse per row. */
 static void rt_softmax_rows(const routing *R, float *S, float *lse, const int *L, int r0, int rows, int Lmax) {
+    /* phase by phase over the tile's rows, not row by row: each row's steps
+     * (maximum, exponentials and their sum, 1 / sum) are a chain of
+     * latencies, and rows 46 long are too short to hide them; separate
+     * loops let the rows' chains overlap */
+    float mx[RT_TQ];
+    double l[RT_TQ];
+    for (int rr = 0; rr < rows; rr++) {
+        int r = r0 + rr, Lr = L[r];
+        float *s = S + (size_t)rr * Lmax;
+        if (rt_self_masked(R->shared, r, Lr)) s[r] = -INFINITY;
+        mx[rr] = rb_vmax(s, Lr);
+    }
+    for (int rr = 0; rr < rows; rr++) {
+        float *s = S + (size_t)rr * Lmax;
+        l[rr] = rb_vexp_shift_sum(s, s, mx[rr], L[r0 + rr]);
+    }
     for (int rr = 0; rr < rows; rr++) {
         int r = r0 + rr, Lr = L[r];
         float *s = S + (size_t)rr * Lmax;
@@ -552,13 +578,11 @@ static void rt_softmax_rows(const routing *R, float *S, float *lse, const int *L
             lse[r] = INFINITY;
             continue;
         }
-        if (rt_self_masked(R->shared, r, Lr)) s[r] = -INFINITY;
-        float m = rb_vmax(s, Lr);
-        double l = rb_vexp_shift_sum(s, s, m, Lr);
-        float inv = (float)(1.0 / l);
+        float inv = (float)(1.0 / l[rr]);
         for (int j = 0; j < Lr; j++) s[j] *= inv;
         for (int j = Lr; j < Lmax; j++) s[j] = 0.0f;
-        lse[r] = m + (float)log(l);
+        /* backward reads the log-sum-exp only to make P again */
+        if (!R->keep_p) lse[r] = mx[rr] + (float)log(l[rr]);
     }
 }
 
@@ -590,7 +614,10 @@ static void rt_cluster_forward(routing *R, int bh, int c, const float *q, const 
     if (C.mq == 0) return;
     float *O = R->om + C.qrow * d, *lse = R->lse + C.qrow;
     cl_gather(W->Qc, NULL, 0, q + bh * nd, C.qm, C.mq, d);
-    cl_gather(NULL, W->Kt, R->ldt, keys + bh * nd, C.km, C.mk, d);
+    if (rt_keys_from_queries(R))
+        cl_scale_rows(NULL, W->Kt, R->ldt, W->Qc, R->xs[0] + (size_t)bh * R->n, C.km, C.mk, d);
+    else
+        cl_gather(W->Kc, W->Kt, R->ldt, keys + bh * nd, C.km, C.mk, d);
     cl_gather(W->Vc, NULL, 0, v + bh * nd, C.km, C.mk, d);
     rt_visible(W->L, C.qm, C.mq, C.km, C.mk, R->causal, R->shared);
     for (int r0 = 0; r0 < C.mq; r0 += RT_TQ) {
@@ -602,8 +629,13 @@ static void rt_cluster_forward(routing *R, int bh, int c, const float *q, const 
         }
         /* kept probabilities: the tile of rows r0.. sits at r0*w of the cluster's w*w floats */
         float *S = R->keep_p ? R->pm + (C.qrow + r0) * R->w : W->S;
-        rt_scores(R, S, W->Qc + (size_t)r0 * d, W, r0, rows, Lmax);
-        rt_softmax_rows(R, S, lse, W->L, r0, rows, Lmax);
+        cl_prod QK = {.a = W->Qc + (size_t)r0 * d, .ars = d, .acs = 1, .b = W->Kt, .ldb = R->ldt, .c = S,
+                      .ldc = Lmax, .alpha = R->scale, .acc = 0};
+        /* backward reads the log-sum-exp only to make P again */
+        if (cl_softmax_scores(&QK, rows, Lmax, d, W->L + r0, R->shared ? r0 : -1, R->keep_p ? NULL : lse + r0)) {
+            rt_scores(R, S, W->Qc + (size_t)r0 * d, W, r0, rows, Lmax);
+            rt_softmax_rows(R, S, lse, W->L, r0, rows, Lmax);
+        }
         cl_prod PV = {.a = S, .ars = Lmax, .acs = 1, .b = W->Vc, .ldb = d, .c = O + (size_t)r0 * d, .ldc = d,
                       .alpha = 1.0f, .acc = 0};
         cl_gemm(&PV, rows, d, Lmax, NULL, W->L + r0, NULL);
@@ -616,14 +648,14 @@ static void rt_cluster_dout(const routing *R, const rt_cluster *C, int bh, const
     int d = R->d;
     const float *O = R->om + C->qrow * d;
     const int *cnt = R->cnt + (size_t)bh * R->n;
+    cl_gather(W->dOc, NULL, 0, dout + (size_t)bh * R->n * d, C->qm, C->mq, d);
     for (int r = 0; r < C->mq; r++) {
-        const float *g = dout + (size_t)bh * R->n * d + (size_t)C->qm[r] * d;
         float *o = W->dOc + (size_t)r * d, inv = 1.0f / (float)cnt[C->qm[r]];
         const float *orow = O + (size_t)r * d;
         /* a head_dim-long dot product: float lanes, not a serial chain of double adds */
         float D = 0.0f;
 #pragma omp simd reduction(+ : D)
-        for (int j = 0; j < d; j++) o[j] = g[j] * inv, D += o[j] * orow[j];
+        for (int j = 0; j < d; j++) o[j] *= inv, D += o[j] * orow[j];
         W->D[r] = D;
     }
 }
@@ -660,10 +692,11 @@ static void rt_dscores(const routing *R, float *dS, const float *P, const rt_ws 
  * first row that sees it (F). */
 static void rt_tile_backward(const routing *R, const rt_cluster *C, rt_ws *W, const float *P, int r0, int rows,
                              int Lmax) {
+    int acc = r0 > 0; /* the first tile writes dK and dV rows [0, Lmax), later ones add */
     int d = R->d;
     float *dS = W->dP, *dK = R->dkm + C->krow * d, *dV = R->dvm + C->krow * d, *dQ = R->dqm + C->qrow * d;
     const float *Qt = W->Qc + (size_t)r0 * d, *dOt = W->dOc + (size_t)r0 * d;
-    cl_prod dv = {.a = P, .ars = 1, .acs = Lmax, .b = dOt, .ldb = d, .c = dV, .ldc = d, .alpha = 1.0f, .acc = 1};
+    cl_prod dv = {.a = P, .ars = 1, .acs = Lmax, .b = dOt, .ldb = d, .c = dV, .ldc = d, .alpha = 1.0f, .acc = acc};
     cl_gemm(&dv, Lmax, d, rows, W->F, NULL, NULL);
     cl_prod dp = {.a = dOt, .ars = d, .acs = 1, .b = W->Vt, .ldb = R->ldt, .c = dS, .ldc = Lmax, .alpha = 1.0f};
     cl_gemm(&dp, rows, Lmax, d, NULL, NULL, W->L + r0);
@@ -671,7 +704,7 @@ static void rt_tile_backward(const routing *R, const rt_cluster *C, rt_ws *W, co
     cl_prod dq = {.a = dS, .ars = Lmax, .acs = 1, .b = W->Kc, .ldb = d, .c = dQ + (size_t)r0 * d, .ldc = d,
                   .alpha = 1.0f, .acc = 0};
     cl_gemm(&dq, rows, d, Lmax, NULL, W->L + r0, NULL);
-    cl_prod dk = {.a = dS, .ars = 1, .acs = Lmax, .b = Qt, .ldb = d, .c = dK, .ldc = d, .alpha = 1.0f, .acc = 1};
+    cl_prod dk = {.a = dS, .ars = 1, .acs = Lmax, .b = Qt, .ldb = d, .c = dK, .ldc = d, .alpha = 1.0f, .acc = acc};
     cl_gemm(&dk, Lmax, d, rows, W->F, NULL, NULL);
 }
 
@@ -680,15 +713,26 @@ static void rt_cluster_backward(routing *R, int bh, int c, const float *dout, co
     int d = R->d;
     size_t nd = (size_t)R->n * d;
     rt_cluster C = rt_get_cluster(R, bh, c);
-    memset(R->dkm + C.krow * d, 0, (size_t)C.mk * d * sizeof(float));
-    memset(R->dvm + C.krow * d, 0, (size_t)C.mk * d * sizeof(float));
-    if (C.mq == 0) return;
+    float *dK = R->dkm + C.krow * d, *dV = R->dvm + C.krow * d;
+    if (C.mq == 0) {
+        memset(dK, 0, (size_t)C.mk * d * sizeof(float));
+        memset(dV, 0, (size_t)C.mk * d * sizeof(float));
+        return;
+    }
     const float *lse = R->lse + C.qrow;
     cl_gather(W->Qc, NULL, 0, q + bh * nd, C.qm, C.mq, d);
-    cl_gather(W->Kc, R->keep_p ? NULL : W->Kt, R->ldt, keys + bh * nd, C.km, C.mk, d);
-    cl_gather(NULL, W->Vt, R->ldt, v + bh * nd, C.km, C.mk, d);
+    if (rt_keys_from_queries(R))
+        cl_scale_rows(W->Kc, R->keep_p ? NULL : W->Kt, R->ldt, W->Qc, R->xs[0] + (size_t)bh * R->n, C.km, C.mk, d);
+    else
+        cl_gather(W->Kc, R->keep_p ? NULL : W->Kt, R->ldt, keys + bh * nd, C.km, C.mk, d);
+    cl_gather(W->Vc, W->Vt, R->ldt, v + bh * nd, C.km, C.mk, d);
     rt_cluster_dout(R, &C, bh, dout, W);
     rt_visible(W->L, C.qm, C.mq, C.km, C.mk, R->causal, R->shared);
+    /* the first tile writes (not adds) the key rows it sees; zero the rest */
+    int seen0 = 0;
+    for (int r = 0; r < RB_MIN(RT_TQ, C.mq); r++) seen0 = RB_MAX(seen0, W->L[r]);
+    memset(dK + (size_t)seen0 * d, 0, (size_t)(C.mk - seen0) * d * sizeof(float));
+    memset(dV + (size_t)seen0 * d, 0, (size_t)(C.mk - seen0) * d * sizeof(float));
     for (int r0 = 0; r0 < C.mq; r0 += RT_TQ) {
         int rows = RB_MIN(RT_TQ, C.mq - r0), Lmax = rt_tile(W->L, W->F, r0, rows);
         if (Lmax == 0) {
@@ -717,6 +761,35 @@ static void rt_scatter(float *dst, const float *src, const int *mem, int total, 
             memcpy(o, sr, (size_t)d * sizeof(float));
             seen[mem[r]] = 1;
         }
+    }
+    for (int i = 0; i < n; i++)
+        if (!seen[i]) memset(dst + (size_t)i * d, 0, (size_t)d * sizeof(float));
+}
+
+/* Shared keys: dst (n,d) row p = the sum over the member rows r naming p of
+ * dqm row r plus, through the normalisation's backward, dkm row r (the
+ * normalised queries were the keys). That backward is linear in the
+ * gradient, so each member row goes through it on its own and no scattered
+ * dk is written and read back. Rows no member names are zero. */
+static void rt_scatter_shared(const routing *R, float *dst, const float *dqm, const float *dkm, const int *mem,
+                              int total, const float *X, const float *xs, unsigned char *seen) {
+    int n = R->n, d = R->d;
+    memset(seen, 0, (size_t)n);
+    for (int r = 0; r < total; r++) {
+        if (r + 8 < total) {
+            cl_prefetch_rows(dst, mem + r + 8, 1, d);
+            cl_prefetch_rows(X, mem + r + 8, 1, d);
+        }
+        int p = mem[r];
+        float *o = dst + (size_t)p * d;
+        const float *sr = dqm + (size_t)r * d;
+        if (seen[p]) {
+            for (int j = 0; j < d; j++) o[j] += sr[j];
+        } else {
+            memcpy(o, sr, (size_t)d * sizeof(float));
+            seen[p] = 1;
+        }
+        rt_norm_backward(o, dkm + (size_t)r * d, X + (size_t)p * d, xs[p], d, R->norm);
     }
     for (int i = 0; i < n; i++)
         if (!seen[i]) memset(dst + (size_t)i * d, 0, (size_t)d * sizeof(float));
@@ -792,20 +865,22 @@ static void rt_backward(attn *a, float *dq, float *dk, float *dv, const float *d
         int qtot = R->off[0][(size_t)bh * (K + 1) + K], ktot = R->off[1][(size_t)bh * (K + 1) + K];
         unsigned char *seen = R->ws[omp_get_thread_num()].seen;
         size_t mrow = (size_t)bh * R->cap * d;
-        rt_scatter(dqb, R->dqm + mrow, qmem, qtot, n, d, seen);
-        rt_scatter(dkb, R->dkm + mrow, kmem, ktot, n, d, seen);
+        if (R->shared)
+            rt_scatter_shared(R, dqb, R->dqm + mrow, R->dkm + mrow, qmem, qtot, R->x[0] + (size_t)bh * nd,
+                              R->xs[0] + (size_t)bh * n, seen);
+        else {
+            rt_scatter(dqb, R->dqm + mrow, qmem, qtot, n, d, seen);
+            rt_scatter(dkb, R->dkm + mrow, kmem, ktot, n, d, seen);
+        }
         rt_scatter(dvb, R->dvm + mrow, kmem, ktot, n, d, seen);
         float *g = R->ws[omp_get_thread_num()].Qc; /* a row of scratch */
-        for (int s = 0; s < R->nsets; s++) {
+        for (int s = 0; s < R->nsets && cg != 0.0f; s++) {
             const float *X = R->x[s] + (size_t)bh * nd, *xs = R->xs[s] + (size_t)bh * n;
             const int *near = R->near[s] + (size_t)bh * n;
             float *dst = s == 0 ? dqb : dkb;
-            if (!R->shared && cg == 0.0f) break;
             for (int i = 0; i < n; i++) {
                 const float *xi = X + (size_t)i * d, *m = R->mu_used + ((size_t)h * K + near[i]) * d;
-                /* shared: the normalised vector was also the key; its gradient sits in dkb */
-                const float *dkey = R->shared ? dkb + (size_t)i * d : NULL;
-                for (int j = 0; j < d; j++) g[j] = cg * (xi[j] - m[j]) + (dkey ? dkey[j] : 0.0f);
+                for (int j = 0; j < d; j++) g[j] = cg * (xi[j] - m[j]);
                 rt_norm_backward(dst + (size_t)i * d, g, xi, xs[i], d, R->norm);
             }
         }

@@ -39,9 +39,32 @@ enum { CL_MR = 6 };
 
 void cl_gemm(const cl_prod *P, int m, int n, int kk, const int *k0, const int *k1, const int *nc);
 
-/* dst (m, d) row r = src row rows[r]; dst_t (d, ldt) column r = the same row
- * (either may be NULL). */
+/* Scores and their softmax in one pass, for a block at most 64 columns
+ * wide: row i of C (columns [0, nc), nc <= 64) = the softmax over columns
+ * [0, L[i]) of alpha A B (kk terms), leaving out column diag + i when diag
+ * >= 0 and it is not the row's only column; every other column 0, and a row
+ * with L[i] == 0 all 0. lse (when not NULL): lse[i] = the row's
+ * log-sum-exp, INFINITY for an empty row. The results are those of cl_gemm
+ * followed by rb_vmax and rb_vexp_shift_sum per row, bit for bit. Returns
+ * -1 without AVX-512 or for nc > 64: the caller then takes those two steps. */
+int cl_softmax_scores(const cl_prod *P, int m, int nc, int kk, const int *L, int diag, float *lse);
+
+/* dst (m, d) row r = src row rows[r]; dst_t (d, ldt), when not NULL, the
+ * transpose of dst (column r = the same row). */
 void cl_gather(float *dst, float *dst_t, ptrdiff_t ldt, const float *src, const int *rows, int m, int d);
+
+/* The same for a block already gathered: dst (m, d) row r = src row r (src
+ * contiguous, m x d) times scale[rows[r]], dst_t (d, ldt) its transpose
+ * (either may be NULL). Routing's shared keys are its queries' rows times
+ * their L2 normaliser: made from the gathered queries in L1, they need no
+ * second gather from the head's rows. */
+void cl_scale_rows(float *dst, float *dst_t, ptrdiff_t ldt, const float *src, const float *scale, const int *rows,
+                   int m, int d);
+
+/* dst_t (d, ldt) columns [0, m) = src (m, d, contiguous) transposed, row r
+ * times scale[rows[r]] when scale is not NULL (16 x 16 blocks transposed in
+ * registers with AVX-512). */
+void cl_transpose(float *dst_t, ptrdiff_t ldt, const float *src, int m, int d, const float *scale, const int *rows);
 
 /* Ask for the cache lines of rows `rows` of src (m rows of d floats). */
 void cl_prefetch_rows(const float *src, const int *rows, int m, int d);

@@ -167,15 +167,17 @@ static void topk(int *members, const float *dots_row, const float *xn2, int n, i
      * w survive, the w smallest are among them, ties at the threshold
      * included, so the result is exact; otherwise select from everything. */
     int m = 0;
-    enum { SAMPLE = 512 };
-    if (n >= 4 * SAMPLE && (int64_t)w * 8 <= n) {
-        int32_t smp[SAMPLE];
-        for (int t = 0; t < SAMPLE; t++) {
-            int64_t i = (int64_t)t * n / SAMPLE;
+    /* 256 samples below 8192 tokens (the selection in them costs as much as
+     * the filter after it), 512 above */
+    int S = n >= 8192 ? 512 : 256;
+    if (n >= 4 * S && (int64_t)w * 8 <= n) {
+        int32_t smp[512];
+        for (int t = 0; t < S; t++) {
+            int64_t i = (int64_t)t * n / S;
             smp[t] = ord_of(topk_key(xn2[i], dots_row[i]));
         }
-        int r = RB_MIN(SAMPLE - 1, (int)(2.0 * w * SAMPLE / n) + 8);
-        float th = float_of_ord(select_ord(smp, SAMPLE, r));
+        int r = RB_MIN(S - 1, (int)(2.0 * w * S / n) + 8);
+        float th = float_of_ord(select_ord(smp, S, r));
         m = topk_filter(keys, pos, dots_row, xn2, n, th, portable);
     }
     if (m < w) {
@@ -190,8 +192,29 @@ static void topk(int *members, const float *dots_row, const float *xn2, int n, i
     int below = 0;
 #pragma omp simd reduction(+ : below)
     for (int j = 0; j < m; j++) below += keys[j] < kth;
-    int ties = w - below, o = 0;
-    for (int j = 0; j < m; j++) { /* branch-free, as the filter */
+    int ties = w - below, o = 0, j = 0;
+#ifdef __AVX512F__
+    if (!portable) {
+        /* sixteen at a time: the keys below kth and the first `ties` equal
+         * to it, compressed in registers and stored as a run of o's lanes
+         * (exactly w are taken in all, so the stores stay inside members) */
+        const __m512i vk = _mm512_set1_epi32(kth);
+        for (; j < m && o < w; j += 16) {
+            __mmask16 mk = (__mmask16)(m - j >= 16 ? 0xffffu : (1u << (m - j)) - 1u);
+            __m512i kv = _mm512_maskz_loadu_epi32(mk, keys + j);
+            unsigned eq = _mm512_mask_cmpeq_epi32_mask(mk, kv, vk);
+            while (__builtin_popcount(eq) > ties) eq &= ~(1u << (31 - __builtin_clz(eq))); /* keep the lowest */
+            ties -= __builtin_popcount(eq);
+            __mmask16 take = (__mmask16)(_mm512_mask_cmplt_epi32_mask(mk, kv, vk) | eq);
+            int c = __builtin_popcount(take);
+            __m512i pv = _mm512_maskz_compress_epi32(take, _mm512_maskz_loadu_epi32(mk, pos + j));
+            _mm512_mask_storeu_epi32(members + o, (__mmask16)((1u << c) - 1u), pv);
+            o += c;
+        }
+        return;
+    }
+#endif
+    for (; j < m; j++) { /* branch-free, as the filter */
         int take = (keys[j] < kth) | ((keys[j] == kth) & (ties > 0));
         ties -= take & (keys[j] == kth);
         members[o] = pos[j];

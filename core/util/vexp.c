@@ -24,6 +24,23 @@ static inline double lanes8(const double *l) { return lanes4(l) + lanes4(l + 4);
 #define RB_LO512(e) _mm512_castps512_ps256(e)
 #define RB_HI512(e) _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))
 
+/* AVX-512 finishes a row in one masked vector (the lanes past n are 0 in
+ * the sums and not stored): a short row (attention inside a 46-member
+ * cluster) otherwise spent more in the scalar tail than in its vectors. */
+#define RB_SHIFT_SUM_TAIL256 ((void)0)
+#define RB_SHIFT_SUM_TAIL512                                                                                 \
+    do {                                                                                                     \
+        if (i < n) {                                                                                         \
+            __mmask16 mk = (__mmask16)((1u << (n - i)) - 1u);                                                \
+            __m512 e = rb_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, x + i), vm));                       \
+            e = _mm512_maskz_mov_ps(mk, e);                                                                  \
+            _mm512_mask_storeu_ps(y + i, mk, e);                                                             \
+            acc_lo = _mm512_add_pd(acc_lo, _mm512_cvtps_pd(RB_LO512(e)));                                     \
+            acc_hi = _mm512_add_pd(acc_hi, _mm512_cvtps_pd(RB_HI512(e)));                                     \
+            i = n;                                                                                           \
+        }                                                                                                    \
+    } while (0)
+
 /* rb_vexp_shift_sum's vector loop for lane width W (256 or 512 bits, L
  * floats): exp(x - m) into y and into two double accumulators (the halves
  * of each vector), whose lanes are then added into total. */
@@ -37,6 +54,7 @@ static inline double lanes8(const double *l) { return lanes4(l) + lanes4(l + 4);
             acc_lo = _mm##W##_add_pd(acc_lo, _mm##W##_cvtps_pd(RB_LO##W(e)));                                 \
             acc_hi = _mm##W##_add_pd(acc_hi, _mm##W##_cvtps_pd(RB_HI##W(e)));                                 \
         }                                                                                                    \
+        RB_SHIFT_SUM_TAIL##W;                                                                                \
         double lanes[(L) / 2];                                                                               \
         _mm##W##_storeu_pd(lanes, _mm##W##_add_pd(acc_lo, acc_hi));                                          \
         total += (L) == 16 ? lanes8(lanes) : lanes4(lanes);                                                  \
@@ -64,10 +82,12 @@ float rb_vmax(const float *x, int n) {
     float m = -INFINITY;
     int i = 0;
 #ifdef __AVX512F__
-    if (n >= 16) {
-        __m512 vm = _mm512_loadu_ps(x);
-        for (i = 16; i + 16 <= n; i += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(x + i));
+    if (n > 0) { /* the last vector masked, its missing lanes -inf */
+        __m512 vm = _mm512_set1_ps(-INFINITY);
+        for (; i + 16 <= n; i += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(x + i));
+        if (i < n) vm = _mm512_max_ps(vm, _mm512_mask_loadu_ps(vm, (__mmask16)((1u << (n - i)) - 1u), x + i));
         m = _mm512_reduce_max_ps(vm);
+        i = n;
     }
 #endif
 #ifdef __AVX2__

@@ -55,6 +55,7 @@
 extern const attn_backend attn_backend_routing;
 
 enum { RT_TQ = 64 }; /* query rows per score tile */
+enum { RT_TB = 64 }; /* tokens per block of distances (cl_gemm's column block) */
 /* centroids per block of distances: a thread holds RT_KB x n dots, not K x n
  * (at seq 2^20 and 1024 clusters that was 4 GiB a thread) */
 enum { RT_KB = 32 };
@@ -70,6 +71,7 @@ typedef struct {
     float *xn2;                 /* (n) |x|^2 */
     float *Qc, *Kc, *Vc, *dOc;  /* (maxm, d) gathered cluster blocks */
     float *Kt, *Vt;             /* (d, ldt) the keys and values transposed */
+    float *Xt;                  /* (d, RT_TB) a block of routing vectors transposed */
     float *S, *dP;              /* (RT_TQ, maxm) score / probability tiles */
     int *L;                     /* (maxm) keys visible to each query row */
     int *F;                     /* (maxm) first tile row that sees key j */
@@ -266,6 +268,7 @@ static size_t rt_layout(void *inst, const attn_params *p, int nthr, char *blk) {
         CARVE(W->dOc, maxm * d);
         CARVE(W->Kt, d * rt_ldt(maxm));
         CARVE(W->Vt, d * rt_ldt(maxm));
+        CARVE(W->Xt, d * RT_TB);
         CARVE(W->S, RT_TQ * maxm);
         CARVE(W->dP, RT_TQ * maxm);
         CARVE(W->L, maxm);
@@ -352,6 +355,24 @@ static void rt_norm_backward(float *dv, const float *g, const float *x, float s,
 
 /* ---- centroids --------------------------------------------------------- */
 
+/* dots (kb, n) = mu (kb, d) X^T (X: n x d): per block of RT_TB tokens, the
+ * block transposed in L1 and one cl_gemm (AVX-512, no packing; OpenBLAS's
+ * sgemm took twice as long on these shapes). par: the blocks as a parallel
+ * loop, each thread with its own transpose buffer. */
+static void rt_dots(const routing *R, float *dots, const float *mu, const float *X, int kb, rt_ws *W, int par) {
+    int n = R->n, d = R->d;
+    int nb = (n + RT_TB - 1) / RT_TB;
+#pragma omp parallel for if (par) schedule(static) num_threads(R->nthr)
+    for (int b = 0; b < nb; b++) {
+        int t0 = b * RT_TB, m = RB_MIN(RT_TB, n - t0);
+        float *Xt = (par ? &R->ws[omp_get_thread_num()] : W)->Xt;
+        cl_transpose(Xt, RT_TB, X + (size_t)t0 * d, m, d, NULL, NULL);
+        cl_prod P = {.a = mu, .ars = d, .acs = 1, .b = Xt, .ldb = RT_TB, .c = dots + t0, .ldc = n, .alpha = 1.0f,
+                     .acc = 0};
+        cl_gemm(&P, kb, m, d, NULL, NULL, NULL);
+    }
+}
+
 /* near (n) = the nearest of K centroids mu (K,d; mun2 their |mu|^2) for each
  * row of X (n,d; xn2 its |x|^2), through distances in blocks of RT_KB
  * centroids; with mem (topk) also each centroid's w nearest rows, in
@@ -363,7 +384,7 @@ static void rt_nearest(const routing *R, int *near, int *mem, const float *X, co
     int kbs = rt_kb(K, n);
     for (int c0 = 0; c0 < K; c0 += kbs) {
         int kb = RB_MIN(kbs, K - c0);
-        kmeans_dots(W->dots, mu + (size_t)c0 * d, X, n, kb, d);
+        rt_dots(R, W->dots, mu + (size_t)c0 * d, X, kb, W, par);
         kmeans_nearest_fold(near, W->best, W->dots, mun2 + c0, n, c0, kb);
         if (!mem) continue;
 #pragma omp parallel for if (par) schedule(dynamic, 1) num_threads(R->nthr)

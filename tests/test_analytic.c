@@ -228,7 +228,15 @@ static double def_thread_bytes(const char *name, const attn_params *p) {
     double n = p->seq, d = p->head_dim, F = 4;
     if (!strcmp(name, "dense")) {
         double bq = fmin(256, n), bk = fmin(256, n); /* score tile, dP tile, output block, l (double), m */
-        return 2 * r64(bq * bk * F) + r64(bq * d * F) + r64(2 * bq * F) + r64(bq * F);
+        double pack = 0;
+#ifdef __AVX512F__
+        /* rb_sgemm_st's packing (util/gemm.h): A blocks of up to 240 rows in
+         * 6-row panels and B blocks of up to 1024 columns in 64-column
+         * panels, 256 deep; rows up to a tile, columns up to a tile or d */
+        double rows = fmax(bq, bk), cols = fmax(bk, d);
+        pack = (ceil(fmin(rows, 240) / 6) * 6 * 256 + 256 * ceil(fmin(cols, 1024) / 64) * 64) * F;
+#endif
+        return 2 * r64(bq * bk * F) + r64(bq * d * F) + r64(2 * bq * F) + r64(bq * F) + r64(pack);
     }
     if (!strcmp(name, "dense-naive")) return r64((fmin(256, n) * n + 2 * n * d) * F); /* dS rows, dK, dV */
     if (!strcmp(name, "local")) {
@@ -236,14 +244,15 @@ static double def_thread_bytes(const char *name, const attn_params *p) {
         return 2 * r64(qb * 2 * w * F) + r64(qb * F);
     }
     if (!strcmp(name, "routing")) {
-        /* distances to blocks of at most 32 centroids at a time; keys and
-         * values also transposed, rows padded to 16 floats */
-        double K = fmin(p->clusters, 32), m = p->assign == ATTN_ASSIGN_TOPK ? p->window : n;
+        /* distances to blocks of 32 centroids at a time, or as many as fit
+         * 2^17 floats; keys and values also transposed, rows padded to 16
+         * floats; a 64-token block of routing vectors transposed */
+        double K = fmin(p->clusters, fmax(32, floor(131072 / n))), m = p->assign == ATTN_ASSIGN_TOPK ? p->window : n;
         double ldt = ceil(m / 16) * 16;
         return r64(n * sizeof(kmeans_pair)) + r64(K * n * F) + 2 * r64(n * F) /* top-k pairs, dots, best, |x|^2 */
                + 4 * r64(m * d * F) + 2 * r64(d * ldt * F)                    /* gathered Q, K, V, dO; K^T, V^T */
                + 2 * r64(64 * m * F) + 2 * r64(m * 4) + r64(m * F)            /* S, dP tiles; L, F; D */
-               + r64(n);                                                      /* positions a scatter wrote */
+               + r64(n) + r64(d * 64 * F);                                    /* scatter's marks; X^T block */
     }
     /* the block kernel (core/attn/gattn.c): S and dP tiles of 64 rows, three
      * 64-int row vectors */

@@ -5,9 +5,9 @@
  * (FlashAttention-2) recomputes each tile's probabilities from the saved
  * log-sum-exp. Activation memory is O(n): this is the honest speed baseline
  * the sparse backends are measured against. Tile products go through
- * cblas_sgemm (single-threaded inside our OpenMP regions). */
+ * rb_sgemm_st (util/gemm.h: our AVX-512 kernel, single-threaded inside our
+ * OpenMP regions, packing into each thread's workspace). */
 #include <assert.h>
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -16,6 +16,7 @@
 #include "attn/attn.h"
 #include "attn/instance.h"
 #include "util/common.h"
+#include "util/gemm.h"
 #include "util/threads.h"
 #include "util/vexp.h"
 
@@ -47,6 +48,7 @@ typedef struct {
     double *l;   /* (BQ) running softmax denominators */
     float *m;    /* (BQ) running row maxima */
     float *dq;   /* (n, d) backward: this thread's partial dQ (one head at a time), or NULL */
+    float *gw;   /* the tile products' packing buffers (rb_sgemm_st) */
 } dense_ws;
 
 typedef struct {
@@ -91,16 +93,25 @@ static size_t dense_round(size_t x) { return (x + 15) & ~(size_t)15; }
 static size_t dense_bq(const attn_params *p) { return (size_t)RB_MIN(DENSE_BQ, p->seq); }
 static size_t dense_tile(const attn_params *p) { return dense_round(dense_bq(p) * (size_t)RB_MIN(DENSE_BK, p->seq)); }
 
+/* packing for the tile products: rows up to a query block or a key tile,
+ * columns up to a key tile or head_dim */
+static size_t dense_gemm_floats(const attn_params *p) {
+    int bk = RB_MIN(DENSE_BK, p->seq), rows = RB_MAX((int)dense_bq(p), bk);
+    return dense_round(rb_sgemm_st_floats(rows, RB_MAX(bk, p->head_dim), 0));
+}
+
 static size_t dense_ws_floats(const attn_params *p, int nthr) {
     size_t d = (size_t)p->head_dim, bq = dense_bq(p);
-    size_t f = 2 * dense_tile(p) + dense_round(bq * d) + dense_round(2 * bq) /* doubles l */ + dense_round(bq);
+    size_t f = 2 * dense_tile(p) + dense_round(bq * d) + dense_round(2 * bq) /* doubles l */ + dense_round(bq) +
+               dense_gemm_floats(p);
     if (dense_needs_dq_partial(p, nthr)) f += dense_round((size_t)p->seq * d);
     return f;
 }
 
 /* act_bytes counts what an instance holds: the saved log-sum-exp and the
  * backward's D (one float each per query row), and for each thread a score
- * tile, a dP tile, an output accumulator, row maxima and denominators, plus
+ * tile, a dP tile, an output accumulator, row maxima and denominators, the
+ * tile products' packing buffers, plus
  * (when batch*heads does not balance over the threads) a partial dQ of one
  * head. It does not
  * count q, k, v, out or their gradients, which the caller owns. */
@@ -148,6 +159,8 @@ static attn *dense_create(const attn_params *p, char *err, size_t errlen) {
         base += dense_round(2 * dense_bq(p));
         w->m = base;
         base += dense_round(dense_bq(p));
+        w->gw = dense_gemm_floats(p) ? base : NULL;
+        base += dense_gemm_floats(p);
         w->dq = dense_needs_dq_partial(p, nthr) ? base : NULL;
     }
     da->nthr = nthr;
@@ -185,7 +198,7 @@ static void dense_forward_tile(dense_ws *w, const float *q, const float *k, cons
     float *s = w->s, *o = w->o + (size_t)i0 * d, *m = w->m + i0;
     double *l = w->l + i0;
     /* S = Q K^T * scale: (ni, nk) with leading dimension nk */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ni, nk, d, scale, q, d, k + (size_t)k0 * d, d, 0.0f, s, nk);
+    rb_sgemm_st(0, 1, ni, nk, d, scale, q, d, k + (size_t)k0 * d, d, 0.0f, s, nk, w->gw);
     for (int i = 0; i < ni; i++) {
         float *srow = s + (size_t)i * nk;
         /* causal: position qpos+i sees keys <= qpos+i, i.e. columns < qpos+i-k0+1 */
@@ -211,7 +224,7 @@ static void dense_forward_tile(dense_ws *w, const float *q, const float *k, cons
         l[i] += sum;
     }
     /* O += P V */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, d, nk, 1.0f, s, nk, v + (size_t)k0 * d, d, 1.0f, o, d);
+    rb_sgemm_st(0, 0, ni, d, nk, 1.0f, s, nk, v + (size_t)k0 * d, d, 1.0f, o, d, w->gw);
 }
 
 /* One block of query rows [q0, q0+nq) of one head against all its visible
@@ -289,8 +302,8 @@ static void dense_backward_pair(float *dqacc, float *dk, float *dv, const float 
     const float *qb = q + (size_t)q0 * d, *dob = dout + (size_t)q0 * d;
     const float *kt = k + (size_t)k0 * d, *vt = v + (size_t)k0 * d;
     /* S = Q K^T * scale; dP = dO V^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, d, scale, qb, d, kt, d, 0.0f, s, nk);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, d, 1.0f, dob, d, vt, d, 0.0f, dp, nk);
+    rb_sgemm_st(0, 1, nq, nk, d, scale, qb, d, kt, d, 0.0f, s, nk, w->gw);
+    rb_sgemm_st(0, 1, nq, nk, d, 1.0f, dob, d, vt, d, 0.0f, dp, nk, w->gw);
     /* P = exp(S - lse); dS = P * (dP - D); zero where masked */
     for (int i = 0; i < nq; i++) {
         float *srow = s + (size_t)i * nk, *dprow = dp + (size_t)i * nk;
@@ -299,10 +312,10 @@ static void dense_backward_pair(float *dqacc, float *dk, float *dv, const float 
         rb_softmax_bwd_row(srow, dprow, nv, nk, lse[q0 + i], dd[q0 + i]);
     }
     /* dV += P^T dO; dK += dS^T Q * scale; dQ += dS K * scale */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, d, nq, 1.0f, s, nk, dob, d, 1.0f, dv + (size_t)k0 * d, d);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, d, nq, scale, dp, nk, qb, d, 1.0f, dk + (size_t)k0 * d, d);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, d, nk, scale, dp, nk, kt, d, 1.0f,
-                dqacc + (size_t)q0 * d, d);
+    rb_sgemm_st(1, 0, nk, d, nq, 1.0f, s, nk, dob, d, 1.0f, dv + (size_t)k0 * d, d, w->gw);
+    rb_sgemm_st(1, 0, nk, d, nq, scale, dp, nk, qb, d, 1.0f, dk + (size_t)k0 * d, d, w->gw);
+    rb_sgemm_st(0, 0, nq, d, nk, scale, dp, nk, kt, d, 1.0f,
+                dqacc + (size_t)q0 * d, d, w->gw);
 }
 
 /* One key tile [k0, k0+nk) of one head against every query block that sees

@@ -1,6 +1,6 @@
 /* kernels.c: the layer kernels declared in kernels.h (matmul, layer norm,
  * GELU, softmax, embedding, cross-entropy, residual, gradient clipping,
- * AdamW). Matrix products go to cblas_sgemm; everything else is plain loops
+ * AdamW). Matrix products go to rb_sgemm (gemm.h); everything else is plain loops
  * with OpenMP over rows, which are independent. Sums over rows (dweight,
  * dbias, dwte, norms) are never split by thread: each thread owns a block of
  * columns (or a chunk whose size depends only on n) and adds rows in order, so
@@ -10,11 +10,11 @@
 #include "util/kernels.h"
 
 #include <assert.h>
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
 #include "util/common.h"
+#include "util/gemm.h"
 #include "util/vexp.h"
 
 #define LN_EPS 1e-5f
@@ -52,8 +52,7 @@ void matmul_forward_add(float *out, const float *inp, const float *weight, const
     int pre = bias || res;
     if (pre) fill_rows(out, res, bias, N, OC);
     if (C > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C, pre ? 1.0f : 0.0f,
-                    out, OC);
+        rb_sgemm(0, 1, N, OC, C, 1.0f, inp, C, weight, C, pre ? 1.0f : 0.0f, out, OC);
     else if (!pre)
         memset(out, 0, (size_t)N * OC * sizeof(float)); /* empty product; sgemm rejects lda = 0 */
 }
@@ -86,11 +85,9 @@ static void matmul_backward_beta(float *dinp, float *dweight, float *dbias, cons
     }
     if (C > 0) {
         if (dinp)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight, C, beta, dinp,
-                        C);
+            rb_sgemm(0, 0, N, C, OC, 1.0f, dout, OC, weight, C, beta, dinp, C);
         if (dweight)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight,
-                        C);
+            rb_sgemm(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
     }
     if (dbias) colsum_accumulate(dbias, dout, N, OC);
 }

@@ -10,7 +10,7 @@
 #include <stddef.h>
 
 /* out (N,OC) = inp (N,C) @ weight^T + bias; weight is (OC,C), bias (OC) or NULL.
- * Through cblas_sgemm. */
+ * Through rb_sgemm (gemm.h). */
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC);
 /* out = res + bias + inp @ weight^T (res (N,OC) or NULL): the residual and bias
  * are written first and the product added to them in one sgemm (beta = 1) */

@@ -220,6 +220,18 @@ static double def_batch_bytes(const char *name, const attn_params *p) {
     return -1;
 }
 
+/* rb_sgemm_st's packing buffers (util/gemm.h) for products of up to rows x
+ * cols: A blocks of up to 240 rows in 6-row panels and B blocks of up to
+ * 1024 columns in 64-column panels, 256 deep; none without AVX-512. */
+static double pack_bytes(double rows, double cols) {
+#ifdef __AVX512F__
+    return r64((ceil(fmin(rows, 240) / 6) * 6 * 256 + 256 * ceil(fmin(cols, 1024) / 64) * 64) * 4);
+#else
+    (void)rows, (void)cols;
+    return 0;
+#endif
+}
+
 /* One thread's workspace by each backend's definition (the tile sizes its
  * comments give: dense 256 x 256 score tiles, local 64 query rows per chunk,
  * routing 64-row score tiles and 32-centroid distance blocks, dense-naive 256-row dS blocks), not counting
@@ -228,20 +240,14 @@ static double def_thread_bytes(const char *name, const attn_params *p) {
     double n = p->seq, d = p->head_dim, F = 4;
     if (!strcmp(name, "dense")) {
         double bq = fmin(256, n), bk = fmin(256, n); /* score tile, dP tile, output block, l (double), m */
-        double pack = 0;
-#ifdef __AVX512F__
-        /* rb_sgemm_st's packing (util/gemm.h): A blocks of up to 240 rows in
-         * 6-row panels and B blocks of up to 1024 columns in 64-column
-         * panels, 256 deep; rows up to a tile, columns up to a tile or d */
-        double rows = fmax(bq, bk), cols = fmax(bk, d);
-        pack = (ceil(fmin(rows, 240) / 6) * 6 * 256 + 256 * ceil(fmin(cols, 1024) / 64) * 64) * F;
-#endif
-        return 2 * r64(bq * bk * F) + r64(bq * d * F) + r64(2 * bq * F) + r64(bq * F) + r64(pack);
+        return 2 * r64(bq * bk * F) + r64(bq * d * F) + r64(2 * bq * F) + r64(bq * F) +
+               pack_bytes(fmax(bq, bk), fmax(bk, d)); /* rows up to a tile, columns up to a tile or d */
     }
-    if (!strcmp(name, "dense-naive")) return r64((fmin(256, n) * n + 2 * n * d) * F); /* dS rows, dK, dV */
+    if (!strcmp(name, "dense-naive")) /* dS rows, dK, dV; products up to n rows and n or d columns */
+        return r64((fmin(256, n) * n + 2 * n * d) * F) + pack_bytes(n, fmax(n, d));
     if (!strcmp(name, "local")) {
         double w = fmin(p->window, n), qb = fmin(64, w); /* score and dP tiles of a chunk, a row vector */
-        return 2 * r64(qb * 2 * w * F) + r64(qb * F);
+        return 2 * r64(qb * 2 * w * F) + r64(qb * F) + pack_bytes(fmax(qb, 2 * w), fmax(2 * w, d));
     }
     if (!strcmp(name, "routing")) {
         /* distances to blocks of 32 centroids at a time, or as many as fit
@@ -259,13 +265,14 @@ static double def_thread_bytes(const char *name, const attn_params *p) {
     if (!strcmp(name, "strided")) {
         double l = p->stride, band = fmin(fmax(l, 64), n), nres = ceil(n / l);
         double mk = fmax(fmin(band + l + (p->causal ? 0 : l), n), nres); /* a band and l either side, or a class */
-        return r64(nres * 4) + r64(mk * F) + 2 * r64(64 * mk * F) + 3 * r64(64 * 4); /* class positions, D */
+        return r64(nres * 4) + r64(mk * F) + 2 * r64(64 * mk * F) + 3 * r64(64 * 4) /* class positions, D */
+               + pack_bytes(fmax(64, mk), fmax(mk, d));
     }
     if (!strcmp(name, "lsh")) {
         double w = p->window, nb2 = p->buckets / 2;
         return 3 * r64(w * d * F) + 4 * r64(2 * w * d * F) + 2 * r64(w * F) /* Q, O, dO; K, V, dK, dV; L, D */
                + r64(256 * nb2 * F) + r64(n * 4)                            /* projections, bucket ids */
-               + 2 * r64(64 * 2 * w * F) + 3 * r64(64 * 4);
+               + 2 * r64(64 * 2 * w * F) + 3 * r64(64 * 4) + pack_bytes(fmax(64, 2 * w), fmax(2 * w, d));
     }
     if (!strcmp(name, "hybrid")) {
         attn_params pl = *p, pr = *p;

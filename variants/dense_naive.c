@@ -2,9 +2,9 @@
  * P (batch*heads*n*n floats) in forward and reuses them in backward: the
  * textbook form whose quadratic memory is what the Routing Transformer paper
  * sets out to avoid. It is the memory baseline and a second, independent
- * implementation to check `dense` against. Products go through cblas_sgemm,
- * single-threaded inside our OpenMP regions over blocks of query rows. */
-#include <cblas.h>
+ * implementation to check `dense` against. Products go through rb_sgemm_st
+ * (util/gemm.h), single-threaded inside our OpenMP regions over blocks of
+ * query rows, packing into each thread's workspace. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -13,6 +13,7 @@
 
 #include "attn/attn.h"
 #include "util/common.h"
+#include "util/gemm.h"
 #include "util/threads.h"
 #include "util/vexp.h"
 
@@ -40,16 +41,24 @@ static double naive_flops(const attn_params *p, int pass) {
 
 static int naive_rows(const attn_params *p) { return RB_MIN(NAIVE_ROWS, p->seq); }
 
-/* Floats of one thread's workspace, rounded to a cache line. */
-static size_t naive_ws_floats(const attn_params *p) {
+/* Where a thread's packing buffers (rb_sgemm_st) start in its workspace,
+ * after dS and the partial dK, dV: rounded to a cache line. */
+static size_t naive_gw_at(const attn_params *p) {
     size_t f = (size_t)naive_rows(p) * p->seq + 2 * (size_t)p->seq * p->head_dim;
     return (f + 15) & ~(size_t)15;
 }
 
+/* Floats of one thread's workspace, rounded to a cache line: products have
+ * rows up to a block or n keys, columns up to n or head_dim. */
+static size_t naive_ws_floats(const attn_params *p) {
+    size_t g = rb_sgemm_st_floats(RB_MAX(naive_rows(p), p->seq), RB_MAX(p->seq, p->head_dim), 0);
+    return naive_gw_at(p) + ((g + 15) & ~(size_t)15);
+}
+
 /* act_bytes as a double, so absurd sizes can be refused before size_t
  * arithmetic could wrap: the probabilities (all of them, including the zero
- * upper triangle when causal), D, and per thread a dS block of rows and
- * partial dK, dV of one head. Inputs, outputs and gradients belong to the
+ * upper triangle when causal), D, and per thread a dS block of rows,
+ * partial dK, dV of one head and the products' packing buffers. Inputs, outputs and gradients belong to the
  * caller and are not counted. */
 static double naive_bytes_d(const attn_params *p, int nthr) {
     double n = p->seq, rows = (double)p->batch * p->heads * n;
@@ -117,11 +126,11 @@ static int naive_team(const naive_attn *na) { return RB_MIN(omp_get_max_threads(
 
 /* Query rows [r0, r0+nr) of one head: P rows and output rows. */
 static void naive_forward_rows(float *out, float *ph, const float *qh, const float *kh, const float *vh, int r0, int nr,
-                               int n, int d, int causal, float scale) {
+                               int n, int d, int causal, float scale, float *gw) {
     int nc = causal ? r0 + nr : n;
     float *pb = ph + (size_t)r0 * n; /* (nr, n) rows of P */
     /* S = Q K^T * scale over the visible columns */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, d, scale, qh + (size_t)r0 * d, d, kh, d, 0.0f, pb, n);
+    rb_sgemm_st(0, 1, nr, nc, d, scale, qh + (size_t)r0 * d, d, kh, d, 0.0f, pb, n, gw);
     for (int i = 0; i < nr; i++) {
         float *row = pb + (size_t)i * n;
         int nv = causal ? r0 + i + 1 : n;
@@ -132,8 +141,8 @@ static void naive_forward_rows(float *out, float *ph, const float *qh, const flo
         if (nv < n) memset(row + nv, 0, sizeof(float) * (size_t)(n - nv));
     }
     /* O = P V */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, nc, 1.0f, pb, n, vh, d, 0.0f, out + (size_t)r0 * d,
-                d);
+    rb_sgemm_st(0, 0, nr, d, nc, 1.0f, pb, n, vh, d, 0.0f, out + (size_t)r0 * d,
+                d, gw);
 }
 
 static void naive_forward(attn *a, float *out, const float *q, const float *k, const float *v, int flags) {
@@ -153,8 +162,9 @@ static void naive_forward(attn *a, float *out, const float *q, const float *k, c
         long bh = t % bh_count;
         int rb = causal ? nrb - 1 - (int)(t / bh_count) : (int)(t / bh_count);
         int r0 = rb * rows;
+        float *gw = na->ws + (size_t)omp_get_thread_num() * naive_ws_floats(p) + naive_gw_at(p);
         naive_forward_rows(out + bh * hs, na->p + bh * nn, q + bh * hs, k + bh * hs, v + bh * hs, r0,
-                           RB_MIN(rows, n - r0), n, d, causal, scale);
+                           RB_MIN(rows, n - r0), n, d, causal, scale, gw);
     }
     rb_par_end();
 }
@@ -163,22 +173,22 @@ static void naive_forward(attn *a, float *out, const float *q, const float *k, c
  * adds into dk, dv (n, d) rows [0, nc). ds: (nr, nc) workspace. */
 static void naive_backward_rows(float *dqh, float *dk, float *dv, float *ds, const float *ph, const float *gh,
                                 const float *qh, const float *kh, const float *vh, const float *dd, int r0, int nr,
-                                int n, int d, int causal, float scale) {
+                                int n, int d, int causal, float scale, float *gw) {
     int nc = causal ? r0 + nr : n;
     const float *pb = ph + (size_t)r0 * n, *gb = gh + (size_t)r0 * d, *qb = qh + (size_t)r0 * d;
     /* dV += P^T dO */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nc, d, nr, 1.0f, pb, n, gb, d, 1.0f, dv, d);
+    rb_sgemm_st(1, 0, nc, d, nr, 1.0f, pb, n, gb, d, 1.0f, dv, d, gw);
     /* dP = dO V^T, then dS = P * (dP - D) (zero where P is masked) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, d, 1.0f, gb, d, vh, d, 0.0f, ds, nc);
+    rb_sgemm_st(0, 1, nr, nc, d, 1.0f, gb, d, vh, d, 0.0f, ds, nc, gw);
     for (int i = 0; i < nr; i++) {
         const float *prow = pb + (size_t)i * n;
         float *row = ds + (size_t)i * nc, di = dd[r0 + i];
         for (int j = 0; j < nc; j++) row[j] = prow[j] * (row[j] - di);
     }
     /* dQ = dS K * scale; dK += dS^T Q * scale */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, nc, scale, ds, nc, kh, d, 0.0f,
-                dqh + (size_t)r0 * d, d);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nc, d, nr, scale, ds, nc, qb, d, 1.0f, dk, d);
+    rb_sgemm_st(0, 0, nr, d, nc, scale, ds, nc, kh, d, 0.0f,
+                dqh + (size_t)r0 * d, d, gw);
+    rb_sgemm_st(1, 0, nc, d, nr, scale, ds, nc, qb, d, 1.0f, dk, d, gw);
 }
 
 static void naive_backward(attn *a, float *dq, float *dk, float *dv, const float *dout, const float *q,
@@ -209,7 +219,8 @@ static void naive_backward(attn *a, float *dq, float *dk, float *dv, const float
             size_t o = (size_t)bh * hs;
             for (int rb = 0; rb < nrb; rb++)
                 naive_backward_rows(dq + o, dk + o, dv + o, ds, na->p + bh * nn, dout + o, q + o, k + o, v + o,
-                                    na->dd + bh * n, rb * rows, RB_MIN(rows, n - rb * rows), n, d, causal, scale);
+                                    na->dd + bh * n, rb * rows, RB_MIN(rows, n - rb * rows), n, d, causal, scale,
+                                    ds + naive_gw_at(p));
         }
         rb_par_end();
         return;
@@ -232,7 +243,8 @@ static void naive_backward(attn *a, float *dq, float *dk, float *dv, const float
                 int round = rb / nt, slot = rb % nt;
                 if ((round % 2 == 0 ? slot : nt - 1 - slot) != tid) continue;
                 naive_backward_rows(dq + o, pdk, pdv, ds, na->p + bh * nn, dout + o, q + o, k + o, v + o,
-                                    na->dd + bh * n, rb * rows, RB_MIN(rows, n - rb * rows), n, d, causal, scale);
+                                    na->dd + bh * n, rb * rows, RB_MIN(rows, n - rb * rows), n, d, causal, scale,
+                                    ds + naive_gw_at(p));
             }
 #pragma omp barrier
 #pragma omp for schedule(static)

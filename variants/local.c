@@ -18,7 +18,6 @@
  * atomics: the dK/dV rows of block j receive contributions from blocks j and
  * j+1, so even blocks run in parallel first and odd blocks after, and every
  * task accumulates its chunks in a fixed order. */
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -27,6 +26,7 @@
 #include "attn/attn.h"
 #include "attn/instance.h"
 #include "util/common.h"
+#include "util/gemm.h"
 #include "util/threads.h"
 #include "util/vexp.h"
 
@@ -45,6 +45,7 @@ typedef struct {
     float *s;  /* (QB, 2w) scores, then probabilities */
     float *dp; /* (QB, 2w) backward: dP, then dS */
     float *r;  /* (QB) forward: 1 / denominator; backward: D = rowsum(dO * O) */
+    float *gw; /* the chunk products' packing buffers (rb_sgemm_st), or NULL */
 } local_ws;
 
 typedef struct {
@@ -85,13 +86,21 @@ static double local_flops(const attn_params *p, int pass) {
 /* Floats rounded to 16 (64 bytes) so threads never share a cache line. */
 static size_t local_round(size_t x) { return (x + 15) & ~(size_t)15; }
 
+/* packing for the chunk products: rows up to a chunk or its 2w keys,
+ * columns up to 2w keys or head_dim */
+static size_t local_gemm_floats(const attn_params *p) {
+    int w = local_eff_window(p), qb = RB_MIN(LOCAL_QB, w);
+    return local_round(rb_sgemm_st_floats(RB_MAX(qb, 2 * w), RB_MAX(2 * w, p->head_dim), 0));
+}
+
 static size_t local_ws_floats(const attn_params *p) {
     size_t w = (size_t)local_eff_window(p), qb = (size_t)RB_MIN(LOCAL_QB, (int)w);
-    return 2 * local_round(qb * 2 * w) + local_round(qb);
+    return 2 * local_round(qb * 2 * w) + local_round(qb) + local_gemm_floats(p);
 }
 
 /* What an instance holds: the saved log-sum-exp (one float per query row)
- * and per thread a score tile, a dP tile and one float per chunk row. q, k,
+ * and per thread a score tile, a dP tile, one float per chunk row and the
+ * products' packing buffers. q, k,
  * v, out and gradients belong to the caller and are not counted. */
 static size_t local_bytes_for(const attn_params *p, int nthr) {
     size_t rows = (size_t)p->batch * p->heads * p->seq;
@@ -131,6 +140,7 @@ static attn *local_create(const attn_params *p, char *err, size_t errlen) {
         la->ws[t].s = base;
         la->ws[t].dp = base + tile;
         la->ws[t].r = base + 2 * tile;
+        la->ws[t].gw = local_gemm_floats(p) ? base + 2 * tile + local_round((size_t)la->qb) : NULL;
     }
     la->nthr = nthr;
     la->a.bytes = local_bytes_for(p, nthr);
@@ -162,7 +172,7 @@ static void local_forward_chunk(float *out, float *lse, const float *q, const fl
                                 int nq, int nk, int vis0, int causal, int d, float scale) {
     float *s = w->s, *inv = w->r;
     /* S = Q K^T * scale: (nq, nk) with leading dimension nk */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, d, scale, q, d, k, d, 0.0f, s, nk);
+    rb_sgemm_st(0, 1, nq, nk, d, scale, q, d, k, d, 0.0f, s, nk, w->gw);
     for (int i = 0; i < nq; i++) {
         float *srow = s + (size_t)i * nk;
         int nv = causal ? vis0 + i : nk;
@@ -174,7 +184,7 @@ static void local_forward_chunk(float *out, float *lse, const float *q, const fl
     }
     /* O = P V, then each row divided by its denominator (d multiplies a row
      * instead of nk) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, d, nk, 1.0f, s, nk, v, d, 0.0f, out, d);
+    rb_sgemm_st(0, 0, nq, d, nk, 1.0f, s, nk, v, d, 0.0f, out, d, w->gw);
     for (int i = 0; i < nq; i++) {
         float *orow = out + (size_t)i * d, c = inv[i];
         for (int e = 0; e < d; e++) orow[e] *= c;
@@ -226,8 +236,8 @@ static void local_backward_chunk(float *dq, float *dk, float *dv, const float *d
         dd[i] = (float)acc;
     }
     /* S = Q K^T * scale; dP = dO V^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, d, scale, q, d, k, d, 0.0f, s, nk);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, d, 1.0f, dout, d, v, d, 0.0f, dp, nk);
+    rb_sgemm_st(0, 1, nq, nk, d, scale, q, d, k, d, 0.0f, s, nk, w->gw);
+    rb_sgemm_st(0, 1, nq, nk, d, 1.0f, dout, d, v, d, 0.0f, dp, nk, w->gw);
     /* P = exp(S - lse); dS = P * (dP - D); masked entries 0 */
     for (int i = 0; i < nq; i++) {
         float *srow = s + (size_t)i * nk, *dprow = dp + (size_t)i * nk;
@@ -235,9 +245,9 @@ static void local_backward_chunk(float *dq, float *dk, float *dv, const float *d
         rb_softmax_bwd_row(srow, dprow, nv, nk, lse[i], dd[i]);
     }
     /* dV += P^T dO; dK += dS^T Q * scale; dQ = dS K * scale */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, d, nq, 1.0f, s, nk, dout, d, 1.0f, dv, d);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, d, nq, scale, dp, nk, q, d, 1.0f, dk, d);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, d, nk, scale, dp, nk, k, d, 0.0f, dq, d);
+    rb_sgemm_st(1, 0, nk, d, nq, 1.0f, s, nk, dout, d, 1.0f, dv, d, w->gw);
+    rb_sgemm_st(1, 0, nk, d, nq, scale, dp, nk, q, d, 1.0f, dk, d, w->gw);
+    rb_sgemm_st(0, 0, nq, d, nk, scale, dp, nk, k, d, 0.0f, dq, d, w->gw);
 }
 
 static void local_backward(attn *a, float *dq, float *dk, float *dv, const float *dout, const float *q,

@@ -182,7 +182,7 @@ static size_t lsh_layout(void *inst, const attn_params *p, int nthr, char *base)
         W->D = gattn_take(&ar, w * F);
         W->proj = gattn_take(&ar, (size_t)LSH_ROWS * nb2 * F);
         W->bucket = gattn_take(&ar, n * I);
-        gattn_take(&ar, gattn_ws_bytes(&W->g, base ? base + ar.used : NULL, (int)(2 * w)));
+        gattn_take(&ar, gattn_ws_bytes(&W->g, base ? base + ar.used : NULL, (int)(2 * w), p->head_dim));
     }
     return ar.used;
 }

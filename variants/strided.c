@@ -109,7 +109,7 @@ static size_t sd_layout(void *inst, const attn_params *p, int nthr, char *base) 
     T->D = gattn_take(&ar, (size_t)nthr * sd_mk_max(p) * sizeof(float));
     T->ws = gattn_take(&ar, (size_t)nthr * sizeof(gattn_ws));
     for (int t = 0; t < nthr; t++) {
-        size_t b = gattn_ws_bytes(base ? &T->ws[t] : NULL, base ? base + ar.used : NULL, sd_mk_max(p));
+        size_t b = gattn_ws_bytes(base ? &T->ws[t] : NULL, base ? base + ar.used : NULL, sd_mk_max(p), p->head_dim);
         gattn_take(&ar, b);
     }
     return ar.used;

@@ -2,17 +2,17 @@
  * rows: S = Q K^T * scale over the key columns the tile can see (one sgemm),
  * masked softmax with the vectorised exponential and denominators in double,
  * O = P V (one sgemm). Backward recomputes P from the saved log-sum-exp and
- * makes dV, dP, dQ and dK with four more products. BLAS is called from inside
- * the caller's parallel region (rb_par_begin keeps it single-threaded). */
+ * makes dV, dP, dQ and dK with four more products. The products run on the
+ * calling thread (rb_sgemm_st, inside the caller's parallel region). */
 #include "attn/gattn.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
+#include "util/gemm.h"
 #include "util/vexp.h"
 
-size_t gattn_ws_bytes(gattn_ws *w, char *base, int mk_max) {
+size_t gattn_ws_bytes(gattn_ws *w, char *base, int mk_max, int d) {
     gattn_arena a = {base, 0};
     gattn_ws tmp;
     gattn_ws *t = base ? w : &tmp;
@@ -21,6 +21,9 @@ size_t gattn_ws_bytes(gattn_ws *w, char *base, int mk_max) {
     t->lo = gattn_take(&a, sizeof(int) * GATTN_TQ);
     t->hi = gattn_take(&a, sizeof(int) * GATTN_TQ);
     t->self = gattn_take(&a, sizeof(int) * GATTN_TQ);
+    /* products: rows up to a tile or mk_max keys, columns up to mk_max or d */
+    size_t g = rb_sgemm_st_floats(mk_max > GATTN_TQ ? mk_max : GATTN_TQ, mk_max > d ? mk_max : d, 0);
+    t->gw = g ? gattn_take(&a, sizeof(float) * g) : NULL;
     return a.used;
 }
 
@@ -72,15 +75,15 @@ long gattn_forward(const gattn_block *b, const gattn_mask *m, float scale, gattn
             }
             continue;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nc, d, scale, b->q + (size_t)r0 * b->ldq, b->ldq,
-                    b->k + (size_t)c0 * b->ldk, b->ldk, 0.0f, w->S, nc);
+        rb_sgemm_st(0, 1, rows, nc, d, scale, b->q + (size_t)r0 * b->ldq, b->ldq,
+                    b->k + (size_t)c0 * b->ldk, b->ldk, 0.0f, w->S, nc, w->gw);
         for (int rr = 0; rr < rows; rr++) {
             int self = w->self[rr] >= 0 ? w->self[rr] - c0 : -1;
             b->lse[r0 + rr] = gattn_softmax_row(w->S + (size_t)rr * nc, nc, w->lo[rr] - c0, w->hi[rr] - c0, self);
             pairs += w->hi[rr] > w->lo[rr] ? w->hi[rr] - w->lo[rr] - (self >= 0) : 0;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, nc, 1.0f, w->S, nc,
-                    b->v + (size_t)c0 * b->ldk, b->ldk, 0.0f, o, b->ldo);
+        rb_sgemm_st(0, 0, rows, d, nc, 1.0f, w->S, nc,
+                    b->v + (size_t)c0 * b->ldk, b->ldk, 0.0f, o, b->ldo, w->gw);
     }
     return pairs;
 }
@@ -112,19 +115,19 @@ void gattn_backward(const gattn_block *b, const gattn_mask *m, float scale, gatt
         }
         const float *q = b->q + (size_t)r0 * b->ldq, *g = b->dout + (size_t)r0 * b->ldo;
         const float *k = b->k + (size_t)c0 * b->ldk, *v = b->v + (size_t)c0 * b->ldk;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nc, d, scale, q, b->ldq, k, b->ldk, 0.0f, w->S, nc);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nc, d, 1.0f, g, b->ldo, v, b->ldk, 0.0f, w->dP, nc);
+        rb_sgemm_st(0, 1, rows, nc, d, scale, q, b->ldq, k, b->ldk, 0.0f, w->S, nc, w->gw);
+        rb_sgemm_st(0, 1, rows, nc, d, 1.0f, g, b->ldo, v, b->ldk, 0.0f, w->dP, nc, w->gw);
         for (int rr = 0; rr < rows; rr++) {
             int self = w->self[rr] >= 0 ? w->self[rr] - c0 : -1;
             gattn_dsoftmax_row(w->S + (size_t)rr * nc, w->dP + (size_t)rr * nc, nc, w->lo[rr] - c0, w->hi[rr] - c0,
                                self, b->lse[r0 + rr], b->D[r0 + rr], scale);
         }
         /* dV += P^T dO; dK += dS^T Q; dQ = dS K (each query row is in one tile) */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nc, d, rows, 1.0f, w->S, nc, g, b->ldo, 1.0f,
-                    b->dv + (size_t)c0 * b->ldk, b->ldk);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nc, d, rows, 1.0f, w->dP, nc, q, b->ldq, 1.0f,
-                    b->dk + (size_t)c0 * b->ldk, b->ldk);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, nc, 1.0f, w->dP, nc, k, b->ldk, 0.0f,
-                    b->o + (size_t)r0 * b->ldo, b->ldo);
+        rb_sgemm_st(1, 0, nc, d, rows, 1.0f, w->S, nc, g, b->ldo, 1.0f,
+                    b->dv + (size_t)c0 * b->ldk, b->ldk, w->gw);
+        rb_sgemm_st(1, 0, nc, d, rows, 1.0f, w->dP, nc, q, b->ldq, 1.0f,
+                    b->dk + (size_t)c0 * b->ldk, b->ldk, w->gw);
+        rb_sgemm_st(0, 0, rows, d, nc, 1.0f, w->dP, nc, k, b->ldk, 0.0f,
+                    b->o + (size_t)r0 * b->ldo, b->ldo, w->gw);
     }
 }

@@ -53,11 +53,13 @@ typedef struct {
     float *S, *dP;   /* (GATTN_TQ, mk_max) */
     int *lo, *hi;    /* (GATTN_TQ) visible key run of each tile row */
     int *self;       /* (GATTN_TQ) column of the row's own position, -1 if none */
+    float *gw;       /* the tile products' packing buffers (rb_sgemm_st), or NULL */
 } gattn_ws;
 
-/* Bytes of one gattn_ws for mk_max keys; with base not NULL, also points w
- * into base. Every buffer is rounded to 64 bytes. */
-size_t gattn_ws_bytes(gattn_ws *w, char *base, int mk_max);
+/* Bytes of one gattn_ws for mk_max keys of d floats; with base not NULL
+ * (64-byte aligned), also points w into base. Every buffer is rounded to 64
+ * bytes. */
+size_t gattn_ws_bytes(gattn_ws *w, char *base, int mk_max, int d);
 
 /* Forward of one block; returns the query-key pairs attended. */
 long gattn_forward(const gattn_block *b, const gattn_mask *m, float scale, gattn_ws *w);

@@ -186,13 +186,13 @@ static double def_batch_bytes(const char *name, const attn_params *p) {
     if (!strcmp(name, "routing")) {
         int K = p->clusters, w = p->window, nsets = p->share_qk == 1 ? 1 : 2;
         double BH = B * H, cap = p->assign == ATTN_ASSIGN_TOPK ? (double)K * w : n;
-        int keep = p->assign == ATTN_ASSIGN_TOPK && w <= 4 * p->head_dim;
+        int keep = p->assign == ATTN_ASSIGN_TOPK && w <= p->head_dim;
         double b = 0;
         for (int s = 0; s < nsets; s++) /* x, xs, near, off, mem */
             b += r64(BH * n * d * F) + r64(BH * n * F) + r64(BH * n * I) + r64(BH * (K + 1) * I) + r64(BH * cap * I);
         b += r64(BH * n * I) + r64(BH * cap * F);        /* cnt, lse */
         b += keep ? r64(BH * cap * w * F) : 0;           /* pm: K w^2 kept probabilities per head */
-        b += 4 * r64(BH * cap * d * F);                  /* om, dqm, dkm, dvm */
+        b += 3 * r64(BH * cap * d * F);                  /* om (dqm in backward), dkm, dvm */
         b += r64(BH * 8) + r64(B * nsets * sizeof(float *)); /* partial, blocks */
         /* k-means++ candidates: the routing vectors, at most max(4096, 8K) */
         b += r64(fmin(fmax(4096, 8.0 * K), B * nsets * n) * F);
@@ -336,7 +336,7 @@ static void test_bytes(void) {
            "bookkeeping)",
            desc(be, &p), two - one, def, slack);
         rb_set_threads(1);
-        /* (head_dim, window): routing keeps its probabilities up to window 4 x head_dim */
+        /* (head_dim, window): routing keeps its probabilities up to window head_dim */
         const int dw[3][2] = {{16, 16}, {4, 16}, {4, 17}};
         int nassign = (be->uses & ATTN_USES_ASSIGN) ? 2 : 1;
         for (int k = 0; k < 3; k++)

@@ -33,22 +33,36 @@ static float *arena_take(model_arena *a, size_t nfloats) {
 
 /* Floats of the work region that forward's temporaries and backward's
  * scratch share (they are never live at once): three (B,T,C) rows (ln,
- * dres, dln) plus the larger of the MLP's one (B,T,F) buffer and the
+ * dres, dln) plus the union of the MLP's buffers (forward: one (B,T,F);
+ * backward: two of (R,F) for a chunk of R rows, at least one row) and the
  * attention's six (B,T,C) (forward: qkv and the merged heads; backward: the
  * merged heads, their gradient, the backend's dq, dk, dv and their merge). */
 static size_t work_floats(const model *m) {
     size_t BT = (size_t)m->B * m->T, C = m->C, F = m->F;
-    return 3 * BT * C + RB_MAX(BT * F, 6 * BT * C);
+    return 3 * BT * C + RB_MAX(RB_MAX(BT * F, 6 * BT * C), 2 * F);
+}
+
+/* Rows of a chunk of the MLP's backward: as many as two (rows, F) buffers
+ * the work region's union holds (at d_model 128, F = 4 C: three quarters of
+ * the rows), a multiple of 256 from 256 up (the GEMM's k blocks: the weight
+ * gradients then sum in the order one product over all rows would). */
+static int mlp_chunk_rows(const model *m) {
+    size_t BT = (size_t)m->B * m->T, u = work_floats(m) - 3 * BT * m->C;
+    size_t R = RB_MIN(BT, u / (2 * (size_t)m->F));
+    if (R >= 256) R -= R % 256;
+    return (int)RB_MAX(R, (size_t)1);
 }
 
 /* Carve the saved activations from the start of the arena, then the work
  * region (also used with base == NULL to size it). What backward can
- * recompute cheaply is not kept: the layer norms' outputs (from their input,
- * mean and rstd), GELU's output (from its input) and the merged heads (a
- * copy of the backend's output). */
+ * recompute is not kept: the layer norms' outputs (from their input, mean
+ * and rstd), the MLP's pre-activation (one more product, with the layer
+ * norm's output, about 9% of a step's FLOPs at d_model 128; it was 40% of
+ * the saved activations) and GELU's output (from it), and the merged heads
+ * (a copy of the backend's output). */
 static void carve_acts(model *m) {
     model_arena *a = &m->arena;
-    size_t L = m->L, BT = (size_t)m->B * m->T, C = m->C, F = m->F, V = m->V;
+    size_t L = m->L, BT = (size_t)m->B * m->T, C = m->C, V = m->V;
     a->used = 0;
     m->encoded = arena_take(a, BT * C);
     m->ln1_mean = arena_take(a, L * BT);
@@ -58,7 +72,6 @@ static void carve_acts(model *m) {
     m->res2 = arena_take(a, L * BT * C);
     m->ln2_mean = arena_take(a, L * BT);
     m->ln2_rstd = arena_take(a, L * BT);
-    m->fch = arena_take(a, L * BT * F);
     m->res3 = arena_take(a, L * BT * C);
     m->lnf = arena_take(a, BT * C);
     m->lnf_mean = arena_take(a, BT);
@@ -333,14 +346,13 @@ static void heads_merge(float *merged, float *heads, int B, int T, int H, int D,
 
 /* Layer l's pointers into the saved activations. */
 typedef struct {
-    float *ln1m, *ln1r, *qkvh, *atty, *res2, *ln2m, *ln2r, *fch, *res3;
+    float *ln1m, *ln1r, *qkvh, *atty, *res2, *ln2m, *ln2r, *res3;
 } layer_acts;
 
 static layer_acts layer_at(const model *m, int l) {
     size_t BT = (size_t)m->B * m->T, BTC = BT * m->C;
     layer_acts a = {m->ln1_mean + l * BT, m->ln1_rstd + l * BT, m->qkvh + l * 3 * BTC, m->atty + l * BTC,
-                    m->res2 + l * BTC,    m->ln2_mean + l * BT, m->ln2_rstd + l * BT,  m->fch + l * BT * m->F,
-                    m->res3 + l * BTC};
+                    m->res2 + l * BTC,    m->ln2_mean + l * BT, m->ln2_rstd + l * BT,  m->res3 + l * BTC};
     return a;
 }
 
@@ -365,8 +377,8 @@ static void layer_forward(model *m, int l, const float *res, int flags) {
     matmul_forward_add(s.res2, w.attm, p->attprojw + (size_t)l * C * C, p->attprojb + l * C, res, BT, C, C);
 
     layernorm_forward(w.ln, s.ln2m, s.ln2r, s.res2, p->ln2w + l * C, p->ln2b + l * C, BT, C);
-    matmul_forward(s.fch, w.ln, p->fcw + (size_t)l * F * C, p->fcb + l * F, BT, C, F);
-    gelu_forward(w.hid, s.fch, (size_t)BT * F);
+    matmul_forward(w.hid, w.ln, p->fcw + (size_t)l * F * C, p->fcb + l * F, BT, C, F);
+    gelu_forward(w.hid, w.hid, (size_t)BT * F); /* in place: backward makes the pre-activation again */
     matmul_forward_add(s.res3, w.hid, p->fcprojw + (size_t)l * C * F, p->fcprojb + l * C, s.res2, BT, F, C);
 
     if (a->be->stats && a->p.commit_weight > 0) {
@@ -429,24 +441,31 @@ void model_zero_grad(model *m) { memset(m->grads_mem, 0, m->nparams * sizeof(flo
 /* ---- backward ---- */
 
 /* MLP of layer l: w->dres holds d res3 on entry and d res2 on return. The
- * layer norm's output and GELU's are recomputed from what forward kept; the
- * GELU output and the hidden gradient take turns in one buffer (the weight
- * gradient, which reads the former, comes before the product writing the
- * latter). */
+ * layer norm's output is recomputed from what forward kept, and, chunk by
+ * chunk of rows, the pre-activation (the same product forward made, so the
+ * same bits) and GELU's output; the GELU output and the hidden gradient take
+ * turns in one chunk buffer (the weight gradient, which reads the former,
+ * comes before the product writing the latter). */
 static void mlp_backward(model *m, int l, model_work *w) {
-    int C = m->C, F = m->F, BT = m->B * m->T;
+    int C = m->C, F = m->F, BT = m->B * m->T, R = mlp_chunk_rows(m);
     const model_tensors *p = &m->params;
     model_tensors *g = &m->grads;
     layer_acts s = layer_at(m, l);
-    size_t BTF = (size_t)BT * F;
+    const float *fcw = p->fcw + (size_t)l * F * C, *fcb = p->fcb + l * F, *fcprojw = p->fcprojw + (size_t)l * C * F;
+    float *pre = w->hid, *hid = w->hid + (size_t)R * F;
 
     layernorm_forward(w->ln, NULL, NULL, s.res2, p->ln2w + l * C, p->ln2b + l * C, BT, C);
-    gelu_forward(w->hid, s.fch, BTF);
-    matmul_backward(NULL, g->fcprojw + (size_t)l * C * F, g->fcprojb + l * C, w->dres, w->hid, NULL, BT, F, C);
-    matmul_backward_set(w->hid, NULL, NULL, w->dres, NULL, p->fcprojw + (size_t)l * C * F, BT, F, C);
-    gelu_backward_set(w->hid, s.fch, w->hid, BTF);
-    matmul_backward_set(w->dln, g->fcw + (size_t)l * F * C, g->fcb + l * F, w->hid, w->ln,
-                        p->fcw + (size_t)l * F * C, BT, C, F);
+    for (int r0 = 0; r0 < BT; r0 += R) {
+        int nr = RB_MIN(R, BT - r0);
+        const float *ln = w->ln + (size_t)r0 * C, *dres = w->dres + (size_t)r0 * C;
+        matmul_forward(pre, ln, fcw, fcb, nr, C, F);
+        gelu_forward(hid, pre, (size_t)nr * F);
+        matmul_backward(NULL, g->fcprojw + (size_t)l * C * F, g->fcprojb + l * C, dres, hid, NULL, nr, F, C);
+        matmul_backward_set(hid, NULL, NULL, dres, NULL, fcprojw, nr, F, C);
+        gelu_backward_set(hid, pre, hid, (size_t)nr * F);
+        matmul_backward_set(w->dln + (size_t)r0 * C, g->fcw + (size_t)l * F * C, g->fcb + l * F, hid, ln, fcw, nr,
+                            C, F);
+    }
     layernorm_backward(w->dres, g->ln2w + l * C, g->ln2b + l * C, w->dln, s.res2, p->ln2w + l * C, s.ln2m, s.ln2r,
                        BT, C);
 }

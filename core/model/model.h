@@ -64,7 +64,6 @@ typedef struct {
     float *atty;             /* (L,B,H,T,D) backend output */
     float *res2;             /* (L,B,T,C) residual after attention */
     float *ln2_mean, *ln2_rstd;        /* (L,B,T) each */
-    float *fch;              /* (L,B,T,F) MLP hidden before GELU */
     float *res3;             /* (L,B,T,C) residual after the MLP = block output */
     float *lnf, *lnf_mean, *lnf_rstd; /* (B,T,C), (B,T), (B,T) */
     float *logits;           /* (B,T,V); backward overwrites them with their gradient */

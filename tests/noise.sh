@@ -39,11 +39,23 @@ sweep:
   seq: [256, 512]
 Y
 "$RB" run "$tmp/s.yaml" --db "$tmp/s.db" --threads "$cores" --no-sgemm 2>"$tmp/run.err"
+# a whole-model bench trial beside it too (bench: model trials kept no spread
+# and no noise judgement: a step twice as slow was stored without a word)
+cat >"$tmp/m.yaml" <<'Y'
+name: noise_model
+kind: bench
+bench: model
+timing: {runs: 5, warmup: 1}
+params: {backend: local, seq: 256, heads: 2, window: 64, d_model: 64, layers: 1, task: random, random_vocab: 64}
+Y
+"$RB" run "$tmp/m.yaml" --db "$tmp/m.db" --threads "$cores" --no-sgemm 2>"$tmp/m.err"
 stop_busy
 nn=$(sqlite3 "$tmp/s.db" "SELECT count(*) FROM trials WHERE noisy = 1 AND noise LIKE '%other processes%'")
 ok $([ "$nn" -ge 3 ]; echo $?) "a sweep beside the busy loop marks its trials noisy in the database ($nn of 4)"
 grep -q "is a noisy measurement" "$tmp/run.err" && grep -q "[1-9][0-9]* noisy; results" "$tmp/run.err"
 ok $? "and says so per trial and in its summary: $(tail -1 "$tmp/run.err")"
+mm=$(sqlite3 "$tmp/m.db" "SELECT (SELECT noisy FROM trials) || ' ' || count(*) FROM metrics WHERE name IN ('step_ms_iqr', 'load_avg', 'other_cpu', 'noisy') AND step IS NULL")
+ok $([ "$mm" = "1 4" ]; echo $?) "a bench: model trial beside it keeps its spread and load and is marked noisy (noisy, metrics: $mm)"
 # --redo-noisy measures those trials again (and only those), whatever the
 # machine is like now: each noisy trial is attempted a second time
 before=$(sqlite3 "$tmp/s.db" "SELECT group_concat(id || ':' || noisy, ' ') FROM trials ORDER BY id")

@@ -371,6 +371,18 @@ static int exec_train(const experiment *e, const exp_trial *t, double sgemm, met
     if (e->kind == EXP_KIND_BENCH) {
         if (train_bench_step(&c, e->timing_runs, e->timing_warmup, &r, err, errlen) != 0) return TRIAL_FAILED;
         add_train_result(out, &r, sgemm, 0);
+        /* the spread and the machine's load, judged as a training trial's
+         * steps are (a step twice as slow as the next run's was stored
+         * without a word) */
+        metric_add(out, -1, "step_ms_iqr", r.step_ms_iqr);
+        metric_add(out, -1, "step_ms_min", r.step_ms_min);
+        metric_add(out, -1, "step_ms_max", r.step_ms_max);
+        metric_add(out, -1, "step_ms_n", r.steps_timed);
+        metric_add(out, -1, "load_avg", r.load_avg);
+        metric_add(out, -1, "other_cpu", r.other_cpu);
+        metric_add(out, -1, "noisy", r.noisy);
+        out->noisy = r.noisy;
+        snprintf(out->noise, sizeof out->noise, "%s", r.noise);
         return TRIAL_DONE;
     }
     train_ctx ctx;

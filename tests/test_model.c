@@ -62,6 +62,13 @@ static void grad_check_config(train_config *cfg) {
     int *tok = malloc(n * sizeof(int)), *tgt = malloc(n * sizeof(int));
     float *mask = malloc(n * sizeof(float));
     fill_batch(tok, tgt, mask, n, c.vocab, 42);
+    /* biases and layer-norm gains away from their initial 0 and 1 (the
+     * parameters without weight decay), so that a product that leaves one
+     * out (backward's recompute of the MLP pre-activation could) shows */
+    rb_rng br;
+    rb_rng_seed(&br, 11);
+    for (size_t i = 0; i < m->nparams; i++)
+        if (!m->decay_mask[i]) m->params_mem[i] += 0.1f * rb_rng_normal(&br);
     /* a training forward first: routing initialises and moves its centroids */
     model_forward(m, tok, tgt, mask, ATTN_TRAIN);
     model_forward(m, tok, tgt, mask, ATTN_EVAL);

@@ -30,11 +30,14 @@
  *   routing vectors (the classic k-means objective), averaged over batch and
  *   heads.
  *
- * Work: distances by one sgemm per (b,h) and set (K x n x d), top-k by
- * quickselect per centroid; each cluster's members are gathered into
- * contiguous blocks and attention runs on query tiles through sgemm, keeping
- * only the row log-sum-exp; backward recomputes the scores (flash style), so
- * memory is O(n d) even when argmax makes a cluster large. Clusters run in
+ * Work: distances per (b,h) and set (K x n x d) on cluster.c's AVX-512
+ * kernel in blocks of centroids and tokens, top-k per centroid by bisection
+ * over the keys' order; each cluster's members are gathered into contiguous
+ * blocks and attention runs on query tiles through the same kernel (scores
+ * and softmax in one pass up to 64 keys), keeping only the row log-sum-exp
+ * unless forward keeps P (rt_keep_p); otherwise backward recomputes the
+ * scores (flash style), so memory is O(n d) even when argmax makes a cluster
+ * large. Clusters run in
  * parallel and write disjoint per-member rows; the scatter back to positions
  * runs per (b,h) in fixed cluster order, so results do not depend on the
  * schedule. */
@@ -66,7 +69,7 @@ static int rt_kb(int K, int n) { return RB_MIN(K, RB_MAX((int)RT_KB, RT_DOTS / n
 
 typedef struct {
     kmeans_pair *pairs;         /* (n) top-k selection scratch */
-    float *dots;                /* (RT_KB,n) centroid . token, one block of centroids */
+    float *dots;                /* (rt_kb,n) centroid . token, one block of centroids */
     float *best;                /* (n) nearest distance so far (up to |x|^2) */
     float *xn2;                 /* (n) |x|^2 */
     float *Qc, *Kc, *Vc, *dOc;  /* (maxm, d) gathered cluster blocks */
@@ -377,7 +380,7 @@ static void rt_dots(const routing *R, float *dots, const float *mu, const float 
 }
 
 /* near (n) = the nearest of K centroids mu (K,d; mun2 their |mu|^2) for each
- * row of X (n,d; xn2 its |x|^2), through distances in blocks of RT_KB
+ * row of X (n,d; xn2 its |x|^2), through distances in blocks of rt_kb
  * centroids; with mem (topk) also each centroid's w nearest rows, in
  * position order, at mem + c*w. par: selection and assignment as parallel
  * loops (called outside a parallel region). */
@@ -398,8 +401,8 @@ static void rt_nearest(const routing *R, int *near, int *mem, const float *X, co
 }
 
 /* k-means++ seeds from the head's routing vectors in this first batch, then
- * Lloyd iterations over all of them. Serial over heads (BLAS threads the
- * sgemm). */
+ * Lloyd iterations over all of them. Serial over heads (the distance
+ * blocks run in parallel inside). */
 static void rt_init_centroids(routing *R) {
     int K = R->K, d = R->d, n = R->n;
     size_t nd = (size_t)n * d;

@@ -1,10 +1,9 @@
 /* kmeans.c: the online k-means pieces routing attention uses (kmeans.h):
- * distances through one sgemm, nearest-centroid assignment, balanced top-k
- * selection per centroid by quickselect, and the Lloyd / EMA centroid
- * updates with sums in double. */
+ * nearest-centroid assignment from distances the caller computed, balanced
+ * top-k selection per centroid (bisection over the keys' order), and the
+ * Lloyd / EMA centroid updates with sums in double. */
 #include "attn/kmeans.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,39 +18,6 @@ void kmeans_norm2(float *out, const float *x, int n, int d) {
 #pragma omp simd reduction(+ : s)
         for (int j = 0; j < d; j++) s += xi[j] * xi[j];
         out[i] = s;
-    }
-}
-
-void kmeans_dots(float *dots, const float *mu, const float *x, int n, int K, int d) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, K, n, d, 1.0f, mu, d, x, d, 0.0f, dots, n);
-}
-
-void kmeans_nearest(int *assign, float *dist2, const float *dots, const float *xn2, const float *mun2, int n,
-                    int K) {
-    enum { CHUNK = 256 };
-    int nchunks = (n + CHUNK - 1) / CHUNK;
-#pragma omp parallel for schedule(static)
-    for (int ch = 0; ch < nchunks; ch++) {
-        int i0 = ch * CHUNK, i1 = RB_MIN(n, i0 + CHUNK);
-        float best[CHUNK];
-        int arg[CHUNK];
-        for (int i = i0; i < i1; i++) best[i - i0] = INFINITY, arg[i - i0] = 0;
-        /* centroid-major so the inner loop runs along a contiguous row of dots */
-        for (int c = 0; c < K; c++) {
-            const float *row = dots + (size_t)c * n;
-            float mc = mun2[c];
-            for (int i = i0; i < i1; i++) {
-                float dd = mc - 2.0f * row[i];
-                if (dd < best[i - i0]) best[i - i0] = dd, arg[i - i0] = c; /* strict: lower index wins ties */
-            }
-        }
-        for (int i = i0; i < i1; i++) {
-            assign[i] = arg[i - i0];
-            if (dist2) {
-                float v = best[i - i0] + xn2[i];
-                dist2[i] = v > 0.0f ? v : 0.0f;
-            }
-        }
     }
 }
 

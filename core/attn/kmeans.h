@@ -23,21 +23,11 @@ typedef struct {
 /* out (n) = |x_i|^2; x is (n,d) */
 void kmeans_norm2(float *out, const float *x, int n, int d);
 
-/* dots (K,n) = mu (K,d) @ x (n,d)^T: one sgemm; BLAS may thread it, so call
- * it outside OpenMP parallel regions. */
-void kmeans_dots(float *dots, const float *mu, const float *x, int n, int K, int d);
-
-/* assign (n) = nearest centroid of each x_i, dist2 (n, may be NULL) its
- * squared distance, from dots (K,n), xn2 (n) = |x|^2 and mun2 (K) = |mu|^2.
- * Ties go to the lower centroid index. Parallel over tokens. */
-void kmeans_nearest(int *assign, float *dist2, const float *dots, const float *xn2, const float *mun2, int n,
-                    int K);
-
-/* The same in blocks of centroids, so the (K,n) distance matrix need not
- * exist at once: folds dots (kb,n) of centroids c0..c0+kb-1 (mun2 (kb) their
- * |mu|^2) into assign (n) and best (n), the smallest |mu|^2 - 2 x.mu so far
- * (c0 == 0 starts afresh). Called with increasing c0 it gives kmeans_nearest's
- * choice, ties to the lower index. Parallel over tokens. */
+/* The nearest centroid of each token, in blocks of centroids (the (K,n)
+ * distance matrix need not exist at once): folds dots (kb,n) = mu x^T of
+ * centroids c0..c0+kb-1 (mun2 (kb) their |mu|^2) into assign (n) and best
+ * (n), the smallest |mu|^2 - 2 x.mu so far (c0 == 0 starts afresh). Ties go
+ * to the lower centroid index. Parallel over tokens. */
 void kmeans_nearest_fold(int *assign, float *best, const float *dots, const float *mun2, int n, int c0, int kb);
 
 /* Balanced top-k for one centroid: members (w) = the w tokens nearest the

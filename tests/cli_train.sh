@@ -46,7 +46,7 @@ kill -INT $pid; wait $pid; rc=$?
 
 # --bench N --json: one JSON object whose numbers hang together (parsed by perl's JSON::PP)
 "$RB" train --task random --random-vocab 64 --d-model 32 --layers 2 --heads 2 --seq 64 --batch 2 --threads 1 \
-  --backend local --window 16 --bench 3 --json >j.json 2>o; rc=$?
+  --backend local --window 16 --bench 3 --min-time 0 --json >j.json 2>o; rc=$?
 perl -MJSON::PP -e '
   local $/; open my $f, "<", $ARGV[0] or die; my $t = <$f>;
   my $j = decode_json($t);

@@ -112,11 +112,21 @@ int main(void) {
 
     /* the whole-step benchmark */
     small(&c);
-    rb = train_bench_step(&c, 3, 1, &r, err, sizeof err);
+    rb = train_bench_step(&c, 3, 1, 0, &r, err, sizeof err);
     ok(rb == 0 && r.median_step_ms > 0 && r.fwd_ms > 0 && r.bwd_ms > 0 && r.flops_per_step > 0 &&
            r.arena_peak > 0 && r.arena_peak <= r.arena_bytes && r.params > 0,
        "bench step: %.3f ms (fwd %.3f, bwd %.3f, opt %.3f), %.3g flops, arena peak %zu", r.median_step_ms, r.fwd_ms,
        r.bwd_ms, r.opt_ms, r.flops_per_step, r.arena_peak);
+
+    /* a bench whose N steps take less than min_time adds steps until it
+     * has sampled that long, so the machine's load over it can be read */
+    small(&c);
+    rb = train_bench_step(&c, 2, 1, 0.3, &r, err, sizeof err);
+    ok(rb == 0 && r.steps_timed > 2 && r.steps_timed * r.step_ms_max >= 300 && !isnan(r.other_cpu),
+       "bench with min_time 0.3 s: %d steps of %.3f ms median, other_cpu %.2f", r.steps_timed, r.median_step_ms,
+       r.other_cpu);
+    rb = train_bench_step(&c, 2, 1, 0, &r, err, sizeof err);
+    ok(rb == 0 && r.steps_timed == 2, "and with min_time 0 exactly the steps asked for (%d)", r.steps_timed);
 
     /* configuration by name */
     train_config_default(&c);

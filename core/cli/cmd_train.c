@@ -17,6 +17,7 @@
 #include "model/model.h"
 #include "util/fsutil.h"
 #include "util/json.h"
+#include "util/measure.h"
 #include "util/params.h"
 #include "util/status.h"
 #include "cli/commands.h"
@@ -241,12 +242,12 @@ static int preflight(train_config *c, int bench) {
     return RB_EXIT_USAGE;
 }
 
-static int bench_steps(const train_config *c, int bench, int json) {
+static int bench_steps(const train_config *c, int bench, double min_time, int json) {
     char err[1024];
     train_result r;
-    fprintf(stderr, "timing %d training steps (after 2 warm-up) on %d thread%s...\n", bench, rb_threads(),
-            rb_threads() == 1 ? "" : "s");
-    if (train_bench_step(c, bench, 2, &r, err, sizeof err)) {
+    fprintf(stderr, "timing %d training steps%s (after 2 warm-up) on %d thread%s...\n", bench,
+            min_time > 0 ? " or more" : "", rb_threads(), rb_threads() == 1 ? "" : "s");
+    if (train_bench_step(c, bench, 2, min_time, &r, err, sizeof err)) {
         fprintf(stderr, "routebench train: %s\n", err);
         return RB_EXIT_FAILED;
     }
@@ -280,6 +281,7 @@ static int train_steps(const train_config *c, int log_every) {
 int cmd_train(int argc, char **argv) {
     train_config c;
     int threads = 0, bench = 0, log_every = 0, dry = 0, json = 0;
+    double min_time = RB_LOAD_MIN_S;
     const char *file = NULL;
     char err[1024];
     cli_kv kv;
@@ -290,7 +292,11 @@ int cmd_train(int argc, char **argv) {
          "flags given beside it win"},
         {"--threads", NULL, FL_INT, &threads, "N", 1, 4096, NULL, "threads for our loops and BLAS (default: all cores)"},
         {"--bench", NULL, FL_INT, &bench, "N", 1, 1 << 20, NULL,
-         "time N whole training steps on random tokens (after 2 warm-up), no training"},
+         "time N whole training steps on random tokens (after 2 warm-up), no training;\n"
+         "more while under --min-time seconds"},
+        {"--min-time", NULL, FL_DOUBLE, &min_time, "S", 0, 1e6, NULL,
+         "with --bench: keep timing steps until S seconds (default 0.25: long enough to read\n"
+         "the machine's load beside them; 0 = exactly N steps)"},
         {"--dry-run", NULL, FL_SWITCH, &dry, NULL, 0, 0, NULL,
          "check the configuration and print the model (its layers' head groups, parameter\n"
          "count, FLOPs per step) without building it: the paper's full-size models fit here"},
@@ -321,5 +327,5 @@ int cmd_train(int argc, char **argv) {
                train_flops_per_step(&c) / 1e9);
         return RB_EXIT_OK;
     }
-    return bench ? bench_steps(&c, bench, json) : train_steps(&c, log_every);
+    return bench ? bench_steps(&c, bench, min_time, json) : train_steps(&c, log_every);
 }

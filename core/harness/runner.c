@@ -369,7 +369,7 @@ static int exec_train(const experiment *e, const exp_trial *t, double sgemm, met
     train_result r;
     memset(&r, 0, sizeof r);
     if (e->kind == EXP_KIND_BENCH) {
-        if (train_bench_step(&c, e->timing_runs, e->timing_warmup, &r, err, errlen) != 0) return TRIAL_FAILED;
+        if (train_bench_step(&c, e->timing_runs, e->timing_warmup, e->timing_min_time, &r, err, errlen) != 0) return TRIAL_FAILED;
         add_train_result(out, &r, sgemm, 0);
         /* the spread and the machine's load, judged as a training trial's
          * steps are (a step twice as slow as the next run's was stored

@@ -563,7 +563,8 @@ static void judge_noise(train_result *r, const rb_load *load) {
     r->noisy = rb_noise_judge(&rule, &s, load, r->noise, sizeof r->noise);
 }
 
-int train_bench_step(const train_config *cin, int repeat, int warmup, train_result *r, char *err, size_t errlen) {
+int train_bench_step(const train_config *cin, int repeat, int warmup, double min_time, train_result *r, char *err,
+                     size_t errlen) {
     train_config cc = *cin, *c = &cc;
     rb_reset_peak_rss(); /* peak RSS of this run, not of an earlier one in the same process */
     memset(r, 0, sizeof *r);
@@ -571,6 +572,7 @@ int train_bench_step(const train_config *cin, int repeat, int warmup, train_resu
     r->test_loss = r->test_bits_per_token = r->test_accuracy = r->final_train_loss = NAN;
     if (repeat < 1) return rb_fail(err, errlen, "repeat must be at least 1");
     if (warmup < 0) warmup = 0;
+    if (!(min_time >= 0)) min_time = 0;
     if (c->steps < repeat + warmup) c->steps = repeat + warmup; /* so warm-up/cosine see a sane schedule */
     if (train_config_check(c, err, errlen)) return -1;
     model *m = model_create(c, err, errlen);
@@ -581,11 +583,16 @@ int train_bench_step(const train_config *cin, int repeat, int warmup, train_resu
     rb_rng_seed(&rng, task_stream_seed(c->seed, TASK_TRAIN, 0));
     for (size_t i = 0; i < BT; i++) bb.tokens[i] = (int)rb_rng_below(&rng, (uint32_t)c->vocab);
     for (size_t i = 0; i < BT; i++) bb.targets[i] = (int)rb_rng_below(&rng, (uint32_t)c->vocab);
-    double *st = mallocCheck(4 * repeat * sizeof(double)), *fws = st + repeat, *bws = st + 2 * repeat,
-           *ops = st + 3 * repeat;
-    int rc = 0;
+    /* at least `repeat` timed steps, and more (up to BENCH_MAX_STEPS) until
+     * min_time seconds are sampled: a run shorter than /proc/stat's ticks
+     * can tell says nothing about the machine's load (measure.h) */
+    enum { BENCH_MAX_STEPS = 10000 };
+    int cap = repeat;
+    double *st = mallocCheck(4 * (size_t)cap * sizeof(double));
+    int rc = 0, timed = 0;
+    double sampled = 0;
     rb_load_probe probe;
-    for (int i = 0; i < warmup + repeat; i++) {
+    for (int i = 0; i < warmup || timed < repeat || (sampled < min_time && timed < BENCH_MAX_STEPS); i++) {
         if (i == warmup) rb_load_begin(&probe);
         double fw, bw, op, gnorm;
         int fail;
@@ -599,15 +606,24 @@ int train_bench_step(const train_config *cin, int repeat, int warmup, train_resu
         r->final_train_loss = loss;
         r->steps_done = i + 1;
         if (i >= warmup) {
-            int k = i - warmup;
-            st[k] = ms, fws[k] = fw, bws[k] = bw, ops[k] = op;
+            if (timed == cap) { /* four arrays of cap in one block: grow and move each */
+                int nc = cap * 2;
+                double *ns = mallocCheck(4 * (size_t)nc * sizeof(double));
+                for (int a = 0; a < 4; a++) memcpy(ns + (size_t)a * nc, st + (size_t)a * cap, (size_t)cap * sizeof(double));
+                free(st);
+                st = ns, cap = nc;
+            }
+            st[timed] = ms, st[cap + timed] = fw, st[2 * cap + timed] = bw, st[3 * cap + timed] = op;
+            timed++;
+            sampled += ms / 1e3;
         }
     }
+    double *fws = st + cap, *bws = st + 2 * cap, *ops = st + 3 * cap;
     if (rc == 0) {
         rb_load load;
         rb_load_end(&probe, &load);
         fill_common(r, c, m);
-        fill_medians(r, st, fws, bws, ops, repeat, c);
+        fill_medians(r, st, fws, bws, ops, timed, c);
         judge_noise(r, &load);
     }
     free(st);

@@ -198,8 +198,12 @@ typedef struct {
 int train_run(const train_config *c, const train_hooks *h, train_result *r, char *err, size_t errlen);
 
 /* Time whole training steps (forward, backward, optimiser) of the model in c
- * on random tokens: `warmup` untimed then `repeat` timed steps; medians into
- * r. No data file needed. 0, or -1 with a message. */
-int train_bench_step(const train_config *c, int repeat, int warmup, train_result *r, char *err, size_t errlen);
+ * on random tokens: `warmup` untimed steps, then `repeat` timed ones and more
+ * until min_time seconds have been timed (at most 10000 steps), so the
+ * machine's load over them can be read (RB_LOAD_MIN_S); medians into r
+ * (r->steps_timed says how many). No data file needed. 0, or -1 with a
+ * message. */
+int train_bench_step(const train_config *c, int repeat, int warmup, double min_time, train_result *r, char *err,
+                     size_t errlen);
 
 #endif

@@ -54,6 +54,7 @@ ok $([ "$(q "SELECT status FROM experiments ORDER BY id LIMIT 1")" = interrupted
      [ "$(q "SELECT status FROM experiments ORDER BY id DESC LIMIT 1")" = done ]; echo $?) \
    "the killed run's row says interrupted, the rerun's done ($(q "SELECT group_concat(status) FROM experiments"))"
 ok $([ "$(q "SELECT count(*) FROM experiments WHERE git_commit IS NOT NULL AND host IS NOT NULL AND yaml LIKE '%name: resume%'")" = 2 ]; echo $?) "runs carry the YAML, commit and host"
+ok $([ "$(q "SELECT count(*) FROM experiments WHERE blas LIKE 'OpenBLAS %; routebench % kernels%'")" = 2 ]; echo $?) "and the BLAS beside the SIMD of our kernels and OpenBLAS's: $(q "SELECT blas FROM experiments LIMIT 1")"
 
 "$RB" run "$Y/good_resume.yaml" --db "$db" --threads 1 --no-sgemm 2>"$tmp/log3"; rc=$?
 ok $([ $rc = 0 ] && grep -q " 0 to run" "$tmp/log3"; echo $?) "a third run has nothing to do"

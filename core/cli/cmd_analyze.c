@@ -116,8 +116,10 @@ static int write_db(const char *db, const char *exp_name, const train_config *c,
 
     rb_sysinfo si;
     rb_sysinfo_read(&si, 0);
+    char blas[600];
+    rb_sysinfo_blas_line(&si, blas, sizeof blas);
     store_experiment x = {.name = exp_name, .description = "routebench analyze", .kind = "analyze", .yaml = yaml,
-                          .yaml_hash = yhash, .path = ckpt, .host = si.host, .cpu = si.cpu, .blas = si.blas,
+                          .yaml_hash = yhash, .path = ckpt, .host = si.host, .cpu = si.cpu, .blas = blas,
                           .argv = argv, .threads = rb_threads()};
     int64_t exp_id, tid;
     int rc = store_begin_experiment(s, &x, &exp_id, err, errlen);

@@ -584,9 +584,11 @@ static int open_run(run_ctx *r, char *err, size_t errlen) {
     char commit[128], shard[32];
     git_commit(commit, sizeof commit);
     if (o->shard_n > 1) snprintf(shard, sizeof shard, "%d/%d", o->shard_i, o->shard_n);
+    char blas[600];
+    rb_sysinfo_blas_line(&r->si, blas, sizeof blas);
     store_experiment x = {e->name, e->description, exp_kind_name(e->kind),
                           e->kind == EXP_KIND_BENCH ? exp_bench_name(e->bench) : NULL,
-                          e->yaml, e->hash, e->path, commit, r->si.host, r->si.cpu, r->si.blas,
+                          e->yaml, e->hash, e->path, commit, r->si.host, r->si.cpu, blas,
                           o->shard_n > 1 ? shard : NULL, o->filter, o->argv, e->overrides, rb_threads(),
                           r->si.sgemm_gflops};
     if (store_begin_experiment(r->s, &x, &r->exp_id, err, errlen) != 0) return RUN_BAD_INPUT;

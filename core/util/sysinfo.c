@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "util/common.h"
@@ -88,6 +89,59 @@ double rb_sgemm_gflops(int n, int repeat) {
     return rb_sgemm_measure(n, &ar, &r) == 0 ? r.gflops : 0.0;
 }
 
+/* 1 when /proc/cpuinfo's flags list `flag` (a whole word). */
+static int cpu_has(const char *flag) {
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return 0;
+    char line[8192];
+    int has = 0;
+    size_t n = strlen(flag);
+    while (!has && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "flags", 5) != 0) continue;
+        for (char *p = strstr(line, flag); p && !has; p = strstr(p + 1, flag))
+            has = p[-1] == ' ' && (p[n] == ' ' || p[n] == '\n' || p[n] == 0);
+        break;
+    }
+    fclose(f);
+    return has;
+}
+
+extern char *openblas_get_corename(void);
+
+/* Our kernels are built for the compiler's target (-march=native); OpenBLAS
+ * picks its own at run time, and OPENBLAS_CORETYPE can force an older one.
+ * The share of "sgemm" a benchmark reports is against OpenBLAS's choice, so
+ * a reader needs to know when our kernels are wider than its. */
+static void read_kernels(char *out, size_t len) {
+#if defined(__AVX512F__)
+    const char *ours = "AVX-512", *wide = "avx512f";
+#elif defined(__AVX2__)
+    const char *ours = "AVX2", *wide = NULL;
+#else
+    const char *ours = "generic C (products through OpenBLAS)", *wide = NULL;
+#endif
+    const char *core = openblas_get_corename();
+    if (!core) core = "?";
+    /* OpenBLAS's x86 cores with AVX-512 kernels */
+    static const char *const k512[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
+    int blas512 = 0;
+    for (size_t i = 0; i < sizeof k512 / sizeof k512[0]; i++) blas512 |= strcasecmp(core, k512[i]) == 0;
+    const char *forced = getenv("OPENBLAS_CORETYPE");
+    size_t off = (size_t)snprintf(out, len, "routebench %s; OpenBLAS %s kernels", ours, core);
+    if (wide && !blas512 && cpu_has(wide) && off < len) {
+        if (forced && *forced)
+            snprintf(out + off, len - off, " (OPENBLAS_CORETYPE=%.32s on an AVX-512 CPU): our kernels can beat the "
+                     "sgemm ceiling", forced);
+        else
+            snprintf(out + off, len - off, " on an AVX-512 CPU: our kernels can beat the sgemm ceiling");
+    }
+}
+
+const char *rb_sysinfo_blas_line(const rb_sysinfo *s, char *buf, size_t len) {
+    snprintf(buf, len, "%s; %s", s->blas, s->kernels);
+    return buf;
+}
+
 void rb_sysinfo_read(rb_sysinfo *s, int measure) {
     memset(s, 0, sizeof *s);
     read_cpu_model(s->cpu, sizeof s->cpu);
@@ -95,5 +149,6 @@ void rb_sysinfo_read(rb_sysinfo *s, int measure) {
     s->cores = rb_cores();
     s->threads = rb_threads();
     rb_blas_name(s->blas, sizeof s->blas);
+    read_kernels(s->kernels, sizeof s->kernels);
     if (measure && rb_sgemm_measure(RB_SGEMM_N, NULL, &s->sgemm) == 0) s->sgemm_gflops = s->sgemm.gflops;
 }

@@ -26,6 +26,7 @@ typedef struct {
     int cores;        /* online cores */
     int threads;      /* threads in use (rb_threads) */
     char blas[256];   /* OpenBLAS config and threading */
+    char kernels[320]; /* the SIMD of our own kernels and of OpenBLAS's, and why they differ */
     double sgemm_gflops; /* 0 when not measured */
     rb_sgemm_rate sgemm; /* the measurement behind it */
 } rb_sysinfo;
@@ -40,5 +41,9 @@ int rb_sgemm_measure(int n, const rb_autorange *ar, rb_sgemm_rate *out);
 
 /* Median GFLOP/s of at least `repeat` products (rb_sgemm_measure). */
 double rb_sgemm_gflops(int n, int repeat);
+
+/* blas and kernels in one line, as stored with a run ("OpenBLAS ... (openmp);
+ * routebench: AVX-512 ..."). */
+const char *rb_sysinfo_blas_line(const rb_sysinfo *s, char *buf, size_t len);
 
 #endif

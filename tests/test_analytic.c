@@ -220,13 +220,12 @@ static double def_batch_bytes(const char *name, const attn_params *p) {
     return -1;
 }
 
-/* rb_sgemm_st's packing buffer (util/gemm.h) for products of up to rows x
- * cols: B blocks of up to 1024 columns in 64-column panels, 256 deep (A is
- * read in place); none without AVX-512. */
+/* rb_sgemm_st's packing buffers (util/gemm.h) for products of up to rows x
+ * cols: A blocks of up to 240 rows in 6-row panels and B blocks of up to
+ * 1024 columns in 64-column panels, 256 deep; none without AVX-512. */
 static double pack_bytes(double rows, double cols) {
 #ifdef __AVX512F__
-    (void)rows;
-    return r64(256 * ceil(fmin(cols, 1024) / 64) * 64 * 4);
+    return r64((ceil(fmin(rows, 240) / 6) * 6 * 256 + 256 * ceil(fmin(cols, 1024) / 64) * 64) * 4);
 #else
     (void)rows, (void)cols;
     return 0;

@@ -1,9 +1,6 @@
-/* gemm.c: rb_sgemm (gemm.h), the BLIS layout for B: packed in blocks of
- * KC x NC (panels of NR columns, k-major); A is read where it lies (MR row
- * pointers, broadcast one element at a time, as routing's cl_acc does), and
- * a micro-kernel holds MR x NR of C in 24 registers. Packing A cost a tenth
- * of a training step (op(A)'s six values for one k are a broadcast each
- * either way, and a block of A stays in L2 across B's panels). */
+/* gemm.c: rb_sgemm (gemm.h), the BLIS layout: B packed in blocks of KC x NC
+ * (panels of NR columns, k-major), A in blocks of MC x KC per thread (panels
+ * of MR rows), and a micro-kernel holding MR x NR of C in 24 registers. */
 #include "util/gemm.h"
 
 #include <cblas.h>
@@ -31,13 +28,42 @@ static void gemm_blas(int ta, int tb, int M, int N, int K, float alpha, const fl
 #ifdef __AVX512F__
 enum { MR = 6, NR = 64, KC = 256, NC = 1024, MC_MAX = 240 };
 
-/* The packed B block, kept from call to call (rb_sgemm runs outside
- * parallel regions, so one caller at a time). */
-static float *g_bp;
+/* Buffers kept from call to call (rb_sgemm runs outside parallel regions,
+ * so one caller at a time): the packed B block and one A block per thread. */
+static float *g_bp, *g_ap;
+static int g_ap_threads;
 
-static int gemm_buffers(void) {
+static int gemm_buffers(int nth) {
     if (!g_bp && !(g_bp = rb_aligned_alloc(sizeof(float) * KC * NC))) return -1;
+    if (g_ap_threads < nth) {
+        free(g_ap);
+        g_ap_threads = 0;
+        if (!(g_ap = rb_aligned_alloc(sizeof(float) * (size_t)MC_MAX * KC * nth))) return -1;
+        g_ap_threads = nth;
+    }
     return 0;
+}
+
+/* op(A) rows [i0, i0+mc) x k [p0, p0+kc) into MR-row panels, k-major; rows past mc are 0 */
+static void pack_a(float *ap, const float *A, int lda, int ta, int i0, int mc, int p0, int kc) {
+    for (int ir = 0; ir < mc; ir += MR) {
+        float *dst = ap + (size_t)ir * kc;
+        int rows = RB_MIN(MR, mc - ir);
+        if (ta) { /* A(i, k) = A[k lda + i]: a panel's rows are adjacent */
+            for (int k = 0; k < kc; k++) {
+                const float *s = A + (size_t)(p0 + k) * lda + i0 + ir;
+                for (int r = 0; r < MR; r++) dst[k * MR + r] = r < rows ? s[r] : 0.0f;
+            }
+        } else {
+            for (int r = 0; r < MR; r++) {
+                const float *s = A + (size_t)(i0 + ir + r) * lda + p0;
+                if (r < rows)
+                    for (int k = 0; k < kc; k++) dst[k * MR + r] = s[k];
+                else
+                    for (int k = 0; k < kc; k++) dst[k * MR + r] = 0.0f;
+            }
+        }
+    }
 }
 
 /* op(B) k [p0, p0+kc) x columns [j0, j0+nc) into NR-column panels, k-major; columns past nc are 0 */
@@ -59,27 +85,23 @@ static void pack_b_panel(float *bp, const float *B, int ldb, int tb, int p0, int
     }
 }
 
-/* C rows [0, rows) x columns [0, cols) = alpha (op(A) rows x B panel) +
- * beta C (beta 0: C not read). op(A)(r, k) = a[r ars + k aks]; rows past
- * `rows` repeat the last one (computed, not stored), so nothing outside A
- * is read. */
-static void micro(int kc, const float *a, ptrdiff_t ars, ptrdiff_t aks, const float *bp, float *C, int ldc, int rows,
-                  int cols, float alpha, float beta) {
+/* C rows [0, rows) x columns [0, cols) = alpha (A panel B panel) + beta C
+ * (beta 0: C not read) */
+static void micro(int kc, const float *ap, const float *bp, float *C, int ldc, int rows, int cols, float alpha,
+                  float beta) {
     __m512 acc[MR][4];
-    const float *ar[MR];
 #pragma GCC unroll 6
-    for (int r = 0; r < MR; r++) {
-        ar[r] = a + (r < rows ? r : rows - 1) * ars;
+    for (int r = 0; r < MR; r++)
 #pragma GCC unroll 4
         for (int v = 0; v < 4; v++) acc[r][v] = _mm512_setzero_ps();
-    }
     for (int k = 0; k < kc; k++) {
         const float *b = bp + (size_t)k * NR;
         __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), b2 = _mm512_load_ps(b + 32),
                b3 = _mm512_load_ps(b + 48);
+        const float *a = ap + (size_t)k * MR;
 #pragma GCC unroll 6
         for (int r = 0; r < MR; r++) {
-            __m512 av = _mm512_set1_ps(ar[r][k * aks]);
+            __m512 av = _mm512_set1_ps(a[r]);
             acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
             acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
             acc[r][2] = _mm512_fmadd_ps(av, b2, acc[r][2]);
@@ -103,24 +125,25 @@ static void micro(int kc, const float *a, ptrdiff_t ars, ptrdiff_t aks, const fl
     }
 }
 
-/* A block's rows of C against one packed B block: the micro-kernel over
- * every panel pair, reading op(A) in place. */
-static void gemm_rows(const float *bp, const float *A, int lda, int ta, int i0, int m, int pc, int kc, int jc, int nc,
-                      float alpha, float be, float *C, int ldc) {
-    ptrdiff_t ars = ta ? 1 : lda, aks = ta ? lda : 1; /* op(A)(i, k) = A[i ars + k aks] */
-    const float *a0 = A + (ptrdiff_t)pc * aks;
+/* A block's rows of C against one packed B block: pack the block of A, then
+ * the micro-kernel over every panel pair. */
+static void gemm_rows(float *ap, const float *bp, const float *A, int lda, int ta, int i0, int m, int pc, int kc,
+                      int jc, int nc, float alpha, float be, float *C, int ldc) {
+    pack_a(ap, A, lda, ta, i0, m, pc, kc);
     for (int jp = 0; jp * NR < nc; jp++) {
         int cols = RB_MIN((int)NR, nc - jp * NR);
         for (int ir = 0; ir < m; ir += MR)
-            micro(kc, a0 + (ptrdiff_t)(i0 + ir) * ars, ars, aks, bp + (size_t)jp * NR * kc,
-                  C + (size_t)(i0 + ir) * ldc + jc + jp * NR, ldc, RB_MIN((int)MR, m - ir), cols, alpha, be);
+            micro(kc, ap + (size_t)ir * kc, bp + (size_t)jp * NR * kc, C + (size_t)(i0 + ir) * ldc + jc + jp * NR,
+                  ldc, RB_MIN((int)MR, m - ir), cols, alpha, be);
     }
 }
+
+static size_t st_ap_floats(int M) { return (size_t)((RB_MIN(M, (int)MC_MAX) + MR - 1) / MR * MR) * KC; }
 
 size_t rb_sgemm_st_floats(int M, int N, int K) {
     (void)K;
     if (M <= 0 || N <= 0) return 0;
-    return (size_t)KC * ((RB_MIN(N, (int)NC) + NR - 1) / NR * NR);
+    return st_ap_floats(M) + (size_t)KC * ((RB_MIN(N, (int)NC) + NR - 1) / NR * NR);
 }
 
 void rb_sgemm_st(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
@@ -130,7 +153,7 @@ void rb_sgemm_st(int ta, int tb, int M, int N, int K, float alpha, const float *
         gemm_blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    float *bp = ws;
+    float *ap = ws, *bp = ws + st_ap_floats(M);
     for (int jc = 0; jc < N; jc += NC) {
         int nc = RB_MIN((int)NC, N - jc);
         for (int pc = 0; pc < K; pc += KC) {
@@ -139,8 +162,8 @@ void rb_sgemm_st(int ta, int tb, int M, int N, int K, float alpha, const float *
                 pack_b_panel(bp + (size_t)jp * NR * kc, B, ldb, tb, pc, kc, jc + jp * NR,
                              RB_MIN((int)NR, nc - jp * NR));
             for (int i0 = 0; i0 < M; i0 += MC_MAX)
-                gemm_rows(bp, A, lda, ta, i0, RB_MIN((int)MC_MAX, M - i0), pc, kc, jc, nc, alpha, pc == 0 ? beta : 1.0f,
-                          C, ldc);
+                gemm_rows(ap, bp, A, lda, ta, i0, RB_MIN((int)MC_MAX, M - i0), pc, kc, jc, nc, alpha,
+                          pc == 0 ? beta : 1.0f, C, ldc);
         }
     }
 }
@@ -149,7 +172,7 @@ void rb_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
               float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     int nth = rb_threads();
-    if (K <= 0 || omp_in_parallel() || gemm_buffers() != 0) {
+    if (K <= 0 || omp_in_parallel() || gemm_buffers(nth) != 0) {
         gemm_blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
@@ -172,9 +195,11 @@ void rb_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
                 for (int jp = 0; jp < npan; jp++)
                     pack_b_panel(g_bp + (size_t)jp * NR * kc, B, ldb, tb, pc, kc, jc + jp * NR,
                                  RB_MIN((int)NR, nc - jp * NR));
+                float *ap = g_ap + (size_t)omp_get_thread_num() * MC_MAX * KC;
 #pragma omp for schedule(static)
                 for (int ib = 0; ib < nmb; ib++)
-                    gemm_rows(g_bp, A, lda, ta, ib * mc, RB_MIN(mc, M - ib * mc), pc, kc, jc, nc, alpha, be, C, ldc);
+                    gemm_rows(ap, g_bp, A, lda, ta, ib * mc, RB_MIN(mc, M - ib * mc), pc, kc, jc, nc, alpha, be, C,
+                              ldc);
             }
         }
     }

@@ -588,7 +588,8 @@ int train_bench_step(const train_config *cin, int repeat, int warmup, double min
      * can tell says nothing about the machine's load (measure.h) */
     enum { BENCH_MAX_STEPS = 10000 };
     int cap = repeat;
-    double *st = mallocCheck(4 * (size_t)cap * sizeof(double));
+    double *v[4]; /* step, forward, backward, optimiser ms */
+    for (int a = 0; a < 4; a++) v[a] = mallocCheck((size_t)cap * sizeof(double));
     int rc = 0, timed = 0;
     double sampled = 0;
     rb_load_probe probe;
@@ -606,27 +607,23 @@ int train_bench_step(const train_config *cin, int repeat, int warmup, double min
         r->final_train_loss = loss;
         r->steps_done = i + 1;
         if (i >= warmup) {
-            if (timed == cap) { /* four arrays of cap in one block: grow and move each */
-                int nc = cap * 2;
-                double *ns = mallocCheck(4 * (size_t)nc * sizeof(double));
-                for (int a = 0; a < 4; a++) memcpy(ns + (size_t)a * nc, st + (size_t)a * cap, (size_t)cap * sizeof(double));
-                free(st);
-                st = ns, cap = nc;
+            if (timed == cap) {
+                cap *= 2;
+                for (int a = 0; a < 4; a++) v[a] = reallocCheck(v[a], (size_t)cap * sizeof(double));
             }
-            st[timed] = ms, st[cap + timed] = fw, st[2 * cap + timed] = bw, st[3 * cap + timed] = op;
+            v[0][timed] = ms, v[1][timed] = fw, v[2][timed] = bw, v[3][timed] = op;
             timed++;
             sampled += ms / 1e3;
         }
     }
-    double *fws = st + cap, *bws = st + 2 * cap, *ops = st + 3 * cap;
     if (rc == 0) {
         rb_load load;
         rb_load_end(&probe, &load);
         fill_common(r, c, m);
-        fill_medians(r, st, fws, bws, ops, timed, c);
+        fill_medians(r, v[0], v[1], v[2], v[3], timed, c);
         judge_noise(r, &load);
     }
-    free(st);
+    for (int a = 0; a < 4; a++) free(v[a]);
     free(bb.tokens);
     free(bb.targets);
     model_free(m);
